@@ -1,0 +1,51 @@
+//! OTLP types, Periscope's flat internal model and the codecs at the network edge.
+//!
+//! The collector receives OTLP (protobuf or OTLP/JSON), validates it record by
+//! record ([`validate_logs`] and friends), and stores the protobuf in its
+//! write-ahead log. Stores turn requests into the flat model ([`LogRecord`]).
+//!
+//! ```
+//! use periscope_proto::{decode_request, Signal, Encoding};
+//! let body = br#"{"resourceLogs":[]}"#;
+//! let req = decode_request(Signal::Logs, Encoding::Json, body).unwrap();
+//! assert_eq!(req.record_count(), 0);
+//! ```
+
+mod decode;
+mod error;
+mod json;
+mod lossy;
+mod model;
+mod status;
+mod validate;
+
+pub use decode::{Encoding, ExportRequest, Signal, decode_request};
+pub use error::DecodeError;
+pub use json::{decode_logs_json, decode_metrics_json, decode_traces_json};
+pub use lossy::sanitize_utf8;
+pub use model::{
+    LogRecord, SeverityLevel, UNKNOWN_SERVICE, any_value_to_json, attributes_to_json, flatten_logs,
+    service_name,
+};
+pub use status::RpcStatus;
+pub use validate::{Limits, Validated, validate};
+
+/// Generated OTLP protobuf types, re-exported from `opentelemetry-proto`.
+pub mod otlp {
+    pub use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    pub use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+    pub use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    pub use opentelemetry_proto::tonic::{common, logs, metrics, resource, trace};
+    /// gRPC clients, used by the load generator, the agent and tests.
+    pub mod client {
+        pub use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+        pub use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+        pub use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    }
+}

@@ -1,0 +1,60 @@
+//! The store's error type.
+
+use std::path::PathBuf;
+
+/// Errors of the WAL and the stores. Sources are kept, never flattened to strings.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done, like `failed to open wal segment`.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tantivy operation failed.
+    #[error("{op}: {source}")]
+    Index {
+        /// What was being done.
+        op: String,
+        /// The underlying error.
+        #[source]
+        source: tantivy::TantivyError,
+    },
+    /// The search query could not be parsed.
+    #[error("invalid query: {0}")]
+    Query(#[from] tantivy::query::QueryParserError),
+    /// A request argument is invalid (bad cursor, bad range...).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A file on disk was written by an unknown format version or is corrupt.
+    #[error("{path}: {message}")]
+    Format {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The WAL stopped accepting writes after an I/O failure or shutdown.
+    #[error("write-ahead log unavailable: {0}")]
+    WalClosed(String),
+    /// An invalid tenant id.
+    #[error("invalid tenant id {0:?}: use 1-150 characters of [A-Za-z0-9_.-], not '.' or '..' or 'wal'")]
+    InvalidTenant(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Io { op, path, source }
+    }
+
+    pub(crate) fn index<E: Into<tantivy::TantivyError>>(op: impl Into<String>) -> impl FnOnce(E) -> StoreError {
+        let op = op.into();
+        move |source| StoreError::Index { op, source: source.into() }
+    }
+}

@@ -1,0 +1,88 @@
+//! The data directory: its version file and where each store lives.
+//!
+//! ```text
+//! <data-dir>/periscope.json              {"format_version": 1}
+//! <data-dir>/wal/<first-lsn>.wal         WAL segments
+//! <data-dir>/<tenant>/logs/<YYYY-MM-DDTHH>/   one tantivy index per hour
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::{StoreError, TenantId};
+
+/// The version of the data directory layout. Bump it with a migration.
+pub const DATA_FORMAT_VERSION: u32 = 1;
+
+/// A data directory whose version has been checked.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Opens (creating if needed) a data directory, refusing one written by
+    /// an unknown format version.
+    pub fn open(root: &Path) -> Result<DataDir, StoreError> {
+        std::fs::create_dir_all(root).map_err(StoreError::io("failed to create data dir", root))?;
+        let version_file = root.join("periscope.json");
+        match std::fs::read(&version_file) {
+            Ok(bytes) => {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Format {
+                    path: version_file.clone(),
+                    message: format!("invalid json: {e}"),
+                })?;
+                let found = v.get("format_version").and_then(|v| v.as_u64());
+                if found != Some(u64::from(DATA_FORMAT_VERSION)) {
+                    return Err(StoreError::Format {
+                        path: version_file,
+                        message: format!(
+                            "data format version {found:?} is not supported (this build reads {DATA_FORMAT_VERSION})"
+                        ),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let body = format!("{{\"format_version\": {DATA_FORMAT_VERSION}}}\n");
+                write_atomic(&version_file, body.as_bytes())?;
+            }
+            Err(e) => return Err(StoreError::io("failed to read", &version_file)(e)),
+        }
+        Ok(DataDir { root: root.to_owned() })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where WAL segments live.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.root.join("wal")
+    }
+
+    /// Where a tenant's log partitions live.
+    pub fn logs_dir(&self, tenant: &TenantId) -> PathBuf {
+        self.root.join(tenant.as_str()).join("logs")
+    }
+}
+
+/// Writes a small file atomically: temp file, fsync, rename, fsync the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(StoreError::io("failed to create", &tmp))?;
+    f.write_all(bytes).map_err(StoreError::io("failed to write", &tmp))?;
+    f.sync_all().map_err(StoreError::io("failed to fsync", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(StoreError::io("failed to rename", path))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Fsyncs a directory so a rename or create in it survives a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io("failed to fsync directory", dir))
+}

@@ -1,0 +1,27 @@
+//! Periscope's storage: the write-ahead log, the log index and the data
+//! directory layout. A library: no sockets, no async runtime.
+//!
+//! Data flows `Wal` → (collector pipeline) → `LogStore` writers; every store
+//! records the WAL position it holds atomically with its data, so that
+//! replaying the WAL after a crash applies each acknowledged record exactly once.
+//!
+//! ```
+//! let tenant = periscope_store::TenantId::parse("team-a").unwrap();
+//! assert_eq!(tenant.as_str(), "team-a");
+//! assert!(periscope_store::TenantId::parse("../etc").is_err());
+//! ```
+
+mod error;
+mod layout;
+mod logs;
+mod tenant;
+mod wal;
+
+pub use error::StoreError;
+pub use layout::{DATA_FORMAT_VERSION, DataDir};
+pub use logs::{
+    Cursor, HistogramRequest, IndexBatch, LogHit, LogIndexer, LogSearch, LogStore, LogStoreOptions,
+    SearchPage, hour_partition,
+};
+pub use tenant::TenantId;
+pub use wal::{AppendReply, EncodedEntry, Wal, WalEntry, WalOptions, WalRecord, WalStats};

@@ -1,0 +1,261 @@
+//! Logs in tantivy: one index per tenant and hour, under
+//! `<data-dir>/<tenant>/logs/<YYYY-MM-DDTHH>/`.
+//!
+//! The [`LogIndexer`] thread applies WAL entries to partition writers and
+//! commits about once a second, each commit carrying the WAL position it
+//! covers in its payload; [`LogStore`] holds the partitions and answers
+//! searches. Retention deletes whole partitions.
+
+mod indexer;
+mod schema;
+mod search;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+pub use indexer::{IndexBatch, IndexStats, LogIndexer};
+use schema::{Fields, PARTITION_VERSION};
+pub use search::{Cursor, HistogramRequest, LogHit, LogSearch, SearchPage};
+use tantivy::directory::MmapDirectory;
+use tantivy::{Index, IndexReader, ReloadPolicy};
+
+use crate::layout::write_atomic;
+use crate::{DataDir, StoreError, TenantId};
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+/// The start (Unix ns) of the hour partition holding `ts_ns`.
+pub fn hour_partition(ts_ns: i64) -> i64 {
+    ts_ns.div_euclid(HOUR_NS) * HOUR_NS
+}
+
+/// Tuning of the log store.
+#[derive(Clone, Debug)]
+pub struct LogStoreOptions {
+    /// Partitions whose hour ended longer ago than this are deleted. Default 7 days.
+    pub retention: Duration,
+    /// Indexing memory per open partition writer. Default 96 MiB.
+    pub writer_memory_bytes: usize,
+    /// Indexing threads per partition writer. Default 2.
+    pub writer_threads: usize,
+    /// How often new records are committed and made searchable. Default 1 s.
+    pub commit_interval: Duration,
+}
+
+impl Default for LogStoreOptions {
+    fn default() -> Self {
+        LogStoreOptions {
+            retention: Duration::from_secs(7 * 86_400),
+            writer_memory_bytes: 96 << 20,
+            writer_threads: 2,
+            commit_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The commit payload: which WAL position this commit makes durable.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CommitPayload {
+    version: u32,
+    wal_lsn: u64,
+}
+
+/// One hour of one tenant's logs.
+pub(crate) struct Partition {
+    pub hour_ns: i64,
+    pub dir: PathBuf,
+    pub index: Index,
+    pub reader: IndexReader,
+    pub fields: Fields,
+    /// The WAL position of the last commit; replayed entries at or below it are skipped.
+    pub committed_lsn: AtomicU64,
+}
+
+fn partition_dir_name(hour_ns: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(hour_ns)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!("{:04}-{:02}-{:02}T{:02}", t.year(), u8::from(t.month()), t.day(), t.hour())
+}
+
+fn parse_partition_dir_name(name: &str) -> Option<i64> {
+    let (date, hour) = name.split_once('T')?;
+    let mut parts = date.split('-');
+    let (y, m, d) = (parts.next()?.parse::<i32>().ok()?, parts.next()?.parse::<u8>().ok()?, parts.next()?.parse::<u8>().ok()?);
+    let hour: u8 = hour.parse().ok()?;
+    let date = time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;
+    let t = date.with_hms(hour, 0, 0).ok()?.assume_utc();
+    i64::try_from(t.unix_timestamp_nanos()).ok()
+}
+
+impl Partition {
+    fn open_or_create(dir: &Path, hour_ns: i64) -> Result<Partition, StoreError> {
+        let meta_path = dir.join("partition.json");
+        let existed = meta_path.exists();
+        if existed {
+            let bytes = std::fs::read(&meta_path).map_err(StoreError::io("failed to read", &meta_path))?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Format { path: meta_path.clone(), message: format!("invalid json: {e}") })?;
+            let version = v.get("version").and_then(|v| v.as_u64());
+            if version != Some(u64::from(PARTITION_VERSION)) {
+                return Err(StoreError::Format {
+                    path: meta_path,
+                    message: format!("log partition version {version:?} is not supported (this build reads {PARTITION_VERSION})"),
+                });
+            }
+        } else {
+            std::fs::create_dir_all(dir).map_err(StoreError::io("failed to create partition", dir))?;
+        }
+        let mmap = MmapDirectory::open(dir).map_err(|e| StoreError::Format { path: dir.to_owned(), message: e.to_string() })?;
+        let index = if Index::exists(&mmap).map_err(StoreError::index("failed to open index"))? {
+            Index::open(mmap).map_err(StoreError::index(format!("failed to open index {}", dir.display())))?
+        } else {
+            let settings = tantivy::IndexSettings {
+                docstore_compression: tantivy::store::Compressor::Zstd(tantivy::store::ZstdCompressor { compression_level: Some(3) }),
+                docstore_blocksize: 64 << 10,
+                ..Default::default()
+            };
+            Index::builder()
+                .schema(schema::schema())
+                .settings(settings)
+                .open_or_create(mmap)
+                .map_err(StoreError::index(format!("failed to create index {}", dir.display())))?
+        };
+        if !existed {
+            let body = serde_json::json!({"version": PARTITION_VERSION, "kind": "logs", "hour_start_ns": hour_ns});
+            write_atomic(&meta_path, body.to_string().as_bytes())?;
+        }
+        schema::register_tokenizers(&index);
+        let fields = Fields::new(&index.schema());
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(StoreError::index("failed to open index reader"))?;
+        let committed_lsn = read_payload_lsn(&index, dir)?;
+        Ok(Partition { hour_ns, dir: dir.to_owned(), index, reader, fields, committed_lsn: AtomicU64::new(committed_lsn) })
+    }
+}
+
+fn read_payload_lsn(index: &Index, dir: &Path) -> Result<u64, StoreError> {
+    let metas = index.load_metas().map_err(StoreError::index("failed to load index metas"))?;
+    match metas.payload {
+        None => Ok(0),
+        Some(p) => {
+            let p: CommitPayload = serde_json::from_str(&p)
+                .map_err(|e| StoreError::Format { path: dir.to_owned(), message: format!("invalid commit payload: {e}") })?;
+            Ok(p.wal_lsn)
+        }
+    }
+}
+
+type TenantPartitions = BTreeMap<i64, Arc<Partition>>;
+
+/// All log partitions of all tenants.
+pub struct LogStore {
+    data: DataDir,
+    opts: LogStoreOptions,
+    partitions: RwLock<HashMap<TenantId, TenantPartitions>>,
+    stats: IndexStats,
+}
+
+impl LogStore {
+    /// Opens every partition found in the data directory.
+    pub fn open(data: &DataDir, opts: LogStoreOptions) -> Result<Arc<LogStore>, StoreError> {
+        let mut partitions: HashMap<TenantId, TenantPartitions> = HashMap::new();
+        let root = data.root();
+        for entry in std::fs::read_dir(root).map_err(StoreError::io("failed to list data dir", root))?.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let Ok(tenant) = TenantId::parse(&name) else { continue };
+            let logs = data.logs_dir(&tenant);
+            if !logs.is_dir() {
+                continue;
+            }
+            for p in std::fs::read_dir(&logs).map_err(StoreError::io("failed to list", &logs))?.flatten() {
+                let Some(hour) = p.file_name().to_str().and_then(parse_partition_dir_name) else { continue };
+                let part = Partition::open_or_create(&p.path(), hour)?;
+                partitions.entry(tenant.clone()).or_default().insert(hour, Arc::new(part));
+            }
+        }
+        Ok(Arc::new(LogStore { data: data.clone(), opts, partitions: RwLock::new(partitions), stats: IndexStats::default() }))
+    }
+
+    /// The highest WAL position any partition has committed.
+    pub fn max_committed_lsn(&self) -> u64 {
+        self.read()
+            .values()
+            .flat_map(|m| m.values())
+            .map(|p| p.committed_lsn.load(Ordering::SeqCst))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &LogStoreOptions {
+        &self.opts
+    }
+
+    /// Indexing counters for self-metrics.
+    pub fn stats(&self) -> &IndexStats {
+        &self.stats
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TenantId, TenantPartitions>> {
+        self.partitions.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn get_or_create(&self, tenant: &TenantId, hour_ns: i64) -> Result<Arc<Partition>, StoreError> {
+        if let Some(p) = self.read().get(tenant).and_then(|m| m.get(&hour_ns)) {
+            return Ok(p.clone());
+        }
+        let mut w = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        let m = w.entry(tenant.clone()).or_default();
+        if let Some(p) = m.get(&hour_ns) {
+            return Ok(p.clone());
+        }
+        let dir = self.data.logs_dir(tenant).join(partition_dir_name(hour_ns));
+        let p = Arc::new(Partition::open_or_create(&dir, hour_ns)?);
+        m.insert(hour_ns, p.clone());
+        Ok(p)
+    }
+
+    /// A tenant's partitions overlapping `[start_ns, end_ns]`, newest first.
+    pub(crate) fn partitions_in(&self, tenant: &TenantId, start_ns: i64, end_ns: i64) -> Vec<Arc<Partition>> {
+        self.read()
+            .get(tenant)
+            .map(|m| m.range(hour_partition(start_ns)..=end_ns).rev().map(|(_, p)| p.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Deletes partitions whose hour ended before `now_ns - retention`.
+    /// Returns how many were deleted. The indexer never writes to them again:
+    /// records older than retention are rejected at the receivers and skipped on replay.
+    pub fn apply_retention(&self, now_ns: i64) -> Result<usize, StoreError> {
+        let cutoff = self.retention_cutoff(now_ns);
+        let mut doomed = Vec::new();
+        {
+            let mut w = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+            for m in w.values_mut() {
+                let old: Vec<i64> = m.range(..).filter(|(h, _)| **h + HOUR_NS <= cutoff).map(|(h, _)| *h).collect();
+                for h in old {
+                    if let Some(p) = m.remove(&h) {
+                        doomed.push(p.dir.clone());
+                    }
+                }
+            }
+        }
+        for dir in &doomed {
+            tracing::info!(partition = %dir.display(), "retention: deleting log partition");
+            std::fs::remove_dir_all(dir).map_err(StoreError::io("failed to delete partition", dir))?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Records older than this (Unix ns) are outside retention.
+    pub fn retention_cutoff(&self, now_ns: i64) -> i64 {
+        now_ns.saturating_sub(i64::try_from(self.opts.retention.as_nanos()).unwrap_or(i64::MAX))
+    }
+}

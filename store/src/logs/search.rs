@@ -1,0 +1,376 @@
+//! Log search: newest first with cursor paging, and count-over-time histograms.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use tantivy::collector::{HistogramCollector, TopDocs};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{IndexRecordOption, OwnedValue, Value};
+use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
+
+use super::{HOUR_NS, LogStore, Partition};
+use crate::{StoreError, TenantId};
+
+/// A log search: a query string plus filters over a time range.
+#[derive(Clone, Debug, Default)]
+pub struct LogSearch {
+    /// Query string (tantivy syntax, see README); empty matches everything.
+    pub query: String,
+    /// Inclusive start, Unix ns.
+    pub start_ns: i64,
+    /// Inclusive end, Unix ns.
+    pub end_ns: i64,
+    /// Only this service.
+    pub service: Option<String>,
+    /// Only records with at least this severity number.
+    pub min_severity: Option<i32>,
+    /// Only records of this trace (lowercase hex).
+    pub trace_id: Option<String>,
+    /// At most this many hits.
+    pub limit: usize,
+    /// Continue after this position of a previous page.
+    pub cursor: Option<Cursor>,
+}
+
+/// A position in the newest-first order: (timestamp, sequence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    ts: i64,
+    seq: u64,
+}
+
+impl Cursor {
+    /// The opaque text form handed to clients.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.ts, self.seq)
+    }
+
+    /// Parses [`Cursor::encode`]'s output.
+    pub fn parse(s: &str) -> Result<Cursor, StoreError> {
+        let bad = || StoreError::InvalidArgument(format!("invalid cursor {s:?}"));
+        let (ts, seq) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Cursor { ts: ts.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
+    }
+}
+
+/// A histogram request: the search's filters plus a bucket width.
+#[derive(Clone, Debug)]
+pub struct HistogramRequest {
+    /// Filters and range (limit and cursor are ignored).
+    pub search: LogSearch,
+    /// Bucket width in nanoseconds.
+    pub step_ns: i64,
+}
+
+/// One matching record.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LogHit {
+    /// Unix ns.
+    pub timestamp_ns: i64,
+    /// Unix ns.
+    pub observed_timestamp_ns: i64,
+    /// Severity text.
+    pub severity_text: String,
+    /// Severity number.
+    pub severity_number: i64,
+    /// Body text.
+    pub body: String,
+    /// `service.name`.
+    pub service: String,
+    /// Hex, empty if none.
+    pub trace_id: String,
+    /// Hex, empty if none.
+    pub span_id: String,
+    /// Record attributes.
+    pub attributes: serde_json::Value,
+    /// Resource attributes.
+    pub resource: serde_json::Value,
+    /// Instrumentation scope name.
+    pub scope: String,
+}
+
+/// A page of hits, newest first.
+#[derive(Clone, Debug)]
+pub struct SearchPage {
+    /// The hits.
+    pub hits: Vec<LogHit>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<Cursor>,
+}
+
+/// Fields a wildcard or regular expression may target (JSON fields cannot).
+const REGEX_FIELDS: [&str; 6] = ["body", "service", "severity_text", "trace_id", "span_id", "scope"];
+
+/// Turns `term*` / `te?m` words into tantivy regex syntax (`field:/term.*/`),
+/// since the query grammar reads wildcards but the parser does not run them.
+fn rewrite_wildcards(q: &str) -> Result<String, StoreError> {
+    let mut out = String::with_capacity(q.len());
+    let mut in_quotes = false;
+    let mut in_regex = false;
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| -> Result<(), StoreError> {
+        out.push_str(&rewrite_word(word)?);
+        word.clear();
+        Ok(())
+    };
+    for c in q.chars() {
+        if in_quotes || in_regex {
+            out.push(c);
+            if c == '"' && in_quotes {
+                in_quotes = false;
+            } else if c == '/' && in_regex {
+                in_regex = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                flush(&mut word, &mut out)?;
+                in_quotes = true;
+                out.push(c);
+            }
+            '/' if word.is_empty() || word.ends_with(':') => {
+                out.push_str(&word);
+                word.clear();
+                in_regex = true;
+                out.push(c);
+            }
+            c if c.is_whitespace() || "()".contains(c) => {
+                flush(&mut word, &mut out)?;
+                out.push(c);
+            }
+            c => word.push(c),
+        }
+    }
+    flush(&mut word, &mut out)?;
+    Ok(out)
+}
+
+fn rewrite_word(word: &str) -> Result<String, StoreError> {
+    let (prefix, rest) = match word.find(|c| c != '-' && c != '+') {
+        Some(i) => word.split_at(i),
+        None => return Ok(word.to_owned()),
+    };
+    let (field, term) = match rest.split_once(':') {
+        Some((f, t)) => (Some(f), t),
+        None => (None, rest),
+    };
+    if !(term.contains('*') || term.contains('?')) || term == "*" || term.starts_with(['[', '{']) {
+        return Ok(word.to_owned());
+    }
+    let field_name = field.unwrap_or("body");
+    if !REGEX_FIELDS.contains(&field_name) {
+        return Err(StoreError::InvalidArgument(format!(
+            "wildcards are supported on {} (not {field_name:?})",
+            REGEX_FIELDS.join(", ")
+        )));
+    }
+    let mut re = String::new();
+    for c in term.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c if "\\.+()[]{}|^$/".contains(c) => {
+                re.push('\\');
+                re.push(c);
+            }
+            // body and severity_text are lowercased at indexing.
+            c if field_name == "body" || field_name == "severity_text" => re.extend(c.to_lowercase()),
+            c => re.push(c),
+        }
+    }
+    Ok(format!("{prefix}{field_name}:/{re}/"))
+}
+
+impl LogSearch {
+    fn build_query(&self, p: &Partition, upper_ts: i64) -> Result<Box<dyn Query>, StoreError> {
+        let f = &p.fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let q = self.query.trim();
+        if !q.is_empty() {
+            let mut parser = QueryParser::for_index(&p.index, vec![f.body]);
+            parser.set_conjunction_by_default();
+            parser.allow_regexes();
+            clauses.push((Occur::Must, parser.parse_query(&rewrite_wildcards(q)?)?));
+        } else {
+            clauses.push((Occur::Must, Box::new(AllQuery)));
+        }
+        clauses.push((
+            Occur::Must,
+            Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_i64(f.timestamp, self.start_ns)),
+                Bound::Included(Term::from_field_i64(f.timestamp, upper_ts)),
+            )),
+        ));
+        if let Some(s) = &self.service {
+            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_text(f.service, s), IndexRecordOption::Basic))));
+        }
+        if let Some(t) = &self.trace_id {
+            let t = t.to_ascii_lowercase();
+            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_text(f.trace_id, &t), IndexRecordOption::Basic))));
+        }
+        if let Some(n) = self.min_severity {
+            clauses.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    Bound::Included(Term::from_field_i64(f.severity_number, i64::from(n))),
+                    Bound::Unbounded,
+                )),
+            ));
+        }
+        Ok(Box::new(BooleanQuery::new(clauses)))
+    }
+}
+
+fn hit_from_doc(p: &Partition, doc: &TantivyDocument) -> LogHit {
+    let f = &p.fields;
+    let text = |field| doc.get_first(field).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let int = |field| doc.get_first(field).and_then(|v| v.as_i64()).unwrap_or(0);
+    let json = |field| {
+        doc.get_first(field)
+            .map(|v| serde_json::to_value(OwnedValue::from(v)).unwrap_or_default())
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default()))
+    };
+    LogHit {
+        timestamp_ns: int(f.timestamp),
+        observed_timestamp_ns: int(f.observed_timestamp),
+        severity_text: text(f.severity_text),
+        severity_number: int(f.severity_number),
+        body: text(f.body),
+        service: text(f.service),
+        trace_id: text(f.trace_id),
+        span_id: text(f.span_id),
+        attributes: json(f.attributes),
+        resource: json(f.resource),
+        scope: text(f.scope),
+    }
+}
+
+type Key = (i64, u64);
+
+/// The newest `limit` matches in one partition strictly before `cursor`.
+fn top_in_partition(
+    p: &Partition,
+    searcher: &Searcher,
+    query: &dyn Query,
+    limit: usize,
+    cursor: Option<Cursor>,
+) -> Result<Vec<(Key, DocAddress)>, StoreError> {
+    let below: Key = cursor.map(|c| (c.ts, c.seq)).unwrap_or((i64::MAX, u64::MAX));
+    let collector = TopDocs::with_limit(limit).tweak_score(move |seg: &tantivy::SegmentReader| {
+        let ts = seg.fast_fields().i64("timestamp").ok().map(|c| c.first_or_default_col(0));
+        let seq = seg.fast_fields().u64("seq").ok().map(|c| c.first_or_default_col(0));
+        move |doc: tantivy::DocId, _score: tantivy::Score| -> Key {
+            let key = (ts.as_ref().map(|c| c.get_val(doc)).unwrap_or(0), seq.as_ref().map(|c| c.get_val(doc)).unwrap_or(0));
+            // Ties with the cursor's timestamp fall below every real hit and are dropped.
+            if key < below { key } else { (i64::MIN, 0) }
+        }
+    });
+    let _ = p;
+    let top = searcher.search(query, &collector).map_err(StoreError::index("search failed"))?;
+    Ok(top.into_iter().filter(|(k, _)| *k != (i64::MIN, 0)).collect())
+}
+
+impl LogStore {
+    /// The newest `limit` records matching `s` (strictly older than its cursor).
+    pub fn search(&self, tenant: &TenantId, s: &LogSearch) -> Result<SearchPage, StoreError> {
+        let limit = s.limit.clamp(1, 10_000);
+        let upper = s.cursor.map(|c| c.ts.min(s.end_ns)).unwrap_or(s.end_ns);
+        let mut best: Vec<(Key, Arc<Partition>, DocAddress)> = Vec::new();
+        for p in self.partitions_in(tenant, s.start_ns, upper) {
+            // Partitions come newest first: once full, an older hour cannot contribute.
+            if best.len() >= limit && best[limit - 1].0.0 >= p.hour_ns + HOUR_NS {
+                break;
+            }
+            let searcher = p.reader.searcher();
+            let query = s.build_query(&p, upper)?;
+            for (k, addr) in top_in_partition(&p, &searcher, query.as_ref(), limit, s.cursor)? {
+                best.push((k, p.clone(), addr));
+            }
+            best.sort_by(|a, b| b.0.cmp(&a.0));
+            best.truncate(limit);
+        }
+        let next_cursor = (best.len() == limit).then(|| best.last().map(|(k, _, _)| Cursor { ts: k.0, seq: k.1 })).flatten();
+        let mut hits = Vec::with_capacity(best.len());
+        for (_, p, addr) in &best {
+            let doc: TantivyDocument = p.reader.searcher().doc(*addr).map_err(StoreError::index("failed to read document"))?;
+            hits.push(hit_from_doc(p, &doc));
+        }
+        Ok(SearchPage { hits, next_cursor })
+    }
+
+    /// Counts of matching records per bucket of `step_ns` from `start_ns`.
+    pub fn histogram(&self, tenant: &TenantId, h: &HistogramRequest) -> Result<Vec<(i64, u64)>, StoreError> {
+        let s = &h.search;
+        if h.step_ns <= 0 {
+            return Err(StoreError::InvalidArgument("step must be positive".into()));
+        }
+        let span = (s.end_ns - s.start_ns).max(0) as u128 + 1;
+        let n = span.div_ceil(h.step_ns as u128);
+        if n > 11_000 {
+            return Err(StoreError::InvalidArgument(format!(
+                "{n} buckets requested; at most 11000: use a larger step"
+            )));
+        }
+        let n = n as usize;
+        let mut counts = vec![0u64; n];
+        for p in self.partitions_in(tenant, s.start_ns, s.end_ns) {
+            let searcher = p.reader.searcher();
+            let query = s.build_query(&p, s.end_ns)?;
+            let collector = HistogramCollector::new::<i64>("timestamp".to_owned(), s.start_ns, h.step_ns as u64, n);
+            let part = searcher.search(query.as_ref(), &collector).map_err(StoreError::index("histogram failed"))?;
+            for (c, add) in counts.iter_mut().zip(part) {
+                *c += add;
+            }
+        }
+        Ok(counts.into_iter().enumerate().map(|(i, c)| (s.start_ns + i as i64 * h.step_ns, c)).collect())
+    }
+
+    /// Services that have logs in `[start_ns, end_ns]`.
+    pub fn services(&self, tenant: &TenantId, start_ns: i64, end_ns: i64) -> Result<BTreeSet<String>, StoreError> {
+        let mut out = BTreeSet::new();
+        for p in self.partitions_in(tenant, start_ns, end_ns) {
+            let searcher = p.reader.searcher();
+            for seg in searcher.segment_readers() {
+                let inv = seg.inverted_index(p.fields.service).map_err(StoreError::index("failed to read terms"))?;
+                let mut terms = inv.terms().stream().map_err(StoreError::index("failed to read terms"))?;
+                while terms.advance() {
+                    if let Ok(s) = std::str::from_utf8(terms.key()) {
+                        out.insert(s.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_become_regexes() {
+        for (q, want) in [
+            ("error", "error"),
+            ("Err*", "body:/err.*/"),
+            ("service:check* AND -tim?out", "service:/check.*/ AND -body:/tim.out/"),
+            ("\"a* b\" x", "\"a* b\" x"),
+            ("body:/re.*x/", "body:/re.*x/"),
+            ("a:*", "a:*"),
+            ("n:[1 TO 5]", "n:[1 TO 5]"),
+            ("(foo* OR bar)", "(body:/foo.*/ OR bar)"),
+        ] {
+            assert_eq!(rewrite_wildcards(q).unwrap(), want, "{q}");
+        }
+        assert!(rewrite_wildcards("attributes.user:al*").is_err());
+    }
+
+    #[test]
+    fn cursor_round_trips() {
+        let c = Cursor { ts: -5, seq: 42 };
+        assert_eq!(Cursor::parse(&c.encode()).unwrap(), c);
+        assert!(Cursor::parse("x").is_err());
+    }
+}

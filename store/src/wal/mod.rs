@@ -1,0 +1,431 @@
+//! The write-ahead log: every accepted request is appended and fsynced here
+//! before the client is answered.
+//!
+//! One writer thread owns the active segment. Appenders hand it encoded
+//! entries through a bounded channel; it takes whatever has queued up, writes
+//! it, fsyncs once for the whole group (group commit), answers every appender,
+//! then passes the entries on in LSN order to the sink (the store pipelines).
+//! Stores report the LSN they have made durable with [`Wal::release`]; a
+//! segment is deleted once every signal it holds is durable elsewhere.
+
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use periscope_proto::Signal;
+pub use segment::{EncodedEntry, WalEntry, WalRecord};
+use segment::{SegmentReader, header, parse_segment_name, segment_path, write_frame};
+
+use crate::StoreError;
+use crate::layout::sync_dir;
+
+/// Tuning of the WAL.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// A segment is closed and a new one started past this size. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Appends queued for the writer thread before `append` blocks. Default 1024.
+    pub queue_capacity: usize,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions { segment_bytes: 64 << 20, queue_capacity: 1024 }
+    }
+}
+
+/// Answers an appender once its entry is durable (with its LSN) or failed.
+pub type AppendReply = Box<dyn FnOnce(Result<u64, StoreError>) + Send>;
+
+/// Upper bounds (seconds) of the fsync latency histogram buckets.
+pub const FSYNC_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// Counters for self-metrics.
+#[derive(Debug, Default)]
+pub struct WalStats {
+    /// Bytes appended (frames, compressed).
+    pub bytes_written: AtomicU64,
+    /// Entries appended.
+    pub entries: AtomicU64,
+    /// Bytes in segments on disk.
+    pub disk_bytes: AtomicU64,
+    /// Segments on disk.
+    pub segments: AtomicU64,
+    /// fsync calls, and the sum of their durations in nanoseconds.
+    pub fsyncs: AtomicU64,
+    /// Sum of fsync durations, nanoseconds.
+    pub fsync_nanos: AtomicU64,
+    /// Cumulative fsync latency histogram counts per [`FSYNC_BUCKETS`] (non-cumulative per bucket; +Inf is `fsyncs`).
+    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS.len()],
+    /// Entries waiting for the writer thread.
+    pub queue_depth: AtomicU64,
+}
+
+struct SegInfo {
+    /// 0 while the segment holds no frame.
+    last_lsn: u64,
+    /// Bit `1 << signal` for every signal the segment holds.
+    signals: u8,
+    bytes: u64,
+    path: PathBuf,
+}
+
+struct Shared {
+    dir: PathBuf,
+    segments: Mutex<Vec<SegInfo>>,
+    /// Per signal (indexed by discriminant), the LSN up to which its store is durable.
+    durable: [AtomicU64; 4],
+    stats: WalStats,
+    failed: AtomicBool,
+}
+
+struct Append<T> {
+    entry: EncodedEntry,
+    item: T,
+    reply: AppendReply,
+}
+
+/// The write-ahead log. `T` is what the sink receives with each entry once it
+/// is durable (the decoded request, its memory permit...).
+pub struct Wal<T> {
+    shared: Arc<Shared>,
+    next_lsn: u64,
+    opts: WalOptions,
+    tx: Mutex<Option<SyncSender<Append<T>>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<T: Send + 'static> Wal<T> {
+    /// Opens the WAL in `dir`: scans every segment, cuts off a torn or
+    /// corrupt tail (with a warning), and finds the next LSN. `min_next_lsn`
+    /// is one past the highest LSN any store recorded, so LSNs are never
+    /// reused even if every segment was deleted.
+    pub fn open(dir: &Path, opts: WalOptions, min_next_lsn: u64) -> Result<Wal<T>, StoreError> {
+        std::fs::create_dir_all(dir).map_err(StoreError::io("failed to create wal dir", dir))?;
+        let mut paths: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+            .map_err(StoreError::io("failed to list wal dir", dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| Some((parse_segment_name(&e.path())?, e.path())))
+            .collect();
+        paths.sort();
+        let mut segments = Vec::new();
+        let mut next_lsn = min_next_lsn.max(1);
+        for (first_lsn, path) in paths {
+            let mut r = SegmentReader::open(&path)?;
+            let mut info = SegInfo { last_lsn: 0, signals: 0, bytes: 0, path: path.clone() };
+            while let Some(f) = r.next_frame() {
+                info.last_lsn = f.lsn;
+                info.signals |= 1 << f.signal;
+            }
+            if let Some(why) = &r.torn {
+                tracing::warn!(segment = %path.display(), reason = %why, valid_bytes = r.valid_len,
+                    "wal segment has a torn or corrupt tail; truncating it");
+                truncate(&path, r.valid_len)?;
+            }
+            info.bytes = r.valid_len;
+            next_lsn = next_lsn.max(first_lsn).max(info.last_lsn + 1);
+            segments.push(info);
+        }
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            segments: Mutex::new(segments),
+            durable: Default::default(),
+            stats: WalStats::default(),
+            failed: AtomicBool::new(false),
+        });
+        shared.update_disk_stats(&shared.segments.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(Wal { shared, next_lsn, opts, tx: Mutex::new(None), writer: Mutex::new(None) })
+    }
+
+    /// Reads every record still in the WAL, oldest first. Call before [`Wal::start`].
+    pub fn replay(&self, mut f: impl FnMut(WalRecord) -> Result<(), StoreError>) -> Result<u64, StoreError> {
+        let paths: Vec<PathBuf> = self.shared.lock_segments().iter().map(|s| s.path.clone()).collect();
+        let mut n = 0;
+        for path in paths {
+            let mut r = SegmentReader::open(&path)?;
+            while let Some(frame) = r.next_frame() {
+                f(frame.decode(r.path())?)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Starts the writer thread. `sink` receives every entry once it is
+    /// durable, in LSN order; it may block, which backs pressure up to appenders.
+    pub fn start(&self, mut sink: impl FnMut(u64, Signal, T) + Send + 'static) -> Result<(), StoreError> {
+        let (tx, rx) = sync_channel::<Append<T>>(self.opts.queue_capacity);
+        let mut writer = SegmentWriter::open_active(&self.shared, self.next_lsn)?;
+        let shared = self.shared.clone();
+        let opts = self.opts.clone();
+        let handle = std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run(&shared, &opts, rx, &mut sink))
+            .map_err(StoreError::io("failed to spawn wal writer", &self.shared.dir))?;
+        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    /// Queues an entry; `reply` is called once it is fsynced (or failed).
+    /// Blocks while the writer's queue is full: call from a blocking thread.
+    pub fn append(&self, entry: EncodedEntry, item: T, reply: AppendReply) -> Result<(), StoreError> {
+        if self.shared.failed.load(Ordering::Relaxed) {
+            return Err(StoreError::WalClosed("a previous write failed".into()));
+        }
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(tx) = tx else {
+            return Err(StoreError::WalClosed("not accepting writes".into()));
+        };
+        self.shared.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+        tx.send(Append { entry, item, reply }).map_err(|_| {
+            self.shared.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            StoreError::WalClosed("writer stopped".into())
+        })
+    }
+
+    /// Records that `signal`'s store has made everything up to `lsn` durable,
+    /// and deletes segments no store needs any more.
+    pub fn release(&self, signal: Signal, lsn: u64) {
+        self.shared.durable[signal as usize].fetch_max(lsn, Ordering::SeqCst);
+        self.shared.delete_covered_segments();
+    }
+
+    /// Stops accepting appends, lets the writer drain its queue (everything
+    /// queued is fsynced and passed to the sink), and waits for it.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Self-metrics counters.
+    pub fn stats(&self) -> &WalStats {
+        &self.shared.stats
+    }
+
+    /// The LSN the next append will get (before [`Wal::start`]: one past the last record).
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+}
+
+impl<T> Drop for Wal<T> {
+    fn drop(&mut self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Shared {
+    fn lock_segments(&self) -> std::sync::MutexGuard<'_, Vec<SegInfo>> {
+        self.segments.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update_disk_stats(&self, segs: &[SegInfo]) {
+        self.stats.segments.store(segs.len() as u64, Ordering::Relaxed);
+        self.stats.disk_bytes.store(segs.iter().map(|s| s.bytes).sum(), Ordering::Relaxed);
+    }
+
+    fn covered(&self, s: &SegInfo) -> bool {
+        Signal::ALL.iter().all(|sig| {
+            s.signals & (1 << *sig as u8) == 0 || self.durable[*sig as usize].load(Ordering::SeqCst) >= s.last_lsn
+        })
+    }
+
+    fn delete_covered_segments(&self) {
+        let mut segs = self.lock_segments();
+        // The newest segment is never deleted: it is being written, and its
+        // name keeps LSNs increasing across restarts.
+        let keep_last = segs.len().saturating_sub(1);
+        let mut i = 0;
+        let mut deleted = false;
+        segs.retain(|s| {
+            let idx = i;
+            i += 1;
+            if idx >= keep_last || !self.covered(s) {
+                return true;
+            }
+            match std::fs::remove_file(&s.path) {
+                Ok(()) => {
+                    deleted = true;
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(segment = %s.path.display(), error = %e, "failed to delete wal segment");
+                    true
+                }
+            }
+        });
+        if deleted {
+            let _ = sync_dir(&self.dir);
+        }
+        self.update_disk_stats(&segs);
+    }
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {
+    let f = OpenOptions::new().write(true).open(path).map_err(StoreError::io("failed to open for truncation", path))?;
+    f.set_len(len).map_err(StoreError::io("failed to truncate", path))?;
+    f.sync_all().map_err(StoreError::io("failed to fsync", path))
+}
+
+/// The writer thread's state: the active segment file.
+struct SegmentWriter {
+    file: File,
+    path: PathBuf,
+    bytes: u64,
+    next_lsn: u64,
+}
+
+impl SegmentWriter {
+    /// Appends to the newest segment if it has room, else starts a new one.
+    fn open_active(shared: &Shared, next_lsn: u64) -> Result<SegmentWriter, StoreError> {
+        let last = shared.lock_segments().last().map(|s| (s.path.clone(), s.bytes));
+        match last {
+            Some((path, bytes)) if bytes >= segment::HEADER_LEN => {
+                let file = OpenOptions::new().append(true).open(&path).map_err(StoreError::io("failed to open wal segment", &path))?;
+                Ok(SegmentWriter { file, path, bytes, next_lsn })
+            }
+            _ => SegmentWriter::create(shared, next_lsn),
+        }
+    }
+
+    fn create(shared: &Shared, first_lsn: u64) -> Result<SegmentWriter, StoreError> {
+        let path = segment_path(&shared.dir, first_lsn);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(StoreError::io("failed to create wal segment", &path))?;
+        file.write_all(&header()).map_err(StoreError::io("failed to write", &path))?;
+        file.sync_all().map_err(StoreError::io("failed to fsync", &path))?;
+        sync_dir(&shared.dir)?;
+        let mut segs = shared.lock_segments();
+        // An empty or headerless newest segment is replaced by this one.
+        if segs.last().is_some_and(|s| s.last_lsn == 0 && s.path != path) {
+            if let Some(old) = segs.pop() {
+                let _ = std::fs::remove_file(&old.path);
+            }
+        }
+        segs.retain(|s| s.path != path);
+        segs.push(SegInfo { last_lsn: 0, signals: 0, bytes: segment::HEADER_LEN, path: path.clone() });
+        shared.update_disk_stats(&segs);
+        Ok(SegmentWriter { file, path, bytes: segment::HEADER_LEN, next_lsn: first_lsn })
+    }
+
+    fn run<T>(
+        &mut self,
+        shared: &Shared,
+        opts: &WalOptions,
+        rx: Receiver<Append<T>>,
+        sink: &mut impl FnMut(u64, Signal, T),
+    ) {
+        let mut buf = Vec::with_capacity(1 << 20);
+        let mut batch: Vec<Append<T>> = Vec::new();
+        // Each iteration is one group commit: block for the first entry, then
+        // take whatever else is already queued (up to 16 MiB).
+        while let Ok(first) = rx.recv() {
+            let mut size = first.entry.frame_len();
+            batch.push(first);
+            while size < (16 << 20) {
+                match rx.try_recv() {
+                    Ok(a) => {
+                        size += a.entry.frame_len();
+                        batch.push(a);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            shared.stats.queue_depth.fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            let first_lsn = self.next_lsn;
+            buf.clear();
+            let mut signals = 0u8;
+            for (i, a) in batch.iter().enumerate() {
+                write_frame(&mut buf, first_lsn + i as u64, &a.entry);
+                signals |= 1 << a.entry.signal as u8;
+            }
+            match self.write_and_sync(shared, &buf) {
+                Ok(()) => {
+                    let last_lsn = first_lsn + batch.len() as u64 - 1;
+                    self.next_lsn = last_lsn + 1;
+                    {
+                        let mut segs = shared.lock_segments();
+                        if let Some(s) = segs.last_mut() {
+                            s.last_lsn = last_lsn;
+                            s.signals |= signals;
+                            s.bytes = self.bytes;
+                        }
+                        shared.update_disk_stats(&segs);
+                    }
+                    shared.stats.entries.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    shared.stats.bytes_written.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    let items: Vec<(u64, Signal, T)> = batch
+                        .drain(..)
+                        .enumerate()
+                        .map(|(i, a)| {
+                            let lsn = first_lsn + i as u64;
+                            (a.reply)(Ok(lsn));
+                            (lsn, a.entry.signal, a.item)
+                        })
+                        .collect();
+                    for (lsn, signal, item) in items {
+                        sink(lsn, signal, item);
+                    }
+                    if self.bytes >= opts.segment_bytes {
+                        match SegmentWriter::create(shared, self.next_lsn) {
+                            Ok(w) => *self = w,
+                            Err(e) => self.fail(shared, &e),
+                        }
+                    }
+                }
+                Err(e) => {
+                    // After a failed write or fsync the file's state is unknown
+                    // (fsync errors are not retryable on Linux): refuse further writes.
+                    self.fail(shared, &e);
+                    for a in batch.drain(..) {
+                        (a.reply)(Err(StoreError::WalClosed(e.to_string())));
+                    }
+                }
+            }
+            if shared.failed.load(Ordering::Relaxed) {
+                for a in rx.try_iter() {
+                    (a.reply)(Err(StoreError::WalClosed("a previous write failed".into())));
+                }
+            }
+        }
+    }
+
+    fn fail(&self, shared: &Shared, e: &StoreError) {
+        tracing::error!(error = %e, segment = %self.path.display(), "wal write failed; refusing further writes");
+        shared.failed.store(true, Ordering::Relaxed);
+    }
+
+    fn write_and_sync(&mut self, shared: &Shared, buf: &[u8]) -> Result<(), StoreError> {
+        self.file.write_all(buf).map_err(StoreError::io("failed to write wal segment", &self.path))?;
+        let t = Instant::now();
+        self.file.sync_data().map_err(StoreError::io("failed to fsync wal segment", &self.path))?;
+        let d = t.elapsed();
+        let st = &shared.stats;
+        st.fsyncs.fetch_add(1, Ordering::Relaxed);
+        st.fsync_nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        if let Some(i) = FSYNC_BUCKETS.iter().position(|b| d.as_secs_f64() <= *b) {
+            st.fsync_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes += buf.len() as u64;
+        Ok(())
+    }
+}
