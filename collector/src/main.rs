@@ -1,1 +1,53 @@
-fn main() {}
+//! The `periscope` binary: parses the command line, installs logging, and
+//! decides exit codes (2 for configuration errors, 1 for runtime failures).
+
+mod app;
+mod config;
+mod pipeline;
+mod receiver;
+mod telemetry;
+
+use clap::Parser;
+use config::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    let cfg = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cfg.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "error: invalid value {:?} for log_level: {e}",
+                cfg.log_level
+            );
+            std::process::exit(2);
+        }
+    };
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(app::serve(cfg)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -3,7 +3,9 @@
 use prost::Message;
 
 use crate::DecodeError;
-use crate::otlp::{ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest};
+use crate::otlp::{
+    ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest,
+};
 
 /// The three OTLP signals. The discriminant is stored in WAL records: never renumber.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -101,7 +103,10 @@ impl ExportRequest {
     }
 
     /// Decodes a protobuf body of the given signal (as stored in the WAL).
-    pub fn decode_protobuf(signal: Signal, body: &[u8]) -> Result<ExportRequest, prost::DecodeError> {
+    pub fn decode_protobuf(
+        signal: Signal,
+        body: &[u8],
+    ) -> Result<ExportRequest, prost::DecodeError> {
         Ok(match signal {
             Signal::Logs => ExportRequest::Logs(ExportLogsServiceRequest::decode(body)?),
             Signal::Traces => ExportRequest::Traces(ExportTraceServiceRequest::decode(body)?),

@@ -12,11 +12,13 @@
 //! JSON path of the offending value.
 //!
 //! The body is parsed into a [`serde_json::Value`] first. serde_json recurses
-//! once per nesting level, so the nesting is measured on the raw text before
-//! parsing and bodies deeper than [`MAX_DEPTH`] are refused; anything shallower
-//! is parsed without serde_json's own limit of 128, which deeply nested but
-//! legitimate attribute values exceed. The conversion below recurses too and is
-//! bounded by the same check.
+//! once per nesting level, so the nesting is measured on the raw text first and
+//! bodies nested deeper than 512 levels are refused outright. Shallower bodies
+//! are parsed without serde_json's own limit of 128 levels, which a record whose
+//! attributes nest about as deep as record validation allows (32 values, 4 JSON
+//! levels each) would already exceed: such records must reach validation, which
+//! rejects them one by one instead of failing the whole request. The conversion
+//! recurses too and is bounded by the same check.
 
 use std::fmt;
 
@@ -29,18 +31,20 @@ use crate::otlp::common::v1::{
 };
 use crate::otlp::logs::v1::{LogRecord, LogRecordFlags, ResourceLogs, ScopeLogs, SeverityNumber};
 use crate::otlp::metrics::v1::{
-    AggregationTemporality, DataPointFlags, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint,
-    Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    Summary, SummaryDataPoint, exemplar, exponential_histogram_data_point::Buckets, metric,
-    number_data_point, summary_data_point::ValueAtQuantile,
+    AggregationTemporality, DataPointFlags, Exemplar, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint, exemplar,
+    exponential_histogram_data_point::Buckets, metric, number_data_point,
+    summary_data_point::ValueAtQuantile,
 };
 use crate::otlp::resource::v1::Resource;
 use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, SpanFlags, Status, span, status};
-use crate::otlp::{ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest};
+use crate::otlp::{
+    ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest,
+};
 
-/// Deepest nesting of JSON objects and arrays accepted. It leaves room for
-/// attribute values nested well past the 32 levels record validation allows,
-/// so such records are rejected one by one rather than failing the request.
+/// Deepest nesting of JSON objects and arrays accepted, with room for attribute
+/// values nested well past what record validation allows.
 const MAX_DEPTH: usize = 512;
 
 type Result<T, E = DecodeError> = std::result::Result<T, E>;
@@ -84,7 +88,7 @@ pub fn decode_metrics_json(body: &[u8]) -> Result<ExportMetricsServiceRequest, D
     Ok(out)
 }
 
-/// Parses a body into a JSON value. Invalid UTF-8 becomes U+FFFD rather than
+/// Parses a body into a JSON object. Invalid UTF-8 becomes U+FFFD rather than
 /// an error, as for protobuf bodies (see `sanitize_utf8`).
 fn parse(body: &[u8]) -> Result<Value> {
     let text = String::from_utf8_lossy(body);
@@ -93,10 +97,13 @@ fn parse(body: &[u8]) -> Result<Value> {
     de.disable_recursion_limit();
     let value = Value::deserialize(&mut de)?;
     de.end()?;
+    if !value.is_object() {
+        return Err(Path::Root.mismatch("an object", &value));
+    }
     Ok(value)
 }
 
-/// Refuses text whose objects and arrays nest deeper than [`MAX_DEPTH`].
+/// Refuses text whose objects and arrays nest deeper than `MAX_DEPTH`.
 ///
 /// The scan follows JSON's string and escape rules, so up to the first syntax
 /// error (where serde_json stops) it sees the nesting serde_json will see.
@@ -148,7 +155,10 @@ impl<'a> Path<'a> {
     }
 
     fn error(&self, message: impl Into<String>) -> DecodeError {
-        DecodeError::JsonShape { path: self.to_string(), message: message.into() }
+        DecodeError::JsonShape {
+            path: self.to_string(),
+            message: message.into(),
+        }
     }
 
     fn mismatch(&self, expected: &str, found: &Value) -> DecodeError {
@@ -175,11 +185,30 @@ impl fmt::Display for Path<'_> {
     }
 }
 
+/// A scalar as JSON, shortened: error messages go back to the client and
+/// should not echo a megabyte-long string.
+fn excerpt(value: &Value) -> String {
+    const MAX: usize = 64;
+    let mut text = value.to_string();
+    if text.len() > MAX {
+        let cut = (0..=MAX)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 /// The members of an object that are not `null` (`null` means the default, so
 /// a `null` message is an empty one). Callers match on both the lowerCamelCase
 /// and the proto name of each field and skip the rest: unknown fields are
 /// ignored for forward compatibility.
-fn fields<'v>(value: &'v Value, path: &Path<'_>) -> Result<impl Iterator<Item = (&'v str, &'v Value)>> {
+fn fields<'v>(
+    value: &'v Value,
+    path: &Path<'_>,
+) -> Result<impl Iterator<Item = (&'v str, &'v Value)>> {
     let map = match value {
         Value::Object(map) => Some(map),
         Value::Null => None,
@@ -192,11 +221,19 @@ fn fields<'v>(value: &'v Value, path: &Path<'_>) -> Result<impl Iterator<Item = 
         .map(|(k, v)| (k.as_str(), v)))
 }
 
-fn repeated<T>(value: &Value, path: &Path<'_>, item: impl Fn(&Value, &Path<'_>) -> Result<T>) -> Result<Vec<T>> {
+fn repeated<T>(
+    value: &Value,
+    path: &Path<'_>,
+    item: impl Fn(&Value, &Path<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
     let Value::Array(items) = value else {
         return Err(path.mismatch("an array", value));
     };
-    items.iter().enumerate().map(|(i, v)| item(v, &path.index(i))).collect()
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| item(v, &path.index(i)))
+        .collect()
 }
 
 fn string(value: &Value, path: &Path<'_>) -> Result<String> {
@@ -229,7 +266,7 @@ fn integer<T: TryFrom<i128>>(value: &Value, path: &Path<'_>) -> Result<T> {
             .or_else(|| s.parse::<f64>().ok().and_then(integral)),
         other => return Err(path.mismatch("an integer", other)),
     };
-    let wide = wide.ok_or_else(|| path.error(format!("invalid integer {value}")))?;
+    let wide = wide.ok_or_else(|| path.error(format!("invalid integer {}", excerpt(value))))?;
     T::try_from(wide).map_err(|_| path.error(format!("integer {wide} out of range")))
 }
 
@@ -250,19 +287,23 @@ fn double(value: &Value, path: &Path<'_>) -> Result<f64> {
         },
         other => return Err(path.mismatch("a number", other)),
     };
-    parsed.ok_or_else(|| path.error(format!("invalid double {value}")))
+    parsed.ok_or_else(|| path.error(format!("invalid double {}", excerpt(value))))
 }
 
 /// An enum given as its number or its value name, like `"SPAN_KIND_SERVER"`.
 /// Flag fields are plain integers in the proto but go through here too, so a
 /// flag name such as `"DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK"` is understood.
-fn enumeration<T: TryFrom<i128>>(value: &Value, path: &Path<'_>, by_name: fn(&str) -> Option<i32>) -> Result<T> {
+fn enumeration<T: TryFrom<i128>>(
+    value: &Value,
+    path: &Path<'_>,
+    by_name: fn(&str) -> Option<i32>,
+) -> Result<T> {
     if let Value::String(name) = value {
         if let Some(number) = by_name(name) {
             return integer(&Value::from(number), path);
         }
         if name.parse::<i128>().is_err() {
-            return Err(path.error(format!("unknown enum value {value}")));
+            return Err(path.error(format!("unknown enum value {}", excerpt(value))));
         }
     }
     integer(value, path)
@@ -298,7 +339,7 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
     let digits = s.trim_end_matches('=');
     let padding = s.len() - digits.len();
     // One leftover digit cannot encode a byte; padding, if any, completes a quantum.
-    if digits.len() % 4 == 1 || padding > 2 || (padding > 0 && s.len() % 4 != 0) {
+    if digits.len() % 4 == 1 || padding > 2 || (padding > 0 && !s.len().is_multiple_of(4)) {
         return None;
     }
     let mut out = Vec::with_capacity(digits.len() * 3 / 4);
@@ -338,7 +379,9 @@ fn any_value(value: &Value, path: &Path<'_>) -> Result<AnyValue> {
             "arrayValue" | "array_value" => V::ArrayValue(array_value(value, &at)?),
             "kvlistValue" | "kvlist_value" => V::KvlistValue(kvlist_value(value, &at)?),
             "bytesValue" | "bytes_value" => V::BytesValue(base64(value, &at)?),
-            "stringValueStrindex" | "string_value_strindex" => V::StringValueStrindex(integer(value, &at)?),
+            "stringValueStrindex" | "string_value_strindex" => {
+                V::StringValueStrindex(integer(value, &at)?)
+            }
             _ => continue,
         });
     }
@@ -424,7 +467,9 @@ fn entity_ref(value: &Value, path: &Path<'_>) -> Result<EntityRef> {
             "schemaUrl" | "schema_url" => out.schema_url = string(value, &at)?,
             "type" => out.r#type = string(value, &at)?,
             "idKeys" | "id_keys" => out.id_keys = repeated(value, &at, string)?,
-            "descriptionKeys" | "description_keys" => out.description_keys = repeated(value, &at, string)?,
+            "descriptionKeys" | "description_keys" => {
+                out.description_keys = repeated(value, &at, string)?
+            }
             _ => {}
         }
     }
@@ -482,7 +527,9 @@ fn log_record(value: &Value, path: &Path<'_>) -> Result<LogRecord> {
                 out.dropped_attributes_count = integer(value, &at)?;
             }
             "flags" => {
-                out.flags = enumeration(value, &at, |name| LogRecordFlags::from_str_name(name).map(|v| v as i32))?;
+                out.flags = enumeration(value, &at, |name| {
+                    LogRecordFlags::from_str_name(name).map(|v| v as i32)
+                })?;
             }
             "traceId" | "trace_id" => out.trace_id = hex_id(value, &at)?,
             "spanId" | "span_id" => out.span_id = hex_id(value, &at)?,
@@ -539,18 +586,28 @@ fn span(value: &Value, path: &Path<'_>) -> Result<Span> {
             "flags" => out.flags = enumeration(value, &at, span_flags)?,
             "name" => out.name = string(value, &at)?,
             "kind" => {
-                out.kind = enumeration(value, &at, |name| span::SpanKind::from_str_name(name).map(|v| v as i32))?;
+                out.kind = enumeration(value, &at, |name| {
+                    span::SpanKind::from_str_name(name).map(|v| v as i32)
+                })?;
             }
-            "startTimeUnixNano" | "start_time_unix_nano" => out.start_time_unix_nano = integer(value, &at)?,
-            "endTimeUnixNano" | "end_time_unix_nano" => out.end_time_unix_nano = integer(value, &at)?,
+            "startTimeUnixNano" | "start_time_unix_nano" => {
+                out.start_time_unix_nano = integer(value, &at)?
+            }
+            "endTimeUnixNano" | "end_time_unix_nano" => {
+                out.end_time_unix_nano = integer(value, &at)?
+            }
             "attributes" => out.attributes = attributes(value, &at)?,
             "droppedAttributesCount" | "dropped_attributes_count" => {
                 out.dropped_attributes_count = integer(value, &at)?;
             }
             "events" => out.events = repeated(value, &at, span_event)?,
-            "droppedEventsCount" | "dropped_events_count" => out.dropped_events_count = integer(value, &at)?,
+            "droppedEventsCount" | "dropped_events_count" => {
+                out.dropped_events_count = integer(value, &at)?
+            }
             "links" => out.links = repeated(value, &at, span_link)?,
-            "droppedLinksCount" | "dropped_links_count" => out.dropped_links_count = integer(value, &at)?,
+            "droppedLinksCount" | "dropped_links_count" => {
+                out.dropped_links_count = integer(value, &at)?
+            }
             "status" => out.status = Some(span_status(value, &at)?),
             _ => {}
         }
@@ -601,7 +658,9 @@ fn span_status(value: &Value, path: &Path<'_>) -> Result<Status> {
         match key {
             "message" => out.message = string(value, &at)?,
             "code" => {
-                out.code = enumeration(value, &at, |name| status::StatusCode::from_str_name(name).map(|v| v as i32))?;
+                out.code = enumeration(value, &at, |name| {
+                    status::StatusCode::from_str_name(name).map(|v| v as i32)
+                })?;
             }
             _ => {}
         }
@@ -617,7 +676,9 @@ fn resource_metrics(value: &Value, path: &Path<'_>) -> Result<ResourceMetrics> {
         let at = path.field(key);
         match key {
             "resource" => out.resource = Some(resource(value, &at)?),
-            "scopeMetrics" | "scope_metrics" => out.scope_metrics = repeated(value, &at, scope_metrics)?,
+            "scopeMetrics" | "scope_metrics" => {
+                out.scope_metrics = repeated(value, &at, scope_metrics)?
+            }
             "schemaUrl" | "schema_url" => out.schema_url = string(value, &at)?,
             _ => {}
         }
@@ -653,7 +714,9 @@ fn metric(value: &Value, path: &Path<'_>) -> Result<Metric> {
             "sum" => out.data = Some(Data::Sum(sum(value, &at)?)),
             "histogram" => out.data = Some(Data::Histogram(histogram(value, &at)?)),
             "exponentialHistogram" | "exponential_histogram" => {
-                out.data = Some(Data::ExponentialHistogram(exponential_histogram(value, &at)?));
+                out.data = Some(Data::ExponentialHistogram(exponential_histogram(
+                    value, &at,
+                )?));
             }
             "summary" => out.data = Some(Data::Summary(summary(value, &at)?)),
             _ => {}
@@ -663,11 +726,15 @@ fn metric(value: &Value, path: &Path<'_>) -> Result<Metric> {
 }
 
 fn temporality(value: &Value, path: &Path<'_>) -> Result<i32> {
-    enumeration(value, path, |name| AggregationTemporality::from_str_name(name).map(|v| v as i32))
+    enumeration(value, path, |name| {
+        AggregationTemporality::from_str_name(name).map(|v| v as i32)
+    })
 }
 
 fn data_point_flags(value: &Value, path: &Path<'_>) -> Result<u32> {
-    enumeration(value, path, |name| DataPointFlags::from_str_name(name).map(|v| v as i32))
+    enumeration(value, path, |name| {
+        DataPointFlags::from_str_name(name).map(|v| v as i32)
+    })
 }
 
 fn gauge(value: &Value, path: &Path<'_>) -> Result<Gauge> {
@@ -701,7 +768,9 @@ fn histogram(value: &Value, path: &Path<'_>) -> Result<Histogram> {
     for (key, value) in fields(value, path)? {
         let at = path.field(key);
         match key {
-            "dataPoints" | "data_points" => out.data_points = repeated(value, &at, histogram_point)?,
+            "dataPoints" | "data_points" => {
+                out.data_points = repeated(value, &at, histogram_point)?
+            }
             "aggregationTemporality" | "aggregation_temporality" => {
                 out.aggregation_temporality = temporality(value, &at)?;
             }
@@ -745,7 +814,9 @@ fn number_point(value: &Value, path: &Path<'_>) -> Result<NumberDataPoint> {
         let at = path.field(key);
         match key {
             "attributes" => out.attributes = attributes(value, &at)?,
-            "startTimeUnixNano" | "start_time_unix_nano" => out.start_time_unix_nano = integer(value, &at)?,
+            "startTimeUnixNano" | "start_time_unix_nano" => {
+                out.start_time_unix_nano = integer(value, &at)?
+            }
             "timeUnixNano" | "time_unix_nano" => out.time_unix_nano = integer(value, &at)?,
             "asDouble" | "as_double" => out.value = Some(V::AsDouble(double(value, &at)?)),
             "asInt" | "as_int" => out.value = Some(V::AsInt(integer(value, &at)?)),
@@ -763,12 +834,16 @@ fn histogram_point(value: &Value, path: &Path<'_>) -> Result<HistogramDataPoint>
         let at = path.field(key);
         match key {
             "attributes" => out.attributes = attributes(value, &at)?,
-            "startTimeUnixNano" | "start_time_unix_nano" => out.start_time_unix_nano = integer(value, &at)?,
+            "startTimeUnixNano" | "start_time_unix_nano" => {
+                out.start_time_unix_nano = integer(value, &at)?
+            }
             "timeUnixNano" | "time_unix_nano" => out.time_unix_nano = integer(value, &at)?,
             "count" => out.count = integer(value, &at)?,
             "sum" => out.sum = Some(double(value, &at)?),
             "bucketCounts" | "bucket_counts" => out.bucket_counts = repeated(value, &at, integer)?,
-            "explicitBounds" | "explicit_bounds" => out.explicit_bounds = repeated(value, &at, double)?,
+            "explicitBounds" | "explicit_bounds" => {
+                out.explicit_bounds = repeated(value, &at, double)?
+            }
             "exemplars" => out.exemplars = repeated(value, &at, exemplar)?,
             "flags" => out.flags = data_point_flags(value, &at)?,
             "min" => out.min = Some(double(value, &at)?),
@@ -779,13 +854,18 @@ fn histogram_point(value: &Value, path: &Path<'_>) -> Result<HistogramDataPoint>
     Ok(out)
 }
 
-fn exponential_histogram_point(value: &Value, path: &Path<'_>) -> Result<ExponentialHistogramDataPoint> {
+fn exponential_histogram_point(
+    value: &Value,
+    path: &Path<'_>,
+) -> Result<ExponentialHistogramDataPoint> {
     let mut out = ExponentialHistogramDataPoint::default();
     for (key, value) in fields(value, path)? {
         let at = path.field(key);
         match key {
             "attributes" => out.attributes = attributes(value, &at)?,
-            "startTimeUnixNano" | "start_time_unix_nano" => out.start_time_unix_nano = integer(value, &at)?,
+            "startTimeUnixNano" | "start_time_unix_nano" => {
+                out.start_time_unix_nano = integer(value, &at)?
+            }
             "timeUnixNano" | "time_unix_nano" => out.time_unix_nano = integer(value, &at)?,
             "count" => out.count = integer(value, &at)?,
             "sum" => out.sum = Some(double(value, &at)?),
@@ -823,11 +903,15 @@ fn summary_point(value: &Value, path: &Path<'_>) -> Result<SummaryDataPoint> {
         let at = path.field(key);
         match key {
             "attributes" => out.attributes = attributes(value, &at)?,
-            "startTimeUnixNano" | "start_time_unix_nano" => out.start_time_unix_nano = integer(value, &at)?,
+            "startTimeUnixNano" | "start_time_unix_nano" => {
+                out.start_time_unix_nano = integer(value, &at)?
+            }
             "timeUnixNano" | "time_unix_nano" => out.time_unix_nano = integer(value, &at)?,
             "count" => out.count = integer(value, &at)?,
             "sum" => out.sum = double(value, &at)?,
-            "quantileValues" | "quantile_values" => out.quantile_values = repeated(value, &at, quantile)?,
+            "quantileValues" | "quantile_values" => {
+                out.quantile_values = repeated(value, &at, quantile)?
+            }
             "flags" => out.flags = data_point_flags(value, &at)?,
             _ => {}
         }
@@ -854,7 +938,9 @@ fn exemplar(value: &Value, path: &Path<'_>) -> Result<Exemplar> {
     for (key, value) in fields(value, path)? {
         let at = path.field(key);
         match key {
-            "filteredAttributes" | "filtered_attributes" => out.filtered_attributes = attributes(value, &at)?,
+            "filteredAttributes" | "filtered_attributes" => {
+                out.filtered_attributes = attributes(value, &at)?
+            }
             "timeUnixNano" | "time_unix_nano" => out.time_unix_nano = integer(value, &at)?,
             "asDouble" | "as_double" => out.value = Some(V::AsDouble(double(value, &at)?)),
             "asInt" | "as_int" => out.value = Some(V::AsInt(integer(value, &at)?)),

@@ -1,8 +1,8 @@
 //! Replacing invalid UTF-8 in the `string` fields of OTLP protobuf bodies.
 //!
 //! prost refuses a whole request when one `string` field holds invalid UTF-8,
-//! yet SDKs of languages whose strings are bytes (C++, Go, Python 2-era code,
-//! log shippers tailing binary files) do send such bodies, and dropping a batch
+//! yet SDKs in languages whose strings are plain bytes (C++, Go) and log
+//! shippers tailing arbitrary files do send such bodies, and dropping a batch
 //! for one bad byte loses far more than a replacement character does.
 //! [`sanitize_utf8`] rewrites the protobuf wire format guided by a static schema
 //! of the OTLP messages: `string` fields are repaired with
@@ -63,18 +63,30 @@ impl Schema {
 use Field::{Msg, Str};
 
 // opentelemetry.proto.collector.*.v1
-static EXPORT_LOGS: Schema = Schema { fields: &[(1, Msg(&RESOURCE_LOGS))] };
-static EXPORT_TRACES: Schema = Schema { fields: &[(1, Msg(&RESOURCE_SPANS))] };
-static EXPORT_METRICS: Schema = Schema { fields: &[(1, Msg(&RESOURCE_METRICS))] };
+static EXPORT_LOGS: Schema = Schema {
+    fields: &[(1, Msg(&RESOURCE_LOGS))],
+};
+static EXPORT_TRACES: Schema = Schema {
+    fields: &[(1, Msg(&RESOURCE_SPANS))],
+};
+static EXPORT_METRICS: Schema = Schema {
+    fields: &[(1, Msg(&RESOURCE_METRICS))],
+};
 
 // opentelemetry.proto.common.v1 and resource.v1
 static ANY_VALUE: Schema = Schema {
     // string_value, array_value, kvlist_value
     fields: &[(1, Str), (5, Msg(&ARRAY_VALUE)), (6, Msg(&KEY_VALUE_LIST))],
 };
-static ARRAY_VALUE: Schema = Schema { fields: &[(1, Msg(&ANY_VALUE))] };
-static KEY_VALUE_LIST: Schema = Schema { fields: &[(1, Msg(&KEY_VALUE))] };
-static KEY_VALUE: Schema = Schema { fields: &[(1, Str), (2, Msg(&ANY_VALUE))] };
+static ARRAY_VALUE: Schema = Schema {
+    fields: &[(1, Msg(&ANY_VALUE))],
+};
+static KEY_VALUE_LIST: Schema = Schema {
+    fields: &[(1, Msg(&KEY_VALUE))],
+};
+static KEY_VALUE: Schema = Schema {
+    fields: &[(1, Str), (2, Msg(&ANY_VALUE))],
+};
 static SCOPE: Schema = Schema {
     fields: &[(1, Str), (2, Str), (3, Msg(&KEY_VALUE))],
 };
@@ -95,7 +107,12 @@ static SCOPE_LOGS: Schema = Schema {
 };
 static LOG_RECORD: Schema = Schema {
     // severity_text, body, attributes, event_name
-    fields: &[(3, Str), (5, Msg(&ANY_VALUE)), (6, Msg(&KEY_VALUE)), (12, Str)],
+    fields: &[
+        (3, Str),
+        (5, Msg(&ANY_VALUE)),
+        (6, Msg(&KEY_VALUE)),
+        (12, Str),
+    ],
 };
 
 // opentelemetry.proto.trace.v1
@@ -122,7 +139,9 @@ static SPAN_EVENT: Schema = Schema {
 static SPAN_LINK: Schema = Schema {
     fields: &[(3, Str), (4, Msg(&KEY_VALUE))],
 };
-static SPAN_STATUS: Schema = Schema { fields: &[(2, Str)] };
+static SPAN_STATUS: Schema = Schema {
+    fields: &[(2, Str)],
+};
 
 // opentelemetry.proto.metrics.v1
 static RESOURCE_METRICS: Schema = Schema {
@@ -146,12 +165,18 @@ static METRIC: Schema = Schema {
     ],
 };
 // Gauge and Sum both hold NumberDataPoints at field 1; Sum's other fields are scalars.
-static GAUGE: Schema = Schema { fields: &[(1, Msg(&NUMBER_POINT))] };
-static HISTOGRAM: Schema = Schema { fields: &[(1, Msg(&HISTOGRAM_POINT))] };
+static GAUGE: Schema = Schema {
+    fields: &[(1, Msg(&NUMBER_POINT))],
+};
+static HISTOGRAM: Schema = Schema {
+    fields: &[(1, Msg(&HISTOGRAM_POINT))],
+};
 static EXPONENTIAL_HISTOGRAM: Schema = Schema {
     fields: &[(1, Msg(&EXPONENTIAL_HISTOGRAM_POINT))],
 };
-static SUMMARY: Schema = Schema { fields: &[(1, Msg(&SUMMARY_POINT))] };
+static SUMMARY: Schema = Schema {
+    fields: &[(1, Msg(&SUMMARY_POINT))],
+};
 static NUMBER_POINT: Schema = Schema {
     fields: &[(7, Msg(&KEY_VALUE)), (5, Msg(&EXEMPLAR))],
 };
@@ -163,8 +188,12 @@ static EXPONENTIAL_HISTOGRAM_POINT: Schema = Schema {
     fields: &[(1, Msg(&KEY_VALUE)), (11, Msg(&EXEMPLAR))],
 };
 // Quantile values (field 6) hold no strings.
-static SUMMARY_POINT: Schema = Schema { fields: &[(7, Msg(&KEY_VALUE))] };
-static EXEMPLAR: Schema = Schema { fields: &[(7, Msg(&KEY_VALUE))] };
+static SUMMARY_POINT: Schema = Schema {
+    fields: &[(7, Msg(&KEY_VALUE))],
+};
+static EXEMPLAR: Schema = Schema {
+    fields: &[(7, Msg(&KEY_VALUE))],
+};
 
 const VARINT: u64 = 0;
 const FIXED64: u64 = 1;
@@ -178,7 +207,12 @@ const FIXED32: u64 = 5;
 /// Keys and length prefixes are copied from the input; a length is re-encoded
 /// only when its content changed size, so untouched parts stay byte-identical
 /// even where the sender used non-minimal varints.
-fn rewrite(mut msg: &[u8], schema: &Schema, depth: usize, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+fn rewrite(
+    mut msg: &[u8],
+    schema: &Schema,
+    depth: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
     while !msg.is_empty() {
         let field = msg;
         let (tag, wire_type) = key(&mut msg)?;
@@ -208,6 +242,8 @@ fn rewrite(mut msg: &[u8], schema: &Schema, depth: usize, out: &mut Vec<u8>) -> 
                 rewrite(content, nested, depth + 1, out)?;
                 let new_len = out.len() - content_at;
                 if new_len != len {
+                    // Moves only the content just written, and only if the
+                    // prefix changed width.
                     let mut prefix = Vec::with_capacity(10);
                     put_varint(new_len as u64, &mut prefix);
                     out.splice(len_at..content_at, prefix);
@@ -312,7 +348,7 @@ fn put_varint(mut value: u64, out: &mut Vec<u8>) {
 
 #[expect(
     deprecated,
-    reason = "prost 0.14 has no other public constructor for the prost::DecodeError that DecodeError::Protobuf carries"
+    reason = "prost 0.14 has no other public way to build a prost::DecodeError"
 )]
 fn malformed(description: &'static str) -> DecodeError {
     DecodeError::Protobuf(prost::DecodeError::new(description))
@@ -328,13 +364,16 @@ mod tests {
     };
     use crate::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use crate::otlp::metrics::v1::{
-        Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Histogram, HistogramDataPoint,
-        Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
-        exemplar, exponential_histogram_data_point, metric, number_data_point, summary_data_point,
+        Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Histogram,
+        HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary,
+        SummaryDataPoint, exemplar, exponential_histogram_data_point, metric, number_data_point,
+        summary_data_point,
     };
     use crate::otlp::resource::v1::Resource;
     use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
-    use crate::otlp::{ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest};
+    use crate::otlp::{
+        ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest,
+    };
 
     /// Written into strings where a test then puts invalid UTF-8.
     const HOLE: &str = "~~";
@@ -343,11 +382,17 @@ mod tests {
     const REPAIRED: &str = "\u{fffd}\u{fffd}";
 
     fn string(s: String) -> Option<AnyValue> {
-        Some(AnyValue { value: Some(any_value::Value::StringValue(s)) })
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(s)),
+        })
     }
 
     fn kv(key: String, value: String) -> KeyValue {
-        KeyValue { key, value: string(value), ..Default::default() }
+        KeyValue {
+            key,
+            value: string(value),
+            ..Default::default()
+        }
     }
 
     /// Encodes `msg` and overwrites the hole inside each of the `marked`
@@ -441,7 +486,13 @@ mod tests {
                         version: "1.0".into(),
                         ..Default::default()
                     }),
-                    log_records: vec![record.clone(), LogRecord { severity_number: 17, ..record }],
+                    log_records: vec![
+                        record.clone(),
+                        LogRecord {
+                            severity_number: 17,
+                            ..record
+                        },
+                    ],
                     schema_url: format!("schema-{hole}"),
                 }],
                 schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
@@ -502,7 +553,10 @@ mod tests {
                 flags: 1,
             }],
             dropped_links_count: 5,
-            status: Some(Status { message: format!("boom-{hole}"), code: 2 }),
+            status: Some(Status {
+                message: format!("boom-{hole}"),
+                code: 2,
+            }),
         };
         ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
@@ -527,17 +581,14 @@ mod tests {
     #[test]
     fn repairs_span_strings() {
         let marked = [
-            "ts={}",
-            "GET /{}",
-            "http.{}",
-            "event-{}",
-            "ev-{}",
-            "link={}",
-            "lv-{}",
-            "boom-{}",
+            "ts={}", "GET /{}", "http.{}", "event-{}", "ev-{}", "link={}", "lv-{}", "boom-{}",
             "sv-{}",
         ];
-        check(Signal::Traces, &corrupt(&traces(HOLE), &marked), &traces(REPAIRED));
+        check(
+            Signal::Traces,
+            &corrupt(&traces(HOLE), &marked),
+            &traces(REPAIRED),
+        );
     }
 
     #[test]
@@ -567,9 +618,14 @@ mod tests {
             value: Some(number_data_point::Value::AsDouble(1.5)),
         };
         let data = vec![
-            metric::Data::Gauge(crate::otlp::metrics::v1::Gauge { data_points: vec![number.clone()] }),
+            metric::Data::Gauge(crate::otlp::metrics::v1::Gauge {
+                data_points: vec![number.clone()],
+            }),
             metric::Data::Sum(Sum {
-                data_points: vec![NumberDataPoint { attributes: attrs("sum"), ..number }],
+                data_points: vec![NumberDataPoint {
+                    attributes: attrs("sum"),
+                    ..number
+                }],
                 aggregation_temporality: 2,
                 is_monotonic: true,
             }),
@@ -608,7 +664,10 @@ mod tests {
                     attributes: attrs("summ"),
                     count: 3,
                     sum: 4.5,
-                    quantile_values: vec![summary_data_point::ValueAtQuantile { quantile: 0.5, value: 1.0 }],
+                    quantile_values: vec![summary_data_point::ValueAtQuantile {
+                        quantile: 0.5,
+                        value: 1.0,
+                    }],
                     ..Default::default()
                 }],
             }),
@@ -627,7 +686,11 @@ mod tests {
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(Resource::default()),
-                scope_metrics: vec![ScopeMetrics { scope: None, metrics, schema_url: String::new() }],
+                scope_metrics: vec![ScopeMetrics {
+                    scope: None,
+                    metrics,
+                    schema_url: String::new(),
+                }],
                 schema_url: String::new(),
             }],
         }
@@ -658,8 +721,13 @@ mod tests {
         let mut request = metrics("ok");
         request.resource_metrics[0].scope_metrics[0].metrics[2].name = format!("latency-{HOLE}");
         let mut expected = request.clone();
-        expected.resource_metrics[0].scope_metrics[0].metrics[2].name = format!("latency-{REPAIRED}");
-        check(Signal::Metrics, &corrupt(&request, &["latency-{}"]), &expected);
+        expected.resource_metrics[0].scope_metrics[0].metrics[2].name =
+            format!("latency-{REPAIRED}");
+        check(
+            Signal::Metrics,
+            &corrupt(&request, &["latency-{}"]),
+            &expected,
+        );
     }
 
     #[test]
@@ -679,7 +747,7 @@ mod tests {
 
     #[test]
     fn copies_unknown_and_non_string_fields_verbatim() {
-        // ResourceLogs { unknown 99: bytes "\xff", unknown group 106 { 1: varint 5 }, schema_url: "\xff" }
+        // ResourceLogs { 99: bytes "\xff", group 106 { 1: varint 5 }, schema_url: "\xff" }
         let resource_logs = [
             0x9a, 0x06, 0x01, 0xff, // field 99, length-delimited
             0xd3, 0x06, 0x08, 0x05, 0xd4, 0x06, // field 106 group holding field 1 = 5
@@ -701,7 +769,12 @@ mod tests {
         let cases: [(&str, &[u8]); 7] = [
             ("truncated length", &[0x0a, 0x05, 0x1a]),
             ("truncated varint", &[0x08, 0x80]),
-            ("overlong varint", &[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
+            (
+                "overlong varint",
+                &[
+                    0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+                ],
+            ),
             ("wire type 7", &[0x0f]),
             ("field number 0", &[0x02, 0x00]),
             ("stray end group", &[0x0c]),
@@ -721,12 +794,22 @@ mod tests {
     fn nested_body(levels: usize) -> ExportLogsServiceRequest {
         let mut value = string("leaf".into()).unwrap();
         for _ in 0..levels {
-            value = AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![value] })) };
+            value = AnyValue {
+                value: Some(any_value::Value::ArrayValue(ArrayValue {
+                    values: vec![value],
+                })),
+            };
         }
-        let record = LogRecord { body: Some(value), ..Default::default() };
+        let record = LogRecord {
+            body: Some(value),
+            ..Default::default()
+        };
         ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs { log_records: vec![record], ..Default::default() }],
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![record],
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         }
@@ -746,11 +829,16 @@ mod tests {
                     assert!(prost.is_ok(), "{levels} levels: prost refuses");
                     assert_eq!(clean, body);
                 }
-                Err(DecodeError::TooDeep(100)) => assert!(prost.is_err(), "{levels} levels: prost accepts"),
+                Err(DecodeError::TooDeep(100)) => {
+                    assert!(prost.is_err(), "{levels} levels: prost accepts")
+                }
                 Err(err) => panic!("{levels} levels: {err}"),
             }
             outcomes.push(prost.is_ok());
         }
-        assert!(outcomes.contains(&true) && outcomes.contains(&false), "{outcomes:?}");
+        assert!(
+            outcomes.contains(&true) && outcomes.contains(&false),
+            "{outcomes:?}"
+        );
     }
 }

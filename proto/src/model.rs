@@ -141,7 +141,11 @@ pub fn attributes_to_json(attrs: &[KeyValue]) -> Map<String, Value> {
     attrs
         .iter()
         .map(|kv| {
-            let v = kv.value.as_ref().map(any_value_to_json).unwrap_or(Value::Null);
+            let v = kv
+                .value
+                .as_ref()
+                .map(any_value_to_json)
+                .unwrap_or(Value::Null);
             (kv.key.clone(), v)
         })
         .collect()
@@ -219,6 +223,7 @@ mod tests {
         KeyValue {
             key: k.into(),
             value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
         }
     }
 
@@ -227,7 +232,10 @@ mod tests {
         let req = ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 resource: Some(Resource {
-                    attributes: vec![kv("service.name", any_value::Value::StringValue("cart".into()))],
+                    attributes: vec![kv(
+                        "service.name",
+                        any_value::Value::StringValue("cart".into()),
+                    )],
                     ..Default::default()
                 }),
                 scope_logs: vec![ScopeLogs {
@@ -266,9 +274,11 @@ mod tests {
     #[test]
     fn non_string_body_becomes_json_and_missing_service_is_unknown() {
         let body = AnyValue {
-            value: Some(any_value::Value::KvlistValue(crate::otlp::common::v1::KeyValueList {
-                values: vec![kv("a", any_value::Value::DoubleValue(f64::NAN))],
-            })),
+            value: Some(any_value::Value::KvlistValue(
+                crate::otlp::common::v1::KeyValueList {
+                    values: vec![kv("a", any_value::Value::DoubleValue(f64::NAN))],
+                },
+            )),
         };
         assert_eq!(body_text(Some(&body)), r#"{"a":"NaN"}"#);
         assert_eq!(service_name(None), UNKNOWN_SERVICE);
@@ -277,7 +287,11 @@ mod tests {
     #[test]
     fn severity_levels() {
         for (name, n) in [("trace", 1), ("Warning", 13), ("FATAL", 21), ("err", 17)] {
-            assert_eq!(SeverityLevel::parse(name).map(|l| l.min_number()), Some(n), "{name}");
+            assert_eq!(
+                SeverityLevel::parse(name).map(|l| l.min_number()),
+                Some(n),
+                "{name}"
+            );
         }
         assert_eq!(SeverityLevel::parse("loud"), None);
         assert_eq!(SeverityLevel::of_number(12), Some(SeverityLevel::Info));

@@ -46,8 +46,16 @@ impl Rejections {
         if self.count == 0 {
             return String::new();
         }
-        let more = if self.count > self.first.len() { "; ..." } else { "" };
-        format!("{} {noun} rejected: {}{more}", self.count, self.first.join("; "))
+        let more = if self.count > self.first.len() {
+            "; ..."
+        } else {
+            ""
+        };
+        format!(
+            "{} {noun} rejected: {}{more}",
+            self.count,
+            self.first.join("; ")
+        )
     }
 }
 
@@ -59,10 +67,15 @@ fn depth(v: &AnyValue) -> usize {
     while let Some((v, d)) = stack.pop() {
         max = max.max(d);
         match &v.value {
-            Some(any_value::Value::ArrayValue(a)) => stack.extend(a.values.iter().map(|c| (c, d + 1))),
-            Some(any_value::Value::KvlistValue(kv)) => {
-                stack.extend(kv.values.iter().filter_map(|c| c.value.as_ref()).map(|c| (c, d + 1)))
+            Some(any_value::Value::ArrayValue(a)) => {
+                stack.extend(a.values.iter().map(|c| (c, d + 1)))
             }
+            Some(any_value::Value::KvlistValue(kv)) => stack.extend(
+                kv.values
+                    .iter()
+                    .filter_map(|c| c.value.as_ref())
+                    .map(|c| (c, d + 1)),
+            ),
             _ => {}
         }
     }
@@ -73,7 +86,10 @@ fn attrs_too_deep(attrs: &[KeyValue], limits: &Limits) -> Option<String> {
     attrs.iter().find_map(|kv| {
         let d = kv.value.as_ref().map(depth).unwrap_or(0);
         (d > limits.max_depth).then(|| {
-            format!("attribute {:?} nests {d} levels, more than {}", kv.key, limits.max_depth)
+            format!(
+                "attribute {:?} nests {d} levels, more than {}",
+                kv.key, limits.max_depth
+            )
         })
     })
 }
@@ -114,13 +130,31 @@ pub(crate) fn data_point_count(m: &Metric) -> usize {
 /// The attribute lists and timestamps of a metric's data points.
 fn metric_problem(m: &Metric, limits: &Limits) -> Option<String> {
     let points: Vec<(&[KeyValue], u64)> = match &m.data {
-        Some(metric::Data::Gauge(g)) => g.data_points.iter().map(|p| (&p.attributes[..], p.time_unix_nano)).collect(),
-        Some(metric::Data::Sum(s)) => s.data_points.iter().map(|p| (&p.attributes[..], p.time_unix_nano)).collect(),
-        Some(metric::Data::Histogram(h)) => h.data_points.iter().map(|p| (&p.attributes[..], p.time_unix_nano)).collect(),
-        Some(metric::Data::ExponentialHistogram(h)) => {
-            h.data_points.iter().map(|p| (&p.attributes[..], p.time_unix_nano)).collect()
-        }
-        Some(metric::Data::Summary(s)) => s.data_points.iter().map(|p| (&p.attributes[..], p.time_unix_nano)).collect(),
+        Some(metric::Data::Gauge(g)) => g
+            .data_points
+            .iter()
+            .map(|p| (&p.attributes[..], p.time_unix_nano))
+            .collect(),
+        Some(metric::Data::Sum(s)) => s
+            .data_points
+            .iter()
+            .map(|p| (&p.attributes[..], p.time_unix_nano))
+            .collect(),
+        Some(metric::Data::Histogram(h)) => h
+            .data_points
+            .iter()
+            .map(|p| (&p.attributes[..], p.time_unix_nano))
+            .collect(),
+        Some(metric::Data::ExponentialHistogram(h)) => h
+            .data_points
+            .iter()
+            .map(|p| (&p.attributes[..], p.time_unix_nano))
+            .collect(),
+        Some(metric::Data::Summary(s)) => s
+            .data_points
+            .iter()
+            .map(|p| (&p.attributes[..], p.time_unix_nano))
+            .collect(),
         None => Vec::new(),
     };
     points.into_iter().find_map(|(attrs, t)| {
@@ -165,9 +199,15 @@ pub fn validate(request: ExportRequest, limits: &Limits) -> Validated {
                         let problem = check_id("trace_id", &s.trace_id, 16, true)
                             .or_else(|| check_id("span_id", &s.span_id, 8, true))
                             .or_else(|| check_id("parent_span_id", &s.parent_span_id, 8, false))
-                            .or_else(|| check_time("start_time_unix_nano", s.start_time_unix_nano, limits))
+                            .or_else(|| {
+                                check_time("start_time_unix_nano", s.start_time_unix_nano, limits)
+                            })
                             .or_else(|| attrs_too_deep(&s.attributes, limits))
-                            .or_else(|| s.events.iter().find_map(|e| attrs_too_deep(&e.attributes, limits)))
+                            .or_else(|| {
+                                s.events
+                                    .iter()
+                                    .find_map(|e| attrs_too_deep(&e.attributes, limits))
+                            })
                             .or_else(|| {
                                 s.links.iter().find_map(|l| {
                                     check_id("link trace_id", &l.trace_id, 16, true)
@@ -232,6 +272,7 @@ mod tests {
                     values: vec![KeyValue {
                         key: "k".into(),
                         value: Some(v),
+                        ..Default::default()
                     }],
                 })),
             };
@@ -250,15 +291,55 @@ mod tests {
         let rows: Vec<(LogRecord, bool)> = vec![
             (ok.clone(), true),
             (LogRecord::default(), true),
-            (LogRecord { trace_id: vec![1; 17], ..ok.clone() }, false),
-            (LogRecord { span_id: vec![1; 7], ..ok.clone() }, false),
-            (LogRecord { time_unix_nano: 10, ..ok.clone() }, false),
-            (LogRecord { time_unix_nano: 10_000_000, ..ok.clone() }, false),
-            (LogRecord { body: Some(nested(32)), ..ok.clone() }, true),
-            (LogRecord { body: Some(nested(33)), ..ok.clone() }, false),
             (
                 LogRecord {
-                    attributes: vec![KeyValue { key: "deep".into(), value: Some(nested(100)) }],
+                    trace_id: vec![1; 17],
+                    ..ok.clone()
+                },
+                false,
+            ),
+            (
+                LogRecord {
+                    span_id: vec![1; 7],
+                    ..ok.clone()
+                },
+                false,
+            ),
+            (
+                LogRecord {
+                    time_unix_nano: 10,
+                    ..ok.clone()
+                },
+                false,
+            ),
+            (
+                LogRecord {
+                    time_unix_nano: 10_000_000,
+                    ..ok.clone()
+                },
+                false,
+            ),
+            (
+                LogRecord {
+                    body: Some(nested(32)),
+                    ..ok.clone()
+                },
+                true,
+            ),
+            (
+                LogRecord {
+                    body: Some(nested(33)),
+                    ..ok.clone()
+                },
+                false,
+            ),
+            (
+                LogRecord {
+                    attributes: vec![KeyValue {
+                        key: "deep".into(),
+                        value: Some(nested(100)),
+                        ..Default::default()
+                    }],
                     ..ok.clone()
                 },
                 false,
@@ -277,7 +358,12 @@ mod tests {
         let v = validate(ExportRequest::Logs(req), &LIMITS);
         assert_eq!(v.request.record_count(), expected_kept);
         assert_eq!(v.rejected, 5);
-        assert!(v.error_message.starts_with("5 log records rejected: trace_id has 17 bytes, expected 16"), "{}", v.error_message);
+        assert!(
+            v.error_message
+                .starts_with("5 log records rejected: trace_id has 17 bytes, expected 16"),
+            "{}",
+            v.error_message
+        );
     }
 
     #[test]

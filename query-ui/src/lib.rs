@@ -1,1 +1,11 @@
-//! placeholder
+//! The query API over the store, served by `periscope serve` on `--http-addr`.
+//!
+//! `api` holds the HTTP handlers (axum); searches run on blocking threads.
+
+mod api;
+mod services;
+mod timeparse;
+
+pub use api::{QueryState, router};
+pub use services::ServiceRegistry;
+pub use timeparse::{format_rfc3339_ns, parse_time};

@@ -43,18 +43,28 @@ pub enum StoreError {
     #[error("write-ahead log unavailable: {0}")]
     WalClosed(String),
     /// An invalid tenant id.
-    #[error("invalid tenant id {0:?}: use 1-150 characters of [A-Za-z0-9_.-], not '.' or '..' or 'wal'")]
+    #[error(
+        "invalid tenant id {0:?}: use 1-150 characters of [A-Za-z0-9_.-], not '.' or '..' or 'wal'"
+    )]
     InvalidTenant(String),
 }
 
 impl StoreError {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();
         move |source| StoreError::Io { op, path, source }
     }
 
-    pub(crate) fn index<E: Into<tantivy::TantivyError>>(op: impl Into<String>) -> impl FnOnce(E) -> StoreError {
+    pub(crate) fn index<E: Into<tantivy::TantivyError>>(
+        op: impl Into<String>,
+    ) -> impl FnOnce(E) -> StoreError {
         let op = op.into();
-        move |source| StoreError::Index { op, source: source.into() }
+        move |source| StoreError::Index {
+            op,
+            source: source.into(),
+        }
     }
 }

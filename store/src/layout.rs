@@ -27,10 +27,11 @@ impl DataDir {
         let version_file = root.join("periscope.json");
         match std::fs::read(&version_file) {
             Ok(bytes) => {
-                let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Format {
-                    path: version_file.clone(),
-                    message: format!("invalid json: {e}"),
-                })?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Format {
+                        path: version_file.clone(),
+                        message: format!("invalid json: {e}"),
+                    })?;
                 let found = v.get("format_version").and_then(|v| v.as_u64());
                 if found != Some(u64::from(DATA_FORMAT_VERSION)) {
                     return Err(StoreError::Format {
@@ -47,7 +48,9 @@ impl DataDir {
             }
             Err(e) => return Err(StoreError::io("failed to read", &version_file)(e)),
         }
-        Ok(DataDir { root: root.to_owned() })
+        Ok(DataDir {
+            root: root.to_owned(),
+        })
     }
 
     /// The root directory.
@@ -71,8 +74,10 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> 
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(StoreError::io("failed to create", &tmp))?;
-    f.write_all(bytes).map_err(StoreError::io("failed to write", &tmp))?;
-    f.sync_all().map_err(StoreError::io("failed to fsync", &tmp))?;
+    f.write_all(bytes)
+        .map_err(StoreError::io("failed to write", &tmp))?;
+    f.sync_all()
+        .map_err(StoreError::io("failed to fsync", &tmp))?;
     std::fs::rename(&tmp, path).map_err(StoreError::io("failed to rename", path))?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;

@@ -20,8 +20,10 @@ mod wal;
 pub use error::StoreError;
 pub use layout::{DATA_FORMAT_VERSION, DataDir};
 pub use logs::{
-    Cursor, HistogramRequest, IndexBatch, LogHit, LogIndexer, LogSearch, LogStore, LogStoreOptions,
-    SearchPage, hour_partition,
+    Cursor, HistogramRequest, IndexBatch, IndexStats, LogHit, LogIndexer, LogSearch, LogStore,
+    LogStoreOptions, SearchPage, hour_partition,
 };
 pub use tenant::TenantId;
-pub use wal::{AppendReply, EncodedEntry, Wal, WalEntry, WalOptions, WalRecord, WalStats};
+pub use wal::{
+    AppendReply, EncodedEntry, FSYNC_BUCKETS, Wal, WalEntry, WalOptions, WalRecord, WalStats,
+};

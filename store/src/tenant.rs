@@ -19,8 +19,13 @@ impl TenantId {
             && s != "."
             && s != ".."
             && s != "wal"
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if ok { Ok(TenantId(s.to_owned())) } else { Err(StoreError::InvalidTenant(s.to_owned())) }
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if ok {
+            Ok(TenantId(s.to_owned()))
+        } else {
+            Err(StoreError::InvalidTenant(s.to_owned()))
+        }
     }
 
     /// The `default` tenant.

@@ -1,23 +1,35 @@
 use super::*;
 
 fn string_value(s: &str) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::StringValue(s.into())) }
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s.into())),
+    }
 }
 
 fn int_value(i: i64) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::IntValue(i)) }
+    AnyValue {
+        value: Some(any_value::Value::IntValue(i)),
+    }
 }
 
 fn kv(key: &str, value: AnyValue) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(value), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(value),
+        ..Default::default()
+    }
 }
 
 fn kvlist(values: Vec<KeyValue>) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::KvlistValue(KeyValueList { values })) }
+    AnyValue {
+        value: Some(any_value::Value::KvlistValue(KeyValueList { values })),
+    }
 }
 
 fn array(values: Vec<AnyValue>) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values })) }
+    AnyValue {
+        value: Some(any_value::Value::ArrayValue(ArrayValue { values })),
+    }
 }
 
 /// The log records of a request, in order.
@@ -134,12 +146,19 @@ fn decodes_logs_as_sdks_send_them() {
                         body: Some(string_value("order placed")),
                         attributes: vec![
                             kv("order.id", int_value(42)),
-                            kv("amount", AnyValue { value: Some(any_value::Value::DoubleValue(19.99)) }),
+                            kv(
+                                "amount",
+                                AnyValue {
+                                    value: Some(any_value::Value::DoubleValue(19.99)),
+                                },
+                            ),
                             kv(
                                 "tags",
                                 array(vec![
                                     string_value("a"),
-                                    AnyValue { value: Some(any_value::Value::BoolValue(true)) },
+                                    AnyValue {
+                                        value: Some(any_value::Value::BoolValue(true)),
+                                    },
                                 ]),
                             ),
                             kv("user", kvlist(vec![kv("id", int_value(7))])),
@@ -153,10 +172,15 @@ fn decodes_logs_as_sdks_send_them() {
                     LogRecord {
                         time_unix_nano: 1_700_000_000_123_456_789,
                         severity_number: 17,
-                        body: Some(AnyValue { value: Some(any_value::Value::BytesValue(b"hello".to_vec())) }),
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::BytesValue(b"hello".to_vec())),
+                        }),
                         attributes: vec![
                             kv("empty", AnyValue::default()),
-                            KeyValue { key: "unset".into(), ..Default::default() },
+                            KeyValue {
+                                key: "unset".into(),
+                                ..Default::default()
+                            },
                         ],
                         trace_id,
                         ..Default::default()
@@ -180,40 +204,95 @@ fn decodes_logs_as_sdks_send_them() {
 
 #[test]
 fn decodes_any_values() {
-    let cases: Vec<(&str, Option<AnyValue>)> = vec![
+    let cases: &[(&str, Option<AnyValue>)] = &[
         (r#"{"stringValue":"hi"}"#, Some(string_value("hi"))),
         (r#"{"string_value":"hi"}"#, Some(string_value("hi"))),
         (r#"{"stringValue":""}"#, Some(string_value(""))),
-        (r#"{"boolValue":false}"#, Some(AnyValue { value: Some(any_value::Value::BoolValue(false)) })),
-        (r#"{"intValue":"9223372036854775807"}"#, Some(int_value(i64::MAX))),
-        (r#"{"intValue":-9223372036854775808}"#, Some(int_value(i64::MIN))),
+        (
+            r#"{"boolValue":false}"#,
+            Some(AnyValue {
+                value: Some(any_value::Value::BoolValue(false)),
+            }),
+        ),
+        (
+            r#"{"intValue":"9223372036854775807"}"#,
+            Some(int_value(i64::MAX)),
+        ),
+        (
+            r#"{"intValue":-9223372036854775808}"#,
+            Some(int_value(i64::MIN)),
+        ),
         (r#"{"intValue":"1e3"}"#, Some(int_value(1000))),
         (r#"{"intValue":5.0}"#, Some(int_value(5))),
-        (r#"{"doubleValue":1}"#, Some(AnyValue { value: Some(any_value::Value::DoubleValue(1.0)) })),
-        (r#"{"doubleValue":"2.5"}"#, Some(AnyValue { value: Some(any_value::Value::DoubleValue(2.5)) })),
-        (r#"{"doubleValue":"-Infinity"}"#, Some(AnyValue { value: Some(any_value::Value::DoubleValue(f64::NEG_INFINITY)) })),
-        (r#"{"bytesValue":"AP8="}"#, Some(AnyValue { value: Some(any_value::Value::BytesValue(vec![0, 255])) })),
-        (r#"{"bytesValue":"_-8"}"#, Some(AnyValue { value: Some(any_value::Value::BytesValue(vec![0xff, 0xef])) })),
+        (
+            r#"{"doubleValue":1}"#,
+            Some(AnyValue {
+                value: Some(any_value::Value::DoubleValue(1.0)),
+            }),
+        ),
+        (
+            r#"{"doubleValue":"2.5"}"#,
+            Some(AnyValue {
+                value: Some(any_value::Value::DoubleValue(2.5)),
+            }),
+        ),
+        (
+            r#"{"doubleValue":"-Infinity"}"#,
+            Some(AnyValue {
+                value: Some(any_value::Value::DoubleValue(f64::NEG_INFINITY)),
+            }),
+        ),
+        (
+            r#"{"bytesValue":"AP8="}"#,
+            Some(AnyValue {
+                value: Some(any_value::Value::BytesValue(vec![0, 255])),
+            }),
+        ),
+        (
+            r#"{"bytesValue":"_-8"}"#,
+            Some(AnyValue {
+                value: Some(any_value::Value::BytesValue(vec![0xff, 0xef])),
+            }),
+        ),
         (r#"{"arrayValue":{}}"#, Some(array(vec![]))),
-        (r#"{"array_value":{"values":[{"intValue":1},{}]}}"#, Some(array(vec![int_value(1), AnyValue::default()]))),
-        (r#"{"kvlist_value":{"values":[{"key":"k","value":{"stringValue":"v"}}]}}"#, Some(kvlist(vec![kv("k", string_value("v"))]))),
-        (r#"{"stringValueStrindex":3}"#, Some(AnyValue { value: Some(any_value::Value::StringValueStrindex(3)) })),
+        (
+            r#"{"array_value":{"values":[{"intValue":1},{}]}}"#,
+            Some(array(vec![int_value(1), AnyValue::default()])),
+        ),
+        (
+            r#"{"kvlist_value":{"values":[{"key":"k","value":{"stringValue":"v"}}]}}"#,
+            Some(kvlist(vec![kv("k", string_value("v"))])),
+        ),
+        (
+            r#"{"stringValueStrindex":3}"#,
+            Some(AnyValue {
+                value: Some(any_value::Value::StringValueStrindex(3)),
+            }),
+        ),
         (r#"{"stringValue":null}"#, Some(AnyValue::default())),
         (r#"{"newKind":{"x":1}}"#, Some(AnyValue::default())),
         ("{}", Some(AnyValue::default())),
         ("null", None),
     ];
     for (json, expected) in cases {
-        assert_eq!(decode_body(json).unwrap(), expected, "{json}");
+        assert_eq!(&decode_body(json).unwrap(), expected, "{json}");
     }
 }
 
 #[test]
 fn decodes_special_doubles() {
-    let cases = [("\"NaN\"", f64::NAN), ("\"Infinity\"", f64::INFINITY), ("\"-Infinity\"", f64::NEG_INFINITY), ("-0.0", -0.0)];
+    let cases = [
+        ("\"NaN\"", f64::NAN),
+        ("\"Infinity\"", f64::INFINITY),
+        ("\"-Infinity\"", f64::NEG_INFINITY),
+        ("-0.0", -0.0),
+    ];
     for (json, expected) in cases {
         let body = decode_body(&format!(r#"{{"doubleValue":{json}}}"#)).unwrap();
-        let Some(AnyValue { value: Some(any_value::Value::DoubleValue(got)) }) = body else {
+        let Some(AnyValue {
+            value: Some(any_value::Value::DoubleValue(got)),
+        }) = body
+        else {
             panic!("{json}: {body:?}");
         };
         assert_eq!(got.to_bits(), expected.to_bits(), "{json}");
@@ -222,10 +301,11 @@ fn decodes_special_doubles() {
 
 #[test]
 fn decodes_log_record_fields() {
-    let cases: Vec<(&str, LogRecord)> = vec![
+    let cases: &[(&str, LogRecord)] = &[
         // Snake case, as proto3 parsers must accept.
         (
-            r#"{"time_unix_nano":"5","observed_time_unix_nano":6,"severity_number":"SEVERITY_NUMBER_FATAL4","severity_text":"F",
+            r#"{"time_unix_nano":"5","observed_time_unix_nano":6,
+                "severity_number":"SEVERITY_NUMBER_FATAL4","severity_text":"F",
                 "dropped_attributes_count":2,"trace_id":"00ff","span_id":"AbCd","event_name":"e"}"#,
             LogRecord {
                 time_unix_nano: 5,
@@ -242,27 +322,45 @@ fn decodes_log_record_fields() {
         // Ids of the wrong length are kept for record validation to judge.
         (
             r#"{"traceId":"000102030405060708090a0b0c0d0e0f10"}"#,
-            LogRecord { trace_id: (0..17).collect(), ..Default::default() },
+            LogRecord {
+                trace_id: (0..17).collect(),
+                ..Default::default()
+            },
         ),
         // Numeric strings for enums, names for flags, unknown severity numbers.
         (
             r#"{"severityNumber":"3","flags":"LOG_RECORD_FLAGS_TRACE_FLAGS_MASK"}"#,
-            LogRecord { severity_number: 3, flags: 255, ..Default::default() },
+            LogRecord {
+                severity_number: 3,
+                flags: 255,
+                ..Default::default()
+            },
         ),
-        (r#"{"severityNumber":42}"#, LogRecord { severity_number: 42, ..Default::default() }),
+        (
+            r#"{"severityNumber":42}"#,
+            LogRecord {
+                severity_number: 42,
+                ..Default::default()
+            },
+        ),
         (
             r#"{"timeUnixNano":"18446744073709551615","flags":4294967295}"#,
-            LogRecord { time_unix_nano: u64::MAX, flags: u32::MAX, ..Default::default() },
+            LogRecord {
+                time_unix_nano: u64::MAX,
+                flags: u32::MAX,
+                ..Default::default()
+            },
         ),
         // null means default, whatever the field's type.
         (
-            r#"{"timeUnixNano":null,"body":null,"attributes":null,"traceId":null,"severityNumber":null,"severityText":null}"#,
+            r#"{"timeUnixNano":null,"body":null,"attributes":null,"traceId":null,
+                "severityNumber":null,"severityText":null}"#,
             LogRecord::default(),
         ),
         ("null", LogRecord::default()),
     ];
     for (json, expected) in cases {
-        assert_eq!(decode_record(json).unwrap(), expected, "{json}");
+        assert_eq!(&decode_record(json).unwrap(), expected, "{json}");
     }
 }
 
@@ -308,7 +406,10 @@ fn decodes_traces_with_events_links_and_status() {
     let trace_id = hex::decode("71699b6fe85982c7c8995ea3d9c95df2").unwrap();
     let expected = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv("service.name", string_value("api"))], ..Default::default() }),
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", string_value("api"))],
+                ..Default::default()
+            }),
             scope_spans: vec![ScopeSpans {
                 scope: Some(InstrumentationScope {
                     name: "@opentelemetry/instrumentation-http".into(),
@@ -344,7 +445,10 @@ fn decodes_traces_with_events_links_and_status() {
                             flags: 1,
                         }],
                         dropped_links_count: 4,
-                        status: Some(Status { message: "upstream timeout".into(), code: 2 }),
+                        status: Some(Status {
+                            message: "upstream timeout".into(),
+                            code: 2,
+                        }),
                     },
                     Span {
                         trace_id,
@@ -356,7 +460,10 @@ fn decodes_traces_with_events_links_and_status() {
                         start_time_unix_nano: 1_700_000_000_010_000_000,
                         end_time_unix_nano: 1_700_000_000_020_000_000,
                         dropped_events_count: 1,
-                        status: Some(Status { message: String::new(), code: 1 }),
+                        status: Some(Status {
+                            message: String::new(),
+                            code: 1,
+                        }),
                         ..Default::default()
                     },
                 ],
@@ -400,9 +507,15 @@ fn decodes_all_metric_types() {
     }]}"#;
     let request = decode_metrics_json(body.as_bytes()).unwrap();
     let resource = &request.resource_metrics[0];
-    assert_eq!(resource.resource.as_ref().unwrap().attributes, vec![kv("host.name", string_value("web-1"))]);
+    assert_eq!(
+        resource.resource.as_ref().unwrap().attributes,
+        vec![kv("host.name", string_value("web-1"))]
+    );
     let metrics = &resource.scope_metrics[0].metrics;
-    assert_eq!(resource.scope_metrics[0].scope.as_ref().unwrap().name, "meter");
+    assert_eq!(
+        resource.scope_metrics[0].scope.as_ref().unwrap().name,
+        "meter"
+    );
     assert_eq!(metrics.len(), 6);
 
     let gauge = Metric {
@@ -473,7 +586,10 @@ fn decodes_all_metric_types() {
                 scale: -2,
                 zero_count: 1,
                 zero_threshold: 0.001,
-                positive: Some(Buckets { offset: -1, bucket_counts: vec![1, 2] }),
+                positive: Some(Buckets {
+                    offset: -1,
+                    bucket_counts: vec![1, 2],
+                }),
                 negative: Some(Buckets::default()),
                 flags: 1,
                 ..Default::default()
@@ -490,16 +606,28 @@ fn decodes_all_metric_types() {
                 count: 3,
                 sum: 4.5,
                 quantile_values: vec![
-                    ValueAtQuantile { quantile: 0.5, value: 1.0 },
-                    ValueAtQuantile { quantile: 1.0, value: f64::INFINITY },
+                    ValueAtQuantile {
+                        quantile: 0.5,
+                        value: 1.0,
+                    },
+                    ValueAtQuantile {
+                        quantile: 1.0,
+                        value: f64::INFINITY,
+                    },
                 ],
                 ..Default::default()
             }],
         })),
         ..Default::default()
     };
-    let empty = Metric { name: "empty".into(), ..Default::default() };
-    assert_eq!(metrics, &[gauge, sum, histogram, exponential, summary, empty]);
+    let empty = Metric {
+        name: "empty".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        metrics,
+        &[gauge, sum, histogram, exponential, summary, empty]
+    );
 }
 
 #[test]
@@ -514,20 +642,45 @@ fn decodes_snake_case_metrics() {
     ]}]}]}"#;
     let request = decode_metrics_json(body.as_bytes()).unwrap();
     let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
-    let Some(metric::Data::ExponentialHistogram(eh)) = &metrics[0].data else { panic!("{:?}", metrics[0]) };
+    let Some(metric::Data::ExponentialHistogram(eh)) = &metrics[0].data else {
+        panic!("{:?}", metrics[0])
+    };
     assert_eq!(eh.aggregation_temporality, 1);
     let point = &eh.data_points[0];
-    assert_eq!((point.start_time_unix_nano, point.time_unix_nano, point.zero_count), (1, 2, 3));
+    assert_eq!(
+        (
+            point.start_time_unix_nano,
+            point.time_unix_nano,
+            point.zero_count
+        ),
+        (1, 2, 3)
+    );
     assert_eq!(point.zero_threshold, 0.5);
     assert_eq!(point.positive.as_ref().unwrap().bucket_counts, vec![4]);
     let exemplar = &point.exemplars[0];
     assert_eq!(exemplar.filtered_attributes, vec![kv("a", int_value(1))]);
     assert_eq!(exemplar.value, Some(exemplar::Value::AsInt(5)));
-    assert_eq!((exemplar.span_id.as_slice(), exemplar.trace_id.as_slice()), (&[1u8][..], &[2u8][..]));
-    let Some(metric::Data::Summary(summary)) = &metrics[1].data else { panic!("{:?}", metrics[1]) };
-    assert_eq!(summary.data_points[0].quantile_values, vec![ValueAtQuantile { quantile: 0.9, value: 2.0 }]);
-    let Some(metric::Data::Sum(sum)) = &metrics[2].data else { panic!("{:?}", metrics[2]) };
-    assert!(matches!(sum.data_points[0].value, Some(number_data_point::Value::AsDouble(d)) if d.is_nan()));
+    assert_eq!(
+        (exemplar.span_id.as_slice(), exemplar.trace_id.as_slice()),
+        (&[1u8][..], &[2u8][..])
+    );
+    let Some(metric::Data::Summary(summary)) = &metrics[1].data else {
+        panic!("{:?}", metrics[1])
+    };
+    assert_eq!(
+        summary.data_points[0].quantile_values,
+        vec![ValueAtQuantile {
+            quantile: 0.9,
+            value: 2.0
+        }]
+    );
+    let Some(metric::Data::Sum(sum)) = &metrics[2].data else {
+        panic!("{:?}", metrics[2])
+    };
+    let Some(number_data_point::Value::AsDouble(nan)) = sum.data_points[0].value else {
+        panic!("{sum:?}")
+    };
+    assert!(nan.is_nan());
 }
 
 #[test]
@@ -559,27 +712,96 @@ fn reports_shape_errors_with_their_path() {
     let span = "resourceSpans[0].scopeSpans[0].spans[0]";
     let metric = "resourceMetrics[0].scopeMetrics[0].metrics[0]";
     let logs_with = |record: &str| one_record(record);
-    let spans_with = |span: &str| format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{span}]}}]}}]}}"#);
-    let metrics_with = |metric: &str| format!(r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{metric}]}}]}}]}}"#);
-    let cases: Vec<(Decoder, String, String, &str)> = vec![
-        (LOGS, "[]".into(), "$".into(), "expected an object, found an array"),
-        (TRACES, "\"spans\"".into(), "$".into(), "expected an object, found a string"),
-        (METRICS, "42".into(), "$".into(), "expected an object, found a number"),
-        (LOGS, r#"{"resourceLogs":"nope"}"#.into(), "resourceLogs".into(), "expected an array, found a string"),
-        (LOGS, r#"{"resourceLogs":[[]]}"#.into(), "resourceLogs[0]".into(), "expected an object, found an array"),
+    let spans_with =
+        |span: &str| format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{span}]}}]}}]}}"#);
+    let metrics_with = |metric: &str| {
+        format!(r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{metric}]}}]}}]}}"#)
+    };
+    let cases: &[(Decoder, String, String, &str)] = &[
+        (
+            LOGS,
+            "[]".into(),
+            "$".into(),
+            "expected an object, found an array",
+        ),
+        (
+            TRACES,
+            "\"spans\"".into(),
+            "$".into(),
+            "expected an object, found a string",
+        ),
+        (
+            METRICS,
+            "42".into(),
+            "$".into(),
+            "expected an object, found a number",
+        ),
+        (
+            LOGS,
+            "null".into(),
+            "$".into(),
+            "expected an object, found null",
+        ),
+        (
+            LOGS,
+            r#"{"resourceLogs":"nope"}"#.into(),
+            "resourceLogs".into(),
+            "expected an array, found a string",
+        ),
+        (
+            LOGS,
+            r#"{"resourceLogs":[[]]}"#.into(),
+            "resourceLogs[0]".into(),
+            "expected an object, found an array",
+        ),
         (
             LOGS,
             r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{},{},{"traceId":"zz"}]}]}]}"#.into(),
-            format!("resourceLogs[0].scopeLogs[0].logRecords[2].traceId"),
+            "resourceLogs[0].scopeLogs[0].logRecords[2].traceId".into(),
             "invalid hex: unexpected character 'z' at offset 0",
         ),
-        (LOGS, logs_with(r#"{"spanId":"abc"}"#), format!("{record}.spanId"), "invalid hex: odd number of digits"),
-        (LOGS, logs_with(r#"{"span_id":12}"#), format!("{record}.span_id"), "expected a hex string, found a number"),
-        (LOGS, logs_with(r#"{"timeUnixNano":"soon"}"#), format!("{record}.timeUnixNano"), "invalid integer \"soon\""),
-        (LOGS, logs_with(r#"{"timeUnixNano":1.5}"#), format!("{record}.timeUnixNano"), "invalid integer 1.5"),
-        (LOGS, logs_with(r#"{"timeUnixNano":-1}"#), format!("{record}.timeUnixNano"), "integer -1 out of range"),
-        (LOGS, logs_with(r#"{"timeUnixNano":true}"#), format!("{record}.timeUnixNano"), "expected an integer, found a boolean"),
-        (LOGS, logs_with(r#"{"flags":-1}"#), format!("{record}.flags"), "integer -1 out of range"),
+        (
+            LOGS,
+            logs_with(r#"{"spanId":"abc"}"#),
+            format!("{record}.spanId"),
+            "invalid hex: odd number of digits",
+        ),
+        (
+            LOGS,
+            logs_with(r#"{"span_id":12}"#),
+            format!("{record}.span_id"),
+            "expected a hex string, found a number",
+        ),
+        (
+            LOGS,
+            logs_with(r#"{"timeUnixNano":"soon"}"#),
+            format!("{record}.timeUnixNano"),
+            "invalid integer \"soon\"",
+        ),
+        (
+            LOGS,
+            logs_with(r#"{"timeUnixNano":1.5}"#),
+            format!("{record}.timeUnixNano"),
+            "invalid integer 1.5",
+        ),
+        (
+            LOGS,
+            logs_with(r#"{"timeUnixNano":-1}"#),
+            format!("{record}.timeUnixNano"),
+            "integer -1 out of range",
+        ),
+        (
+            LOGS,
+            logs_with(r#"{"timeUnixNano":true}"#),
+            format!("{record}.timeUnixNano"),
+            "expected an integer, found a boolean",
+        ),
+        (
+            LOGS,
+            logs_with(r#"{"flags":-1}"#),
+            format!("{record}.flags"),
+            "integer -1 out of range",
+        ),
         (
             LOGS,
             logs_with(r#"{"droppedAttributesCount":4294967296}"#),
@@ -592,8 +814,18 @@ fn reports_shape_errors_with_their_path() {
             format!("{record}.severityNumber"),
             "unknown enum value \"SEVERITY_NUMBER_LOUD\"",
         ),
-        (LOGS, logs_with(r#"{"severityText":9}"#), format!("{record}.severityText"), "expected a string, found a number"),
-        (LOGS, logs_with(r#"{"attributes":{}}"#), format!("{record}.attributes"), "expected an array, found an object"),
+        (
+            LOGS,
+            logs_with(r#"{"severityText":9}"#),
+            format!("{record}.severityText"),
+            "expected a string, found a number",
+        ),
+        (
+            LOGS,
+            logs_with(r#"{"attributes":{}}"#),
+            format!("{record}.attributes"),
+            "expected an array, found an object",
+        ),
         (
             LOGS,
             logs_with(r#"{"attributes":[{"key":"a","value":{"intValue":"12x"}}]}"#),
@@ -618,14 +850,29 @@ fn reports_shape_errors_with_their_path() {
             format!("{record}.body.arrayValue.values[1].boolValue"),
             "expected a boolean, found a string",
         ),
-        (LOGS, logs_with(r#"{"body":{"bytesValue":"a!=="}}"#), format!("{record}.body.bytesValue"), "invalid base64"),
-        (LOGS, logs_with(r#"{"body":{"doubleValue":"nan"}}"#), format!("{record}.body.doubleValue"), "invalid double \"nan\""),
-        (LOGS, logs_with(r#"{"body":{"doubleValue":[]}}"#), format!("{record}.body.doubleValue"), "expected a number, found an array"),
         (
             LOGS,
-            r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"k","value":{"stringValue":1}}]}}]}"#.into(),
-            "resourceLogs[0].resource.attributes[0].value.stringValue".into(),
-            "expected a string, found a number",
+            logs_with(r#"{"body":{"bytesValue":"a!=="}}"#),
+            format!("{record}.body.bytesValue"),
+            "invalid base64",
+        ),
+        (
+            LOGS,
+            logs_with(r#"{"body":{"doubleValue":"nan"}}"#),
+            format!("{record}.body.doubleValue"),
+            "invalid double \"nan\"",
+        ),
+        (
+            LOGS,
+            logs_with(r#"{"body":{"doubleValue":[]}}"#),
+            format!("{record}.body.doubleValue"),
+            "expected a number, found an array",
+        ),
+        (
+            LOGS,
+            r#"{"resourceLogs":[{"resource":{"droppedAttributesCount":"x"}}]}"#.into(),
+            "resourceLogs[0].resource.droppedAttributesCount".into(),
+            "invalid integer \"x\"",
         ),
         (
             LOGS,
@@ -633,12 +880,42 @@ fn reports_shape_errors_with_their_path() {
             "resource_logs[0].scope_logs[0].scope.name".into(),
             "expected a string, found an array",
         ),
-        (TRACES, spans_with(r#"{"kind":"SPAN_KIND_SIDEWAYS"}"#), format!("{span}.kind"), "unknown enum value \"SPAN_KIND_SIDEWAYS\""),
-        (TRACES, spans_with(r#"{"parentSpanId":"0g"}"#), format!("{span}.parentSpanId"), "invalid hex: unexpected character 'g' at offset 1"),
-        (TRACES, spans_with(r#"{"links":[{},{"traceId":"x"}]}"#), format!("{span}.links[1].traceId"), "invalid hex: odd number of digits"),
-        (TRACES, spans_with(r#"{"events":[{"name":false}]}"#), format!("{span}.events[0].name"), "expected a string, found a boolean"),
-        (TRACES, spans_with(r#"{"status":{"code":"BROKEN"}}"#), format!("{span}.status.code"), "unknown enum value \"BROKEN\""),
-        (TRACES, spans_with(r#"{"status":[]}"#), format!("{span}.status"), "expected an object, found an array"),
+        (
+            TRACES,
+            spans_with(r#"{"kind":"SPAN_KIND_SIDEWAYS"}"#),
+            format!("{span}.kind"),
+            "unknown enum value \"SPAN_KIND_SIDEWAYS\"",
+        ),
+        (
+            TRACES,
+            spans_with(r#"{"parentSpanId":"0g"}"#),
+            format!("{span}.parentSpanId"),
+            "invalid hex: unexpected character 'g' at offset 1",
+        ),
+        (
+            TRACES,
+            spans_with(r#"{"links":[{},{"traceId":"x"}]}"#),
+            format!("{span}.links[1].traceId"),
+            "invalid hex: odd number of digits",
+        ),
+        (
+            TRACES,
+            spans_with(r#"{"events":[{"name":false}]}"#),
+            format!("{span}.events[0].name"),
+            "expected a string, found a boolean",
+        ),
+        (
+            TRACES,
+            spans_with(r#"{"status":{"code":"BROKEN"}}"#),
+            format!("{span}.status.code"),
+            "unknown enum value \"BROKEN\"",
+        ),
+        (
+            TRACES,
+            spans_with(r#"{"status":[]}"#),
+            format!("{span}.status"),
+            "expected an object, found an array",
+        ),
         (
             METRICS,
             metrics_with(r#"{"histogram":{"dataPoints":[{"bucketCounts":["1","x"]}]}}"#),
@@ -659,7 +936,9 @@ fn reports_shape_errors_with_their_path() {
         ),
         (
             METRICS,
-            metrics_with(r#"{"sum":{"aggregationTemporality":"AGGREGATION_TEMPORALITY_SOMETIMES"}}"#),
+            metrics_with(
+                r#"{"sum":{"aggregationTemporality":"AGGREGATION_TEMPORALITY_SOMETIMES"}}"#,
+            ),
             format!("{metric}.sum.aggregationTemporality"),
             "unknown enum value \"AGGREGATION_TEMPORALITY_SOMETIMES\"",
         ),
@@ -684,8 +963,15 @@ fn reports_shape_errors_with_their_path() {
     ];
     for (decode, json, path, message) in cases {
         match decode(json.as_bytes()) {
-            Err(DecodeError::JsonShape { path: got_path, message: got_message }) => {
-                assert_eq!((got_path.as_str(), got_message.as_str()), (path.as_str(), message), "{json}");
+            Err(DecodeError::JsonShape {
+                path: got_path,
+                message: got_message,
+            }) => {
+                assert_eq!(
+                    (got_path.as_str(), got_message.as_str()),
+                    (path.as_str(), *message),
+                    "{json}"
+                );
             }
             other => panic!("{json}: expected a shape error at {path}, got {other:?}"),
         }
@@ -694,7 +980,7 @@ fn reports_shape_errors_with_their_path() {
 
 #[test]
 fn shape_error_message_reads_well() {
-    let err = LOGS(one_record(r#"{},{},{"traceId":"xyz"}"#).as_bytes()).unwrap_err();
+    let err = LOGS(one_record(r#"{},{},{"traceId":"xyzw"}"#).as_bytes()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid otlp/json at resourceLogs[0].scopeLogs[0].logRecords[2].traceId: \
@@ -703,16 +989,46 @@ fn shape_error_message_reads_well() {
 }
 
 #[test]
+fn shortens_long_values_in_messages() {
+    let long = one_record(&format!(r#"{{"timeUnixNano":"{}"}}"#, "é".repeat(100)));
+    let Err(DecodeError::JsonShape { message, .. }) = LOGS(long.as_bytes()) else {
+        panic!("expected a shape error");
+    };
+    // 64 bytes at most, cut at a character boundary.
+    assert_eq!(message, format!("invalid integer \"{}…", "é".repeat(31)));
+}
+
+#[test]
 fn reports_malformed_json() {
-    for json in ["", "{", r#"{"resourceLogs":[}"#, "{} trailing", r#"{"a":1,}"#, "nul"] {
-        assert!(matches!(LOGS(json.as_bytes()), Err(DecodeError::Json(_))), "{json:?}");
+    for json in [
+        "",
+        "{",
+        r#"{"resourceLogs":[}"#,
+        "{} trailing",
+        r#"{"a":1,}"#,
+        "nul",
+    ] {
+        assert!(
+            matches!(LOGS(json.as_bytes()), Err(DecodeError::Json(_))),
+            "{json:?}"
+        );
     }
 }
 
 #[test]
 fn accepts_empty_and_unknown_documents() {
-    for json in ["{}", r#"{"resourceLogs":[]}"#, r#"{"resourceLogs":null}"#, r#"{"partialSuccess":{}}"#, " {} \n"] {
-        assert_eq!(decode_logs_json(json.as_bytes()).unwrap(), ExportLogsServiceRequest::default(), "{json}");
+    for json in [
+        "{}",
+        r#"{"resourceLogs":[]}"#,
+        r#"{"resourceLogs":null}"#,
+        r#"{"partialSuccess":{}}"#,
+        " {} \n",
+    ] {
+        assert_eq!(
+            decode_logs_json(json.as_bytes()).unwrap(),
+            ExportLogsServiceRequest::default(),
+            "{json}"
+        );
     }
 }
 
@@ -736,29 +1052,46 @@ fn decodes_deeply_nested_values() {
     }
     assert_eq!(levels, 100);
     assert_eq!(value, &string_value("leaf"));
+    // The record's body sits 8 levels deep and each list adds 4: 126 lists
+    // are the most that fit in 512 levels.
+    assert!(decode_body(&nested_kvlist(126)).is_ok());
+    assert!(matches!(
+        decode_body(&nested_kvlist(127)),
+        Err(DecodeError::TooDeep(512))
+    ));
 }
 
 #[test]
 fn enforces_the_nesting_limit() {
     // Nesting in an ignored field still counts; brackets in strings do not.
     let nested = |depth: usize| {
-        // The document and the record add 5 levels of their own.
-        let inner = depth - 5;
-        one_record(&format!(r#"{{"x":{}{}}}"#, "[".repeat(inner), "]".repeat(inner)))
+        // The document down to the record is 7 levels deep.
+        let inner = depth - 7;
+        one_record(&format!(
+            r#"{{"x":{}{}}}"#,
+            "[".repeat(inner),
+            "]".repeat(inner)
+        ))
     };
     assert!(decode_logs_json(nested(MAX_DEPTH).as_bytes()).is_ok());
     assert!(matches!(
         decode_logs_json(nested(MAX_DEPTH + 1).as_bytes()),
         Err(DecodeError::TooDeep(512))
     ));
-    assert!(matches!(decode_logs_json("[".repeat(100_000).as_bytes()), Err(DecodeError::TooDeep(512))));
+    assert!(matches!(
+        decode_logs_json("[".repeat(100_000).as_bytes()),
+        Err(DecodeError::TooDeep(512))
+    ));
     let brackets_in_strings = one_record(&format!(
-        r#"{{"severityText":"{}\"{}","body":{{"stringValue":"\\\\"}}}}"#,
+        r#"{{"severityText":"{}\"{}","body":{{"stringValue":"\\"}}}}"#,
         "[{".repeat(1000),
         "[".repeat(1000)
     ));
     let record = decode_record_from(&brackets_in_strings);
-    assert_eq!(record.severity_text, format!("{}\"{}", "[{".repeat(1000), "[".repeat(1000)));
+    assert_eq!(
+        record.severity_text,
+        format!("{}\"{}", "[{".repeat(1000), "[".repeat(1000))
+    );
     assert_eq!(record.body, Some(string_value("\\")));
 }
 
@@ -769,8 +1102,10 @@ fn decode_record_from(json: &str) -> LogRecord {
 
 #[test]
 fn replaces_invalid_utf8() {
-    let mut body = one_record(r#"{"body":{"stringValue":"bad ?? byte"},"attributes":[{"key":"k?","value":{}}]}"#)
-        .into_bytes();
+    let mut body = one_record(
+        r#"{"body":{"stringValue":"bad ?? byte"},"attributes":[{"key":"k?","value":{}}]}"#,
+    )
+    .into_bytes();
     for b in body.iter_mut().filter(|b| **b == b'?') {
         *b = 0xff;
     }

@@ -87,7 +87,9 @@ impl LogIndexer {
             oldest_uncommitted: None,
             on_commit: Box::new(on_commit),
         };
-        std::thread::Builder::new().name("log-indexer".into()).spawn(move || me.run(rx))
+        std::thread::Builder::new()
+            .name("log-indexer".into())
+            .spawn(move || me.run(rx))
     }
 
     fn run(&mut self, rx: Receiver<IndexBatch>) {
@@ -117,7 +119,13 @@ impl LogIndexer {
 
     fn apply(&mut self, batch: IndexBatch) -> Result<(), StoreError> {
         let cutoff = self.store.retention_cutoff(now_ns());
-        let IndexBatch { lsn, tenant, records, hold, acked_at } = batch;
+        let IndexBatch {
+            lsn,
+            tenant,
+            records,
+            hold,
+            acked_at,
+        } = batch;
         let mut indexed = 0u64;
         let mut skipped = 0u64;
         for (i, r) in records.into_iter().enumerate() {
@@ -145,8 +153,14 @@ impl LogIndexer {
         if indexed > 0 {
             self.oldest_uncommitted.get_or_insert(acked_at);
         }
-        self.store.stats.indexed_records.fetch_add(indexed, Ordering::Relaxed);
-        self.store.stats.replay_skipped_records.fetch_add(skipped, Ordering::Relaxed);
+        self.store
+            .stats
+            .indexed_records
+            .fetch_add(indexed, Ordering::Relaxed);
+        self.store
+            .stats
+            .replay_skipped_records
+            .fetch_add(skipped, Ordering::Relaxed);
         Ok(())
     }
 
@@ -159,12 +173,32 @@ impl LogIndexer {
             let partition = self.store.get_or_create(tenant, hour)?;
             let writer = partition
                 .index
-                .writer_with_num_threads(self.store.opts.writer_threads, self.store.opts.writer_memory_bytes)
-                .map_err(StoreError::index(format!("failed to open writer for {}", partition.dir.display())))?;
-            self.writers.insert(key.clone(), OpenWriter { partition, writer, dirty: false, last_used: Instant::now() });
-            self.store.stats.open_writers.store(self.writers.len() as u64, Ordering::Relaxed);
+                .writer_with_num_threads(
+                    self.store.opts.writer_threads,
+                    self.store.opts.writer_memory_bytes,
+                )
+                .map_err(StoreError::index(format!(
+                    "failed to open writer for {}",
+                    partition.dir.display()
+                )))?;
+            self.writers.insert(
+                key.clone(),
+                OpenWriter {
+                    partition,
+                    writer,
+                    dirty: false,
+                    last_used: Instant::now(),
+                },
+            );
+            self.store
+                .stats
+                .open_writers
+                .store(self.writers.len() as u64, Ordering::Relaxed);
         }
-        let w = self.writers.get_mut(&key).ok_or_else(|| StoreError::InvalidArgument("writer vanished".into()))?;
+        let w = self
+            .writers
+            .get_mut(&key)
+            .ok_or_else(|| StoreError::InvalidArgument("writer vanished".into()))?;
         w.last_used = Instant::now();
         Ok(w)
     }
@@ -172,7 +206,12 @@ impl LogIndexer {
     fn close_least_recently_used(&mut self) {
         // Commit first so the closed writer's records are durable with the current position.
         self.commit_round();
-        if let Some(key) = self.writers.iter().min_by_key(|(_, w)| w.last_used).map(|(k, _)| k.clone()) {
+        if let Some(key) = self
+            .writers
+            .iter()
+            .min_by_key(|(_, w)| w.last_used)
+            .map(|(k, _)| k.clone())
+        {
             if let Some(w) = self.writers.remove(&key) {
                 let _ = w.writer.wait_merging_threads();
             }
@@ -183,8 +222,11 @@ impl LogIndexer {
     /// then makes the new documents visible to searches.
     fn commit_round(&mut self) {
         let lsn = self.applied_lsn;
-        let payload = serde_json::to_string(&CommitPayload { version: super::PARTITION_VERSION, wal_lsn: lsn })
-            .unwrap_or_default();
+        let payload = serde_json::to_string(&CommitPayload {
+            version: super::PARTITION_VERSION,
+            wal_lsn: lsn,
+        })
+        .unwrap_or_default();
         let mut ok = true;
         for w in self.writers.values_mut().filter(|w| w.dirty) {
             let res = w.writer.prepare_commit().and_then(|mut c| {
@@ -201,7 +243,10 @@ impl LogIndexer {
                 }
                 Err(e) => {
                     ok = false;
-                    self.store.stats.commit_errors.fetch_add(1, Ordering::Relaxed);
+                    self.store
+                        .stats
+                        .commit_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, partition = %w.partition.dir.display(), "log index commit failed");
                 }
             }
@@ -210,18 +255,28 @@ impl LogIndexer {
             return;
         }
         if let Some(t) = self.oldest_uncommitted.take() {
-            self.store.stats.last_lag_nanos.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.store
+                .stats
+                .last_lag_nanos
+                .store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
         self.store.stats.commits.fetch_add(1, Ordering::Relaxed);
         // Close writers idle for a while to give their memory back.
-        let idle: Vec<_> =
-            self.writers.iter().filter(|(_, w)| w.last_used.elapsed() > IDLE_CLOSE).map(|(k, _)| k.clone()).collect();
+        let idle: Vec<_> = self
+            .writers
+            .iter()
+            .filter(|(_, w)| w.last_used.elapsed() > IDLE_CLOSE)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in idle {
             if let Some(w) = self.writers.remove(&k) {
                 let _ = w.writer.wait_merging_threads();
             }
         }
-        self.store.stats.open_writers.store(self.writers.len() as u64, Ordering::Relaxed);
+        self.store
+            .stats
+            .open_writers
+            .store(self.writers.len() as u64, Ordering::Relaxed);
         (self.on_commit)(lsn);
     }
 }

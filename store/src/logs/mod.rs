@@ -77,14 +77,25 @@ pub(crate) struct Partition {
 }
 
 fn partition_dir_name(hour_ns: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(hour_ns)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!("{:04}-{:02}-{:02}T{:02}", t.year(), u8::from(t.month()), t.day(), t.hour())
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(hour_ns))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour()
+    )
 }
 
 fn parse_partition_dir_name(name: &str) -> Option<i64> {
     let (date, hour) = name.split_once('T')?;
     let mut parts = date.split('-');
-    let (y, m, d) = (parts.next()?.parse::<i32>().ok()?, parts.next()?.parse::<u8>().ok()?, parts.next()?.parse::<u8>().ok()?);
+    let (y, m, d) = (
+        parts.next()?.parse::<i32>().ok()?,
+        parts.next()?.parse::<u8>().ok()?,
+        parts.next()?.parse::<u8>().ok()?,
+    );
     let hour: u8 = hour.parse().ok()?;
     let date = time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;
     let t = date.with_hms(hour, 0, 0).ok()?.assume_utc();
@@ -96,25 +107,42 @@ impl Partition {
         let meta_path = dir.join("partition.json");
         let existed = meta_path.exists();
         if existed {
-            let bytes = std::fs::read(&meta_path).map_err(StoreError::io("failed to read", &meta_path))?;
-            let v: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Format { path: meta_path.clone(), message: format!("invalid json: {e}") })?;
+            let bytes =
+                std::fs::read(&meta_path).map_err(StoreError::io("failed to read", &meta_path))?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Format {
+                    path: meta_path.clone(),
+                    message: format!("invalid json: {e}"),
+                })?;
             let version = v.get("version").and_then(|v| v.as_u64());
             if version != Some(u64::from(PARTITION_VERSION)) {
                 return Err(StoreError::Format {
                     path: meta_path,
-                    message: format!("log partition version {version:?} is not supported (this build reads {PARTITION_VERSION})"),
+                    message: format!(
+                        "log partition version {version:?} is not supported (this build reads {PARTITION_VERSION})"
+                    ),
                 });
             }
         } else {
-            std::fs::create_dir_all(dir).map_err(StoreError::io("failed to create partition", dir))?;
+            std::fs::create_dir_all(dir)
+                .map_err(StoreError::io("failed to create partition", dir))?;
         }
-        let mmap = MmapDirectory::open(dir).map_err(|e| StoreError::Format { path: dir.to_owned(), message: e.to_string() })?;
+        let mmap = MmapDirectory::open(dir).map_err(|e| StoreError::Format {
+            path: dir.to_owned(),
+            message: e.to_string(),
+        })?;
         let index = if Index::exists(&mmap).map_err(StoreError::index("failed to open index"))? {
-            Index::open(mmap).map_err(StoreError::index(format!("failed to open index {}", dir.display())))?
+            Index::open(mmap).map_err(StoreError::index(format!(
+                "failed to open index {}",
+                dir.display()
+            )))?
         } else {
             let settings = tantivy::IndexSettings {
-                docstore_compression: tantivy::store::Compressor::Zstd(tantivy::store::ZstdCompressor { compression_level: Some(3) }),
+                docstore_compression: tantivy::store::Compressor::Zstd(
+                    tantivy::store::ZstdCompressor {
+                        compression_level: Some(3),
+                    },
+                ),
                 docstore_blocksize: 64 << 10,
                 ..Default::default()
             };
@@ -122,7 +150,10 @@ impl Partition {
                 .schema(schema::schema())
                 .settings(settings)
                 .open_or_create(mmap)
-                .map_err(StoreError::index(format!("failed to create index {}", dir.display())))?
+                .map_err(StoreError::index(format!(
+                    "failed to create index {}",
+                    dir.display()
+                )))?
         };
         if !existed {
             let body = serde_json::json!({"version": PARTITION_VERSION, "kind": "logs", "hour_start_ns": hour_ns});
@@ -136,17 +167,28 @@ impl Partition {
             .try_into()
             .map_err(StoreError::index("failed to open index reader"))?;
         let committed_lsn = read_payload_lsn(&index, dir)?;
-        Ok(Partition { hour_ns, dir: dir.to_owned(), index, reader, fields, committed_lsn: AtomicU64::new(committed_lsn) })
+        Ok(Partition {
+            hour_ns,
+            dir: dir.to_owned(),
+            index,
+            reader,
+            fields,
+            committed_lsn: AtomicU64::new(committed_lsn),
+        })
     }
 }
 
 fn read_payload_lsn(index: &Index, dir: &Path) -> Result<u64, StoreError> {
-    let metas = index.load_metas().map_err(StoreError::index("failed to load index metas"))?;
+    let metas = index
+        .load_metas()
+        .map_err(StoreError::index("failed to load index metas"))?;
     match metas.payload {
         None => Ok(0),
         Some(p) => {
-            let p: CommitPayload = serde_json::from_str(&p)
-                .map_err(|e| StoreError::Format { path: dir.to_owned(), message: format!("invalid commit payload: {e}") })?;
+            let p: CommitPayload = serde_json::from_str(&p).map_err(|e| StoreError::Format {
+                path: dir.to_owned(),
+                message: format!("invalid commit payload: {e}"),
+            })?;
             Ok(p.wal_lsn)
         }
     }
@@ -167,20 +209,40 @@ impl LogStore {
     pub fn open(data: &DataDir, opts: LogStoreOptions) -> Result<Arc<LogStore>, StoreError> {
         let mut partitions: HashMap<TenantId, TenantPartitions> = HashMap::new();
         let root = data.root();
-        for entry in std::fs::read_dir(root).map_err(StoreError::io("failed to list data dir", root))?.flatten() {
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-            let Ok(tenant) = TenantId::parse(&name) else { continue };
+        for entry in std::fs::read_dir(root)
+            .map_err(StoreError::io("failed to list data dir", root))?
+            .flatten()
+        {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Ok(tenant) = TenantId::parse(&name) else {
+                continue;
+            };
             let logs = data.logs_dir(&tenant);
             if !logs.is_dir() {
                 continue;
             }
-            for p in std::fs::read_dir(&logs).map_err(StoreError::io("failed to list", &logs))?.flatten() {
-                let Some(hour) = p.file_name().to_str().and_then(parse_partition_dir_name) else { continue };
+            for p in std::fs::read_dir(&logs)
+                .map_err(StoreError::io("failed to list", &logs))?
+                .flatten()
+            {
+                let Some(hour) = p.file_name().to_str().and_then(parse_partition_dir_name) else {
+                    continue;
+                };
                 let part = Partition::open_or_create(&p.path(), hour)?;
-                partitions.entry(tenant.clone()).or_default().insert(hour, Arc::new(part));
+                partitions
+                    .entry(tenant.clone())
+                    .or_default()
+                    .insert(hour, Arc::new(part));
             }
         }
-        Ok(Arc::new(LogStore { data: data.clone(), opts, partitions: RwLock::new(partitions), stats: IndexStats::default() }))
+        Ok(Arc::new(LogStore {
+            data: data.clone(),
+            opts,
+            partitions: RwLock::new(partitions),
+            stats: IndexStats::default(),
+        }))
     }
 
     /// The highest WAL position any partition has committed.
@@ -207,7 +269,11 @@ impl LogStore {
         self.partitions.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn get_or_create(&self, tenant: &TenantId, hour_ns: i64) -> Result<Arc<Partition>, StoreError> {
+    pub(crate) fn get_or_create(
+        &self,
+        tenant: &TenantId,
+        hour_ns: i64,
+    ) -> Result<Arc<Partition>, StoreError> {
         if let Some(p) = self.read().get(tenant).and_then(|m| m.get(&hour_ns)) {
             return Ok(p.clone());
         }
@@ -223,10 +289,20 @@ impl LogStore {
     }
 
     /// A tenant's partitions overlapping `[start_ns, end_ns]`, newest first.
-    pub(crate) fn partitions_in(&self, tenant: &TenantId, start_ns: i64, end_ns: i64) -> Vec<Arc<Partition>> {
+    pub(crate) fn partitions_in(
+        &self,
+        tenant: &TenantId,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Vec<Arc<Partition>> {
         self.read()
             .get(tenant)
-            .map(|m| m.range(hour_partition(start_ns)..=end_ns).rev().map(|(_, p)| p.clone()).collect())
+            .map(|m| {
+                m.range(hour_partition(start_ns)..=end_ns)
+                    .rev()
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -239,7 +315,11 @@ impl LogStore {
         {
             let mut w = self.partitions.write().unwrap_or_else(|p| p.into_inner());
             for m in w.values_mut() {
-                let old: Vec<i64> = m.range(..).filter(|(h, _)| **h + HOUR_NS <= cutoff).map(|(h, _)| *h).collect();
+                let old: Vec<i64> = m
+                    .range(..)
+                    .filter(|(h, _)| **h + HOUR_NS <= cutoff)
+                    .map(|(h, _)| *h)
+                    .collect();
                 for h in old {
                     if let Some(p) = m.remove(&h) {
                         doomed.push(p.dir.clone());
@@ -249,7 +329,8 @@ impl LogStore {
         }
         for dir in &doomed {
             tracing::info!(partition = %dir.display(), "retention: deleting log partition");
-            std::fs::remove_dir_all(dir).map_err(StoreError::io("failed to delete partition", dir))?;
+            std::fs::remove_dir_all(dir)
+                .map_err(StoreError::io("failed to delete partition", dir))?;
         }
         Ok(doomed.len())
     }

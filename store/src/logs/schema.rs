@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use periscope_proto::LogRecord;
 use tantivy::schema::{
-    FAST, Field, IndexRecordOption, JsonObjectOptions, NumericOptions, OwnedValue, STORED, STRING, Schema,
-    TextFieldIndexing, TextOptions,
+    FAST, Field, IndexRecordOption, JsonObjectOptions, NumericOptions, OwnedValue, STORED, STRING,
+    Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer};
 use tantivy::{Index, TantivyDocument};
@@ -36,7 +36,10 @@ pub(crate) struct Fields {
 
 pub(crate) fn schema() -> Schema {
     let mut b = Schema::builder();
-    let num = NumericOptions::default().set_indexed().set_fast().set_stored();
+    let num = NumericOptions::default()
+        .set_indexed()
+        .set_fast()
+        .set_stored();
     b.add_i64_field("timestamp", num.clone());
     b.add_i64_field("observed_timestamp", STORED);
     b.add_u64_field("seq", FAST | STORED);
@@ -44,14 +47,20 @@ pub(crate) fn schema() -> Schema {
     b.add_text_field(
         "severity_text",
         TextOptions::default()
-            .set_indexing_options(TextFieldIndexing::default().set_tokenizer(RAW_LOWER).set_index_option(IndexRecordOption::Basic))
+            .set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(RAW_LOWER)
+                    .set_index_option(IndexRecordOption::Basic),
+            )
             .set_stored(),
     );
     b.add_text_field(
         "body",
         TextOptions::default()
             .set_indexing_options(
-                TextFieldIndexing::default().set_tokenizer("default").set_index_option(IndexRecordOption::WithFreqsAndPositions),
+                TextFieldIndexing::default()
+                    .set_tokenizer("default")
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
             )
             .set_stored(),
     );
@@ -61,7 +70,11 @@ pub(crate) fn schema() -> Schema {
     let json = JsonObjectOptions::default()
         .set_stored()
         .set_expand_dots_enabled()
-        .set_indexing_options(TextFieldIndexing::default().set_tokenizer("default").set_index_option(IndexRecordOption::WithFreqsAndPositions));
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("default")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        );
     b.add_json_field("attributes", json.clone());
     b.add_json_field("resource", json);
     b.add_text_field("scope", STRING | STORED);
@@ -70,7 +83,11 @@ pub(crate) fn schema() -> Schema {
 
 impl Fields {
     pub(crate) fn new(schema: &Schema) -> Fields {
-        let f = |name: &str| schema.get_field(name).unwrap_or_else(|_| panic!("schema lacks field {name}"));
+        let f = |name: &str| {
+            schema
+                .get_field(name)
+                .unwrap_or_else(|_| panic!("schema lacks field {name}"))
+        };
         Fields {
             timestamp: f("timestamp"),
             observed_timestamp: f("observed_timestamp"),
@@ -90,13 +107,18 @@ impl Fields {
 
 /// Registers the tokenizers the schema names; needed on every opened index.
 pub(crate) fn register_tokenizers(index: &Index) {
-    index
-        .tokenizers()
-        .register(RAW_LOWER, TextAnalyzer::builder(RawTokenizer::default()).filter(LowerCaser).build());
+    index.tokenizers().register(
+        RAW_LOWER,
+        TextAnalyzer::builder(RawTokenizer::default())
+            .filter(LowerCaser)
+            .build(),
+    );
 }
 
 fn object(map: &serde_json::Map<String, serde_json::Value>) -> BTreeMap<String, OwnedValue> {
-    map.iter().map(|(k, v)| (k.clone(), OwnedValue::from(v.clone()))).collect()
+    map.iter()
+        .map(|(k, v)| (k.clone(), OwnedValue::from(v.clone())))
+        .collect()
 }
 
 /// Builds the document of one record. `seq` orders records with equal timestamps.

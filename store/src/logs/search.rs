@@ -50,7 +50,10 @@ impl Cursor {
     pub fn parse(s: &str) -> Result<Cursor, StoreError> {
         let bad = || StoreError::InvalidArgument(format!("invalid cursor {s:?}"));
         let (ts, seq) = s.split_once('.').ok_or_else(bad)?;
-        Ok(Cursor { ts: ts.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
+        Ok(Cursor {
+            ts: ts.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
     }
 }
 
@@ -100,7 +103,14 @@ pub struct SearchPage {
 }
 
 /// Fields a wildcard or regular expression may target (JSON fields cannot).
-const REGEX_FIELDS: [&str; 6] = ["body", "service", "severity_text", "trace_id", "span_id", "scope"];
+const REGEX_FIELDS: [&str; 6] = [
+    "body",
+    "service",
+    "severity_text",
+    "trace_id",
+    "span_id",
+    "scope",
+];
 
 /// Turns `term*` / `te?m` words into tantivy regex syntax (`field:/term.*/`),
 /// since the query grammar reads wildcards but the parser does not run them.
@@ -176,7 +186,9 @@ fn rewrite_word(word: &str) -> Result<String, StoreError> {
                 re.push(c);
             }
             // body and severity_text are lowercased at indexing.
-            c if field_name == "body" || field_name == "severity_text" => re.extend(c.to_lowercase()),
+            c if field_name == "body" || field_name == "severity_text" => {
+                re.extend(c.to_lowercase())
+            }
             c => re.push(c),
         }
     }
@@ -204,11 +216,23 @@ impl LogSearch {
             )),
         ));
         if let Some(s) = &self.service {
-            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_text(f.service, s), IndexRecordOption::Basic))));
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.service, s),
+                    IndexRecordOption::Basic,
+                )),
+            ));
         }
         if let Some(t) = &self.trace_id {
             let t = t.to_ascii_lowercase();
-            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_text(f.trace_id, &t), IndexRecordOption::Basic))));
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.trace_id, &t),
+                    IndexRecordOption::Basic,
+                )),
+            ));
         }
         if let Some(n) = self.min_severity {
             clauses.push((
@@ -225,7 +249,12 @@ impl LogSearch {
 
 fn hit_from_doc(p: &Partition, doc: &TantivyDocument) -> LogHit {
     let f = &p.fields;
-    let text = |field| doc.get_first(field).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let text = |field| {
+        doc.get_first(field)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
     let int = |field| doc.get_first(field).and_then(|v| v.as_i64()).unwrap_or(0);
     let json = |field| {
         doc.get_first(field)
@@ -257,19 +286,37 @@ fn top_in_partition(
     limit: usize,
     cursor: Option<Cursor>,
 ) -> Result<Vec<(Key, DocAddress)>, StoreError> {
-    let below: Key = cursor.map(|c| (c.ts, c.seq)).unwrap_or((i64::MAX, u64::MAX));
+    let below: Key = cursor
+        .map(|c| (c.ts, c.seq))
+        .unwrap_or((i64::MAX, u64::MAX));
     let collector = TopDocs::with_limit(limit).tweak_score(move |seg: &tantivy::SegmentReader| {
-        let ts = seg.fast_fields().i64("timestamp").ok().map(|c| c.first_or_default_col(0));
-        let seq = seg.fast_fields().u64("seq").ok().map(|c| c.first_or_default_col(0));
+        let ts = seg
+            .fast_fields()
+            .i64("timestamp")
+            .ok()
+            .map(|c| c.first_or_default_col(0));
+        let seq = seg
+            .fast_fields()
+            .u64("seq")
+            .ok()
+            .map(|c| c.first_or_default_col(0));
         move |doc: tantivy::DocId, _score: tantivy::Score| -> Key {
-            let key = (ts.as_ref().map(|c| c.get_val(doc)).unwrap_or(0), seq.as_ref().map(|c| c.get_val(doc)).unwrap_or(0));
+            let key = (
+                ts.as_ref().map(|c| c.get_val(doc)).unwrap_or(0),
+                seq.as_ref().map(|c| c.get_val(doc)).unwrap_or(0),
+            );
             // Ties with the cursor's timestamp fall below every real hit and are dropped.
             if key < below { key } else { (i64::MIN, 0) }
         }
     });
     let _ = p;
-    let top = searcher.search(query, &collector).map_err(StoreError::index("search failed"))?;
-    Ok(top.into_iter().filter(|(k, _)| *k != (i64::MIN, 0)).collect())
+    let top = searcher
+        .search(query, &collector)
+        .map_err(StoreError::index("search failed"))?;
+    Ok(top
+        .into_iter()
+        .filter(|(k, _)| *k != (i64::MIN, 0))
+        .collect())
 }
 
 impl LogStore {
@@ -291,17 +338,27 @@ impl LogStore {
             best.sort_by(|a, b| b.0.cmp(&a.0));
             best.truncate(limit);
         }
-        let next_cursor = (best.len() == limit).then(|| best.last().map(|(k, _, _)| Cursor { ts: k.0, seq: k.1 })).flatten();
+        let next_cursor = (best.len() == limit)
+            .then(|| best.last().map(|(k, _, _)| Cursor { ts: k.0, seq: k.1 }))
+            .flatten();
         let mut hits = Vec::with_capacity(best.len());
         for (_, p, addr) in &best {
-            let doc: TantivyDocument = p.reader.searcher().doc(*addr).map_err(StoreError::index("failed to read document"))?;
+            let doc: TantivyDocument = p
+                .reader
+                .searcher()
+                .doc(*addr)
+                .map_err(StoreError::index("failed to read document"))?;
             hits.push(hit_from_doc(p, &doc));
         }
         Ok(SearchPage { hits, next_cursor })
     }
 
     /// Counts of matching records per bucket of `step_ns` from `start_ns`.
-    pub fn histogram(&self, tenant: &TenantId, h: &HistogramRequest) -> Result<Vec<(i64, u64)>, StoreError> {
+    pub fn histogram(
+        &self,
+        tenant: &TenantId,
+        h: &HistogramRequest,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
         let s = &h.search;
         if h.step_ns <= 0 {
             return Err(StoreError::InvalidArgument("step must be positive".into()));
@@ -318,23 +375,44 @@ impl LogStore {
         for p in self.partitions_in(tenant, s.start_ns, s.end_ns) {
             let searcher = p.reader.searcher();
             let query = s.build_query(&p, s.end_ns)?;
-            let collector = HistogramCollector::new::<i64>("timestamp".to_owned(), s.start_ns, h.step_ns as u64, n);
-            let part = searcher.search(query.as_ref(), &collector).map_err(StoreError::index("histogram failed"))?;
+            let collector = HistogramCollector::new::<i64>(
+                "timestamp".to_owned(),
+                s.start_ns,
+                h.step_ns as u64,
+                n,
+            );
+            let part = searcher
+                .search(query.as_ref(), &collector)
+                .map_err(StoreError::index("histogram failed"))?;
             for (c, add) in counts.iter_mut().zip(part) {
                 *c += add;
             }
         }
-        Ok(counts.into_iter().enumerate().map(|(i, c)| (s.start_ns + i as i64 * h.step_ns, c)).collect())
+        Ok(counts
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (s.start_ns + i as i64 * h.step_ns, c))
+            .collect())
     }
 
     /// Services that have logs in `[start_ns, end_ns]`.
-    pub fn services(&self, tenant: &TenantId, start_ns: i64, end_ns: i64) -> Result<BTreeSet<String>, StoreError> {
+    pub fn services(
+        &self,
+        tenant: &TenantId,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<BTreeSet<String>, StoreError> {
         let mut out = BTreeSet::new();
         for p in self.partitions_in(tenant, start_ns, end_ns) {
             let searcher = p.reader.searcher();
             for seg in searcher.segment_readers() {
-                let inv = seg.inverted_index(p.fields.service).map_err(StoreError::index("failed to read terms"))?;
-                let mut terms = inv.terms().stream().map_err(StoreError::index("failed to read terms"))?;
+                let inv = seg
+                    .inverted_index(p.fields.service)
+                    .map_err(StoreError::index("failed to read terms"))?;
+                let mut terms = inv
+                    .terms()
+                    .stream()
+                    .map_err(StoreError::index("failed to read terms"))?;
                 while terms.advance() {
                     if let Ok(s) = std::str::from_utf8(terms.key()) {
                         out.insert(s.to_owned());
@@ -355,7 +433,10 @@ mod tests {
         for (q, want) in [
             ("error", "error"),
             ("Err*", "body:/err.*/"),
-            ("service:check* AND -tim?out", "service:/check.*/ AND -body:/tim.out/"),
+            (
+                "service:check* AND -tim?out",
+                "service:/check.*/ AND -body:/tim.out/",
+            ),
             ("\"a* b\" x", "\"a* b\" x"),
             ("body:/re.*x/", "body:/re.*x/"),
             ("a:*", "a:*"),

@@ -15,14 +15,23 @@ fn rec(ts: i64, body: &str, service: &str) -> LogRecord {
         service: service.into(),
         trace_id: String::new(),
         span_id: String::new(),
-        attributes: serde_json::json!({"http.status_code": 500, "user": "Alice"}).as_object().cloned().unwrap_or_default(),
-        resource: serde_json::json!({"service.name": service}).as_object().cloned().unwrap_or_default(),
+        attributes: serde_json::json!({"http.status_code": 500, "user": "Alice"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        resource: serde_json::json!({"service.name": service})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
         scope: "test".into(),
     }
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
 }
 
 /// Indexes batches through a real indexer thread and waits for its final commit.
@@ -35,7 +44,14 @@ fn index(store: &Arc<LogStore>, batches: Vec<(u64, Vec<LogRecord>)>) -> u64 {
     .unwrap();
     let tenant = TenantId::default_tenant();
     for (lsn, records) in batches {
-        tx.send(IndexBatch { lsn, tenant: tenant.clone(), records, hold: Box::new(()), acked_at: Instant::now() }).unwrap();
+        tx.send(IndexBatch {
+            lsn,
+            tenant: tenant.clone(),
+            records,
+            hold: Box::new(()),
+            acked_at: Instant::now(),
+        })
+        .unwrap();
     }
     drop(tx);
     h.join().unwrap();
@@ -44,7 +60,13 @@ fn index(store: &Arc<LogStore>, batches: Vec<(u64, Vec<LogRecord>)>) -> u64 {
 
 fn search(store: &LogStore, query: &str) -> LogSearch {
     let _ = store;
-    LogSearch { query: query.into(), start_ns: now() - 7_200_000_000_000, end_ns: now() + 1_000_000_000, limit: 100, ..Default::default() }
+    LogSearch {
+        query: query.into(),
+        start_ns: now() - 7_200_000_000_000,
+        end_ns: now() + 1_000_000_000,
+        limit: 100,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -55,17 +77,48 @@ fn index_search_page_and_replay_exactly_once() {
     let base = now() - 1_000_000_000;
     let store = LogStore::open(&data, LogStoreOptions::default()).unwrap();
     // Two records share a timestamp: paging must still return each once.
-    let batch1: Vec<LogRecord> = (0..5).map(|i| rec(base + i, &format!("payment failed {i}"), "checkout")).collect();
-    let mut batch2: Vec<LogRecord> = (0..5).map(|i| rec(base + 10 + i, &format!("cart ok {i}"), "cart")).collect();
+    let batch1: Vec<LogRecord> = (0..5)
+        .map(|i| rec(base + i, &format!("payment failed {i}"), "checkout"))
+        .collect();
+    let mut batch2: Vec<LogRecord> = (0..5)
+        .map(|i| rec(base + 10 + i, &format!("cart ok {i}"), "cart"))
+        .collect();
     batch2.push(rec(base + 14, "cart ok dup", "cart"));
-    assert_eq!(index(&store, vec![(1, batch1.clone()), (2, batch2.clone())]), 2);
+    assert_eq!(
+        index(&store, vec![(1, batch1.clone()), (2, batch2.clone())]),
+        2
+    );
 
     let page = store.search(&t, &search(&store, "failed")).unwrap();
     assert_eq!(page.hits.len(), 5);
     assert_eq!(page.hits[0].body, "payment failed 4", "newest first");
-    assert_eq!(store.search(&t, &search(&store, "attributes.http.status_code:500")).unwrap().hits.len(), 11);
-    assert_eq!(store.search(&t, &search(&store, "attributes.user:alice AND service:cart")).unwrap().hits.len(), 6);
-    assert_eq!(store.search(&t, &search(&store, "fail*")).unwrap().hits.len(), 5);
+    assert_eq!(
+        store
+            .search(&t, &search(&store, "attributes.http.status_code:500"))
+            .unwrap()
+            .hits
+            .len(),
+        11
+    );
+    assert_eq!(
+        store
+            .search(
+                &t,
+                &search(&store, "attributes.user:alice AND service:cart")
+            )
+            .unwrap()
+            .hits
+            .len(),
+        6
+    );
+    assert_eq!(
+        store
+            .search(&t, &search(&store, "fail*"))
+            .unwrap()
+            .hits
+            .len(),
+        5
+    );
     assert!(store.search(&t, &search(&store, "body:(")).is_err());
 
     let mut seen = Vec::new();
@@ -84,34 +137,79 @@ fn index_search_page_and_replay_exactly_once() {
     assert_eq!(unique.len(), 11);
 
     let h = store
-        .histogram(&t, &HistogramRequest { search: LogSearch { start_ns: base, end_ns: base + 19, ..search(&store, "") }, step_ns: 10 })
+        .histogram(
+            &t,
+            &HistogramRequest {
+                search: LogSearch {
+                    start_ns: base,
+                    end_ns: base + 19,
+                    ..search(&store, "")
+                },
+                step_ns: 10,
+            },
+        )
         .unwrap();
     assert_eq!(h, vec![(base, 5), (base + 10, 6)]);
-    assert_eq!(store.services(&t, base - HOUR_NS, base + HOUR_NS).unwrap().into_iter().collect::<Vec<_>>(), ["cart", "checkout"]);
+    assert_eq!(
+        store
+            .services(&t, base - HOUR_NS, base + HOUR_NS)
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["cart", "checkout"]
+    );
     drop(store);
 
     // Replaying the same WAL entries after a restart adds nothing; a new one is added.
     let store = LogStore::open(&data, LogStoreOptions::default()).unwrap();
     assert_eq!(store.max_committed_lsn(), 2);
-    index(&store, vec![(1, batch1), (2, batch2), (3, vec![rec(base + 20, "after restart", "cart")])]);
-    assert_eq!(store.search(&t, &search(&store, "")).unwrap().hits.len(), 12);
+    index(
+        &store,
+        vec![
+            (1, batch1),
+            (2, batch2),
+            (3, vec![rec(base + 20, "after restart", "cart")]),
+        ],
+    );
+    assert_eq!(
+        store.search(&t, &search(&store, "")).unwrap().hits.len(),
+        12
+    );
     // Another tenant sees nothing.
-    assert!(store.search(&TenantId::parse("other").unwrap(), &search(&store, "")).unwrap().hits.is_empty());
+    assert!(
+        store
+            .search(&TenantId::parse("other").unwrap(), &search(&store, ""))
+            .unwrap()
+            .hits
+            .is_empty()
+    );
 }
 
 #[test]
 fn retention_deletes_whole_old_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::open(dir.path()).unwrap();
-    let opts = LogStoreOptions { retention: Duration::from_secs(3 * 3600), ..Default::default() };
+    let opts = LogStoreOptions {
+        retention: Duration::from_secs(3 * 3600),
+        ..Default::default()
+    };
     let store = LogStore::open(&data, opts).unwrap();
     let n = now();
-    index(&store, vec![(1, vec![rec(n - 2 * HOUR_NS, "old", "a"), rec(n, "new", "a")])]);
+    index(
+        &store,
+        vec![(
+            1,
+            vec![rec(n - 2 * HOUR_NS, "old", "a"), rec(n, "new", "a")],
+        )],
+    );
     assert_eq!(store.apply_retention(n + 2 * HOUR_NS).unwrap(), 1);
     let t = TenantId::default_tenant();
     let mut s = search(&store, "");
     s.start_ns = n - 5 * HOUR_NS;
     let hits = store.search(&t, &s).unwrap().hits;
-    assert_eq!(hits.iter().map(|h| h.body.as_str()).collect::<Vec<_>>(), ["new"]);
+    assert_eq!(
+        hits.iter().map(|h| h.body.as_str()).collect::<Vec<_>>(),
+        ["new"]
+    );
     assert_eq!(std::fs::read_dir(data.logs_dir(&t)).unwrap().count(), 1);
 }

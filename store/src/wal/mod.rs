@@ -39,7 +39,10 @@ pub struct WalOptions {
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { segment_bytes: 64 << 20, queue_capacity: 1024 }
+        WalOptions {
+            segment_bytes: 64 << 20,
+            queue_capacity: 1024,
+        }
     }
 }
 
@@ -47,7 +50,9 @@ impl Default for WalOptions {
 pub type AppendReply = Box<dyn FnOnce(Result<u64, StoreError>) + Send>;
 
 /// Upper bounds (seconds) of the fsync latency histogram buckets.
-pub const FSYNC_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+pub const FSYNC_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 
 /// Counters for self-metrics.
 #[derive(Debug, Default)]
@@ -121,7 +126,12 @@ impl<T: Send + 'static> Wal<T> {
         let mut next_lsn = min_next_lsn.max(1);
         for (first_lsn, path) in paths {
             let mut r = SegmentReader::open(&path)?;
-            let mut info = SegInfo { last_lsn: 0, signals: 0, bytes: 0, path: path.clone() };
+            let mut info = SegInfo {
+                last_lsn: 0,
+                signals: 0,
+                bytes: 0,
+                path: path.clone(),
+            };
             while let Some(f) = r.next_frame() {
                 info.last_lsn = f.lsn;
                 info.signals |= 1 << f.signal;
@@ -143,12 +153,26 @@ impl<T: Send + 'static> Wal<T> {
             failed: AtomicBool::new(false),
         });
         shared.update_disk_stats(&shared.segments.lock().unwrap_or_else(|p| p.into_inner()));
-        Ok(Wal { shared, next_lsn, opts, tx: Mutex::new(None), writer: Mutex::new(None) })
+        Ok(Wal {
+            shared,
+            next_lsn,
+            opts,
+            tx: Mutex::new(None),
+            writer: Mutex::new(None),
+        })
     }
 
     /// Reads every record still in the WAL, oldest first. Call before [`Wal::start`].
-    pub fn replay(&self, mut f: impl FnMut(WalRecord) -> Result<(), StoreError>) -> Result<u64, StoreError> {
-        let paths: Vec<PathBuf> = self.shared.lock_segments().iter().map(|s| s.path.clone()).collect();
+    pub fn replay(
+        &self,
+        mut f: impl FnMut(WalRecord) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let paths: Vec<PathBuf> = self
+            .shared
+            .lock_segments()
+            .iter()
+            .map(|s| s.path.clone())
+            .collect();
         let mut n = 0;
         for path in paths {
             let mut r = SegmentReader::open(&path)?;
@@ -162,7 +186,10 @@ impl<T: Send + 'static> Wal<T> {
 
     /// Starts the writer thread. `sink` receives every entry once it is
     /// durable, in LSN order; it may block, which backs pressure up to appenders.
-    pub fn start(&self, mut sink: impl FnMut(u64, Signal, T) + Send + 'static) -> Result<(), StoreError> {
+    pub fn start(
+        &self,
+        mut sink: impl FnMut(u64, Signal, T) + Send + 'static,
+    ) -> Result<(), StoreError> {
         let (tx, rx) = sync_channel::<Append<T>>(self.opts.queue_capacity);
         let mut writer = SegmentWriter::open_active(&self.shared, self.next_lsn)?;
         let shared = self.shared.clone();
@@ -170,7 +197,10 @@ impl<T: Send + 'static> Wal<T> {
         let handle = std::thread::Builder::new()
             .name("wal-writer".into())
             .spawn(move || writer.run(&shared, &opts, rx, &mut sink))
-            .map_err(StoreError::io("failed to spawn wal writer", &self.shared.dir))?;
+            .map_err(StoreError::io(
+                "failed to spawn wal writer",
+                &self.shared.dir,
+            ))?;
         *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(())
@@ -178,7 +208,12 @@ impl<T: Send + 'static> Wal<T> {
 
     /// Queues an entry; `reply` is called once it is fsynced (or failed).
     /// Blocks while the writer's queue is full: call from a blocking thread.
-    pub fn append(&self, entry: EncodedEntry, item: T, reply: AppendReply) -> Result<(), StoreError> {
+    pub fn append(
+        &self,
+        entry: EncodedEntry,
+        item: T,
+        reply: AppendReply,
+    ) -> Result<(), StoreError> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return Err(StoreError::WalClosed("a previous write failed".into()));
         }
@@ -186,9 +221,15 @@ impl<T: Send + 'static> Wal<T> {
         let Some(tx) = tx else {
             return Err(StoreError::WalClosed("not accepting writes".into()));
         };
-        self.shared.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .queue_depth
+            .fetch_add(1, Ordering::Relaxed);
         tx.send(Append { entry, item, reply }).map_err(|_| {
-            self.shared.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .queue_depth
+                .fetch_sub(1, Ordering::Relaxed);
             StoreError::WalClosed("writer stopped".into())
         })
     }
@@ -235,13 +276,18 @@ impl Shared {
     }
 
     fn update_disk_stats(&self, segs: &[SegInfo]) {
-        self.stats.segments.store(segs.len() as u64, Ordering::Relaxed);
-        self.stats.disk_bytes.store(segs.iter().map(|s| s.bytes).sum(), Ordering::Relaxed);
+        self.stats
+            .segments
+            .store(segs.len() as u64, Ordering::Relaxed);
+        self.stats
+            .disk_bytes
+            .store(segs.iter().map(|s| s.bytes).sum(), Ordering::Relaxed);
     }
 
     fn covered(&self, s: &SegInfo) -> bool {
         Signal::ALL.iter().all(|sig| {
-            s.signals & (1 << *sig as u8) == 0 || self.durable[*sig as usize].load(Ordering::SeqCst) >= s.last_lsn
+            s.signals & (1 << *sig as u8) == 0
+                || self.durable[*sig as usize].load(Ordering::SeqCst) >= s.last_lsn
         })
     }
 
@@ -277,9 +323,14 @@ impl Shared {
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {
-    let f = OpenOptions::new().write(true).open(path).map_err(StoreError::io("failed to open for truncation", path))?;
-    f.set_len(len).map_err(StoreError::io("failed to truncate", path))?;
-    f.sync_all().map_err(StoreError::io("failed to fsync", path))
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(StoreError::io("failed to open for truncation", path))?;
+    f.set_len(len)
+        .map_err(StoreError::io("failed to truncate", path))?;
+    f.sync_all()
+        .map_err(StoreError::io("failed to fsync", path))
 }
 
 /// The writer thread's state: the active segment file.
@@ -293,11 +344,22 @@ struct SegmentWriter {
 impl SegmentWriter {
     /// Appends to the newest segment if it has room, else starts a new one.
     fn open_active(shared: &Shared, next_lsn: u64) -> Result<SegmentWriter, StoreError> {
-        let last = shared.lock_segments().last().map(|s| (s.path.clone(), s.bytes));
+        let last = shared
+            .lock_segments()
+            .last()
+            .map(|s| (s.path.clone(), s.bytes));
         match last {
             Some((path, bytes)) if bytes >= segment::HEADER_LEN => {
-                let file = OpenOptions::new().append(true).open(&path).map_err(StoreError::io("failed to open wal segment", &path))?;
-                Ok(SegmentWriter { file, path, bytes, next_lsn })
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(StoreError::io("failed to open wal segment", &path))?;
+                Ok(SegmentWriter {
+                    file,
+                    path,
+                    bytes,
+                    next_lsn,
+                })
             }
             _ => SegmentWriter::create(shared, next_lsn),
         }
@@ -311,20 +373,35 @@ impl SegmentWriter {
             .truncate(true)
             .open(&path)
             .map_err(StoreError::io("failed to create wal segment", &path))?;
-        file.write_all(&header()).map_err(StoreError::io("failed to write", &path))?;
-        file.sync_all().map_err(StoreError::io("failed to fsync", &path))?;
+        file.write_all(&header())
+            .map_err(StoreError::io("failed to write", &path))?;
+        file.sync_all()
+            .map_err(StoreError::io("failed to fsync", &path))?;
         sync_dir(&shared.dir)?;
         let mut segs = shared.lock_segments();
         // An empty or headerless newest segment is replaced by this one.
-        if segs.last().is_some_and(|s| s.last_lsn == 0 && s.path != path) {
+        if segs
+            .last()
+            .is_some_and(|s| s.last_lsn == 0 && s.path != path)
+        {
             if let Some(old) = segs.pop() {
                 let _ = std::fs::remove_file(&old.path);
             }
         }
         segs.retain(|s| s.path != path);
-        segs.push(SegInfo { last_lsn: 0, signals: 0, bytes: segment::HEADER_LEN, path: path.clone() });
+        segs.push(SegInfo {
+            last_lsn: 0,
+            signals: 0,
+            bytes: segment::HEADER_LEN,
+            path: path.clone(),
+        });
         shared.update_disk_stats(&segs);
-        Ok(SegmentWriter { file, path, bytes: segment::HEADER_LEN, next_lsn: first_lsn })
+        Ok(SegmentWriter {
+            file,
+            path,
+            bytes: segment::HEADER_LEN,
+            next_lsn: first_lsn,
+        })
     }
 
     fn run<T>(
@@ -350,7 +427,10 @@ impl SegmentWriter {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            shared.stats.queue_depth.fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            shared
+                .stats
+                .queue_depth
+                .fetch_sub(batch.len() as u64, Ordering::Relaxed);
             let first_lsn = self.next_lsn;
             buf.clear();
             let mut signals = 0u8;
@@ -371,8 +451,14 @@ impl SegmentWriter {
                         }
                         shared.update_disk_stats(&segs);
                     }
-                    shared.stats.entries.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    shared.stats.bytes_written.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    shared
+                        .stats
+                        .entries
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    shared
+                        .stats
+                        .bytes_written
+                        .fetch_add(buf.len() as u64, Ordering::Relaxed);
                     let items: Vec<(u64, Signal, T)> = batch
                         .drain(..)
                         .enumerate()
@@ -415,13 +501,18 @@ impl SegmentWriter {
     }
 
     fn write_and_sync(&mut self, shared: &Shared, buf: &[u8]) -> Result<(), StoreError> {
-        self.file.write_all(buf).map_err(StoreError::io("failed to write wal segment", &self.path))?;
+        self.file
+            .write_all(buf)
+            .map_err(StoreError::io("failed to write wal segment", &self.path))?;
         let t = Instant::now();
-        self.file.sync_data().map_err(StoreError::io("failed to fsync wal segment", &self.path))?;
+        self.file
+            .sync_data()
+            .map_err(StoreError::io("failed to fsync wal segment", &self.path))?;
         let d = t.elapsed();
         let st = &shared.stats;
         st.fsyncs.fetch_add(1, Ordering::Relaxed);
-        st.fsync_nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        st.fsync_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
         if let Some(i) = FSYNC_BUCKETS.iter().position(|b| d.as_secs_f64() <= *b) {
             st.fsync_buckets[i].fetch_add(1, Ordering::Relaxed);
         }

@@ -72,7 +72,10 @@ impl WalEntry {
         // Level 1: the WAL is short-lived; speed matters more than ratio.
         let compressed = zstd::bulk::compress(&self.body, 1).unwrap_or_else(|_| Vec::new());
         payload.extend_from_slice(&compressed);
-        EncodedEntry { signal: self.signal, payload }
+        EncodedEntry {
+            signal: self.signal,
+            payload,
+        }
     }
 }
 
@@ -111,11 +114,17 @@ pub(crate) struct Frame {
 
 impl Frame {
     pub(crate) fn decode(self, path: &Path) -> Result<WalRecord, StoreError> {
-        let bad = |message: String| StoreError::Format { path: path.to_owned(), message };
+        let bad = |message: String| StoreError::Format {
+            path: path.to_owned(),
+            message,
+        };
         let p = &self.payload;
         let signal = Signal::from_u8(self.signal)
             .ok_or_else(|| bad(format!("lsn {}: unknown signal {}", self.lsn, self.signal)))?;
-        let tlen = *p.get(1).ok_or_else(|| bad(format!("lsn {}: short payload", self.lsn)))? as usize;
+        let tlen = *p
+            .get(1)
+            .ok_or_else(|| bad(format!("lsn {}: short payload", self.lsn)))?
+            as usize;
         let tenant = p
             .get(2..2 + tlen)
             .and_then(|t| std::str::from_utf8(t).ok())
@@ -123,7 +132,14 @@ impl Frame {
         let tenant = TenantId::parse(tenant)?;
         let body = zstd::stream::decode_all(&p[2 + tlen..])
             .map_err(|e| bad(format!("lsn {}: bad zstd body: {e}", self.lsn)))?;
-        Ok(WalRecord { lsn: self.lsn, entry: WalEntry { signal, tenant, body } })
+        Ok(WalRecord {
+            lsn: self.lsn,
+            entry: WalEntry {
+                signal,
+                tenant,
+                body,
+            },
+        })
     }
 }
 
@@ -164,7 +180,12 @@ impl SegmentReader {
             // A header cut short by a crash right after the file was created.
             _ => (0, Some("incomplete segment header".to_owned())),
         };
-        Ok(SegmentReader { path: path.to_owned(), reader, valid_len, torn })
+        Ok(SegmentReader {
+            path: path.to_owned(),
+            reader,
+            valid_len,
+            torn,
+        })
     }
 
     /// The next valid frame, or `None` at the end or at a torn tail.
@@ -176,7 +197,10 @@ impl SegmentReader {
         match read_full(&mut self.reader, &mut h) {
             Ok(0) => return None,
             Ok(n) if n < FRAME_HEADER_LEN => {
-                self.torn = Some(format!("incomplete frame header at offset {}", self.valid_len));
+                self.torn = Some(format!(
+                    "incomplete frame header at offset {}",
+                    self.valid_len
+                ));
                 return None;
             }
             Ok(_) => {}
@@ -189,7 +213,10 @@ impl SegmentReader {
         let crc = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
         let lsn = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
         if len > MAX_PAYLOAD || len < 2 {
-            self.torn = Some(format!("invalid frame length {len} at offset {}", self.valid_len));
+            self.torn = Some(format!(
+                "invalid frame length {len} at offset {}",
+                self.valid_len
+            ));
             return None;
         }
         let mut payload = vec![0u8; len];
@@ -208,7 +235,11 @@ impl SegmentReader {
             return None;
         }
         self.valid_len += (FRAME_HEADER_LEN + len) as u64;
-        Some(Frame { lsn, signal: payload[0], payload })
+        Some(Frame {
+            lsn,
+            signal: payload[0],
+            payload,
+        })
     }
 
     pub(crate) fn path(&self) -> &Path {

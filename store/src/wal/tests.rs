@@ -4,11 +4,18 @@ use super::*;
 use crate::TenantId;
 
 fn entry(signal: Signal, body: &[u8]) -> WalEntry {
-    WalEntry { signal, tenant: TenantId::parse("t1").unwrap(), body: body.to_vec() }
+    WalEntry {
+        signal,
+        tenant: TenantId::parse("t1").unwrap(),
+        body: body.to_vec(),
+    }
 }
 
 fn small() -> WalOptions {
-    WalOptions { segment_bytes: 200, queue_capacity: 4 }
+    WalOptions {
+        segment_bytes: 200,
+        queue_capacity: 4,
+    }
 }
 
 /// Appends and waits for every acknowledgement; returns the LSNs.
@@ -16,7 +23,12 @@ fn append_all(wal: &Wal<()>, entries: &[WalEntry]) -> Vec<u64> {
     let (tx, rx) = mpsc::channel();
     for e in entries {
         let tx = tx.clone();
-        wal.append(e.encode(), (), Box::new(move |r| tx.send(r.unwrap()).unwrap())).unwrap();
+        wal.append(
+            e.encode(),
+            (),
+            Box::new(move |r| tx.send(r.unwrap()).unwrap()),
+        )
+        .unwrap();
     }
     drop(tx);
     rx.iter().collect()
@@ -44,11 +56,18 @@ fn appended_entries_replay_in_order_across_segments() {
         assert_eq!(lsns, (1..=20).collect::<Vec<_>>());
         wal.close();
     }
-    assert_eq!(srx.iter().collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>(), "sink sees every lsn in order");
+    assert_eq!(
+        srx.iter().collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>(),
+        "sink sees every lsn in order"
+    );
     let wal = Wal::<()>::open(dir.path(), small(), 0).unwrap();
     assert!(wal.stats().segments.load(Ordering::Relaxed) > 1);
     let got = replay_all(&wal);
-    assert_eq!(got.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(), entries);
+    assert_eq!(
+        got.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(),
+        entries
+    );
     assert_eq!(wal.next_lsn(), 21);
 }
 
@@ -58,13 +77,30 @@ fn torn_tail_is_truncated_and_earlier_records_kept() {
     {
         let wal = Wal::<()>::open(dir.path(), WalOptions::default(), 0).unwrap();
         wal.start(|_, _, ()| {}).unwrap();
-        append_all(&wal, &[entry(Signal::Logs, b"one"), entry(Signal::Traces, b"two"), entry(Signal::Logs, b"three")]);
+        append_all(
+            &wal,
+            &[
+                entry(Signal::Logs, b"one"),
+                entry(Signal::Traces, b"two"),
+                entry(Signal::Logs, b"three"),
+            ],
+        );
         wal.close();
     }
-    let seg = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    let seg = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let len = std::fs::metadata(&seg).unwrap().len();
     // Cut the last frame in half.
-    OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
     let wal = Wal::<()>::open(dir.path(), WalOptions::default(), 0).unwrap();
     let got = replay_all(&wal);
     assert_eq!(got.len(), 2);
@@ -77,7 +113,10 @@ fn torn_tail_is_truncated_and_earlier_records_kept() {
     drop(wal);
     let wal = Wal::<()>::open(dir.path(), WalOptions::default(), 0).unwrap();
     let bodies: Vec<Vec<u8>> = replay_all(&wal).into_iter().map(|r| r.entry.body).collect();
-    assert_eq!(bodies, vec![b"one".to_vec(), b"two".to_vec(), b"four".to_vec()]);
+    assert_eq!(
+        bodies,
+        vec![b"one".to_vec(), b"two".to_vec(), b"four".to_vec()]
+    );
 }
 
 #[test]
@@ -86,10 +125,22 @@ fn corrupt_byte_mid_segment_cuts_from_there() {
     {
         let wal = Wal::<()>::open(dir.path(), WalOptions::default(), 0).unwrap();
         wal.start(|_, _, ()| {}).unwrap();
-        append_all(&wal, &[entry(Signal::Logs, b"aaaa"), entry(Signal::Logs, b"bbbb"), entry(Signal::Logs, b"cccc")]);
+        append_all(
+            &wal,
+            &[
+                entry(Signal::Logs, b"aaaa"),
+                entry(Signal::Logs, b"bbbb"),
+                entry(Signal::Logs, b"cccc"),
+            ],
+        );
         wal.close();
     }
-    let seg = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    let seg = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&seg).unwrap();
     let n = bytes.len();
     bytes[n - 2] ^= 0xff;
@@ -110,12 +161,18 @@ fn segments_are_deleted_only_when_every_signal_in_them_is_durable() {
     let before = wal.stats().segments.load(Ordering::Relaxed);
     wal.release(Signal::Logs, 21);
     let after = wal.stats().segments.load(Ordering::Relaxed);
-    assert!(after < before, "log-only segments deleted ({before} -> {after})");
+    assert!(
+        after < before,
+        "log-only segments deleted ({before} -> {after})"
+    );
     wal.close();
     drop(wal);
     let wal = Wal::<()>::open(dir.path(), small(), 0).unwrap();
     let got = replay_all(&wal);
-    assert!(got.iter().any(|r| r.entry.signal == Signal::Metrics), "metrics stay until their store is durable");
+    assert!(
+        got.iter().any(|r| r.entry.signal == Signal::Metrics),
+        "metrics stay until their store is durable"
+    );
     assert_eq!(wal.next_lsn(), 22, "lsns never go back after deletion");
 }
 

@@ -1,0 +1,375 @@
+//! `periscope-loadgen`: N concurrent OTLP/gRPC clients sending synthetic log
+//! batches to a collector, reporting acknowledged throughput and latency, and
+//! optionally verifying through the query API that every acknowledged record
+//! became searchable (and none twice).
+//!
+//! Human-readable progress goes to stderr; the final result is one JSON line
+//! on stdout, for scripts. Exit code 1 when verification fails or nothing was
+//! acknowledged.
+
+mod client;
+mod stats;
+mod verify;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::transport::Endpoint;
+
+use crate::client::Shared;
+use crate::stats::Stats;
+use crate::verify::{Outcome, Verify};
+
+/// Sends synthetic OTLP logs to a collector and measures what it acknowledges.
+#[derive(Parser, Debug)]
+#[command(name = "periscope-loadgen", version)]
+struct Cli {
+    /// OTLP/gRPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:4317")]
+    endpoint: String,
+    /// Concurrent clients, each with its own connection and one request in flight.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Log records per request.
+    #[arg(long, default_value_t = 500)]
+    batch: u64,
+    /// Records per second over all clients; 0 sends as fast as acknowledged.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Seconds to send for (default 10 unless --records is given).
+    #[arg(long, conflicts_with = "records")]
+    duration: Option<f64>,
+    /// Total records to send, instead of a duration.
+    #[arg(long)]
+    records: Option<u64>,
+    /// Tenant, sent as `x-scope-orgid` metadata (and used for --verify queries).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Request compression.
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    compression: Compression,
+    /// After sending, count the run's records through the query API.
+    #[arg(long)]
+    verify: bool,
+    /// Base URL of the query API, for --verify.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    query_url: String,
+    /// Seconds --verify waits for all records to become searchable.
+    #[arg(long, default_value_t = 60.0)]
+    verify_timeout: f64,
+    /// Seed of the record generator (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run id stamped on every record as `loadgen.run` (default: random);
+    /// letters and digits only, so it is one search token.
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 5.0)]
+    report_every: f64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// When the run stops sending.
+#[derive(Clone, Copy, Debug)]
+enum StopAt {
+    After(Duration),
+    Records(u64),
+}
+
+/// The validated run configuration.
+pub struct Plan {
+    pub endpoint: Endpoint,
+    pub clients: usize,
+    pub batch: u64,
+    /// Records per second per client, when rate-limited.
+    pub rate_per_client: Option<f64>,
+    stop_at: StopAt,
+    pub tenant: Option<AsciiMetadataValue>,
+    pub compression: Option<CompressionEncoding>,
+    pub run_id: String,
+    pub seed: u64,
+    verify: Option<Verify>,
+    report_every: Duration,
+    cli: Cli,
+}
+
+impl Plan {
+    fn from_cli(cli: Cli) -> anyhow::Result<Plan> {
+        if cli.clients == 0 || cli.batch == 0 {
+            bail!("--clients and --batch must be at least 1");
+        }
+        let stop_at = match (cli.duration, cli.records) {
+            (_, Some(0)) => bail!("--records must be at least 1"),
+            (_, Some(n)) => StopAt::Records(n),
+            (Some(d), None) if !(d > 0.0 && d.is_finite()) => {
+                bail!("--duration must be a positive number of seconds")
+            }
+            (Some(d), None) => StopAt::After(Duration::from_secs_f64(d)),
+            (None, None) => StopAt::After(Duration::from_secs(10)),
+        };
+        let endpoint = Endpoint::from_shared(cli.endpoint.clone())
+            .with_context(|| format!("invalid --endpoint {:?}", cli.endpoint))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let tenant = match &cli.tenant {
+            None => None,
+            Some(t) => {
+                periscope_store::TenantId::parse(t)
+                    .with_context(|| format!("invalid --tenant {t:?}"))?;
+                Some(
+                    MetadataValue::try_from(t.as_str())
+                        .with_context(|| format!("invalid --tenant {t:?}"))?,
+                )
+            }
+        };
+        let seed = cli
+            .seed
+            .unwrap_or_else(|| periscope_benches::unix_nanos() ^ u64::from(std::process::id()));
+        let run_id = match &cli.run_id {
+            Some(r)
+                if r.is_empty()
+                    || r.len() > 32
+                    || !r.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                bail!("--run-id must be 1 to 32 letters or digits (one search token), got {r:?}")
+            }
+            Some(r) => r.to_ascii_lowercase(),
+            None => format!(
+                "lg{:012x}",
+                (periscope_benches::unix_nanos() ^ seed.rotate_left(17)) & 0xffff_ffff_ffff
+            ),
+        };
+        let verify = if cli.verify {
+            let mut base = cli.query_url.clone();
+            if !base.ends_with('/') {
+                base.push('/');
+            }
+            if !(cli.verify_timeout > 0.0 && cli.verify_timeout.is_finite()) {
+                bail!("--verify-timeout must be a positive number of seconds");
+            }
+            Some(Verify {
+                query_url: reqwest::Url::parse(&base)
+                    .with_context(|| format!("invalid --query-url {:?}", cli.query_url))?,
+                tenant: cli.tenant.clone(),
+                timeout: Duration::from_secs_f64(cli.verify_timeout),
+            })
+        } else {
+            None
+        };
+        if !(cli.report_every > 0.0 && cli.report_every.is_finite()) {
+            bail!("--report-every must be a positive number of seconds");
+        }
+        Ok(Plan {
+            endpoint,
+            clients: cli.clients,
+            batch: cli.batch,
+            rate_per_client: (cli.rate > 0).then(|| cli.rate as f64 / cli.clients as f64),
+            stop_at,
+            tenant,
+            compression: match cli.compression {
+                Compression::None => None,
+                Compression::Gzip => Some(CompressionEncoding::Gzip),
+                Compression::Zstd => Some(CompressionEncoding::Zstd),
+            },
+            run_id,
+            seed,
+            verify,
+            report_every: Duration::from_secs_f64(cli.report_every),
+            cli,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = Plan::from_cli(cli).and_then(|plan| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("failed to start tokio")?;
+        rt.block_on(run(Arc::new(plan)))
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the load, reports, verifies. `Ok(false)` when the run failed its checks.
+async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
+    let shared = Arc::new(Shared {
+        stats: Stats::new(),
+        next_seq: AtomicU64::new(0),
+        remaining: match plan.stop_at {
+            StopAt::Records(n) => Some(AtomicU64::new(n)),
+            StopAt::After(_) => None,
+        },
+        stop: CancellationToken::new(),
+        abort: CancellationToken::new(),
+    });
+    let start_secs = periscope_benches::unix_nanos() / 1_000_000_000;
+    eprintln!(
+        "periscope-loadgen: run {} -> {}, {} clients, batch {}, {}, {:?}",
+        plan.run_id,
+        plan.cli.endpoint,
+        plan.clients,
+        plan.batch,
+        match plan.cli.rate {
+            0 => "unlimited rate".to_owned(),
+            r => format!("{r} records/s"),
+        },
+        plan.stop_at,
+    );
+
+    if let StopAt::After(d) = plan.stop_at {
+        let stop = shared.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            stop.cancel();
+        });
+    }
+    {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: stopping");
+                s.stop.cancel();
+                s.abort.cancel();
+            }
+        });
+    }
+    let progress_stop = CancellationToken::new();
+    let progress = {
+        let (s, stop, every) = (shared.clone(), progress_stop.clone(), plan.report_every);
+        tokio::spawn(async move { stats::report_progress(&s.stats, every, stop).await })
+    };
+    let clients: Vec<_> = (0..plan.clients)
+        .map(|i| tokio::spawn(client::run(i, plan.clone(), shared.clone())))
+        .collect();
+    for c in clients {
+        c.await.context("client task failed")?;
+    }
+    let elapsed = shared.stats.started.elapsed();
+    progress_stop.cancel();
+    let _ = progress.await;
+
+    let st = &shared.stats;
+    let acked = st.acked_records.load(Ordering::Relaxed);
+    let acked_bytes = st.acked_bytes.load(Ordering::Relaxed);
+    let secs = elapsed.as_secs_f64();
+    let [p50, p99, max] = st.latency_ms();
+    let (retries, errors) = (
+        st.retries.load(Ordering::Relaxed),
+        st.errors.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "sent for {secs:.1} s: {acked} records acknowledged, {:.0} records/s, {:.2} MB/s of OTLP protobuf \
+         ({acked_bytes} bytes, {:.0} bytes/record), latency p50 {p50:.1} ms p99 {p99:.1} ms max {max:.1} ms, \
+         retries {retries}, errors {errors}",
+        acked as f64 / secs,
+        acked_bytes as f64 / secs / 1e6,
+        acked_bytes as f64 / acked.max(1) as f64,
+    );
+    if let Some(e) = st.last_error() {
+        eprintln!("last error: {e}");
+    }
+
+    let mut ok = acked > 0;
+    let verified = match &plan.verify {
+        None => serde_json::Value::Null,
+        Some(v) => {
+            let last_ack = st.last_ack().unwrap_or_else(std::time::Instant::now);
+            let outcome = v.run(&plan.run_id, acked, start_secs, last_ack).await;
+            ok &= outcome.ok();
+            match &outcome {
+                Outcome::Complete { found, after } => {
+                    eprintln!(
+                        "verify: all {found} acknowledged records searchable within {:.2} s of the last ack",
+                        after.as_secs_f64()
+                    );
+                    json!({"ok": true, "found": found, "searchable_within_s": after.as_secs_f64()})
+                }
+                Outcome::TooMany { found } => {
+                    eprintln!(
+                        "verify FAILED: found {found} records of run {} but only {acked} were acknowledged",
+                        plan.run_id
+                    );
+                    json!({"ok": false, "found": found, "reason": "more records than acknowledged"})
+                }
+                Outcome::TimedOut { found, last_error } => {
+                    eprintln!(
+                        "verify FAILED: {found} of {acked} records searchable after {:.0} s{}",
+                        v.timeout.as_secs_f64(),
+                        last_error
+                            .as_deref()
+                            .map(|e| format!(" (last error: {e})"))
+                            .unwrap_or_default()
+                    );
+                    json!({"ok": false, "found": found, "reason": "timed out", "last_error": last_error})
+                }
+            }
+        }
+    };
+
+    let summary = json!({
+        "run_id": plan.run_id,
+        "endpoint": plan.cli.endpoint,
+        "clients": plan.clients,
+        "batch": plan.batch,
+        "rate": plan.cli.rate,
+        "compression": format!("{:?}", plan.cli.compression).to_lowercase(),
+        "tenant": plan.cli.tenant,
+        "elapsed_s": secs,
+        "acked_records": acked,
+        "records_per_s": acked as f64 / secs,
+        "otlp_bytes": acked_bytes,
+        "otlp_mb_per_s": acked_bytes as f64 / secs / 1e6,
+        "otlp_bytes_sent": st.sent_bytes.load(Ordering::Relaxed),
+        "bytes_per_record": acked_bytes as f64 / acked.max(1) as f64,
+        "requests": st.requests.load(Ordering::Relaxed),
+        "latency_p50_ms": p50,
+        "latency_p99_ms": p99,
+        "latency_max_ms": max,
+        "retries": retries,
+        "errors": errors,
+        "rejected_records": st.rejected_records.load(Ordering::Relaxed),
+        "failed_records": st.failed_records.load(Ordering::Relaxed),
+        "loadgen_cpu_s": cpu_seconds(),
+        "verify": verified,
+        "ok": ok,
+    });
+    println!("{summary}");
+    Ok(ok)
+}
+
+/// CPU seconds this process used (user + system), from `/proc/self/stat`;
+/// `None` off Linux. On a small machine the load generator competes with the
+/// collector for cores, so the figure belongs next to the throughput.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every mainstream Linux architecture.
+    Some(ticks as f64 / 100.0)
+}

@@ -1,0 +1,166 @@
+//! `--verify`: after the run, counts the run's records through the query API
+//! until every acknowledged record is searchable, and measures how long after
+//! the last acknowledgement that happened.
+//!
+//! Counting uses the histogram endpoint (`GET /api/v1/logs/histogram`, one
+//! bucket per hour) filtered on `attributes.loadgen.run`, so it costs one small
+//! query per poll however many records the run sent.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use reqwest::Url;
+
+/// How often the count is polled; the resolution of "searchable within".
+const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// Where and how to count.
+pub struct Verify {
+    pub query_url: Url,
+    pub tenant: Option<String>,
+    pub timeout: Duration,
+}
+
+/// What the count found.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every acknowledged record was found, `after` the last acknowledgement.
+    Complete { found: u64, after: Duration },
+    /// More records than acknowledged: duplicates.
+    TooMany { found: u64 },
+    /// Not all records were found within the timeout.
+    TimedOut {
+        found: u64,
+        last_error: Option<String>,
+    },
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        matches!(self, Outcome::Complete { .. })
+    }
+}
+
+impl Verify {
+    /// Polls until `expected` records of `run_id` with timestamps after
+    /// `start_secs` are searchable. `last_ack` is when the last record was
+    /// acknowledged.
+    pub async fn run(
+        &self,
+        run_id: &str,
+        expected: u64,
+        start_secs: u64,
+        last_ack: Instant,
+    ) -> Outcome {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build();
+        let http = match http {
+            Ok(h) => h,
+            Err(e) => {
+                return Outcome::TimedOut {
+                    found: 0,
+                    last_error: Some(format!("failed to build http client: {e}")),
+                };
+            }
+        };
+        let deadline = Instant::now() + self.timeout;
+        let (mut found, mut last_error) = (0, None);
+        loop {
+            match self.count(&http, run_id, start_secs).await {
+                Ok(n) if n == expected => {
+                    return Outcome::Complete {
+                        found: n,
+                        after: last_ack.elapsed(),
+                    };
+                }
+                Ok(n) if n > expected => return Outcome::TooMany { found: n },
+                Ok(n) => found = n,
+                Err(e) => last_error = Some(format!("{e:#}")),
+            }
+            if Instant::now() + POLL_EVERY > deadline {
+                return Outcome::TimedOut { found, last_error };
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    async fn count(
+        &self,
+        http: &reqwest::Client,
+        run_id: &str,
+        start_secs: u64,
+    ) -> anyhow::Result<u64> {
+        // Record timestamps are at most 50 ms before sending; a minute of
+        // margin on both sides covers clock steps.
+        let end_secs = periscope_benches::unix_nanos() / 1_000_000_000 + 60;
+        let mut url = self
+            .query_url
+            .join("api/v1/logs/histogram")
+            .context("invalid query url")?;
+        url.query_pairs_mut()
+            .append_pair("q", &format!("attributes.loadgen.run:{run_id}"))
+            .append_pair("start", &start_secs.saturating_sub(60).to_string())
+            .append_pair("end", &end_secs.to_string())
+            .append_pair("step", "3600s");
+        let mut req = http.get(url.clone());
+        if let Some(t) = &self.tenant {
+            req = req.header("X-Scope-OrgID", t);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("GET {url} failed"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            bail!(
+                "GET {url}: {status}: {}",
+                body.chars().take(300).collect::<String>()
+            );
+        }
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: invalid json"))?;
+        sum_buckets(&body).with_context(|| format!("GET {url}: unexpected response {body}"))
+    }
+}
+
+/// Sums `count` over `{"buckets":[{"start":..,"count":N},..]}`.
+fn sum_buckets(body: &serde_json::Value) -> anyhow::Result<u64> {
+    let Some(buckets) = body.get("buckets").and_then(|b| b.as_array()) else {
+        bail!("no buckets array")
+    };
+    buckets
+        .iter()
+        .map(|b| {
+            b.get("count")
+                .and_then(|c| c.as_u64())
+                .context("bucket without a count")
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn sums_histogram_buckets() {
+        let rows = [
+            (json!({"buckets": []}), Some(0)),
+            (
+                json!({"buckets": [{"start": "2026-01-01T00:00:00Z", "count": 3}, {"start": "x", "count": 4}]}),
+                Some(7),
+            ),
+            (json!({"buckets": [{"start": "x"}]}), None),
+            (json!({"error": "bad query"}), None),
+        ];
+        for (body, want) in rows {
+            assert_eq!(sum_buckets(&body).ok(), want, "{body}");
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Wiring of `periscope serve`: open the stores, replay the WAL, start the
+//! receivers and the query server, and shut down in order on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use periscope_proto::{ExportRequest, Signal};
+use periscope_query::{QueryState, ServiceRegistry};
+use periscope_store::{DataDir, LogIndexer, LogStore, LogStoreOptions, Wal, WalOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::pipeline::{Dispatcher, Ingest, WalItem, now_ns};
+use crate::receiver::grpc::{ExportService, LogsSvc, MetricsSvc, TracesSvc};
+use crate::telemetry::Metrics;
+
+/// Everything must be durable within this long after a shutdown signal.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(9);
+
+#[derive(Clone)]
+struct OpsState {
+    ready: Arc<AtomicBool>,
+    ingest: Arc<Ingest>,
+    logs: Arc<LogStore>,
+    wal: Arc<Wal<WalItem>>,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to bind {what} on {addr}"))
+}
+
+/// Runs the collector until a shutdown signal.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let data = DataDir::open(&cfg.data_dir)
+        .with_context(|| format!("failed to open data dir {}", cfg.data_dir.display()))?;
+    let logs = LogStore::open(
+        &data,
+        LogStoreOptions {
+            retention: cfg.logs_retention,
+            ..Default::default()
+        },
+    )
+    .context("failed to open log store")?;
+    let wal: Arc<Wal<WalItem>> = Arc::new(
+        Wal::open(
+            &data.wal_dir(),
+            WalOptions::default(),
+            logs.max_committed_lsn() + 1,
+        )
+        .context("failed to open wal")?,
+    );
+    let metrics = Arc::new(Metrics::default());
+    let services = Arc::new(ServiceRegistry::default());
+    let ingest = Arc::new(Ingest::new(
+        wal.clone(),
+        cfg.max_inflight_bytes,
+        cfg.logs_retention,
+        metrics.clone(),
+    ));
+    let ready = Arc::new(AtomicBool::new(false));
+
+    // Bind everything first so the addresses (port 0 included) are known.
+    let grpc_l = bind(cfg.otlp_grpc_addr, "otlp grpc").await?;
+    let otlp_http_l = bind(cfg.otlp_http_addr, "otlp http").await?;
+    let http_l = bind(cfg.http_addr, "http").await?;
+    let addrs = (
+        grpc_l.local_addr()?,
+        otlp_http_l.local_addr()?,
+        http_l.local_addr()?,
+    );
+    println!(
+        "{}",
+        serde_json::json!({"event": "listening", "otlp_grpc": addrs.0.to_string(), "otlp_http": addrs.1.to_string(), "http": addrs.2.to_string()})
+    );
+    tracing::info!(otlp_grpc = %addrs.0, otlp_http = %addrs.1, http = %addrs.2, data_dir = %cfg.data_dir.display(), "periscope listening");
+
+    let query_token = CancellationToken::new();
+    let ops = OpsState {
+        ready: ready.clone(),
+        ingest: ingest.clone(),
+        logs: logs.clone(),
+        wal: wal.clone(),
+    };
+    let query_app = periscope_query::router(QueryState {
+        logs: logs.clone(),
+        services: services.clone(),
+    })
+    .merge(
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(self_metrics))
+            .with_state(ops),
+    );
+    let qt = query_token.clone();
+    let query_server = tokio::spawn(async move {
+        axum::serve(http_l, query_app)
+            .with_graceful_shutdown(qt.cancelled_owned())
+            .await
+    });
+
+    // The indexer; the WAL releases segments as its commits land.
+    let (index_tx, index_rx) = std::sync::mpsc::sync_channel(16);
+    let wal_rel = wal.clone();
+    let indexer = LogIndexer::spawn(logs.clone(), index_rx, move |lsn| {
+        wal_rel.release(Signal::Logs, lsn)
+    })
+    .context("failed to start log indexer")?;
+    let dispatcher = Arc::new(Dispatcher {
+        indexer: index_tx,
+        services: services.clone(),
+        test_index_delay: cfg.test_index_delay,
+    });
+
+    // Replay what the stores have not made durable, then start the writer.
+    let (w, d) = (wal.clone(), dispatcher.clone());
+    let replayed = tokio::task::spawn_blocking(move || {
+        w.replay(|rec| {
+            let req =
+                ExportRequest::decode_protobuf(rec.entry.signal, &rec.entry.body).map_err(|e| {
+                    periscope_store::StoreError::WalClosed(format!(
+                        "wal entry {} does not decode: {e}",
+                        rec.lsn
+                    ))
+                })?;
+            let signal = rec.entry.signal;
+            d.dispatch(
+                rec.lsn,
+                signal,
+                WalItem::new(rec.entry.tenant, req, now_ns(), None),
+            );
+            Ok(())
+        })
+    })
+    .await?
+    .context("wal replay failed")?;
+    tracing::info!(entries = replayed, "wal replay finished");
+    wal.start(move |lsn, signal, item| dispatcher.dispatch(lsn, signal, item))
+        .context("failed to start wal writer")?;
+    ready.store(true, Ordering::SeqCst);
+
+    // Receivers.
+    let otlp_token = CancellationToken::new();
+    let (health_reporter, health_svc) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ExportService<LogsSvc>>()
+        .await;
+    health_reporter
+        .set_serving::<ExportService<TracesSvc>>()
+        .await;
+    health_reporter
+        .set_serving::<ExportService<MetricsSvc>>()
+        .await;
+    let max = cfg.max_recv_msg_size;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_svc)
+        .add_service(ExportService::<LogsSvc>::new(ingest.clone(), max))
+        .add_service(ExportService::<TracesSvc>::new(ingest.clone(), max))
+        .add_service(ExportService::<MetricsSvc>::new(ingest.clone(), max));
+    let t = otlp_token.clone();
+    let grpc_server = tokio::spawn(async move {
+        grpc.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_l),
+            t.cancelled_owned(),
+        )
+        .await
+    });
+    let http_app = crate::receiver::http::router(ingest.clone(), max, &cfg.cors_allowed_origins);
+    let t = otlp_token.clone();
+    let otlp_http_server = tokio::spawn(async move {
+        axum::serve(otlp_http_l, http_app)
+            .with_graceful_shutdown(t.cancelled_owned())
+            .await
+    });
+
+    // Retention.
+    let rl = logs.clone();
+    let retention = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let l = rl.clone();
+            match tokio::task::spawn_blocking(move || l.apply_retention(now_ns())).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "retention failed"),
+                Ok(Ok(_)) | Err(_) => {}
+            }
+        }
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new requests; draining");
+    ready.store(false, Ordering::SeqCst);
+    health_reporter
+        .set_not_serving::<ExportService<LogsSvc>>()
+        .await;
+    let drain = async {
+        otlp_token.cancel();
+        let _ = grpc_server.await;
+        let _ = otlp_http_server.await;
+        retention.abort();
+        // Everything acknowledged is already in the WAL; let the writer pass
+        // queued entries on, then the indexer makes a final commit.
+        let w = wal.clone();
+        tokio::task::spawn_blocking(move || {
+            w.close();
+            let _ = indexer.join();
+        })
+        .await
+    };
+    match tokio::time::timeout(SHUTDOWN_DEADLINE, drain).await {
+        Ok(_) => tracing::info!("shutdown complete"),
+        Err(_) => {
+            tracing::warn!("shutdown deadline passed; unindexed entries stay in the wal for replay")
+        }
+    }
+    query_token.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), query_server).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn readyz(State(st): State<OpsState>) -> impl IntoResponse {
+    if st.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "replaying wal")
+    }
+}
+
+async fn self_metrics(State(st): State<OpsState>) -> impl IntoResponse {
+    st.ingest.refresh_gauges();
+    let body = st
+        .ingest
+        .metrics
+        .render(st.wal.stats(), st.logs.stats(), st.ingest.budget_bytes());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+}

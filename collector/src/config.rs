@@ -1,0 +1,320 @@
+//! Configuration: flags, `PERISCOPE_*` environment variables and a TOML file,
+//! merged with precedence flag > env > file > default, then validated into
+//! [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// Periscope: OTLP in, searchable logs out.
+#[derive(Debug, Parser)]
+#[command(name = "periscope", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector: OTLP receivers, storage and the query API.
+    Serve(ServeArgs),
+}
+
+/// Flags of `serve`. Every flag is optional here so that the environment and
+/// the file can fill what the command line leaves out.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML file with the same keys as the flags (snake_case).
+    #[arg(long, env = "PERISCOPE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the WAL and the indexes live. Default `./data`.
+    #[arg(long, env = "PERISCOPE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address. Default `0.0.0.0:4317`.
+    #[arg(long, env = "PERISCOPE_OTLP_GRPC_ADDR")]
+    pub otlp_grpc_addr: Option<String>,
+    /// OTLP/HTTP listen address. Default `0.0.0.0:4318`.
+    #[arg(long, env = "PERISCOPE_OTLP_HTTP_ADDR")]
+    pub otlp_http_addr: Option<String>,
+    /// Query API, UI and self-metrics listen address. Default `0.0.0.0:8080`.
+    #[arg(long, env = "PERISCOPE_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// Largest accepted request, compressed or decoded (bytes, or with KiB/MiB/GiB). Default `16MiB`.
+    #[arg(long, env = "PERISCOPE_MAX_RECV_MSG_SIZE")]
+    pub max_recv_msg_size: Option<String>,
+    /// Budget of request bytes being processed at once; beyond it clients are told to retry. Default `256MiB`.
+    #[arg(long, env = "PERISCOPE_MAX_INFLIGHT_BYTES")]
+    pub max_inflight_bytes: Option<String>,
+    /// How long logs are kept (s, m, h, d, w). Default `7d`.
+    #[arg(long, env = "PERISCOPE_LOGS_RETENTION")]
+    pub logs_retention: Option<String>,
+    /// Origins allowed to call the OTLP/HTTP receiver from browsers (comma-separated, `*` for any). Default none: CORS off.
+    #[arg(long, env = "PERISCOPE_CORS_ALLOWED_ORIGINS")]
+    pub cors_allowed_origins: Option<String>,
+    /// Log filter for Periscope's own logs (tracing `EnvFilter` syntax). Default `info`.
+    #[arg(long, env = "PERISCOPE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Test hook: sleep this long per indexed batch, to exercise backpressure.
+    #[arg(long, env = "PERISCOPE_TEST_INDEX_DELAY_MS", hide = true)]
+    pub test_index_delay_ms: Option<u64>,
+}
+
+/// The TOML file: the same keys as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    otlp_grpc_addr: Option<String>,
+    otlp_http_addr: Option<String>,
+    http_addr: Option<String>,
+    max_recv_msg_size: Option<toml::Value>,
+    max_inflight_bytes: Option<toml::Value>,
+    logs_retention: Option<String>,
+    cors_allowed_origins: Option<Vec<String>>,
+    log_level: Option<String>,
+}
+
+/// The validated runtime configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub max_recv_msg_size: usize,
+    pub max_inflight_bytes: usize,
+    pub logs_retention: Duration,
+    pub cors_allowed_origins: Vec<String>,
+    pub log_level: String,
+    pub test_index_delay: Duration,
+}
+
+/// A configuration problem: reported in one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn toml_to_string(v: toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s,
+        toml::Value::Integer(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl ServeArgs {
+    /// Merges flags/env (already in `self`) over the file over defaults, and validates.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    ConfigError(format!(
+                        "invalid config file {}: {}",
+                        path.display(),
+                        one_line(&e.to_string())
+                    ))
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let addr = |name: &str,
+                    v: Option<String>,
+                    f: Option<String>,
+                    d: &str|
+         -> Result<SocketAddr, ConfigError> {
+            let s = v.or(f).unwrap_or_else(|| d.to_owned());
+            s.parse()
+                .map_err(|e| ConfigError(format!("invalid value {s:?} for {name}: {e}")))
+        };
+        let size = |name: &str,
+                    v: Option<String>,
+                    f: Option<toml::Value>,
+                    d: &str|
+         -> Result<usize, ConfigError> {
+            let s = v.or(f.map(toml_to_string)).unwrap_or_else(|| d.to_owned());
+            parse_size(&s).map_err(|e| ConfigError(format!("invalid value {s:?} for {name}: {e}")))
+        };
+        let retention = self
+            .logs_retention
+            .or(file.logs_retention)
+            .unwrap_or_else(|| "7d".into());
+        let logs_retention = parse_duration(&retention).map_err(|e| {
+            ConfigError(format!(
+                "invalid value {retention:?} for logs_retention: {e}"
+            ))
+        })?;
+        let cors_allowed_origins = match self.cors_allowed_origins {
+            Some(s) => s
+                .split(',')
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            None => file.cors_allowed_origins.unwrap_or_default(),
+        };
+        let config = Config {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            otlp_grpc_addr: addr(
+                "otlp_grpc_addr",
+                self.otlp_grpc_addr,
+                file.otlp_grpc_addr,
+                "0.0.0.0:4317",
+            )?,
+            otlp_http_addr: addr(
+                "otlp_http_addr",
+                self.otlp_http_addr,
+                file.otlp_http_addr,
+                "0.0.0.0:4318",
+            )?,
+            http_addr: addr("http_addr", self.http_addr, file.http_addr, "0.0.0.0:8080")?,
+            max_recv_msg_size: size(
+                "max_recv_msg_size",
+                self.max_recv_msg_size,
+                file.max_recv_msg_size,
+                "16MiB",
+            )?,
+            max_inflight_bytes: size(
+                "max_inflight_bytes",
+                self.max_inflight_bytes,
+                file.max_inflight_bytes,
+                "256MiB",
+            )?,
+            logs_retention,
+            cors_allowed_origins,
+            log_level: self
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            test_index_delay: Duration::from_millis(self.test_index_delay_ms.unwrap_or(0)),
+        };
+        if config.max_recv_msg_size == 0 || config.max_inflight_bytes == 0 {
+            return Err(ConfigError(
+                "max_recv_msg_size and max_inflight_bytes must be positive".into(),
+            ));
+        }
+        if config.logs_retention < Duration::from_secs(3600) {
+            return Err(ConfigError(format!(
+                "invalid value {retention:?} for logs_retention: at least 1h"
+            )));
+        }
+        Ok(config)
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Parses `1048576`, `512KiB`, `16MiB`, `1GiB`, `10MB`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| "expected a number of bytes like 16MiB".to_owned())?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| "size too large".to_owned())
+}
+
+/// Parses `30s`, `15m`, `12h`, `7d`, `2w`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a duration like 7d".to_owned())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        u => return Err(format!("unknown duration unit {u:?} (use s, m, h, d, w)")),
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| "duration too large".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        for (s, want) in [
+            ("16MiB", Some(16 << 20)),
+            ("100", Some(100)),
+            ("2KB", Some(2000)),
+            ("banana", None),
+            ("5XB", None),
+        ] {
+            assert_eq!(parse_size(s).ok(), want, "{s}");
+        }
+        for (s, want) in [
+            ("7d", Some(604_800)),
+            ("90m", Some(5400)),
+            ("forever", None),
+            ("5y", None),
+        ] {
+            assert_eq!(parse_duration(s).ok().map(|d| d.as_secs()), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_out_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9999\"\nmax_recv_msg_size = 1024\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            http_addr: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.http_addr.port(), 1);
+        assert_eq!(c.max_recv_msg_size, 1024);
+        assert_eq!(c.otlp_grpc_addr.port(), 4317);
+        std::fs::write(&path, "data_dri = \"x\"\n").unwrap();
+        let err = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.0.contains("data_dri") && !err.0.contains('\n'),
+            "{}",
+            err.0
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! The ingest pipeline shared by the receivers: admission against the
+//! in-flight budget, decoding and validation on blocking threads, the WAL
+//! append (acknowledge after fsync), and dispatch of durable entries to the stores.
+
+mod dispatch;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+pub use dispatch::{Dispatcher, WalItem};
+use periscope_proto::{
+    DecodeError, Encoding, ExportRequest, Limits, Signal, decode_request, validate,
+};
+use periscope_store::{StoreError, TenantId, Wal, WalEntry};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::telemetry::{Metrics, Transport};
+
+/// How an accepted request went: records dropped by validation, and why.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    pub rejected: usize,
+    pub error_message: String,
+}
+
+/// Why a request was not accepted. One mapping to gRPC and HTTP lives in the receivers.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The in-flight budget is exhausted: retry later.
+    #[error("too much data in flight ({0} bytes budget); retry later")]
+    Busy(usize),
+    /// The body could not be decoded.
+    #[error(transparent)]
+    Invalid(#[from] DecodeError),
+    /// The WAL cannot accept writes (I/O failure or shutdown).
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}
+
+/// The maximum `AnyValue` nesting accepted in a record.
+pub const MAX_DEPTH: usize = 32;
+/// Records may be at most this far in the future.
+const MAX_FUTURE: Duration = Duration::from_secs(86_400);
+
+/// Everything the receivers need to ingest a request.
+pub struct Ingest {
+    wal: Arc<Wal<WalItem>>,
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
+    retention: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl Ingest {
+    pub fn new(
+        wal: Arc<Wal<WalItem>>,
+        budget_bytes: usize,
+        retention: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Ingest {
+        Ingest {
+            wal,
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+            retention,
+            metrics,
+        }
+    }
+
+    /// Takes budget for a request of `wire_len` bytes, or refuses at once.
+    /// Decoded requests take a few times their wire size in memory.
+    fn admit(&self, wire_len: usize) -> Option<OwnedSemaphorePermit> {
+        let cost = (wire_len.saturating_mul(4)).clamp(1, self.budget_bytes) as u32;
+        let permit = self.budget.clone().try_acquire_many_owned(cost).ok()?;
+        self.metrics.inflight_bytes.store(
+            (self.budget_bytes - self.budget.available_permits()) as u64,
+            Ordering::Relaxed,
+        );
+        Some(permit)
+    }
+
+    /// Decodes, validates, makes durable and acknowledges one request.
+    pub async fn export(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        tenant: TenantId,
+        encoding: Encoding,
+        body: Bytes,
+    ) -> Result<Accepted, IngestError> {
+        let Some(permit) = self.admit(body.len()) else {
+            Metrics::add(&self.metrics.refused_requests, signal, transport, 1);
+            return Err(IngestError::Busy(self.budget_bytes));
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let now = now_ns();
+        let limits = Limits {
+            max_depth: MAX_DEPTH,
+            min_timestamp_ns: now - self.retention.as_nanos() as i64,
+            max_timestamp_ns: now + MAX_FUTURE.as_nanos() as i64,
+        };
+        let wal = self.wal.clone();
+        let metrics = self.metrics.clone();
+        // Decoding, validation and compression are CPU work: off the async runtime.
+        let outcome =
+            tokio::task::spawn_blocking(move || -> Result<(usize, Accepted), IngestError> {
+                // Only a protobuf body that fails to decode can have been rewritten (invalid UTF-8).
+                let (req, rewritten) = match encoding {
+                    Encoding::Protobuf => match ExportRequest::decode_protobuf(signal, &body) {
+                        Ok(req) => (Ok(req), false),
+                        Err(_) => (decode_request(signal, encoding, &body), true),
+                    },
+                    Encoding::Json => (decode_request(signal, encoding, &body), true),
+                };
+                let req = req.inspect_err(|_| {
+                    Metrics::add(&metrics.invalid_requests, signal, transport, 1)
+                })?;
+                let received = req.record_count();
+                Metrics::add(&metrics.received, signal, transport, received as u64);
+                let v = validate(req, &limits);
+                // Store the client's bytes when they are exactly what was accepted.
+                let stored = if v.rejected == 0 && !rewritten {
+                    body.to_vec()
+                } else {
+                    v.request.encode_to_vec()
+                };
+                let entry = WalEntry {
+                    signal,
+                    tenant: tenant.clone(),
+                    body: stored,
+                };
+                let accepted = received - v.rejected;
+                let item = WalItem::new(tenant, v.request, now, Some(permit));
+                wal.append(
+                    entry.encode(),
+                    item,
+                    Box::new(move |r| {
+                        let _ = tx.send(r);
+                    }),
+                )?;
+                Ok((
+                    accepted,
+                    Accepted {
+                        rejected: v.rejected,
+                        error_message: v.error_message,
+                    },
+                ))
+            })
+            .await
+            .map_err(|e| {
+                IngestError::Unavailable(StoreError::WalClosed(format!("ingest task failed: {e}")))
+            })?;
+        let (accepted, result) = outcome?;
+        match rx.await {
+            Ok(Ok(_lsn)) => {
+                Metrics::add(&self.metrics.accepted, signal, transport, accepted as u64);
+                Metrics::add(
+                    &self.metrics.rejected,
+                    signal,
+                    transport,
+                    result.rejected as u64,
+                );
+                Ok(result)
+            }
+            Ok(Err(e)) => Err(IngestError::Unavailable(e)),
+            Err(_) => Err(IngestError::Unavailable(StoreError::WalClosed(
+                "writer stopped".into(),
+            ))),
+        }
+    }
+
+    /// Refreshes the in-flight gauge (permits are released on other threads).
+    pub fn refresh_gauges(&self) {
+        self.metrics.inflight_bytes.store(
+            (self.budget_bytes - self.budget.available_permits()) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn budget_bytes(&self) -> usize {
+        self.budget_bytes
+    }
+}

@@ -1,0 +1,216 @@
+//! Periscope's own metrics, rendered in the Prometheus text format at
+//! `GET /metrics`. Names and labels are listed in docs/instrumentation.md.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use periscope_proto::Signal;
+use periscope_store::{IndexStats, WalStats};
+
+/// Which receiver a request came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Grpc = 0,
+    Http = 1,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+type PerSignal = [[AtomicU64; 2]; 3];
+
+/// Counters per signal and transport.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Records in requests that decoded.
+    pub received: PerSignal,
+    /// Records made durable and acknowledged.
+    pub accepted: PerSignal,
+    /// Records dropped by validation (partial success).
+    pub rejected: PerSignal,
+    /// Requests turned away by backpressure (429 / RESOURCE_EXHAUSTED).
+    pub refused_requests: PerSignal,
+    /// Requests that failed to decode or were too large.
+    pub invalid_requests: PerSignal,
+    /// Bytes of the in-flight budget in use.
+    pub inflight_bytes: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &PerSignal, signal: Signal, transport: Transport, n: u64) {
+        counter[signal as usize - 1][transport as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn family(out: &mut String, name: &str, help: &str, c: &PerSignal) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for s in Signal::ALL {
+            for t in [Transport::Grpc, Transport::Http] {
+                let v = c[s as usize - 1][t as usize].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "{name}{{signal=\"{}\",transport=\"{}\"}} {v}",
+                    s.as_str(),
+                    t.as_str()
+                );
+            }
+        }
+    }
+
+    /// The exposition text of every self-metric.
+    pub fn render(&self, wal: &WalStats, index: &IndexStats, inflight_limit: usize) -> String {
+        let mut o = String::with_capacity(4096);
+        Self::family(
+            &mut o,
+            "periscope_received_records_total",
+            "Records received in decodable requests.",
+            &self.received,
+        );
+        Self::family(
+            &mut o,
+            "periscope_accepted_records_total",
+            "Records written to the WAL and acknowledged.",
+            &self.accepted,
+        );
+        Self::family(
+            &mut o,
+            "periscope_rejected_records_total",
+            "Records rejected by validation (OTLP partial success).",
+            &self.rejected,
+        );
+        Self::family(
+            &mut o,
+            "periscope_refused_requests_total",
+            "Requests refused by backpressure (HTTP 429, gRPC RESOURCE_EXHAUSTED).",
+            &self.refused_requests,
+        );
+        Self::family(
+            &mut o,
+            "periscope_invalid_requests_total",
+            "Requests that could not be decoded or were too large.",
+            &self.invalid_requests,
+        );
+        let g = |o: &mut String, name: &str, help: &str, kind: &str, v: f64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        g(
+            &mut o,
+            "periscope_inflight_bytes",
+            "Bytes of the in-flight budget in use.",
+            "gauge",
+            ld(&self.inflight_bytes),
+        );
+        g(
+            &mut o,
+            "periscope_inflight_limit_bytes",
+            "The in-flight budget.",
+            "gauge",
+            inflight_limit as f64,
+        );
+        g(
+            &mut o,
+            "periscope_wal_written_bytes_total",
+            "Bytes appended to the WAL.",
+            "counter",
+            ld(&wal.bytes_written),
+        );
+        g(
+            &mut o,
+            "periscope_wal_entries_total",
+            "Entries appended to the WAL.",
+            "counter",
+            ld(&wal.entries),
+        );
+        g(
+            &mut o,
+            "periscope_wal_disk_bytes",
+            "Bytes of WAL segments on disk.",
+            "gauge",
+            ld(&wal.disk_bytes),
+        );
+        g(
+            &mut o,
+            "periscope_wal_segments",
+            "WAL segments on disk.",
+            "gauge",
+            ld(&wal.segments),
+        );
+        g(
+            &mut o,
+            "periscope_wal_queue_depth",
+            "Entries waiting for the WAL writer.",
+            "gauge",
+            ld(&wal.queue_depth),
+        );
+        let name = "periscope_wal_fsync_duration_seconds";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Duration of WAL fsyncs (one per group commit).\n# TYPE {name} histogram"
+        );
+        let mut cum = 0;
+        for (b, c) in periscope_store::FSYNC_BUCKETS
+            .iter()
+            .zip(&wal.fsync_buckets)
+        {
+            cum += c.load(Ordering::Relaxed);
+            let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        let n = wal.fsyncs.load(Ordering::Relaxed);
+        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {n}");
+        let _ = writeln!(
+            o,
+            "{name}_sum {}",
+            wal.fsync_nanos.load(Ordering::Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(o, "{name}_count {n}");
+        g(
+            &mut o,
+            "periscope_logs_indexed_records_total",
+            "Log records handed to the index.",
+            "counter",
+            ld(&index.indexed_records),
+        );
+        g(
+            &mut o,
+            "periscope_logs_replay_skipped_records_total",
+            "Replayed log records already in the index.",
+            "counter",
+            ld(&index.replay_skipped_records),
+        );
+        g(
+            &mut o,
+            "periscope_logs_commits_total",
+            "Log index commit rounds.",
+            "counter",
+            ld(&index.commits),
+        );
+        g(
+            &mut o,
+            "periscope_logs_commit_errors_total",
+            "Failed log index commits.",
+            "counter",
+            ld(&index.commit_errors),
+        );
+        g(
+            &mut o,
+            "periscope_logs_index_lag_seconds",
+            "Acknowledgement-to-searchable delay at the last commit.",
+            "gauge",
+            ld(&index.last_lag_nanos) / 1e9,
+        );
+        g(
+            &mut o,
+            "periscope_logs_open_writers",
+            "Open log partition writers.",
+            "gauge",
+            ld(&index.open_writers),
+        );
+        o
+    }
+}

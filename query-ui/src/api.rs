@@ -1,0 +1,288 @@
+//! HTTP handlers of the query API (`/api/v1/...`). Every request reads one
+//! tenant, from `X-Scope-OrgID` (default `default`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use periscope_proto::SeverityLevel;
+use periscope_store::{
+    Cursor, HistogramRequest, LogHit, LogSearch, LogStore, StoreError, TenantId,
+};
+use serde_json::{Value, json};
+
+use crate::{ServiceRegistry, format_rfc3339_ns, parse_time};
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct QueryState {
+    /// The log store.
+    pub logs: Arc<LogStore>,
+    /// Services seen in signals without an index.
+    pub services: Arc<ServiceRegistry>,
+}
+
+/// The query API routes.
+pub fn router(state: QueryState) -> Router {
+    Router::new()
+        .route("/api/v1/logs/search", get(search))
+        .route("/api/v1/logs/histogram", get(histogram))
+        .route("/api/v1/services", get(services))
+        .with_state(state)
+}
+
+/// An API error: status plus `{"error": message}`.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Query(_)
+            | StoreError::InvalidArgument(_)
+            | StoreError::InvalidTenant(_) => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            e => {
+                tracing::error!(error = %e, "query failed");
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// The tenant of a request: `X-Scope-OrgID`, else `default`.
+fn tenant(headers: &HeaderMap) -> Result<TenantId, ApiError> {
+    match headers.get("x-scope-orgid") {
+        None => Ok(TenantId::default_tenant()),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| bad("X-Scope-OrgID is not valid text"))?;
+            TenantId::parse(s).map_err(ApiError::from)
+        }
+    }
+}
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+fn log_search(p: &HashMap<String, String>) -> Result<LogSearch, ApiError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let time = |k: &str| {
+        p.get(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| parse_time(v).map_err(|e| bad(format!("{k}: {e}"))))
+            .transpose()
+    };
+    let end_ns = time("end")?.unwrap_or(now);
+    let start_ns = time("start")?.unwrap_or(end_ns - HOUR_NS);
+    if start_ns > end_ns {
+        return Err(bad("start is after end"));
+    }
+    let limit = match p.get("limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| bad("limit must be 1 to 1000"))?,
+        None => 100,
+    };
+    let min_severity = p
+        .get("severity")
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            SeverityLevel::parse(s)
+                .map(|l| l.min_number())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "unknown severity {s:?}: use TRACE, DEBUG, INFO, WARN, ERROR or FATAL"
+                    ))
+                })
+        })
+        .transpose()?;
+    let trace_id = p.get("trace_id").filter(|s| !s.is_empty()).cloned();
+    if let Some(t) = &trace_id {
+        if t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("trace_id must be 32 hex digits"));
+        }
+    }
+    Ok(LogSearch {
+        query: p.get("q").cloned().unwrap_or_default(),
+        start_ns,
+        end_ns,
+        service: p.get("service").filter(|s| !s.is_empty()).cloned(),
+        min_severity,
+        trace_id,
+        limit,
+        cursor: p
+            .get("cursor")
+            .filter(|s| !s.is_empty())
+            .map(|c| Cursor::parse(c))
+            .transpose()?,
+    })
+}
+
+fn hit_json(h: LogHit) -> Value {
+    json!({
+        "timestamp": format_rfc3339_ns(h.timestamp_ns),
+        "observed_timestamp": format_rfc3339_ns(h.observed_timestamp_ns),
+        "severity_text": h.severity_text,
+        "severity_number": h.severity_number,
+        "body": h.body,
+        "service": h.service,
+        "trace_id": h.trace_id,
+        "span_id": h.span_id,
+        "attributes": h.attributes,
+        "resource": h.resource,
+        "scope": h.scope,
+    })
+}
+
+/// Runs store work on a blocking thread: tantivy searches must not stall the runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("query task failed: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+async fn search(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    Query(p): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&headers)?;
+    let s = log_search(&p)?;
+    let page = blocking(move || st.logs.search(&tenant, &s)).await?;
+    Ok(Json(json!({
+        "hits": page.hits.into_iter().map(hit_json).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor.map(|c| c.encode()),
+    })))
+}
+
+/// Parses `30s`, `5m`, `1h`, `1d` or plain seconds into nanoseconds.
+fn parse_step(s: &str) -> Result<i64, ApiError> {
+    let err = || {
+        bad(format!(
+            "invalid step {s:?}: use e.g. 30s, 5m, 1h or seconds"
+        ))
+    };
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1e9),
+        Some((i, 'm')) if !s.ends_with("ms") => (&s[..i], 60e9),
+        Some((i, 'h')) => (&s[..i], 3600e9),
+        Some((i, 'd')) => (&s[..i], 86400e9),
+        Some(_) => (s, 1e9),
+        None => return Err(err()),
+    };
+    let v: f64 = num.parse().map_err(|_| err())?;
+    let ns = v * mult;
+    if !(ns >= 1e6 && ns < 1e18) {
+        return Err(err());
+    }
+    Ok(ns as i64)
+}
+
+async fn histogram(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    Query(p): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&headers)?;
+    let search = log_search(&p)?;
+    let step_ns = match p.get("step").filter(|s| !s.is_empty()) {
+        Some(s) => parse_step(s)?,
+        // About 100 buckets, at least one second wide.
+        None => ((search.end_ns - search.start_ns) / 100).max(1_000_000_000),
+    };
+    let buckets = blocking(move || {
+        st.logs
+            .histogram(&tenant, &HistogramRequest { search, step_ns })
+    })
+    .await?;
+    Ok(Json(json!({
+        "step_seconds": step_ns as f64 / 1e9,
+        "buckets": buckets.into_iter().map(|(start, count)| json!({"start": format_rfc3339_ns(start), "count": count})).collect::<Vec<_>>(),
+    })))
+}
+
+async fn services(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    Query(p): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&headers)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let start = p
+        .get("start")
+        .map(|s| parse_time(s).map_err(bad))
+        .transpose()?
+        .unwrap_or(i64::MIN / 2);
+    let end = p
+        .get("end")
+        .map(|s| parse_time(s).map_err(bad))
+        .transpose()?
+        .unwrap_or(now + 86_400_000_000_000);
+    let mut names = st.services.get(&tenant);
+    let logs = st.logs.clone();
+    names.extend(blocking(move || logs.services(&tenant, start, end)).await?);
+    Ok(Json(json!({ "services": names })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps() {
+        assert_eq!(parse_step("60s").ok(), Some(60_000_000_000));
+        assert_eq!(parse_step("5m").ok(), Some(300_000_000_000));
+        assert_eq!(parse_step("2").ok(), Some(2_000_000_000));
+        assert!(parse_step("fast").is_err());
+        assert!(parse_step("0s").is_err());
+    }
+
+    #[test]
+    fn search_params() {
+        let p: HashMap<String, String> = [("limit", "5000")]
+            .into_iter()
+            .map(|(a, b)| (a.into(), b.into()))
+            .collect();
+        assert!(log_search(&p).is_err());
+        let p: HashMap<String, String> = [("severity", "warn"), ("start", "10"), ("end", "20")]
+            .into_iter()
+            .map(|(a, b)| (a.into(), b.into()))
+            .collect();
+        let s = log_search(&p).unwrap();
+        assert_eq!(
+            (s.min_severity, s.start_ns, s.end_ns, s.limit),
+            (Some(13), 10_000_000_000, 20_000_000_000, 100)
+        );
+    }
+}
