@@ -357,10 +357,10 @@ mod tests {
         };
         let v = validate(ExportRequest::Logs(req), &LIMITS);
         assert_eq!(v.request.record_count(), expected_kept);
-        assert_eq!(v.rejected, 5);
+        assert_eq!(v.rejected, 6);
         assert!(
             v.error_message
-                .starts_with("5 log records rejected: trace_id has 17 bytes, expected 16"),
+                .starts_with("6 log records rejected: trace_id has 17 bytes, expected 16"),
             "{}",
             v.error_message
         );
