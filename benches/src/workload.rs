@@ -31,14 +31,15 @@ pub const SERVICES: [&str; 8] = [
 const INSTANCES: u32 = 3;
 
 const METHODS: [(&str, u32); 4] = [("GET", 60), ("POST", 25), ("PUT", 8), ("DELETE", 7)];
+/// Request paths; those ending in `/` or `=` take a numeric id.
 const PATHS: [&str; 10] = [
-    "/api/v1/products",
+    "/api/v1/products/",
     "/api/v1/cart/items",
-    "/api/v1/orders",
+    "/api/v1/orders/",
     "/api/v1/checkout/session",
     "/api/v1/users/me",
-    "/api/v1/recommendations",
-    "/api/v1/shipping/quote",
+    "/api/v1/recommendations?product=",
+    "/api/v1/shipping/quote?zip=",
     "/api/v1/payments/intent",
     "/static/js/app.bundle.js",
     "/healthz",
@@ -165,6 +166,7 @@ impl Workload {
             _ => (17, "ERROR"),
         };
         let method = weighted(rng, &METHODS);
+        let path = pick(rng, &PATHS);
         let status: i64 = match severity_number {
             9 => *pick(rng, &[200, 200, 200, 200, 201, 204, 304]),
             13 => *pick(rng, &[404, 409, 429, 499]),
@@ -179,19 +181,18 @@ impl Workload {
         let _ = match severity_number {
             9 if rng.random_bool(0.8) => write!(
                 b,
-                "10.42.{}.{} - user-{user} \"{method} {}/{}?page={} HTTP/1.1\" {status} {} \"https://shop.example.com/\" \"{}\" rt={:.3}",
+                "10.42.{}.{} - user-{user} \"{method} {}{} HTTP/1.1\" {status} {} \"https://shop.example.com/\" \"{}\" rt={:.3} req_id={request_id}",
                 rng.random_range(0..16u32),
                 rng.random_range(2..250u32),
-                pick(rng, &PATHS),
-                rng.random_range(1..100_000u32),
-                rng.random_range(1..20u32),
+                path,
+                if path.ends_with(['/', '=']) { rng.random_range(1..100_000u32).to_string() } else { String::new() },
                 rng.random_range(120..90_000u32),
                 pick(rng, &AGENTS),
                 rng.random_range(1..900u32) as f64 / 1000.0,
             ),
             9 => write!(
                 b,
-                "{} order_id=ORD-{} items={} total={}.{:02} currency={} customer=user-{user} tier={} duration_ms={} region=eu-west-{}",
+                "{} order_id=ORD-{} items={} total={}.{:02} currency={} customer=user-{user} tier={} channel={} duration_ms={} region=eu-west-{} session={:016x}",
                 pick(rng, &EVENTS),
                 rng.random_range(100_000..999_999u32),
                 rng.random_range(1..9u32),
@@ -199,12 +200,14 @@ impl Workload {
                 rng.random_range(0..100u32),
                 pick(rng, &["EUR", "USD", "GBP"]),
                 pick(rng, &["bronze", "silver", "gold"]),
+                pick(rng, &["web", "ios", "android"]),
                 rng.random_range(2..400u32),
                 rng.random_range(1..4u32),
+                rng.random::<u64>(),
             ),
             5 => write!(
                 b,
-                "cache lookup key={}:{user}:{} hit={} backend=redis-{}.cache.svc:6379 ttl_ms=30000 elapsed_us={} pool_in_use={}/32 bytes={} caller={}Repository.load",
+                "cache lookup key={}:{user}:{} hit={} backend=redis-{}.cache.svc:6379 ttl_ms=30000 elapsed_us={} pool_in_use={}/32 bytes={} caller={}Repository.load request_id={request_id}",
                 pick(rng, &CACHE_KEYS),
                 rng.random_range(1..1000u32),
                 rng.random_bool(0.7),
@@ -224,12 +227,14 @@ impl Workload {
             ),
             13 => write!(
                 b,
-                "upstream {} responded {status}, retrying in {} ms (attempt {}/5) request_id={request_id} circuit={} queue_depth={}",
+                "upstream {} responded {status}, retrying in {} ms (attempt {}/5) request_id={request_id} circuit={} queue_depth={} upstream_addr=10.42.{}.{}:8443",
                 pick(rng, &UPSTREAMS),
                 pick(rng, &[100, 200, 400, 800]),
                 rng.random_range(1..5u32),
                 pick(rng, &["closed", "half-open"]),
                 rng.random_range(0..200u32),
+                rng.random_range(0..16u32),
+                rng.random_range(2..250u32),
             ),
             _ => match rng.random_range(0..3u32) {
                 0 => write!(
