@@ -185,7 +185,11 @@ impl Workload {
                 rng.random_range(0..16u32),
                 rng.random_range(2..250u32),
                 path,
-                if path.ends_with(['/', '=']) { rng.random_range(1..100_000u32).to_string() } else { String::new() },
+                if path.ends_with(['/', '=']) {
+                    rng.random_range(1..100_000u32).to_string()
+                } else {
+                    String::new()
+                },
                 rng.random_range(120..90_000u32),
                 pick(rng, &AGENTS),
                 rng.random_range(1..900u32) as f64 / 1000.0,

@@ -191,9 +191,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         loop {
             tick.tick().await;
             let l = rl.clone();
-            match tokio::task::spawn_blocking(move || l.apply_retention(now_ns())).await {
-                Ok(Err(e)) => tracing::warn!(error = %e, "retention failed"),
-                Ok(Ok(_)) | Err(_) => {}
+            if let Ok(Err(e)) =
+                tokio::task::spawn_blocking(move || l.apply_retention(now_ns())).await
+            {
+                tracing::warn!(error = %e, "retention failed");
             }
         }
     });

@@ -117,10 +117,11 @@ fn log_search(p: &HashMap<String, String>) -> Result<LogSearch, ApiError> {
         })
         .transpose()?;
     let trace_id = p.get("trace_id").filter(|s| !s.is_empty()).cloned();
-    if let Some(t) = &trace_id {
-        if t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("trace_id must be 32 hex digits"));
-        }
+    if trace_id
+        .as_ref()
+        .is_some_and(|t| t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(bad("trace_id must be 32 hex digits"));
     }
     Ok(LogSearch {
         query: p.get("q").cloned().unwrap_or_default(),
@@ -200,7 +201,7 @@ fn parse_step(s: &str) -> Result<i64, ApiError> {
     };
     let v: f64 = num.parse().map_err(|_| err())?;
     let ns = v * mult;
-    if !(ns >= 1e6 && ns < 1e18) {
+    if !(1e6..1e18).contains(&ns) {
         return Err(err());
     }
     Ok(ns as i64)

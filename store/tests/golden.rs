@@ -8,7 +8,10 @@ use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use periscope_proto::{LogRecord, Signal};
-use periscope_store::{DataDir, IndexBatch, LogIndexer, LogSearch, LogStore, LogStoreOptions, TenantId, Wal, WalEntry, WalOptions};
+use periscope_store::{
+    DataDir, IndexBatch, LogIndexer, LogSearch, LogStore, LogStoreOptions, TenantId, Wal, WalEntry,
+    WalOptions,
+};
 
 /// 2026-01-01T00:00:00Z
 const BASE_NS: i64 = 1_767_225_600_000_000_000;
@@ -19,7 +22,10 @@ fn golden_dir() -> PathBuf {
 
 fn opts() -> LogStoreOptions {
     // The fixture is old; keep it inside retention.
-    LogStoreOptions { retention: Duration::from_secs(100 * 365 * 86_400), ..Default::default() }
+    LogStoreOptions {
+        retention: Duration::from_secs(100 * 365 * 86_400),
+        ..Default::default()
+    }
 }
 
 fn record(i: i64) -> LogRecord {
@@ -32,8 +38,14 @@ fn record(i: i64) -> LogRecord {
         service: "golden".into(),
         trace_id: "0102030405060708090a0b0c0d0e0f10".into(),
         span_id: "0102030405060708".into(),
-        attributes: serde_json::json!({"n": i}).as_object().cloned().unwrap_or_default(),
-        resource: serde_json::json!({"service.name": "golden"}).as_object().cloned().unwrap_or_default(),
+        attributes: serde_json::json!({"n": i})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        resource: serde_json::json!({"service.name": "golden"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
         scope: "fixture".into(),
     }
 }
@@ -45,10 +57,22 @@ fn regenerate(dir: &Path) {
     let wal = Wal::<()>::open(&data.wal_dir(), WalOptions::default(), 1).unwrap();
     wal.start(|_, _, ()| {}).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    for (signal, body) in [(Signal::Logs, b"logs-body".to_vec()), (Signal::Traces, b"spans-body".to_vec())] {
+    for (signal, body) in [
+        (Signal::Logs, b"logs-body".to_vec()),
+        (Signal::Traces, b"spans-body".to_vec()),
+    ] {
         let tx = tx.clone();
-        let e = WalEntry { signal, tenant: tenant.clone(), body };
-        wal.append(e.encode(), (), Box::new(move |r| tx.send(r.unwrap()).unwrap())).unwrap();
+        let e = WalEntry {
+            signal,
+            tenant: tenant.clone(),
+            body,
+        };
+        wal.append(
+            e.encode(),
+            (),
+            Box::new(move |r| tx.send(r.unwrap()).unwrap()),
+        )
+        .unwrap();
     }
     drop(tx);
     assert_eq!(rx.iter().count(), 2);
@@ -56,8 +80,14 @@ fn regenerate(dir: &Path) {
     let store = LogStore::open(&data, opts()).unwrap();
     let (itx, irx) = sync_channel(1);
     let h = LogIndexer::spawn(store, irx, |_| {}).unwrap();
-    itx.send(IndexBatch { lsn: 1, tenant, records: (0..3).map(record).collect(), hold: Box::new(()), acked_at: Instant::now() })
-        .unwrap();
+    itx.send(IndexBatch {
+        lsn: 1,
+        tenant,
+        records: (0..3).map(record).collect(),
+        hold: Box::new(()),
+        acked_at: Instant::now(),
+    })
+    .unwrap();
     drop(itx);
     h.join().unwrap();
 }
@@ -105,5 +135,11 @@ fn golden_v1_data_dir_still_opens() {
         Ok(())
     })
     .unwrap();
-    assert_eq!(entries, vec![(1, Signal::Logs, b"logs-body".to_vec()), (2, Signal::Traces, b"spans-body".to_vec())]);
+    assert_eq!(
+        entries,
+        vec![
+            (1, Signal::Logs, b"logs-body".to_vec()),
+            (2, Signal::Traces, b"spans-body".to_vec())
+        ]
+    );
 }

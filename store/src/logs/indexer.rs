@@ -206,15 +206,13 @@ impl LogIndexer {
     fn close_least_recently_used(&mut self) {
         // Commit first so the closed writer's records are durable with the current position.
         self.commit_round();
-        if let Some(key) = self
+        let lru = self
             .writers
             .iter()
             .min_by_key(|(_, w)| w.last_used)
-            .map(|(k, _)| k.clone())
-        {
-            if let Some(w) = self.writers.remove(&key) {
-                let _ = w.writer.wait_merging_threads();
-            }
+            .map(|(k, _)| k.clone());
+        if let Some(w) = lru.and_then(|k| self.writers.remove(&k)) {
+            let _ = w.writer.wait_merging_threads();
         }
     }
 

@@ -335,7 +335,7 @@ impl LogStore {
             for (k, addr) in top_in_partition(&p, &searcher, query.as_ref(), limit, s.cursor)? {
                 best.push((k, p.clone(), addr));
             }
-            best.sort_by(|a, b| b.0.cmp(&a.0));
+            best.sort_by_key(|b| std::cmp::Reverse(b.0));
             best.truncate(limit);
         }
         let next_cursor = (best.len() == limit)

@@ -383,10 +383,9 @@ impl SegmentWriter {
         if segs
             .last()
             .is_some_and(|s| s.last_lsn == 0 && s.path != path)
+            && let Some(old) = segs.pop()
         {
-            if let Some(old) = segs.pop() {
-                let _ = std::fs::remove_file(&old.path);
-            }
+            let _ = std::fs::remove_file(&old.path);
         }
         segs.retain(|s| s.path != path);
         segs.push(SegInfo {

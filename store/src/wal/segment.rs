@@ -212,7 +212,7 @@ impl SegmentReader {
         let len = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default()) as usize;
         let crc = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
         let lsn = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
-        if len > MAX_PAYLOAD || len < 2 {
+        if !(2..=MAX_PAYLOAD).contains(&len) {
             self.torn = Some(format!(
                 "invalid frame length {len} at offset {}",
                 self.valid_len
