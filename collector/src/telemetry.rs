@@ -36,6 +36,8 @@ pub struct Metrics {
     pub rejected: PerSignal,
     /// Requests turned away by backpressure (429 / RESOURCE_EXHAUSTED).
     pub refused_requests: PerSignal,
+    /// Records in those requests (protobuf only; JSON bodies are not parsed to count them).
+    pub refused_records: PerSignal,
     /// Requests that failed to decode or were too large.
     pub invalid_requests: PerSignal,
     /// Bytes of the in-flight budget in use.

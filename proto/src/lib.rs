@@ -11,6 +11,7 @@
 //! assert_eq!(req.record_count(), 0);
 //! ```
 
+mod count;
 mod decode;
 mod error;
 mod json;
@@ -19,6 +20,7 @@ mod model;
 mod status;
 mod validate;
 
+pub use count::count_records;
 pub use decode::{Encoding, ExportRequest, Signal, decode_request};
 pub use error::DecodeError;
 pub use json::{decode_logs_json, decode_metrics_json, decode_traces_json};

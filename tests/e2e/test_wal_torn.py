@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import re
 import struct
+import time
 from pathlib import Path
 
 import pytest
 from conftest import Collector, unique
 from otlp_util import as_int, hit_attr, log_record, logs_request, parse_logs_response
 
-N_REQUESTS = 10
+N_REQUESTS = 8
+# Long enough that the last requests are not indexed (let alone committed)
+# when the collector is killed; short because it may also slow acknowledgements.
+INDEX_DELAY_MS = "500"
 PER_REQUEST = 20
 WAL_MAGIC = b"PSCWAL"
 WAL_HEADER = 8
@@ -71,10 +75,12 @@ def seqs_of(hits: list[dict]) -> list[int]:
 def test_torn_wal_tail_is_cut_and_the_rest_kept(collectors, tmp_path, damage: str) -> None:
     data_dir = tmp_path / "data"
     run = unique("torn")
-    c1: Collector = collectors(data_dir=data_dir, args=["--test-index-delay-ms", "20000"], name="slow").start()
+    c1: Collector = collectors(data_dir=data_dir, args=["--test-index-delay-ms", INDEX_DELAY_MS], name="slow").start()
+    t0 = time.monotonic()
     for req in range(N_REQUESTS):
         send(c1, run, req)
     c1.kill()
+    print(f"{N_REQUESTS} requests acknowledged in {time.monotonic() - t0:.1f}s, then SIGKILL")
 
     seg = newest_segment(data_dir)
     data = seg.read_bytes()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 pub use dispatch::{Dispatcher, WalItem};
 use periscope_proto::{
-    DecodeError, Encoding, ExportRequest, Limits, Signal, decode_request, validate,
+    DecodeError, Encoding, ExportRequest, Limits, Signal, count_records, decode_request, validate,
 };
 use periscope_store::{StoreError, TenantId, Wal, WalEntry};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -99,6 +99,15 @@ impl Ingest {
     ) -> Result<Accepted, IngestError> {
         let Some(permit) = self.admit(body.len()) else {
             Metrics::add(&self.metrics.refused_requests, signal, transport, 1);
+            // JSON bodies are not counted: counting them would mean parsing them.
+            if encoding == Encoding::Protobuf {
+                Metrics::add(
+                    &self.metrics.refused_records,
+                    signal,
+                    transport,
+                    count_records(signal, &body) as u64,
+                );
+            }
             return Err(IngestError::Busy(self.budget_bytes));
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
