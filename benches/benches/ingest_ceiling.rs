@@ -24,7 +24,7 @@ use periscope_proto::otlp::ExportLogsServiceRequest;
 use periscope_store::{DataDir, IndexBatch, LogIndexer, LogStore, LogStoreOptions, TenantId};
 use prost::Message;
 
-const REQUESTS: u64 = 400;
+const REQUESTS: u64 = 100;
 const RECORDS_PER_REQUEST: u64 = 500;
 const RECORDS: u64 = REQUESTS * RECORDS_PER_REQUEST;
 /// Bound of the queue into the indexer thread (batches, not records).

@@ -334,6 +334,20 @@ class Collector:
             return None
         return sum(int(b["count"]) for b in r.json()["buckets"])
 
+    def wait_services(self, names: Iterable[str], tenant: str | None = None, timeout: float = SEARCHABLE_TIMEOUT_S) -> list[str]:
+        """Polls /api/v1/services until it lists every name; returns the last list."""
+        want = set(names)
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.get("/api/v1/services", tenant=tenant)
+            assert r.status_code == 200, f"/api/v1/services -> {r.status_code}: {r.text[:300]}"
+            services = r.json()["services"]
+            if want <= set(services):
+                return services
+            if time.monotonic() > deadline:
+                raise AssertionError(f"services {sorted(want - set(services))} not listed within {timeout}s: {services}")
+            time.sleep(0.25)
+
     # ----- self metrics ------------------------------------------------------
 
     def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

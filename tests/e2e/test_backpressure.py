@@ -16,7 +16,7 @@ from otlp_util import as_int, grpc_channel, grpc_export_logs, hit_attr, log_reco
 
 HTTP_CLIENTS = 4
 GRPC_CLIENTS = 2
-BATCHES_PER_CLIENT = 15
+BATCHES_PER_CLIENT = 10
 PER_BATCH = 150
 DEADLINE_S = 150
 MAX_RETRY_AFTER_S = 10

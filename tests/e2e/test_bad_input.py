@@ -13,8 +13,7 @@ import io
 import json
 import threading
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import grpc
 import pytest
@@ -22,6 +21,9 @@ import requests
 import zstandard
 from conftest import Collector, http_session, unique
 from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 from otlp_util import (
     LOGS_EXPORT_METHOD,
     as_int,
@@ -29,6 +31,7 @@ from otlp_util import (
     grpc_export_logs,
     grpc_raw_call,
     hit_attr,
+    kv,
     log_record,
     logs_request,
     logs_request_bytes,
@@ -222,6 +225,22 @@ def test_compressed_requests_accepted(c: Collector) -> None:
         c.search_until(lambda h: len(h) == 1, q=t)
 
 
+def test_grpc_gzip_compressed_request_accepted(c: Collector) -> None:
+    tok = unique("grpcgz")
+    with grpc_channel(c.grpc_target) as ch:
+        resp = grpc_export_logs(ch, logs_request([log_record(f"gzip over grpc {tok} " + "pad " * 200)]), compression=grpc.Compression.Gzip)
+    assert resp.partial_success.rejected_log_records == 0
+    c.search_until(lambda h: len(h) == 1, q=tok)
+
+
+def test_content_type_parameters_accepted(c: Collector) -> None:
+    tok = unique("charset")
+    doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": str(time.time_ns()), "body": {"stringValue": f"charset {tok}"}}]}]}]}
+    r = c.post_otlp("/v1/logs", json.dumps(doc).encode(), content_type="application/json; charset=utf-8")
+    assert r.status_code == 200, f"{r.status_code}: {r.text[:300]}"
+    c.search_until(lambda h: len(h) == 1, q=tok)
+
+
 # ----- ids ----------------------------------------------------------------------
 
 
@@ -258,6 +277,28 @@ def test_17_byte_trace_id_rejects_only_that_record(c: Collector, transport: str)
     hits = c.search_until(lambda h: len(h) == 1, q=good2)
     assert hits[0]["body"] == f"second {good2}"
     assert_absent(c, bad)
+
+
+def test_span_with_17_byte_trace_id_rejected_via_partial_success(c: Collector) -> None:
+    now = time.time_ns()
+
+    def span(trace_id: bytes, name: str) -> trace_pb2.Span:
+        return trace_pb2.Span(trace_id=trace_id, span_id=b"\x02" * 8, name=name, start_time_unix_nano=now - 1000, end_time_unix_nano=now)
+
+    req = trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[
+            trace_pb2.ResourceSpans(
+                resource=resource_pb2.Resource(attributes=[kv("service.name", "bad-spans")]),
+                scope_spans=[trace_pb2.ScopeSpans(spans=[span(b"\x01" * 16, "good"), span(b"\x01" * 17, "bad"), span(b"\x01" * 16, "good2")])],
+            )
+        ]
+    )
+    r = c.post_otlp("/v1/traces", req.SerializeToString())
+    assert r.status_code == 200, f"{r.status_code}: {r.content[:300]!r}"
+    resp = trace_service_pb2.ExportTraceServiceResponse()
+    resp.ParseFromString(r.content)
+    assert resp.partial_success.rejected_spans == 1, f"partial success: {resp}"
+    assert resp.partial_success.error_message
 
 
 def test_9_byte_span_id_rejects_only_that_record(c: Collector) -> None:

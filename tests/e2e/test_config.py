@@ -217,6 +217,25 @@ def test_missing_config_file_fails(tmp_path: Path) -> None:
     assert str(missing) in err or "nope.toml" in err, f"error does not name the file: {err!r}"
 
 
+def test_cors_allowed_origins(collectors) -> None:
+    allowed, other = "http://ui.example", "http://evil.example"
+    c: Collector = collectors(args=["--cors-allowed-origins", f"{allowed},http://second.example"]).start()
+    pre = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    r = c.session.options(c.otlp_url("/v1/logs"), headers={"Origin": allowed, **pre}, timeout=10)
+    assert r.status_code in (200, 204), f"preflight from an allowed origin -> {r.status_code}: {r.text[:200]}"
+    assert r.headers.get("Access-Control-Allow-Origin") == allowed, dict(r.headers)
+    r = c.post_otlp("/v1/logs", logs_request([log_record("cors")]).SerializeToString(), headers={"Origin": allowed})
+    assert r.status_code == 200 and r.headers.get("Access-Control-Allow-Origin") == allowed, dict(r.headers)
+    r = c.session.options(c.otlp_url("/v1/logs"), headers={"Origin": other, **pre}, timeout=10)
+    assert r.headers.get("Access-Control-Allow-Origin") not in (other, "*"), dict(r.headers)
+    c.stop_ok()
+
+    # Default: no CORS headers at all.
+    c = collectors(data_dir=None, args=["--data-dir", str(c.data_dir) + "-nocors"]).start()
+    r = c.post_otlp("/v1/logs", logs_request([log_record("cors")]).SerializeToString(), headers={"Origin": allowed})
+    assert r.status_code == 200 and "Access-Control-Allow-Origin" not in r.headers, dict(r.headers)
+
+
 def test_sigint_exits_0(collectors) -> None:
     c: Collector = collectors().start()
     rc = c.stop(signal.SIGINT)

@@ -25,6 +25,9 @@ PHASE1_BATCHES = 100  # 50,000 records, some refused while the collector is dead
 PHASE2_BATCHES = 10  # sent after the restart; must all be acknowledged
 KILL_AFTER_ACKED = 20_000
 SENDERS = 2
+# Pause between requests of one sender: ~10k records/s, so that the kill comes
+# mid-stream and after the index has committed part of what was acknowledged.
+SEND_PAUSE_S = 0.1
 
 
 def build_batch(run: str, batch: int) -> bytes:
@@ -107,19 +110,31 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(collectors, tmp_path) -
                     acked_batches.add(b)
                 else:
                     failed_batches[b] = f"{r.status_code} {r.text[:100]}"
+            time.sleep(SEND_PAUSE_S)
 
     killed_at: list[int] = []
+    visible_at_kill: list[int] = []
 
     def killer() -> None:
+        # Kill once ~20k records are acknowledged and some of them are already
+        # in a committed index (so replay must skip those and add the rest).
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with lock:
                 n = len(acked_batches) * BATCH
             if n >= KILL_AFTER_ACKED:
-                first.kill()
-                killed_at.append(n)
-                return
-            time.sleep(0.005)
+                try:
+                    visible = len(first.search(q=f"attributes.run:{run}", limit=1)["hits"])
+                except Exception:  # noqa: BLE001
+                    visible = 0
+                if visible:
+                    total = first.histogram_total(q=f"attributes.run:{run}")
+                    with lock:
+                        killed_at.append(len(acked_batches) * BATCH)
+                    first.kill()
+                    visible_at_kill.append(total if total is not None else -1)
+                    return
+            time.sleep(0.02)
 
     t0 = time.monotonic()
     threads = [threading.Thread(target=sender, daemon=True) for _ in range(SENDERS)]
@@ -134,7 +149,8 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(collectors, tmp_path) -
     assert first.proc is not None and first.proc.returncode == -9
     assert not problems, problems
     print(
-        f"phase 1: {time.monotonic() - t0:.1f}s, killed at {killed_at[0]} acked records; "
+        f"phase 1: {time.monotonic() - t0:.1f}s, killed at {killed_at[0]} acked records "
+        f"({visible_at_kill[0]} searchable just before); "
         f"acked {len(acked_batches)} batches, failed {len(failed_batches)}"
     )
     # The crash must have happened mid-stream, not after everything was sent.
@@ -165,3 +181,24 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(collectors, tmp_path) -
     hits = third.search_all(q=f"attributes.run:{run}")
     check_exactly_once(hits, acked, sent)
     assert len(hits) == n_after_crash, f"{n_after_crash} records before the clean restart, {len(hits)} after"
+
+
+def test_sigterm_right_after_acks_drains_and_keeps_everything(collectors, tmp_path) -> None:
+    """SIGTERM straight after acknowledgements: exit 0 within 10 s, nothing lost or doubled."""
+    run = unique("term")
+    data_dir = tmp_path / "data"
+    c: Collector = collectors(data_dir=data_dir, name="term").start()
+    n_batches = 20
+    for b in range(n_batches):
+        r = c.post_otlp("/v1/logs", build_batch(run, b))
+        assert r.status_code == 200, f"{r.status_code}: {r.text[:300]}"
+    t0 = time.monotonic()
+    c.stop_ok()
+    print(f"drained and exited in {time.monotonic() - t0:.1f}s")
+
+    c2: Collector = collectors(data_dir=data_dir, name="term-restart").start()
+    acked = set(range(n_batches * BATCH))
+    hits = wait_all_acked_visible(c2, run, acked, timeout=60)
+    time.sleep(2)
+    hits = c2.search_all(q=f"attributes.run:{run}")
+    check_exactly_once(hits, acked, acked)

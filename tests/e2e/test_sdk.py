@@ -184,8 +184,7 @@ def test_sdk_logs_are_searchable(collector: Collector, transport: str) -> None:
     assert collector.metric_sum("periscope_received_records_total", signal="logs", transport=transport) >= N_RECORDS
     assert collector.metric_sum("periscope_accepted_records_total", signal="logs") >= N_RECORDS
 
-    services = collector.get("/api/v1/services").json()["services"]
-    assert service in services, services
+    collector.wait_services([service])
 
 
 def test_otlp_json_logs_are_searchable(collector: Collector) -> None:
@@ -305,14 +304,63 @@ def test_sdk_spans_and_metrics_are_accepted(collector: Collector, transport: str
     assert collector.metric_sum("periscope_received_records_total", signal="traces", transport=transport) - before_recv_traces == 3
     assert collector.metric_sum("periscope_received_records_total", signal="metrics", transport=transport) - before_recv_metrics >= 3
 
-    deadline = time.monotonic() + 30
-    services: list[str] = []
-    while time.monotonic() < deadline:
-        r = collector.get("/api/v1/services")
-        assert r.status_code == 200, f"/api/v1/services -> {r.status_code}: {r.text}"
-        services = r.json()["services"]
-        if trace_service in services and metric_service in services:
-            break
-        time.sleep(0.25)
-    assert trace_service in services, f"span service {trace_service} not in {services}"
-    assert metric_service in services, f"metric service {metric_service} not in {services}"
+    collector.wait_services([trace_service, metric_service])
+
+
+def test_otlp_json_spans_and_metrics_are_accepted(collector: Collector) -> None:
+    c = collector
+    svc = f"json-spans-{unique('svc')}"
+    now = time.time_ns()
+    traces = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "hand-written"},
+                        "spans": [
+                            {
+                                "traceId": "5b8efff798038103d269b633813fc60c",
+                                "spanId": "eee19b7ec3c1b174",
+                                "name": "GET /",
+                                "kind": 2,
+                                "startTimeUnixNano": str(now - 5_000_000),
+                                "endTimeUnixNano": str(now),
+                                "attributes": [{"key": "http.response.status_code", "value": {"intValue": "200"}}],
+                                "status": {"code": 1},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    metrics = {
+        "resourceMetrics": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]},
+                "scopeMetrics": [
+                    {
+                        "metrics": [
+                            {
+                                "name": "queue.depth",
+                                "unit": "1",
+                                "gauge": {"dataPoints": [{"timeUnixNano": str(now), "asInt": "42"}, {"timeUnixNano": str(now), "asDouble": 4.5}]},
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    before_t = c.metric_sum("periscope_accepted_records_total", signal="traces")
+    before_m = c.metric_sum("periscope_accepted_records_total", signal="metrics")
+    for path, doc, key in [("/v1/traces", traces, "rejectedSpans"), ("/v1/metrics", metrics, "rejectedDataPoints")]:
+        r = c.post_otlp(path, json.dumps(doc).encode(), content_type="application/json")
+        assert r.status_code == 200, f"{path}: {r.status_code} {r.text[:300]}"
+        assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
+        ps = r.json().get("partialSuccess") or {}
+        assert int(ps.get(key, 0)) == 0, r.text
+    assert c.metric_sum("periscope_accepted_records_total", signal="traces") - before_t == 1
+    assert c.metric_sum("periscope_accepted_records_total", signal="metrics") - before_m == 2
+    c.wait_services([svc])

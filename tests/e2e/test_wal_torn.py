@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import Collector, unique
 from otlp_util import as_int, hit_attr, log_record, logs_request, parse_logs_response
 
@@ -115,3 +116,32 @@ def test_torn_wal_tail_is_cut_and_the_rest_kept(collectors, tmp_path, damage: st
     c3.search_until(lambda h: len(h) == PER_REQUEST, timeout=60, all_pages=True, q=f"attributes.run:{run2}")
     hits = c3.search_until(lambda h: expected <= set(seqs_of(h)), timeout=60, all_pages=True, q=q)
     assert len(seqs_of(hits)) == len(set(seqs_of(hits)))
+
+
+def test_readyz_503_until_replay_finished(collectors, tmp_path) -> None:
+    """While the WAL replays (slowed by --test-index-delay-ms) /readyz says 503, then 200."""
+    data_dir = tmp_path / "data"
+    run = unique("ready")
+    c1: Collector = collectors(data_dir=data_dir, args=["--test-index-delay-ms", INDEX_DELAY_MS], name="slow").start()
+    for req in range(N_REQUESTS):
+        send(c1, run, req)
+    c1.kill()
+
+    c2: Collector = collectors(data_dir=data_dir, args=["--test-index-delay-ms", "1000"], name="replaying")
+    c2.spawn()
+    c2.wait_listening()
+    statuses = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            r = c2.session.get(c2.http_url("/readyz"), timeout=5)
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                break
+        except requests.ConnectionError:
+            statuses.append("refused")
+        time.sleep(0.05)
+    assert statuses and statuses[-1] == 200, f"/readyz never 200: {statuses[-10:]}"
+    assert 503 in statuses, f"/readyz was never 503 during a replay of {N_REQUESTS} slow entries: {statuses[:20]}"
+    assert c2.get("/healthz").status_code == 200
+    c2.search_until(lambda h: len(h) == N_REQUESTS * PER_REQUEST, timeout=60, all_pages=True, q=f"attributes.run:{run}")

@@ -103,6 +103,23 @@ fn parse_partition_dir_name(name: &str) -> Option<i64> {
 }
 
 impl Partition {
+    fn in_ram() -> Result<Partition, StoreError> {
+        let index = Index::create_in_ram(schema::schema());
+        schema::register_tokenizers(&index);
+        let reader = index
+            .reader()
+            .map_err(StoreError::index("failed to open index reader"))?;
+        let fields = Fields::new(&index.schema());
+        Ok(Partition {
+            hour_ns: 0,
+            dir: PathBuf::new(),
+            index,
+            reader,
+            fields,
+            committed_lsn: AtomicU64::new(0),
+        })
+    }
+
     fn open_or_create(dir: &Path, hour_ns: i64) -> Result<Partition, StoreError> {
         let meta_path = dir.join("partition.json");
         let existed = meta_path.exists();
@@ -202,6 +219,8 @@ pub struct LogStore {
     opts: LogStoreOptions,
     partitions: RwLock<HashMap<TenantId, TenantPartitions>>,
     stats: IndexStats,
+    /// An empty in-memory partition to validate queries against.
+    query_check: Partition,
 }
 
 impl LogStore {
@@ -242,6 +261,7 @@ impl LogStore {
             opts,
             partitions: RwLock::new(partitions),
             stats: IndexStats::default(),
+            query_check: Partition::in_ram()?,
         }))
     }
 

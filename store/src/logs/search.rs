@@ -195,6 +195,86 @@ fn rewrite_word(word: &str) -> Result<String, StoreError> {
     Ok(format!("{prefix}{field_name}:/{re}/"))
 }
 
+/// Rewrites `NOT x` as `(* -x)`: tantivy reads a clause holding only a
+/// negation as matching nothing, so `a AND NOT b` would find nothing.
+fn rewrite_not(q: &str) -> String {
+    let chars: Vec<char> = q.chars().collect();
+    let mut out = String::with_capacity(q.len() + 8);
+    // Paren depths at which a `(* -` awaits its closing `)`.
+    let mut pending: Vec<usize> = Vec::new();
+    let mut depth = 0usize;
+    let mut i = 0;
+    let close_operands = |out: &mut String, pending: &mut Vec<usize>, depth: usize| {
+        while pending.last() == Some(&depth) {
+            pending.pop();
+            out.push(')');
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' {
+            let end = chars[i + 1..]
+                .iter()
+                .position(|&c| c == '"')
+                .map(|p| i + 1 + p)
+                .unwrap_or(chars.len() - 1);
+            out.extend(&chars[i..=end]);
+            i = end + 1;
+            // A trailing `~2` or `*` belongs to the phrase.
+            while i < chars.len() && !chars[i].is_whitespace() && chars[i] != ')' {
+                out.push(chars[i]);
+                i += 1;
+            }
+            close_operands(&mut out, &mut pending, depth);
+            continue;
+        }
+        if c == '(' {
+            depth += 1;
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if c == ')' {
+            out.push(c);
+            depth = depth.saturating_sub(1);
+            i += 1;
+            close_operands(&mut out, &mut pending, depth);
+            continue;
+        }
+        if c.is_whitespace() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len()
+            && !chars[i].is_whitespace()
+            && chars[i] != '('
+            && chars[i] != ')'
+            && chars[i] != '"'
+        {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        if word == "NOT" {
+            out.push_str("(* -");
+            pending.push(depth);
+            // Skip the blank between NOT and its operand.
+            while i < chars.len() && chars[i].is_whitespace() {
+                i += 1;
+            }
+            continue;
+        }
+        out.push_str(&word);
+        // `field:"phrase"` and `field:(...)` continue into the next token.
+        if i < chars.len() && (chars[i] == '"' || chars[i] == '(') && word.ends_with(':') {
+            continue;
+        }
+        close_operands(&mut out, &mut pending, depth);
+    }
+    out
+}
+
 impl LogSearch {
     fn build_query(&self, p: &Partition, upper_ts: i64) -> Result<Box<dyn Query>, StoreError> {
         let f = &p.fields;
@@ -204,7 +284,10 @@ impl LogSearch {
             let mut parser = QueryParser::for_index(&p.index, vec![f.body]);
             parser.set_conjunction_by_default();
             parser.allow_regexes();
-            clauses.push((Occur::Must, parser.parse_query(&rewrite_wildcards(q)?)?));
+            clauses.push((
+                Occur::Must,
+                parser.parse_query(&rewrite_not(&rewrite_wildcards(q)?))?,
+            ));
         } else {
             clauses.push((Occur::Must, Box::new(AllQuery)));
         }
@@ -320,8 +403,15 @@ fn top_in_partition(
 }
 
 impl LogStore {
+    /// Parses the query against an empty index, so a bad query is an error
+    /// even when no partition is in range.
+    fn check_query(&self, s: &LogSearch) -> Result<(), StoreError> {
+        s.build_query(&self.query_check, s.end_ns).map(|_| ())
+    }
+
     /// The newest `limit` records matching `s` (strictly older than its cursor).
     pub fn search(&self, tenant: &TenantId, s: &LogSearch) -> Result<SearchPage, StoreError> {
+        self.check_query(s)?;
         let limit = s.limit.clamp(1, 10_000);
         let upper = s.cursor.map(|c| c.ts.min(s.end_ns)).unwrap_or(s.end_ns);
         let mut best: Vec<(Key, Arc<Partition>, DocAddress)> = Vec::new();
@@ -360,6 +450,7 @@ impl LogStore {
         h: &HistogramRequest,
     ) -> Result<Vec<(i64, u64)>, StoreError> {
         let s = &h.search;
+        self.check_query(s)?;
         if h.step_ns <= 0 {
             return Err(StoreError::InvalidArgument("step must be positive".into()));
         }
@@ -446,6 +537,19 @@ mod tests {
             assert_eq!(rewrite_wildcards(q).unwrap(), want, "{q}");
         }
         assert!(rewrite_wildcards("attributes.user:al*").is_err());
+    }
+
+    #[test]
+    fn not_becomes_a_standalone_negation() {
+        for (q, want) in [
+            ("a AND NOT b", "a AND (* -b)"),
+            ("NOT \"x y\" c", "(* -\"x y\") c"),
+            ("a AND NOT (b OR c)", "a AND (* -(b OR c))"),
+            ("NOT field:\"p q\"", "(* -field:\"p q\")"),
+            ("plain", "plain"),
+        ] {
+            assert_eq!(rewrite_not(q), want, "{q}");
+        }
     }
 
     #[test]

@@ -120,6 +120,22 @@ fn index_search_page_and_replay_exactly_once() {
         5
     );
     assert!(store.search(&t, &search(&store, "body:(")).is_err());
+    assert_eq!(
+        store
+            .search(&t, &search(&store, "payment AND NOT 3"))
+            .unwrap()
+            .hits
+            .len(),
+        4
+    );
+    assert_eq!(
+        store
+            .search(&t, &search(&store, "NOT payment"))
+            .unwrap()
+            .hits
+            .len(),
+        6
+    );
 
     let mut seen = Vec::new();
     let mut s = search(&store, "");
@@ -179,6 +195,27 @@ fn index_search_page_and_replay_exactly_once() {
     assert!(
         store
             .search(&TenantId::parse("other").unwrap(), &search(&store, ""))
+            .unwrap()
+            .hits
+            .is_empty()
+    );
+}
+
+#[test]
+fn bad_queries_fail_even_without_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(
+        &DataDir::open(dir.path()).unwrap(),
+        LogStoreOptions::default(),
+    )
+    .unwrap();
+    let t = TenantId::default_tenant();
+    for q in ["AND (", "body:/[/"] {
+        assert!(store.search(&t, &search(&store, q)).is_err(), "{q}");
+    }
+    assert!(
+        store
+            .search(&t, &search(&store, "fine"))
             .unwrap()
             .hits
             .is_empty()
