@@ -93,6 +93,12 @@ impl Metrics {
         );
         Self::family(
             &mut o,
+            "periscope_refused_records_total",
+            "Records in protobuf requests refused by backpressure.",
+            &self.refused_records,
+        );
+        Self::family(
+            &mut o,
             "periscope_invalid_requests_total",
             "Requests that could not be decoded or were too large.",
             &self.invalid_requests,

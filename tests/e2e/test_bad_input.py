@@ -264,15 +264,19 @@ def test_17_byte_trace_id_rejects_only_that_record(c: Collector, transport: str)
             log_record(f"second {good2}"),
         ]
     )
+    rejected_before = c.metric_sum("periscope_rejected_records_total", signal="logs", transport=transport)
     if transport == "http":
         r = c.post_otlp("/v1/logs", req.SerializeToString())
         assert r.status_code == 200, f"{r.status_code}: {r.content[:300]!r}"
+        assert r.headers.get("Content-Type", "").startswith("application/x-protobuf"), r.headers
         resp = parse_logs_response(r.content)
     else:
         with grpc_channel(c.grpc_target) as ch:
             resp = grpc_export_logs(ch, req)
     assert resp.partial_success.rejected_log_records == 1, f"partial success: {resp}"
     assert resp.partial_success.error_message, "partial success without an error message"
+    rejected_after = c.metric_sum("periscope_rejected_records_total", signal="logs", transport=transport)
+    assert rejected_after - rejected_before >= 1, f"periscope_rejected_records_total went {rejected_before} -> {rejected_after}"
     c.search_until(lambda h: len(h) == 1, q=good1)
     hits = c.search_until(lambda h: len(h) == 1, q=good2)
     assert hits[0]["body"] == f"second {good2}"

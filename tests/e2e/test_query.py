@@ -137,6 +137,32 @@ def test_paging_with_cursor_newest_first(collector: Collector) -> None:
     assert seen[-1] == f"{run} n0", seen
 
 
+def test_default_and_maximum_limit(collector: Collector) -> None:
+    c = collector
+    run = unique("lim")
+    base = time.time_ns() - 120 * SEC
+    send(c, [log_record(f"{run} r{i}", time_ns=base + i * 1000) for i in range(150)])
+    c.search_until(lambda h: len(h) == 150, q=run, limit=1000)
+    page = c.search(q=run)
+    assert len(page["hits"]) == 100, f"default limit: {len(page['hits'])} hits"
+    assert page["next_cursor"], "100 of 150 hits but no next_cursor"
+    rest = c.search(q=run, cursor=page["next_cursor"])
+    assert len(rest["hits"]) == 50 and not rest["next_cursor"], (len(rest["hits"]), rest["next_cursor"])
+
+
+def test_searchable_within_seconds_of_ack(collector: Collector) -> None:
+    """The design promises ~2 s; allow 5 s for a debug build on a busy machine."""
+    c = collector
+    delays = []
+    for _ in range(3):
+        tok = unique("fresh")
+        send(c, [log_record(f"fresh {tok}")])
+        t0 = time.monotonic()
+        c.search_until(lambda h: len(h) == 1, timeout=30, q=tok)
+        delays.append(time.monotonic() - t0)
+    assert max(delays) < 5, f"seconds from ack to searchable: {delays}"
+
+
 def test_histogram_counts(collector: Collector) -> None:
     c = collector
     run = unique("hg")
