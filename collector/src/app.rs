@@ -48,6 +48,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         &data,
         LogStoreOptions {
             retention: cfg.logs_retention,
+            test_apply_delay: cfg.test_index_delay,
             ..Default::default()
         },
     )
@@ -120,7 +121,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let dispatcher = Arc::new(Dispatcher {
         indexer: index_tx,
         services: services.clone(),
-        test_index_delay: cfg.test_index_delay,
     });
 
     // Replay what the stores have not made durable, then start the writer.

@@ -155,19 +155,14 @@ impl Plan {
             ),
         };
         let verify = if cli.verify {
-            let mut base = cli.query_url.clone();
-            if !base.ends_with('/') {
-                base.push('/');
-            }
             if !(cli.verify_timeout > 0.0 && cli.verify_timeout.is_finite()) {
                 bail!("--verify-timeout must be a positive number of seconds");
             }
-            Some(Verify {
-                query_url: reqwest::Url::parse(&base)
-                    .with_context(|| format!("invalid --query-url {:?}", cli.query_url))?,
-                tenant: cli.tenant.clone(),
-                timeout: Duration::from_secs_f64(cli.verify_timeout),
-            })
+            let timeout = Duration::from_secs_f64(cli.verify_timeout);
+            Some(
+                Verify::new(&cli.query_url, cli.tenant.clone(), timeout)
+                    .context("invalid --query-url")?,
+            )
         } else {
             None
         };
@@ -216,6 +211,12 @@ fn main() -> ExitCode {
 
 /// Runs the load, reports, verifies. `Ok(false)` when the run failed its checks.
 async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
+    let start_secs = periscope_benches::unix_nanos() / 1_000_000_000;
+    if let Some(v) = &plan.verify {
+        v.preflight(&plan.run_id, start_secs)
+            .await
+            .context("--verify")?;
+    }
     let shared = Arc::new(Shared {
         stats: Stats::new(),
         next_seq: AtomicU64::new(0),
@@ -226,7 +227,6 @@ async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
     });
-    let start_secs = periscope_benches::unix_nanos() / 1_000_000_000;
     eprintln!(
         "periscope-loadgen: run {} -> {}, {} clients, batch {}, {}, {:?}",
         plan.run_id,

@@ -16,9 +16,10 @@ const POLL_EVERY: Duration = Duration::from_millis(100);
 
 /// Where and how to count.
 pub struct Verify {
-    pub query_url: Url,
-    pub tenant: Option<String>,
+    query_url: Url,
+    tenant: Option<String>,
     pub timeout: Duration,
+    http: reqwest::Client,
 }
 
 /// What the count found.
@@ -42,6 +43,44 @@ impl Outcome {
 }
 
 impl Verify {
+    /// `query_url` is the base URL of the query API; `tenant` goes into
+    /// `X-Scope-OrgID`.
+    pub fn new(
+        query_url: &str,
+        tenant: Option<String>,
+        timeout: Duration,
+    ) -> anyhow::Result<Verify> {
+        let mut base = query_url.to_owned();
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        let query_url =
+            Url::parse(&base).with_context(|| format!("invalid query url {query_url:?}"))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("failed to build the http client")?;
+        Ok(Verify {
+            query_url,
+            tenant,
+            timeout,
+            http,
+        })
+    }
+
+    /// Checks before the run that the query API answers and that no record
+    /// carries the run id yet (a reused `--run-id` would count old records).
+    pub async fn preflight(&self, run_id: &str, start_secs: u64) -> anyhow::Result<()> {
+        let found = self
+            .count(run_id, start_secs)
+            .await
+            .context("the query api does not answer")?;
+        if found > 0 {
+            bail!("{found} records of run {run_id} are already stored: use another --run-id");
+        }
+        Ok(())
+    }
+
     /// Polls until `expected` records of `run_id` with timestamps after
     /// `start_secs` are searchable. `last_ack` is when the last record was
     /// acknowledged.
@@ -52,22 +91,10 @@ impl Verify {
         start_secs: u64,
         last_ack: Instant,
     ) -> Outcome {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build();
-        let http = match http {
-            Ok(h) => h,
-            Err(e) => {
-                return Outcome::TimedOut {
-                    found: 0,
-                    last_error: Some(format!("failed to build http client: {e}")),
-                };
-            }
-        };
         let deadline = Instant::now() + self.timeout;
         let (mut found, mut last_error) = (0, None);
         loop {
-            match self.count(&http, run_id, start_secs).await {
+            match self.count(run_id, start_secs).await {
                 Ok(n) if n == expected => {
                     return Outcome::Complete {
                         found: n,
@@ -85,12 +112,7 @@ impl Verify {
         }
     }
 
-    async fn count(
-        &self,
-        http: &reqwest::Client,
-        run_id: &str,
-        start_secs: u64,
-    ) -> anyhow::Result<u64> {
+    async fn count(&self, run_id: &str, start_secs: u64) -> anyhow::Result<u64> {
         // Record timestamps are at most 50 ms before sending; a minute of
         // margin on both sides covers clock steps.
         let end_secs = periscope_benches::unix_nanos() / 1_000_000_000 + 60;
@@ -103,7 +125,7 @@ impl Verify {
             .append_pair("start", &start_secs.saturating_sub(60).to_string())
             .append_pair("end", &end_secs.to_string())
             .append_pair("step", "3600s");
-        let mut req = http.get(url.clone());
+        let mut req = self.http.get(url.clone());
         if let Some(t) = &self.tenant {
             req = req.header("X-Scope-OrgID", t);
         }

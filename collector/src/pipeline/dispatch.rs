@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use periscope_proto::{ExportRequest, LogRecord, Signal, flatten_logs, service_name};
 use periscope_query::ServiceRegistry;
@@ -63,7 +63,6 @@ impl WalItem {
 pub struct Dispatcher {
     pub indexer: SyncSender<IndexBatch>,
     pub services: Arc<ServiceRegistry>,
-    pub test_index_delay: Duration,
 }
 
 impl Dispatcher {
@@ -76,9 +75,6 @@ impl Dispatcher {
         } = item;
         match payload {
             Payload::Logs(records) => {
-                if !self.test_index_delay.is_zero() {
-                    std::thread::sleep(self.test_index_delay);
-                }
                 let batch = IndexBatch {
                     lsn,
                     tenant,

@@ -118,6 +118,9 @@ impl LogIndexer {
     }
 
     fn apply(&mut self, batch: IndexBatch) -> Result<(), StoreError> {
+        if !self.store.opts.test_apply_delay.is_zero() {
+            std::thread::sleep(self.store.opts.test_apply_delay);
+        }
         let cutoff = self.store.retention_cutoff(now_ns());
         let IndexBatch {
             lsn,

@@ -45,6 +45,8 @@ pub struct LogStoreOptions {
     pub writer_threads: usize,
     /// How often new records are committed and made searchable. Default 1 s.
     pub commit_interval: Duration,
+    /// Test hook simulating a slow disk: the indexer sleeps this long per batch. Default 0.
+    pub test_apply_delay: Duration,
 }
 
 impl Default for LogStoreOptions {
@@ -54,6 +56,7 @@ impl Default for LogStoreOptions {
             writer_memory_bytes: 96 << 20,
             writer_threads: 2,
             commit_interval: Duration::from_secs(1),
+            test_apply_delay: Duration::ZERO,
         }
     }
 }
