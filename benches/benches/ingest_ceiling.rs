@@ -12,6 +12,10 @@
 //!
 //! Run with `cargo bench -p periscope-benches --bench ingest_ceiling`.
 
+// The collector binary uses mimalloc; measure the ceiling with the same allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};

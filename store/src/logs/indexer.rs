@@ -146,7 +146,7 @@ impl LogIndexer {
             // Unique per tenant and stable across replays: orders equal timestamps.
             let seq = (lsn << 24) | (i as u64 & 0xff_ffff);
             w.writer
-                .add_document(to_document(&w.partition.fields, &r, seq))
+                .add_document(to_document(&w.partition.fields, r, seq))
                 .map_err(StoreError::index("failed to add document"))?;
             w.dirty = true;
             indexed += 1;

@@ -39,7 +39,7 @@ pub fn hour_partition(ts_ns: i64) -> i64 {
 pub struct LogStoreOptions {
     /// Partitions whose hour ended longer ago than this are deleted. Default 7 days.
     pub retention: Duration,
-    /// Indexing memory per open partition writer. Default 96 MiB.
+    /// Indexing memory per open partition writer. Default 128 MiB.
     pub writer_memory_bytes: usize,
     /// Indexing threads per partition writer. Default 2.
     pub writer_threads: usize,
@@ -53,7 +53,7 @@ impl Default for LogStoreOptions {
     fn default() -> Self {
         LogStoreOptions {
             retention: Duration::from_secs(7 * 86_400),
-            writer_memory_bytes: 96 << 20,
+            writer_memory_bytes: 128 << 20,
             writer_threads: 2,
             commit_interval: Duration::from_secs(1),
             test_apply_delay: Duration::ZERO,
@@ -163,7 +163,7 @@ impl Partition {
                         compression_level: Some(3),
                     },
                 ),
-                docstore_blocksize: 64 << 10,
+                docstore_blocksize: 128 << 10,
                 ..Default::default()
             };
             Index::builder()

@@ -36,11 +36,16 @@ pub(crate) struct Fields {
 
 pub(crate) fn schema() -> Schema {
     let mut b = Schema::builder();
+    // Timestamps are nearly unique per record: a term per value would double
+    // the term dictionary. Range filters run on the fast field instead.
+    b.add_i64_field(
+        "timestamp",
+        NumericOptions::default().set_fast().set_stored(),
+    );
     let num = NumericOptions::default()
         .set_indexed()
         .set_fast()
         .set_stored();
-    b.add_i64_field("timestamp", num.clone());
     b.add_i64_field("observed_timestamp", STORED);
     b.add_u64_field("seq", FAST | STORED);
     b.add_i64_field("severity_number", num);
@@ -67,7 +72,8 @@ pub(crate) fn schema() -> Schema {
     b.add_text_field("service", STRING | FAST | STORED);
     b.add_text_field("trace_id", STRING | STORED);
     b.add_text_field("span_id", STRING | STORED);
-    let json = JsonObjectOptions::default()
+    // Record attributes hold free text too (messages, routes): words and phrases.
+    let attributes = JsonObjectOptions::default()
         .set_stored()
         .set_expand_dots_enabled()
         .set_indexing_options(
@@ -75,8 +81,18 @@ pub(crate) fn schema() -> Schema {
                 .set_tokenizer("default")
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         );
-    b.add_json_field("attributes", json.clone());
-    b.add_json_field("resource", json);
+    b.add_json_field("attributes", attributes);
+    // Resource attributes are identifiers (service, pod, namespace, host)
+    // repeated on every record: matched whole and case-insensitively, without positions.
+    let resource = JsonObjectOptions::default()
+        .set_stored()
+        .set_expand_dots_enabled()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(RAW_LOWER)
+                .set_index_option(IndexRecordOption::Basic),
+        );
+    b.add_json_field("resource", resource);
     b.add_text_field("scope", STRING | STORED);
     b.build()
 }
@@ -115,14 +131,14 @@ pub(crate) fn register_tokenizers(index: &Index) {
     );
 }
 
-fn object(map: &serde_json::Map<String, serde_json::Value>) -> BTreeMap<String, OwnedValue> {
-    map.iter()
-        .map(|(k, v)| (k.clone(), OwnedValue::from(v.clone())))
+fn object(map: serde_json::Map<String, serde_json::Value>) -> BTreeMap<String, OwnedValue> {
+    map.into_iter()
+        .map(|(k, v)| (k, OwnedValue::from(v)))
         .collect()
 }
 
 /// Builds the document of one record. `seq` orders records with equal timestamps.
-pub(crate) fn to_document(f: &Fields, r: &LogRecord, seq: u64) -> TantivyDocument {
+pub(crate) fn to_document(f: &Fields, r: LogRecord, seq: u64) -> TantivyDocument {
     let mut d = TantivyDocument::default();
     d.add_i64(f.timestamp, r.timestamp_ns);
     d.add_i64(f.observed_timestamp, r.observed_timestamp_ns);
@@ -137,8 +153,8 @@ pub(crate) fn to_document(f: &Fields, r: &LogRecord, seq: u64) -> TantivyDocumen
     if !r.span_id.is_empty() {
         d.add_text(f.span_id, &r.span_id);
     }
-    d.add_object(f.attributes, object(&r.attributes));
-    d.add_object(f.resource, object(&r.resource));
+    d.add_object(f.attributes, object(r.attributes));
+    d.add_object(f.resource, object(r.resource));
     d.add_text(f.scope, &r.scope);
     d
 }
