@@ -27,7 +27,7 @@ pub use json::{decode_logs_json, decode_metrics_json, decode_traces_json};
 pub use lossy::sanitize_utf8;
 pub use model::{
     LogRecord, SeverityLevel, UNKNOWN_SERVICE, any_value_to_json, attributes_to_json, flatten_logs,
-    service_name,
+    service_name, unix_now_ns,
 };
 pub use status::RpcStatus;
 pub use validate::{Limits, Validated, validate};

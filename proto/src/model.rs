@@ -9,6 +9,14 @@ use crate::otlp::common::v1::{AnyValue, KeyValue, any_value};
 use crate::otlp::resource::v1::Resource;
 use crate::otlp::{ExportLogsServiceRequest, logs::v1::LogRecord as OtlpLogRecord};
 
+/// The current time in Unix nanoseconds (0 if the clock is before 1970).
+pub fn unix_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// `service.name` when a resource names none, as the OpenTelemetry SDKs default.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 

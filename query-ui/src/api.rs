@@ -80,10 +80,7 @@ fn tenant(headers: &HeaderMap) -> Result<TenantId, ApiError> {
 const HOUR_NS: i64 = 3_600_000_000_000;
 
 fn log_search(p: &HashMap<String, String>) -> Result<LogSearch, ApiError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0);
+    let now = periscope_proto::unix_now_ns();
     let time = |k: &str| {
         p.get(k)
             .filter(|v| !v.is_empty())
@@ -236,10 +233,7 @@ async fn services(
     Query(p): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = tenant(&headers)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0);
+    let now = periscope_proto::unix_now_ns();
     let start = p
         .get("start")
         .map(|s| parse_time(s).map_err(bad))

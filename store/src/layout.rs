@@ -25,28 +25,14 @@ impl DataDir {
     pub fn open(root: &Path) -> Result<DataDir, StoreError> {
         std::fs::create_dir_all(root).map_err(StoreError::io("failed to create data dir", root))?;
         let version_file = root.join("periscope.json");
-        match std::fs::read(&version_file) {
-            Ok(bytes) => {
-                let v: serde_json::Value =
-                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Format {
-                        path: version_file.clone(),
-                        message: format!("invalid json: {e}"),
-                    })?;
-                let found = v.get("format_version").and_then(|v| v.as_u64());
-                if found != Some(u64::from(DATA_FORMAT_VERSION)) {
-                    return Err(StoreError::Format {
-                        path: version_file,
-                        message: format!(
-                            "data format version {found:?} is not supported (this build reads {DATA_FORMAT_VERSION})"
-                        ),
-                    });
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let body = format!("{{\"format_version\": {DATA_FORMAT_VERSION}}}\n");
-                write_atomic(&version_file, body.as_bytes())?;
-            }
-            Err(e) => return Err(StoreError::io("failed to read", &version_file)(e)),
+        if !check_version(
+            &version_file,
+            "format_version",
+            DATA_FORMAT_VERSION,
+            "data format",
+        )? {
+            let body = format!("{{\"format_version\": {DATA_FORMAT_VERSION}}}\n");
+            write_atomic(&version_file, body.as_bytes())?;
         }
         Ok(DataDir {
             root: root.to_owned(),
@@ -67,6 +53,35 @@ impl DataDir {
     pub fn logs_dir(&self, tenant: &TenantId) -> PathBuf {
         self.root.join(tenant.as_str()).join("logs")
     }
+}
+
+/// Checks the version in a small JSON file (`key` must equal `expected`).
+/// Returns whether the file exists; a missing file is not an error.
+pub(crate) fn check_version(
+    path: &Path,
+    key: &str,
+    expected: u32,
+    what: &str,
+) -> Result<bool, StoreError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StoreError::io("failed to read", path)(e)),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Format {
+        path: path.to_owned(),
+        message: format!("invalid json: {e}"),
+    })?;
+    let found = v.get(key).and_then(|v| v.as_u64());
+    if found != Some(u64::from(expected)) {
+        return Err(StoreError::Format {
+            path: path.to_owned(),
+            message: format!(
+                "{what} version {found:?} is not supported (this build reads {expected})"
+            ),
+        });
+    }
+    Ok(true)
 }
 
 /// Writes a small file atomically: temp file, fsync, rename, fsync the directory.

@@ -53,12 +53,7 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
 }
 
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+pub use periscope_proto::unix_now_ns as now_ns;
 
 impl Ingest {
     pub fn new(

@@ -121,7 +121,7 @@ impl LogIndexer {
         if !self.store.opts.test_apply_delay.is_zero() {
             std::thread::sleep(self.store.opts.test_apply_delay);
         }
-        let cutoff = self.store.retention_cutoff(now_ns());
+        let cutoff = self.store.retention_cutoff(periscope_proto::unix_now_ns());
         let IndexBatch {
             lsn,
             tenant,
@@ -280,11 +280,4 @@ impl LogIndexer {
             .store(self.writers.len() as u64, Ordering::Relaxed);
         (self.on_commit)(lsn);
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }

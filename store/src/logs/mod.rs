@@ -24,7 +24,7 @@ pub use search::{Cursor, HistogramRequest, LogHit, LogSearch, SearchPage};
 use tantivy::directory::MmapDirectory;
 use tantivy::{Index, IndexReader, ReloadPolicy};
 
-use crate::layout::write_atomic;
+use crate::layout::{check_version, write_atomic};
 use crate::{DataDir, StoreError, TenantId};
 
 const HOUR_NS: i64 = 3_600_000_000_000;
@@ -125,25 +125,8 @@ impl Partition {
 
     fn open_or_create(dir: &Path, hour_ns: i64) -> Result<Partition, StoreError> {
         let meta_path = dir.join("partition.json");
-        let existed = meta_path.exists();
-        if existed {
-            let bytes =
-                std::fs::read(&meta_path).map_err(StoreError::io("failed to read", &meta_path))?;
-            let v: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Format {
-                    path: meta_path.clone(),
-                    message: format!("invalid json: {e}"),
-                })?;
-            let version = v.get("version").and_then(|v| v.as_u64());
-            if version != Some(u64::from(PARTITION_VERSION)) {
-                return Err(StoreError::Format {
-                    path: meta_path,
-                    message: format!(
-                        "log partition version {version:?} is not supported (this build reads {PARTITION_VERSION})"
-                    ),
-                });
-            }
-        } else {
+        let existed = check_version(&meta_path, "version", PARTITION_VERSION, "log partition")?;
+        if !existed {
             std::fs::create_dir_all(dir)
                 .map_err(StoreError::io("failed to create partition", dir))?;
         }
