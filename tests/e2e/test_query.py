@@ -61,6 +61,8 @@ def test_query_syntax(collector: Collector) -> None:
     cases = [
         (f'"quick brown" AND {run}', {"fox"}),
         (f"{run} AND payment AND NOT error", {"ok"}),
+        (f'{run} AND NOT "quick brown"', {"rev", "err", "ok"}),
+        (f"NOT payment AND {run}", {"fox", "rev"}),
         (f"{run} AND (error OR fox)", {"err", "fox"}),
         (f"{run} AND service:{svc}", set(texts)),
         (f"{run} AND service:other-{svc}", set()),

@@ -122,7 +122,7 @@ fn index_search_page_and_replay_exactly_once() {
     assert!(store.search(&t, &search(&store, "body:(")).is_err());
     assert_eq!(
         store
-            .search(&t, &search(&store, "payment AND NOT 3"))
+            .search(&t, &search(&store, "payment AND NOT \"failed 3\""))
             .unwrap()
             .hits
             .len(),
