@@ -42,6 +42,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 /// Runs the collector until a shutdown signal.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let mut signals = ShutdownSignals::install()?;
     let data = DataDir::open(&cfg.data_dir)
         .with_context(|| format!("failed to open data dir {}", cfg.data_dir.display()))?;
     let logs = LogStore::open(
@@ -148,7 +149,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(entries = replayed, "wal replay finished");
     wal.start(move |lsn, signal, item| dispatcher.dispatch(lsn, signal, item))
         .context("failed to start wal writer")?;
-    ready.store(true, Ordering::SeqCst);
 
     // Receivers.
     let otlp_token = CancellationToken::new();
@@ -184,6 +184,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .await
     });
 
+    ready.store(true, Ordering::SeqCst);
+
     // Retention.
     let rl = logs.clone();
     let retention = tokio::spawn(async move {
@@ -199,7 +201,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     });
 
-    shutdown_signal().await;
+    signals.recv().await;
     tracing::info!("shutting down: no new requests; draining");
     ready.store(false, Ordering::SeqCst);
     health_reporter
@@ -230,25 +232,28 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+/// SIGTERM and SIGINT listeners, installed before anything else starts so a
+/// signal that arrives during startup is kept, not lost or fatal.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<ShutdownSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("failed to listen for SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn readyz(State(st): State<OpsState>) -> impl IntoResponse {
