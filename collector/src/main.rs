@@ -51,7 +51,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(app::serve(cfg)) {
+    let result = runtime.block_on(app::serve(cfg));
+    // `serve` has already made everything durable or left it in the WAL; do
+    // not wait on a tantivy merge still running in a blocking task.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
