@@ -1,3 +1,4 @@
+use std::path::Path;
 use std::sync::mpsc;
 
 use super::*;
@@ -32,6 +33,16 @@ fn append_all(wal: &Wal<()>, entries: &[WalEntry]) -> Vec<u64> {
     }
     drop(tx);
     rx.iter().collect()
+}
+
+/// The path of the single segment in a WAL directory.
+fn only_segment(dir: &Path) -> std::path::PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(segs.len(), 1, "expected one segment: {segs:?}");
+    segs.remove(0)
 }
 
 fn replay_all(wal: &Wal<()>) -> Vec<WalRecord> {
@@ -87,12 +98,7 @@ fn torn_tail_is_truncated_and_earlier_records_kept() {
         );
         wal.close();
     }
-    let seg = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let seg = only_segment(dir.path());
     let len = std::fs::metadata(&seg).unwrap().len();
     // Cut the last frame in half.
     OpenOptions::new()
@@ -135,12 +141,7 @@ fn corrupt_byte_mid_segment_cuts_from_there() {
         );
         wal.close();
     }
-    let seg = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let seg = only_segment(dir.path());
     let mut bytes = std::fs::read(&seg).unwrap();
     let n = bytes.len();
     bytes[n - 2] ^= 0xff;
