@@ -17,6 +17,7 @@ mod error;
 mod json;
 mod lossy;
 mod model;
+mod span;
 mod status;
 mod validate;
 
@@ -28,6 +29,10 @@ pub use lossy::sanitize_utf8;
 pub use model::{
     LogRecord, SeverityLevel, UNKNOWN_SERVICE, any_value_to_json, attributes_to_json, flatten_logs,
     service_name, unix_now_ns,
+};
+pub use span::{
+    Attr, AttrValue, MAX_SPAN_ATTRIBUTES, Span, SpanEvent, SpanKind, SpanLink, SpanResource,
+    StatusCode, attrs_to_json, find_attr, find_str, flatten_traces, id_hex, parse_trace_id,
 };
 pub use status::RpcStatus;
 pub use validate::{Limits, Validated, validate};

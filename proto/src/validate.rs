@@ -101,6 +101,13 @@ fn check_id(name: &str, id: &[u8], len: usize, required: bool) -> Option<String>
     (id.len() != len).then(|| format!("{name} has {} bytes, expected {len}", id.len()))
 }
 
+/// The OTLP spec calls an all-zero trace or span id invalid.
+fn all_zero(name: &str, id: &[u8]) -> Option<String> {
+    id.iter()
+        .all(|b| *b == 0)
+        .then(|| format!("{name} is all zeros"))
+}
+
 fn check_time(name: &str, ns: u64, limits: &Limits) -> Option<String> {
     if ns == 0 {
         return None;
@@ -198,6 +205,22 @@ pub fn validate(request: ExportRequest, limits: &Limits) -> Validated {
                     ss.spans.retain(|s| {
                         let problem = check_id("trace_id", &s.trace_id, 16, true)
                             .or_else(|| check_id("span_id", &s.span_id, 8, true))
+                            .or_else(|| {
+                                all_zero("trace_id", &s.trace_id)
+                                    .or_else(|| all_zero("span_id", &s.span_id))
+                            })
+                            .or_else(|| {
+                                (s.start_time_unix_nano == 0)
+                                    .then(|| "start_time_unix_nano is missing".to_owned())
+                            })
+                            .or_else(|| {
+                                (s.end_time_unix_nano < s.start_time_unix_nano).then(|| {
+                                    format!(
+                                        "end_time_unix_nano {} is before start_time_unix_nano {}",
+                                        s.end_time_unix_nano, s.start_time_unix_nano
+                                    )
+                                })
+                            })
                             .or_else(|| check_id("parent_span_id", &s.parent_span_id, 8, false))
                             .or_else(|| {
                                 check_time("start_time_unix_nano", s.start_time_unix_nano, limits)

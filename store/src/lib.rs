@@ -15,6 +15,7 @@ mod error;
 mod layout;
 mod logs;
 mod tenant;
+mod traces;
 mod wal;
 
 pub use error::StoreError;
@@ -24,6 +25,11 @@ pub use logs::{
     LogStoreOptions, SearchPage, hour_partition,
 };
 pub use tenant::TenantId;
+pub use traces::{
+    EdgeRow, FileSet, FlushBatch, Fragment, LATENCY_BOUNDS_MS, LatencyHistogram, NODE_KINDS,
+    OperationRow, SpanPredicate, TenantFlush, TraceQuery, TraceStore, TraceStoreOptions,
+    TraceStoreStats, TraceSummary, merge_edges, merge_operations, minute_of,
+};
 pub use wal::{
     AppendReply, EncodedEntry, FSYNC_BUCKETS, Wal, WalEntry, WalOptions, WalRecord, WalStats,
 };

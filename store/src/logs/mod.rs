@@ -27,7 +27,7 @@ use tantivy::{Index, IndexReader, ReloadPolicy};
 use crate::layout::{check_version, write_atomic};
 use crate::{DataDir, StoreError, TenantId};
 
-const HOUR_NS: i64 = 3_600_000_000_000;
+pub(crate) const HOUR_NS: i64 = 3_600_000_000_000;
 
 /// The start (Unix ns) of the hour partition holding `ts_ns`.
 pub fn hour_partition(ts_ns: i64) -> i64 {
@@ -79,7 +79,7 @@ pub(crate) struct Partition {
     pub committed_lsn: AtomicU64,
 }
 
-fn partition_dir_name(hour_ns: i64) -> String {
+pub(crate) fn partition_dir_name(hour_ns: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(hour_ns))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
@@ -91,7 +91,7 @@ fn partition_dir_name(hour_ns: i64) -> String {
     )
 }
 
-fn parse_partition_dir_name(name: &str) -> Option<i64> {
+pub(crate) fn parse_partition_dir_name(name: &str) -> Option<i64> {
     let (date, hour) = name.split_once('T')?;
     let mut parts = date.split('-');
     let (y, m, d) = (

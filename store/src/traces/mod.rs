@@ -1,0 +1,857 @@
+//! The span store: Parquet files per tenant and hour under
+//! `<data-dir>/<tenant>/traces/<YYYY-MM-DDTHH>/`, listed in a per-tenant
+//! manifest (`traces/manifest.json`, replaced by rename).
+//!
+//! Each write (a flush of completed traces by the collector's assembler)
+//! adds, per partition it touches, a *file set*: `spans-N.parquet` (one row
+//! per span, sorted by trace id then start, with a bloom filter on
+//! `trace_id`), `summaries-N.parquet` (one row per trace fragment),
+//! `edges-N.parquet` (service-graph edges per minute) and
+//! `operations-N.parquet` (calls, errors and durations per operation and
+//! minute). Files become visible only once the manifest lists them; a file
+//! not listed is left over from a crash and deleted on open.
+//!
+//! Exactly-once after a crash: the manifest records `durable_lsn` — every
+//! span of a WAL entry at or below it is in a listed file — and, per file
+//! set, `max_lsn`, the last WAL entry the assembler had taken in when it
+//! wrote the set. A trace written in a set includes every span of that trace
+//! from entries up to `max_lsn`, so on replay a span of entry `L` is already
+//! stored exactly when a set with `max_lsn >= L` holds its trace
+//! ([`TraceStore::replay_filter`]). Compaction only merges sets at or below
+//! `durable_lsn`, which replay never consults.
+
+mod read;
+mod schema;
+mod summary;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use periscope_proto::Span;
+pub use read::{SpanPredicate, TraceQuery};
+pub use schema::SPAN_FILE_VERSION;
+use serde::{Deserialize, Serialize};
+pub use summary::{
+    EdgeRow, LATENCY_BOUNDS_MS, LatencyHistogram, NODE_KINDS, OperationRow, TraceSummary,
+};
+
+use crate::layout::{sync_dir, write_atomic};
+use crate::logs::{HOUR_NS, parse_partition_dir_name, partition_dir_name};
+use crate::{DataDir, StoreError, TenantId};
+
+const MANIFEST_VERSION: u32 = 1;
+const MINUTE_NS: i64 = 60_000_000_000;
+
+/// Tuning of the span store.
+#[derive(Clone, Debug)]
+pub struct TraceStoreOptions {
+    /// Partitions whose hour ended longer ago than this are deleted. Default 7 days.
+    pub retention: Duration,
+    /// Rows per Parquet row group. Default 65,536.
+    pub row_group_rows: usize,
+    /// Compaction merges the file sets of a partition once it has this many. Default 8.
+    pub compact_min_files: usize,
+}
+
+impl Default for TraceStoreOptions {
+    fn default() -> Self {
+        TraceStoreOptions {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            row_group_rows: 65_536,
+            compact_min_files: 8,
+        }
+    }
+}
+
+/// One written trace fragment: spans of one trace, all of one tenant.
+#[derive(Debug)]
+pub struct Fragment {
+    pub spans: Vec<Span>,
+    /// The trace lost spans to the per-trace cap.
+    pub truncated: bool,
+}
+
+/// What one tenant gets from a flush.
+#[derive(Debug, Default)]
+pub struct TenantFlush {
+    pub fragments: Vec<Fragment>,
+    pub edges: Vec<EdgeRow>,
+    pub operations: Vec<OperationRow>,
+}
+
+/// One flush of the assembler.
+#[derive(Debug, Default)]
+pub struct FlushBatch {
+    pub tenants: HashMap<TenantId, TenantFlush>,
+    /// The last WAL entry the assembler had taken in when it cut this batch.
+    pub max_lsn: u64,
+    /// Every span of entries at or below this is already in listed files.
+    pub durable_lsn: u64,
+}
+
+/// A file set in the manifest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileSet {
+    /// Partition directory name (`YYYY-MM-DDTHH`).
+    pub partition: String,
+    pub id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spans: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summaries: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edges: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operations: Option<String>,
+    pub max_lsn: u64,
+    /// Earliest and latest fragment start (or edge minute) in the set, Unix ns.
+    pub min_time_ns: i64,
+    pub max_time_ns: i64,
+    pub span_count: u64,
+    pub trace_count: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Manifest {
+    version: u32,
+    durable_lsn: u64,
+    next_file: u64,
+    files: Vec<FileSet>,
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Manifest {
+            version: MANIFEST_VERSION,
+            durable_lsn: 0,
+            next_file: 1,
+            files: Vec::new(),
+        }
+    }
+}
+
+/// A listed file set with what readers keep in memory about it.
+#[derive(Debug)]
+pub(crate) struct LiveSet {
+    pub(crate) set: FileSet,
+    pub(crate) dir: PathBuf,
+    /// First 8 bytes of every trace id in the set, sorted.
+    pub(crate) trace_keys: Vec<u64>,
+    pub(crate) spans_meta: OnceLock<ArrowReaderMetadata>,
+    pub(crate) summaries_meta: OnceLock<ArrowReaderMetadata>,
+}
+
+impl LiveSet {
+    pub(crate) fn may_hold(&self, trace_id: &[u8; 16]) -> bool {
+        self.trace_keys.binary_search(&trace_key(trace_id)).is_ok()
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+pub(crate) fn trace_key(id: &[u8; 16]) -> u64 {
+    u64::from_be_bytes(id[..8].try_into().expect("8 bytes"))
+}
+
+#[derive(Default)]
+struct TenantState {
+    manifest: Manifest,
+    sets: Vec<Arc<LiveSet>>,
+    operations: BTreeSet<(String, String)>,
+}
+
+/// Counters for self-metrics.
+#[derive(Debug, Default)]
+pub struct TraceStoreStats {
+    pub files_written: std::sync::atomic::AtomicU64,
+    pub spans_written: std::sync::atomic::AtomicU64,
+    pub bytes_written: std::sync::atomic::AtomicU64,
+}
+
+/// The span store of every tenant.
+pub struct TraceStore {
+    data: DataDir,
+    opts: TraceStoreOptions,
+    tenants: RwLock<HashMap<TenantId, TenantState>>,
+    /// Serialises writers (flushes, compaction, retention).
+    write_lock: Mutex<()>,
+    stats: TraceStoreStats,
+}
+
+impl std::fmt::Debug for TraceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceStore").finish_non_exhaustive()
+    }
+}
+
+fn traces_dir(data: &DataDir, tenant: &TenantId) -> PathBuf {
+    data.root().join(tenant.as_str()).join("traces")
+}
+
+fn format_err(path: &Path, message: impl Into<String>) -> StoreError {
+    StoreError::Format {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl TraceStore {
+    /// Opens every tenant's manifest, deletes files no manifest lists, and
+    /// loads the trace ids of every listed set.
+    pub fn open(data: &DataDir, opts: TraceStoreOptions) -> Result<Arc<TraceStore>, StoreError> {
+        let mut tenants = HashMap::new();
+        let root = data.root();
+        for entry in std::fs::read_dir(root)
+            .map_err(StoreError::io("failed to list data dir", root))?
+            .flatten()
+        {
+            let Some(Ok(tenant)) = entry.file_name().to_str().map(TenantId::parse) else {
+                continue;
+            };
+            let dir = traces_dir(data, &tenant);
+            if !dir.is_dir() {
+                continue;
+            }
+            tenants.insert(tenant.clone(), open_tenant(&dir)?);
+        }
+        Ok(Arc::new(TraceStore {
+            data: data.clone(),
+            opts,
+            tenants: RwLock::new(tenants),
+            write_lock: Mutex::new(()),
+            stats: TraceStoreStats::default(),
+        }))
+    }
+
+    pub fn stats(&self) -> &TraceStoreStats {
+        &self.stats
+    }
+
+    fn read_tenants(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TenantId, TenantState>> {
+        self.tenants.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_tenants(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<TenantId, TenantState>> {
+        self.tenants.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The highest `durable_lsn` any manifest recorded: every span of a WAL
+    /// entry at or below it is stored.
+    pub fn durable_lsn(&self) -> u64 {
+        self.read_tenants()
+            .values()
+            .map(|t| t.manifest.durable_lsn)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The highest WAL position any manifest mentions.
+    pub fn max_lsn(&self) -> u64 {
+        self.read_tenants()
+            .values()
+            .flat_map(|t| {
+                std::iter::once(t.manifest.durable_lsn).chain(t.manifest.files.iter().map(|f| f.max_lsn))
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// For replay after a crash: per (tenant, trace id), the highest
+    /// `max_lsn` of the sets above `durable` that hold the trace. A span of
+    /// WAL entry `L` is already stored when its trace maps to `>= L`.
+    pub fn replay_filter(
+        &self,
+        durable: u64,
+    ) -> Result<HashMap<(TenantId, [u8; 16]), u64>, StoreError> {
+        let mut out = HashMap::new();
+        let tenants = self.read_tenants();
+        for (tenant, st) in tenants.iter() {
+            for set in st.sets.iter().filter(|s| s.set.max_lsn > durable) {
+                for summary in read::read_summaries(set)? {
+                    let e = out.entry((tenant.clone(), summary.trace_id)).or_insert(0);
+                    *e = (*e).max(set.set.max_lsn);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a flush: per tenant and partition one file set, then each
+    /// tenant's manifest. Returns once everything is durable.
+    pub fn write(&self, batch: FlushBatch) -> Result<(), StoreError> {
+        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        for (tenant, flush) in batch.tenants {
+            self.write_tenant(&tenant, flush, batch.max_lsn, batch.durable_lsn)?;
+        }
+        Ok(())
+    }
+
+    fn write_tenant(
+        &self,
+        tenant: &TenantId,
+        flush: TenantFlush,
+        max_lsn: u64,
+        durable_lsn: u64,
+    ) -> Result<(), StoreError> {
+        let dir = traces_dir(&self.data, tenant);
+        let mut parts: HashMap<i64, TenantFlush> = HashMap::new();
+        for f in flush.fragments {
+            let start = f.spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+            parts.entry(hour_of(start)).or_default().fragments.push(f);
+        }
+        for e in flush.edges {
+            parts.entry(hour_of(e.minute_ns)).or_default().edges.push(e);
+        }
+        for o in flush.operations {
+            parts.entry(hour_of(o.minute_ns)).or_default().operations.push(o);
+        }
+        let mut next_file = self
+            .read_tenants()
+            .get(tenant)
+            .map(|t| t.manifest.next_file)
+            .unwrap_or(1);
+        let mut new_sets = Vec::new();
+        let mut new_ops = BTreeSet::new();
+        for (hour, part) in parts {
+            let id = next_file;
+            next_file += 1;
+            new_ops.extend(part.operations.iter().map(|o| (o.service.clone(), o.operation.clone())));
+            new_sets.push(self.write_set(&dir, hour, id, part, max_lsn)?);
+        }
+        // Publish: the manifest first (durable), then the in-memory view.
+        let mut tenants = self.write_tenants();
+        let st = tenants.entry(tenant.clone()).or_default();
+        let mut manifest = st.manifest.clone();
+        manifest.durable_lsn = manifest.durable_lsn.max(durable_lsn);
+        manifest.next_file = next_file;
+        manifest.files.extend(new_sets.iter().map(|s| s.set.clone()));
+        std::fs::create_dir_all(&dir).map_err(StoreError::io("failed to create", &dir))?;
+        write_manifest(&dir, &manifest)?;
+        st.manifest = manifest;
+        st.sets.extend(new_sets.into_iter().map(Arc::new));
+        st.operations.extend(new_ops);
+        Ok(())
+    }
+
+    fn write_set(
+        &self,
+        tenant_dir: &Path,
+        hour: i64,
+        id: u64,
+        mut part: TenantFlush,
+        max_lsn: u64,
+    ) -> Result<LiveSet, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let partition = partition_dir_name(hour);
+        let dir = tenant_dir.join(&partition);
+        std::fs::create_dir_all(&dir).map_err(StoreError::io("failed to create", &dir))?;
+        let mut set = FileSet {
+            partition,
+            id,
+            spans: None,
+            summaries: None,
+            edges: None,
+            operations: None,
+            max_lsn,
+            min_time_ns: i64::MAX,
+            max_time_ns: i64::MIN,
+            span_count: 0,
+            trace_count: 0,
+            bytes: 0,
+        };
+        let mut trace_keys = Vec::new();
+        if !part.fragments.is_empty() {
+            let mut summaries: Vec<TraceSummary> = part
+                .fragments
+                .iter()
+                .map(|f| {
+                    let refs: Vec<&Span> = f.spans.iter().collect();
+                    TraceSummary::of(&refs, f.truncated)
+                })
+                .collect();
+            summaries.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
+            let mut spans: Vec<&Span> = part.fragments.iter().flat_map(|f| &f.spans).collect();
+            spans.sort_by(|a, b| (a.trace_id, a.start_ns).cmp(&(b.trace_id, b.start_ns)));
+            for s in &summaries {
+                set.min_time_ns = set.min_time_ns.min(s.start_ns);
+                set.max_time_ns = set.max_time_ns.max(s.start_ns);
+            }
+            trace_keys = summaries.iter().map(|s| trace_key(&s.trace_id)).collect();
+            set.span_count = spans.len() as u64;
+            set.trace_count = summaries.len() as u64;
+            let name = format!("spans-{id}.parquet");
+            set.bytes += self.write_parquet(
+                &dir.join(&name),
+                &schema::spans_to_batch(&spans),
+                ParquetKind::Spans,
+                summaries.len() as u64,
+            )?;
+            set.spans = Some(name);
+            let refs: Vec<&TraceSummary> = summaries.iter().collect();
+            let name = format!("summaries-{id}.parquet");
+            set.bytes += self.write_parquet(
+                &dir.join(&name),
+                &summary::summaries_to_batch(&refs),
+                ParquetKind::Summaries,
+                0,
+            )?;
+            set.summaries = Some(name);
+        }
+        if !part.edges.is_empty() {
+            part.edges.sort_by(|a, b| {
+                (a.minute_ns, &a.client, &a.server).cmp(&(b.minute_ns, &b.client, &b.server))
+            });
+            for e in &part.edges {
+                set.min_time_ns = set.min_time_ns.min(e.minute_ns);
+                set.max_time_ns = set.max_time_ns.max(e.minute_ns);
+            }
+            let refs: Vec<&EdgeRow> = part.edges.iter().collect();
+            let name = format!("edges-{id}.parquet");
+            set.bytes += self.write_parquet(
+                &dir.join(&name),
+                &summary::edges_to_batch(&refs),
+                ParquetKind::Small,
+                0,
+            )?;
+            set.edges = Some(name);
+        }
+        if !part.operations.is_empty() {
+            part.operations.sort_by(|a, b| {
+                (a.minute_ns, &a.service, &a.operation).cmp(&(b.minute_ns, &b.service, &b.operation))
+            });
+            for o in &part.operations {
+                set.min_time_ns = set.min_time_ns.min(o.minute_ns);
+                set.max_time_ns = set.max_time_ns.max(o.minute_ns);
+            }
+            let refs: Vec<&OperationRow> = part.operations.iter().collect();
+            let name = format!("operations-{id}.parquet");
+            set.bytes += self.write_parquet(
+                &dir.join(&name),
+                &summary::operations_to_batch(&refs),
+                ParquetKind::Small,
+                0,
+            )?;
+            set.operations = Some(name);
+        }
+        sync_dir(&dir)?;
+        self.stats.files_written.fetch_add(1, Relaxed);
+        self.stats.spans_written.fetch_add(set.span_count, Relaxed);
+        self.stats.bytes_written.fetch_add(set.bytes, Relaxed);
+        Ok(LiveSet {
+            set,
+            dir,
+            trace_keys: sorted_keys(trace_keys),
+            spans_meta: OnceLock::new(),
+            summaries_meta: OnceLock::new(),
+        })
+    }
+
+    fn write_parquet(
+        &self,
+        path: &Path,
+        batch: &RecordBatch,
+        kind: ParquetKind,
+        distinct_traces: u64,
+    ) -> Result<u64, StoreError> {
+        let props = writer_properties(kind, self.opts.row_group_rows, distinct_traces);
+        let file = File::create(path).map_err(StoreError::io("failed to create", path))?;
+        let parquet_err = |e: parquet::errors::ParquetError| format_err(path, format!("parquet write failed: {e}"));
+        let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(parquet_err)?;
+        w.write(batch).map_err(parquet_err)?;
+        let file = w.into_inner().map_err(parquet_err)?;
+        file.sync_all().map_err(StoreError::io("failed to fsync", path))?;
+        Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
+    }
+
+    /// The file sets of a tenant, for readers.
+    pub(crate) fn sets(&self, tenant: &TenantId) -> Vec<Arc<LiveSet>> {
+        self.read_tenants()
+            .get(tenant)
+            .map(|t| t.sets.clone())
+            .unwrap_or_default()
+    }
+
+    /// The manifest's file sets of a tenant (for tests and tools).
+    pub fn file_sets(&self, tenant: &TenantId) -> Vec<FileSet> {
+        self.sets(tenant).iter().map(|s| s.set.clone()).collect()
+    }
+
+    /// The operations (span names) seen for a service, sorted.
+    pub fn operations_of(&self, tenant: &TenantId, service: &str) -> Vec<String> {
+        self.read_tenants()
+            .get(tenant)
+            .map(|t| {
+                t.operations
+                    .iter()
+                    .filter(|(s, _)| s == service)
+                    .map(|(_, o)| o.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every service that has operations in a tenant.
+    pub fn services(&self, tenant: &TenantId) -> Vec<String> {
+        self.read_tenants()
+            .get(tenant)
+            .map(|t| {
+                let s: BTreeSet<&String> = t.operations.iter().map(|(s, _)| s).collect();
+                s.into_iter().cloned().collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Tenants with a span store.
+    pub fn tenants(&self) -> Vec<TenantId> {
+        self.read_tenants().keys().cloned().collect()
+    }
+
+    /// Deletes partitions whose hour ended longer ago than the retention.
+    /// Returns how many file sets were dropped.
+    pub fn apply_retention(&self, now_ns: i64) -> Result<usize, StoreError> {
+        let cutoff = now_ns - i64::try_from(self.opts.retention.as_nanos()).unwrap_or(i64::MAX);
+        self.drop_sets(|s| {
+            parse_partition_dir_name(&s.partition).is_some_and(|h| h + HOUR_NS <= cutoff)
+        })
+    }
+
+    fn drop_sets(&self, doomed: impl Fn(&FileSet) -> bool) -> Result<usize, StoreError> {
+        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dropped = 0;
+        let mut tenants = self.write_tenants();
+        for (tenant, st) in tenants.iter_mut() {
+            if !st.manifest.files.iter().any(&doomed) {
+                continue;
+            }
+            let dir = traces_dir(&self.data, tenant);
+            let mut manifest = st.manifest.clone();
+            let (gone, kept): (Vec<FileSet>, Vec<FileSet>) =
+                manifest.files.drain(..).partition(|s| doomed(s));
+            manifest.files = kept;
+            write_manifest(&dir, &manifest)?;
+            st.manifest = manifest;
+            st.sets.retain(|s| !doomed(&s.set));
+            dropped += gone.len();
+            for set in gone {
+                remove_set_files(&dir, &set);
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Merges the file sets of partitions that have many small ones (only
+    /// sets at or below `durable_lsn`, which replay never needs). Returns
+    /// how many sets were merged away.
+    pub fn compact(&self) -> Result<usize, StoreError> {
+        let mut merged = 0;
+        for tenant in self.tenants() {
+            loop {
+                let candidates = {
+                    let tenants = self.read_tenants();
+                    let Some(st) = tenants.get(&tenant) else { break };
+                    let durable = st.manifest.durable_lsn;
+                    let mut by_part: HashMap<&str, Vec<Arc<LiveSet>>> = HashMap::new();
+                    for s in &st.sets {
+                        if s.set.max_lsn <= durable {
+                            by_part.entry(&s.set.partition).or_default().push(s.clone());
+                        }
+                    }
+                    by_part
+                        .into_values()
+                        .filter(|v| v.len() >= self.opts.compact_min_files.max(2))
+                        .max_by_key(|v| v.len())
+                };
+                let Some(sets) = candidates else { break };
+                merged += sets.len() - 1;
+                self.merge_sets(&tenant, sets)?;
+            }
+        }
+        Ok(merged)
+    }
+
+    fn merge_sets(&self, tenant: &TenantId, sets: Vec<Arc<LiveSet>>) -> Result<(), StoreError> {
+        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fragments: HashMap<[u8; 16], Fragment> = HashMap::new();
+        let mut edges = Vec::new();
+        let mut operations = Vec::new();
+        let mut truncated: BTreeSet<[u8; 16]> = BTreeSet::new();
+        for s in &sets {
+            for span in read::read_all_spans(s)? {
+                fragments
+                    .entry(span.trace_id)
+                    .or_insert_with(|| Fragment {
+                        spans: Vec::new(),
+                        truncated: false,
+                    })
+                    .spans
+                    .push(span);
+            }
+            for sum in read::read_summaries(s)? {
+                if sum.truncated {
+                    truncated.insert(sum.trace_id);
+                }
+            }
+            edges.extend(read::read_edges(s)?);
+            operations.extend(read::read_operations(s)?);
+        }
+        for (id, f) in fragments.iter_mut() {
+            f.truncated = truncated.contains(id);
+        }
+        let hour = parse_partition_dir_name(&sets[0].set.partition).unwrap_or(0);
+        let max_lsn = sets.iter().map(|s| s.set.max_lsn).max().unwrap_or(0);
+        let dir = traces_dir(&self.data, tenant);
+        let id = {
+            let tenants = self.read_tenants();
+            tenants.get(tenant).map(|t| t.manifest.next_file).unwrap_or(1)
+        };
+        let part = TenantFlush {
+            fragments: fragments.into_values().collect(),
+            edges: merge_edges(edges),
+            operations: merge_operations(operations),
+        };
+        let mut new_set = self.write_set(&dir, hour, id, part, max_lsn)?;
+        // Keep the set's time range even if a fragment moved hours (it cannot: same partition).
+        new_set.set.partition = sets[0].set.partition.clone();
+        let old: BTreeSet<u64> = sets.iter().map(|s| s.set.id).collect();
+        let mut tenants = self.write_tenants();
+        let st = tenants.entry(tenant.clone()).or_default();
+        let mut manifest = st.manifest.clone();
+        manifest.next_file = id + 1;
+        manifest.files.retain(|f| !old.contains(&f.id));
+        manifest.files.push(new_set.set.clone());
+        write_manifest(&dir, &manifest)?;
+        st.manifest = manifest;
+        st.sets.retain(|s| !old.contains(&s.set.id));
+        st.sets.push(Arc::new(new_set));
+        drop(tenants);
+        for s in sets {
+            remove_set_files(&dir, &s.set);
+        }
+        Ok(())
+    }
+}
+
+/// Sums edge rows with the same minute and endpoints.
+pub fn merge_edges(rows: Vec<EdgeRow>) -> Vec<EdgeRow> {
+    let mut m: HashMap<(i64, String, String), EdgeRow> = HashMap::new();
+    for r in rows {
+        match m.entry((r.minute_ns, r.client.clone(), r.server.clone())) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let e = e.get_mut();
+                e.requests += r.requests;
+                e.failures += r.failures;
+                e.latency.add(&r.latency);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(r);
+            }
+        }
+    }
+    m.into_values().collect()
+}
+
+/// Sums operation rows with the same minute, service, operation and kind.
+pub fn merge_operations(rows: Vec<OperationRow>) -> Vec<OperationRow> {
+    let mut m: HashMap<(i64, String, String, &'static str), OperationRow> = HashMap::new();
+    for r in rows {
+        match m.entry((r.minute_ns, r.service.clone(), r.operation.clone(), r.kind)) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let e = e.get_mut();
+                e.calls += r.calls;
+                e.errors += r.errors;
+                e.duration.add(&r.duration);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(r);
+            }
+        }
+    }
+    m.into_values().collect()
+}
+
+/// The start of the minute holding `ts_ns`.
+pub fn minute_of(ts_ns: i64) -> i64 {
+    ts_ns.div_euclid(MINUTE_NS) * MINUTE_NS
+}
+
+fn hour_of(ts_ns: i64) -> i64 {
+    ts_ns.div_euclid(HOUR_NS) * HOUR_NS
+}
+
+fn sorted_keys(mut keys: Vec<u64>) -> Vec<u64> {
+    keys.sort_unstable();
+    keys.dedup();
+    keys.shrink_to_fit();
+    keys
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum ParquetKind {
+    Spans,
+    Summaries,
+    Small,
+}
+
+fn writer_properties(kind: ParquetKind, row_group_rows: usize, distinct_traces: u64) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "periscope.format_version".to_owned(),
+            SPAN_FILE_VERSION.to_string(),
+        )]));
+    let col = |c: &str| ColumnPath::from(c);
+    match kind {
+        ParquetKind::Spans => {
+            b = b
+                .set_sorting_columns(Some(vec![
+                    SortingColumn {
+                        column_idx: 0,
+                        descending: false,
+                        nulls_first: false,
+                    },
+                    SortingColumn {
+                        column_idx: 1,
+                        descending: false,
+                        nulls_first: false,
+                    },
+                ]))
+                .set_column_bloom_filter_enabled(col("trace_id"), true)
+                .set_column_bloom_filter_fpp(col("trace_id"), 0.01)
+                .set_column_bloom_filter_max_ndv(col("trace_id"), distinct_traces.max(1));
+            for c in ["span_id", "parent_span_id", "duration_ns", "start_time", "end_time"] {
+                b = b.set_column_dictionary_enabled(col(c), false);
+            }
+            for c in ["start_time", "end_time", "duration_ns"] {
+                b = b.set_column_encoding(col(c), Encoding::DELTA_BINARY_PACKED);
+            }
+        }
+        ParquetKind::Summaries => {
+            b = b.set_sorting_columns(Some(vec![SortingColumn {
+                column_idx: 0,
+                descending: false,
+                nulls_first: false,
+            }]));
+        }
+        ParquetKind::Small => {}
+    }
+    b.build()
+}
+
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec_pretty(m).expect("manifest serialises");
+    write_atomic(&dir.join("manifest.json"), &bytes)
+}
+
+fn remove_set_files(tenant_dir: &Path, set: &FileSet) {
+    let dir = tenant_dir.join(&set.partition);
+    for name in [&set.spans, &set.summaries, &set.edges, &set.operations]
+        .into_iter()
+        .flatten()
+    {
+        let p = dir.join(name);
+        if let Err(e) = std::fs::remove_file(&p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %p.display(), error = %e, "failed to delete span file");
+        }
+    }
+    // An emptied partition directory goes too (fails harmlessly otherwise).
+    let _ = std::fs::remove_dir(&dir);
+}
+
+fn open_tenant(dir: &Path) -> Result<TenantState, StoreError> {
+    let path = dir.join("manifest.json");
+    let manifest: Manifest = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format_err(&path, format!("invalid manifest: {e}")))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
+        Err(e) => return Err(StoreError::io("failed to read", &path)(e)),
+    };
+    if manifest.version != MANIFEST_VERSION {
+        return Err(format_err(
+            &path,
+            format!(
+                "trace manifest version {} is not supported (this build reads {MANIFEST_VERSION})",
+                manifest.version
+            ),
+        ));
+    }
+    // Files no manifest lists are left over from a write cut short.
+    let listed: BTreeSet<(String, String)> = manifest
+        .files
+        .iter()
+        .flat_map(|s| {
+            [&s.spans, &s.summaries, &s.edges, &s.operations]
+                .into_iter()
+                .flatten()
+                .map(|n| (s.partition.clone(), n.clone()))
+        })
+        .collect();
+    for part in std::fs::read_dir(dir)
+        .map_err(StoreError::io("failed to list", dir))?
+        .flatten()
+    {
+        let pname = part.file_name().to_string_lossy().into_owned();
+        if parse_partition_dir_name(&pname).is_none() || !part.path().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(part.path())
+            .map_err(StoreError::io("failed to list", part.path()))?
+            .flatten()
+        {
+            let fname = f.file_name().to_string_lossy().into_owned();
+            if fname.ends_with(".parquet") && !listed.contains(&(pname.clone(), fname.clone())) {
+                tracing::warn!(file = %f.path().display(), "deleting span file left over from an interrupted write");
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+    let mut st = TenantState {
+        manifest: manifest.clone(),
+        ..Default::default()
+    };
+    for set in manifest.files {
+        let live = LiveSet {
+            dir: dir.join(&set.partition),
+            set,
+            trace_keys: Vec::new(),
+            spans_meta: OnceLock::new(),
+            summaries_meta: OnceLock::new(),
+        };
+        let keys = read::read_summaries(&live)?
+            .iter()
+            .map(|s| trace_key(&s.trace_id))
+            .collect();
+        for o in read::read_operations(&live)? {
+            st.operations.insert((o.service, o.operation));
+        }
+        st.sets.push(Arc::new(LiveSet {
+            trace_keys: sorted_keys(keys),
+            ..live
+        }));
+    }
+    Ok(st)
+}
+
+pub(crate) fn reader_metadata(path: &Path) -> Result<ArrowReaderMetadata, StoreError> {
+    let file = File::open(path).map_err(StoreError::io("failed to open", path))?;
+    ArrowReaderMetadata::load(&file, ArrowReaderOptions::new().with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional))
+        .map_err(|e| format_err(path, format!("unreadable parquet: {e}")))
+}

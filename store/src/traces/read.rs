@@ -1,0 +1,339 @@
+//! Reading the span store: trace by id, trace search over summaries, and
+//! the service graph and operation rows of a time window.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{BooleanArray, RecordBatch};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowFilter,
+};
+use parquet::file::statistics::Statistics;
+use periscope_proto::Span;
+
+use super::summary::{self, EdgeRow, OperationRow, TraceSummary};
+use super::{LiveSet, TraceStore, format_err, reader_metadata, schema};
+use crate::{StoreError, TenantId};
+
+/// A span-level condition checked on a trace's spans (tags, single-span durations).
+pub type SpanPredicate<'a> = &'a (dyn Fn(&[Span]) -> bool + Send + Sync);
+
+/// Trace search conditions that summaries answer.
+#[derive(Clone, Debug, Default)]
+pub struct TraceQuery {
+    /// Trace start within `[start_ns, end_ns]`.
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// A span of this service…
+    pub service: Option<String>,
+    /// …(of that service, when given) with this name.
+    pub operation: Option<String>,
+    pub min_duration_ns: Option<i64>,
+    pub max_duration_ns: Option<i64>,
+    /// Some span at least this long (summaries prune; the predicate decides).
+    pub span_min_duration_ns: Option<i64>,
+    /// Some span at most this long.
+    pub span_max_duration_ns: Option<i64>,
+    /// `Some(true)`: at least one error span; `Some(false)`: none.
+    pub error: Option<bool>,
+    pub limit: usize,
+}
+
+impl TraceQuery {
+    fn matches(&self, s: &TraceSummary) -> bool {
+        let d = s.duration_ns();
+        s.start_ns >= self.start_ns
+            && s.start_ns <= self.end_ns
+            && self
+                .service
+                .as_ref()
+                .is_none_or(|svc| s.services.iter().any(|x| x == svc))
+            && self.operation.as_ref().is_none_or(|op| {
+                s.operations.iter().any(|(svc, name)| {
+                    name == op && self.service.as_ref().is_none_or(|want| want == svc)
+                })
+            })
+            && self.min_duration_ns.is_none_or(|m| d >= m)
+            && self.max_duration_ns.is_none_or(|m| d <= m)
+            && self
+                .span_min_duration_ns
+                .is_none_or(|m| s.max_span_duration_ns >= m)
+            && self
+                .span_max_duration_ns
+                .is_none_or(|m| s.min_span_duration_ns <= m)
+            && self.error.is_none_or(|e| (s.error_count > 0) == e)
+    }
+}
+
+fn open_builder(
+    set: &LiveSet,
+    name: &str,
+    meta: &std::sync::OnceLock<ArrowReaderMetadata>,
+) -> Result<ParquetRecordBatchReaderBuilder<File>, StoreError> {
+    let path = set.path(name);
+    let meta = match meta.get() {
+        Some(m) => m.clone(),
+        None => {
+            let m = reader_metadata(&path)?;
+            let _ = meta.set(m.clone());
+            m
+        }
+    };
+    let file = File::open(&path).map_err(StoreError::io("failed to open", &path))?;
+    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta))
+}
+
+fn collect_batches(
+    builder: ParquetRecordBatchReaderBuilder<File>,
+    path: &Path,
+) -> Result<Vec<RecordBatch>, StoreError> {
+    let reader = builder
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| format_err(path, format!("unreadable parquet: {e}")))?;
+    reader
+        .map(|b| b.map_err(|e| format_err(path, format!("unreadable parquet: {e}"))))
+        .collect()
+}
+
+fn read_small(set: &LiveSet, name: Option<&String>) -> Result<Vec<RecordBatch>, StoreError> {
+    let Some(name) = name else {
+        return Ok(Vec::new());
+    };
+    let path = set.path(name);
+    let file = File::open(&path).map_err(StoreError::io("failed to open", &path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| format_err(&path, format!("unreadable parquet: {e}")))?;
+    collect_batches(builder, &path)
+}
+
+pub(crate) fn read_summaries(set: &LiveSet) -> Result<Vec<TraceSummary>, StoreError> {
+    let Some(name) = &set.set.summaries else {
+        return Ok(Vec::new());
+    };
+    let builder = open_builder(set, name, &set.summaries_meta)?;
+    Ok(collect_batches(builder, &set.path(name))?
+        .iter()
+        .flat_map(summary::batch_to_summaries)
+        .collect())
+}
+
+pub(crate) fn read_edges(set: &LiveSet) -> Result<Vec<EdgeRow>, StoreError> {
+    Ok(read_small(set, set.set.edges.as_ref())?
+        .iter()
+        .flat_map(summary::batch_to_edges)
+        .collect())
+}
+
+pub(crate) fn read_operations(set: &LiveSet) -> Result<Vec<OperationRow>, StoreError> {
+    Ok(read_small(set, set.set.operations.as_ref())?
+        .iter()
+        .flat_map(summary::batch_to_operations)
+        .collect())
+}
+
+pub(crate) fn read_all_spans(set: &LiveSet) -> Result<Vec<Span>, StoreError> {
+    let Some(name) = &set.set.spans else {
+        return Ok(Vec::new());
+    };
+    let builder = open_builder(set, name, &set.spans_meta)?;
+    Ok(collect_batches(builder, &set.path(name))?
+        .iter()
+        .flat_map(schema::batch_to_spans)
+        .collect())
+}
+
+/// The spans of the given traces in one set: row groups are pruned by the
+/// `trace_id` statistics (rows are sorted by it), rows by a filter on it.
+pub(crate) fn read_spans_of(set: &LiveSet, ids: &HashSet<[u8; 16]>) -> Result<Vec<Span>, StoreError> {
+    let Some(name) = &set.set.spans else {
+        return Ok(Vec::new());
+    };
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let builder = open_builder(set, name, &set.spans_meta)?;
+    let (lo, hi) = (
+        ids.iter().min().copied().unwrap_or([0; 16]),
+        ids.iter().max().copied().unwrap_or([0xff; 16]),
+    );
+    let groups: Vec<usize> = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .enumerate()
+        .filter(|(_, rg)| match rg.column(0).statistics() {
+            Some(st @ Statistics::FixedLenByteArray(_)) => {
+                let min = st.min_bytes_opt().unwrap_or(&[0u8; 16][..]);
+                let max = st.max_bytes_opt().unwrap_or(&[0xffu8; 16][..]);
+                min <= &hi[..] && max >= &lo[..]
+            }
+            _ => true,
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [0]);
+    let wanted = ids.clone();
+    let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+        let col = batch.column(0).as_fixed_size_binary();
+        Ok((0..col.len())
+            .map(|i| Some(<[u8; 16]>::try_from(col.value(i)).is_ok_and(|id| wanted.contains(&id))))
+            .collect::<BooleanArray>())
+    });
+    let builder = builder
+        .with_row_groups(groups)
+        .with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+    Ok(collect_batches(builder, &set.path(name))?
+        .iter()
+        .flat_map(schema::batch_to_spans)
+        .collect())
+}
+
+use arrow_array::Array;
+
+impl TraceStore {
+    /// Every stored span of a trace, from all its fragments, without
+    /// duplicates (a span id seen twice is returned once).
+    pub fn trace(&self, tenant: &TenantId, trace_id: &[u8; 16]) -> Result<Vec<Span>, StoreError> {
+        let ids: HashSet<[u8; 16]> = [*trace_id].into();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for set in self.sets(tenant).iter().filter(|s| s.may_hold(trace_id)) {
+            for s in read_spans_of(set, &ids)? {
+                if seen.insert(s.span_id) {
+                    out.push(s);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest traces (by start) matching `q` and, when given, `pred`
+    /// over their spans. Fragments of a trace found together are merged.
+    pub fn search(
+        &self,
+        tenant: &TenantId,
+        q: &TraceQuery,
+        pred: Option<SpanPredicate<'_>>,
+    ) -> Result<Vec<TraceSummary>, StoreError> {
+        let mut sets: Vec<_> = self
+            .sets(tenant)
+            .into_iter()
+            .filter(|s| s.set.summaries.is_some())
+            .filter(|s| s.set.max_time_ns >= q.start_ns && s.set.min_time_ns <= q.end_ns)
+            .collect();
+        sets.sort_by_key(|s| std::cmp::Reverse(s.set.max_time_ns));
+        let limit = q.limit.max(1);
+        let mut found: HashMap<[u8; 16], TraceSummary> = HashMap::new();
+        for set in sets {
+            if found.len() >= limit {
+                let mut starts: Vec<i64> = found.values().map(|s| s.start_ns).collect();
+                starts.sort_unstable_by(|a, b| b.cmp(a));
+                if set.set.max_time_ns < starts[limit - 1] {
+                    break;
+                }
+            }
+            let mut cands: Vec<TraceSummary> =
+                read_summaries(&set)?.into_iter().filter(|s| q.matches(s)).collect();
+            if let Some(pred) = pred
+                && !cands.is_empty()
+            {
+                let ids: HashSet<[u8; 16]> = cands.iter().map(|s| s.trace_id).collect();
+                let mut by_trace: HashMap<[u8; 16], Vec<Span>> = HashMap::new();
+                for s in read_spans_of(&set, &ids)? {
+                    by_trace.entry(s.trace_id).or_default().push(s);
+                }
+                cands.retain(|c| by_trace.get(&c.trace_id).is_some_and(|spans| pred(spans)));
+            }
+            for c in cands {
+                match found.get_mut(&c.trace_id) {
+                    Some(f) => f.merge(&c),
+                    None => {
+                        found.insert(c.trace_id, c);
+                    }
+                }
+            }
+        }
+        let mut out: Vec<TraceSummary> = found.into_values().collect();
+        out.sort_by(|a, b| b.start_ns.cmp(&a.start_ns).then(a.trace_id.cmp(&b.trace_id)));
+        out.truncate(limit);
+        self.complete_summaries(tenant, &mut out)?;
+        Ok(out)
+    }
+
+    /// Replaces each summary by the merge of every stored fragment of its
+    /// trace, so a result shows the whole trace even when only one fragment
+    /// matched.
+    fn complete_summaries(&self, tenant: &TenantId, out: &mut [TraceSummary]) -> Result<(), StoreError> {
+        let sets = self.sets(tenant);
+        let mut cache: HashMap<u64, Vec<TraceSummary>> = HashMap::new();
+        for result in out.iter_mut() {
+            let mut merged: Option<TraceSummary> = None;
+            for set in sets.iter().filter(|s| s.may_hold(&result.trace_id)) {
+                let sums = match cache.entry(set.set.id) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(read_summaries(set)?),
+                };
+                for f in sums.iter().filter(|f| f.trace_id == result.trace_id) {
+                    match &mut merged {
+                        Some(m) => m.merge(f),
+                        None => merged = Some(f.clone()),
+                    }
+                }
+            }
+            if let Some(m) = merged {
+                *result = m;
+            }
+        }
+        Ok(())
+    }
+
+    /// Service-graph rows with a minute in `[start_ns, end_ns)`.
+    pub fn edges(&self, tenant: &TenantId, start_ns: i64, end_ns: i64) -> Result<Vec<EdgeRow>, StoreError> {
+        let mut out = Vec::new();
+        for set in self.sets(tenant) {
+            if set.set.edges.is_none()
+                || set.set.max_time_ns < start_ns.saturating_sub(super::MINUTE_NS)
+                || set.set.min_time_ns >= end_ns
+            {
+                continue;
+            }
+            out.extend(
+                read_edges(&set)?
+                    .into_iter()
+                    .filter(|e| e.minute_ns >= super::minute_of(start_ns) && e.minute_ns < end_ns),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Operation (RED) rows with a minute in `[start_ns, end_ns)`.
+    pub fn operation_rows(
+        &self,
+        tenant: &TenantId,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<OperationRow>, StoreError> {
+        let mut out = Vec::new();
+        for set in self.sets(tenant) {
+            if set.set.operations.is_none()
+                || set.set.max_time_ns < start_ns.saturating_sub(super::MINUTE_NS)
+                || set.set.min_time_ns >= end_ns
+            {
+                continue;
+            }
+            out.extend(
+                read_operations(&set)?
+                    .into_iter()
+                    .filter(|e| e.minute_ns >= super::minute_of(start_ns) && e.minute_ns < end_ns),
+            );
+        }
+        Ok(out)
+    }
+}
