@@ -7,8 +7,10 @@
 # Usage: benches/run_e2e.sh [DURATION_SECONDS] [extra periscope-loadgen args...]
 #   e.g. benches/run_e2e.sh 30 --clients 4 --batch 500
 #        benches/run_e2e.sh 60 --rate 20000 --compression zstd
+#        SIGNAL=traces benches/run_e2e.sh 30
 # Environment: SKIP_BUILD=1 uses the binaries already built; KEEP=1 keeps the
-# temporary directory (data, collector logs, loadgen output).
+# temporary directory (data, collector logs, loadgen output); SIGNAL=traces
+# sends whole traces instead of logs (periscope-loadgen --signal).
 #
 # The load generator and the collector share the machine: on a small one
 # the loadgen's own CPU (reported) is taken from the collector.
@@ -72,7 +74,8 @@ cpu_seconds() {
 
 echo "collector pid $pid on grpc $grpc, http $http, data dir $data" >&2
 set +e
-"$loadgen" --endpoint "http://$grpc" --query-url "http://$http" --duration "$duration" --verify "$@" \
+"$loadgen" --endpoint "http://$grpc" --query-url "http://$http" --duration "$duration" --verify \
+    ${SIGNAL:+--signal "$SIGNAL"} "$@" \
     >"$work/loadgen.json"
 loadgen_rc=$?
 set -e

@@ -28,7 +28,7 @@ pub const SERVICES: [&str; 8] = [
 ];
 
 /// Instances (pods) per service; each request names one per service.
-const INSTANCES: u32 = 3;
+pub(crate) const INSTANCES: u32 = 3;
 
 const METHODS: [(&str, u32); 4] = [("GET", 60), ("POST", 25), ("PUT", 8), ("DELETE", 7)];
 /// Request paths; those ending in `/` or `=` take a numeric id.
@@ -82,9 +82,7 @@ impl Workload {
     /// A workload whose records carry `loadgen.run = run_id`.
     pub fn new(seed: u64, run_id: impl Into<String>) -> Workload {
         let run_id = run_id.into();
-        let run_salt = run_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let run_salt = run_salt(&run_id);
         Workload {
             rng: SmallRng::seed_from_u64(seed),
             run_id,
@@ -135,23 +133,9 @@ impl Workload {
     }
 
     fn resource(&mut self, service: usize) -> Resource {
-        let name = SERVICES[service];
         let instance = self.rng.random_range(0..INSTANCES);
         Resource {
-            attributes: vec![
-                kv_str("service.name", name),
-                kv_str(
-                    "service.version",
-                    format!("2.{}.{}", service % 3, 7 + service),
-                ),
-                kv_str("service.instance.id", format!("{name}-7d9f8c-{instance}")),
-                kv_str(
-                    "host.name",
-                    format!("node-{}", (service as u32 + instance) % 5),
-                ),
-                kv_str("k8s.namespace.name", "shop"),
-                kv_str("deployment.environment", "production"),
-            ],
+            attributes: resource_attributes(service, SERVICES[service], instance),
             ..Default::default()
         }
     }
@@ -165,7 +149,7 @@ impl Workload {
             85..95 => (13, "WARN"),
             _ => (17, "ERROR"),
         };
-        let method = weighted(rng, &METHODS);
+        let method = *weighted(rng, &METHODS);
         let path = pick(rng, &PATHS);
         let status: i64 = match severity_number {
             9 => *pick(rng, &[200, 200, 200, 200, 201, 204, 304]),
@@ -308,19 +292,46 @@ pub fn unix_nanos() -> u64 {
         .unwrap_or(0)
 }
 
+/// The resource attributes of service `name`, number `service` of the shop,
+/// running as instance `instance`.
+pub(crate) fn resource_attributes(service: usize, name: &str, instance: u32) -> Vec<KeyValue> {
+    vec![
+        kv_str("service.name", name),
+        kv_str(
+            "service.version",
+            format!("2.{}.{}", service % 3, 7 + service),
+        ),
+        kv_str("service.instance.id", format!("{name}-7d9f8c-{instance}")),
+        kv_str(
+            "host.name",
+            format!("node-{}", (service as u32 + instance) % 5),
+        ),
+        kv_str("k8s.namespace.name", "shop"),
+        kv_str("deployment.environment", "production"),
+    ]
+}
+
+/// An FNV-1a hash of the run id, mixed into generated ids so that two runs
+/// with the same seed do not share them.
+pub(crate) fn run_salt(run_id: &str) -> u64 {
+    run_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 /// splitmix64's finalizer: a bijection, so distinct sequence numbers give
 /// distinct, random-looking request ids.
-fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
 }
 
-fn pick<'a, T>(rng: &mut SmallRng, items: &'a [T]) -> &'a T {
+pub(crate) fn pick<'a, T>(rng: &mut SmallRng, items: &'a [T]) -> &'a T {
     &items[rng.random_range(0..items.len())]
 }
 
-fn weighted<'a>(rng: &mut SmallRng, items: &[(&'a str, u32)]) -> &'a str {
+pub(crate) fn weighted<'a, T>(rng: &mut SmallRng, items: &'a [(T, u32)]) -> &'a T {
     let total: u32 = items.iter().map(|(_, w)| w).sum();
     let mut roll = rng.random_range(0..total);
     for (item, w) in items {
@@ -329,10 +340,10 @@ fn weighted<'a>(rng: &mut SmallRng, items: &[(&'a str, u32)]) -> &'a str {
         }
         roll -= w;
     }
-    items[0].0
+    &items[0].0
 }
 
-fn kv_str(key: &str, value: impl Into<String>) -> KeyValue {
+pub(crate) fn kv_str(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
@@ -342,7 +353,7 @@ fn kv_str(key: &str, value: impl Into<String>) -> KeyValue {
     }
 }
 
-fn kv_int(key: &str, value: i64) -> KeyValue {
+pub(crate) fn kv_int(key: &str, value: i64) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {

@@ -14,7 +14,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use periscope_proto::{ExportRequest, Signal};
 use periscope_query::{QueryState, ServiceRegistry};
-use periscope_store::{DataDir, LogIndexer, LogStore, LogStoreOptions, Wal, WalOptions};
+use periscope_store::{
+    DataDir, LogIndexer, LogStore, LogStoreOptions, TraceStore, TraceStoreOptions, Wal, WalOptions,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +24,7 @@ use crate::config::Config;
 use crate::pipeline::{Dispatcher, Ingest, WalItem, now_ns};
 use crate::receiver::grpc::{ExportService, LogsSvc, MetricsSvc, TracesSvc};
 use crate::telemetry::Metrics;
+use crate::traces::{Assembler, AssemblerOptions};
 
 /// Everything must be durable within this long after a shutdown signal.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(9);
@@ -31,6 +34,8 @@ struct OpsState {
     ready: Arc<AtomicBool>,
     ingest: Arc<Ingest>,
     logs: Arc<LogStore>,
+    traces: Arc<TraceStore>,
+    assembler: Arc<Assembler>,
     wal: Arc<Wal<WalItem>>,
 }
 
@@ -54,13 +59,33 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         },
     )
     .context("failed to open log store")?;
+    let traces = TraceStore::open(
+        &data,
+        TraceStoreOptions {
+            retention: cfg.traces_retention,
+            ..Default::default()
+        },
+    )
+    .context("failed to open span store")?;
     let wal: Arc<Wal<WalItem>> = Arc::new(
         Wal::open(
             &data.wal_dir(),
             WalOptions::default(),
-            logs.max_committed_lsn() + 1,
+            logs.max_committed_lsn().max(traces.max_lsn()) + 1,
         )
         .context("failed to open wal")?,
+    );
+    let traces_durable = traces.durable_lsn();
+    let assembler = Assembler::new(
+        AssemblerOptions {
+            idle: cfg.trace_idle,
+            max_age: cfg.trace_max_age,
+            flush_interval: cfg.trace_flush_interval,
+            max_spans_per_trace: cfg.max_spans_per_trace,
+            buffer_bytes: cfg.trace_buffer_bytes,
+            ..Default::default()
+        },
+        traces_durable,
     );
     let metrics = Arc::new(Metrics::default());
     let services = Arc::new(ServiceRegistry::default());
@@ -92,11 +117,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         ready: ready.clone(),
         ingest: ingest.clone(),
         logs: logs.clone(),
+        traces: traces.clone(),
+        assembler: assembler.clone(),
         wal: wal.clone(),
     };
     let query_app = periscope_query::router(QueryState {
         logs: logs.clone(),
         services: services.clone(),
+        traces: traces.clone(),
+        live: assembler.clone(),
     })
     .merge(
         Router::new()
@@ -122,12 +151,35 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let dispatcher = Arc::new(Dispatcher {
         indexer: index_tx,
         services: services.clone(),
+        assembler: assembler.clone(),
     });
 
+    // The trace flusher; the WAL releases segments as traces are written.
+    let flusher_stop = Arc::new(AtomicBool::new(false));
+    let (a, t, w, stop) = (
+        assembler.clone(),
+        traces.clone(),
+        wal.clone(),
+        flusher_stop.clone(),
+    );
+    let flusher = std::thread::Builder::new()
+        .name("trace-flusher".into())
+        .spawn(move || a.run_flusher(t, stop, |lsn| w.release(Signal::Traces, lsn)))
+        .context("failed to start trace flusher")?;
+
     // Replay what the stores have not made durable, then start the writer.
+    // Spans of entries above the span store's durable position may already
+    // be stored (traces are written out of WAL order): the replay filter
+    // knows which.
+    let replay_filter = traces
+        .replay_filter(traces_durable)
+        .context("failed to read recent span files for replay")?;
     let (w, d) = (wal.clone(), dispatcher.clone());
     let replayed = tokio::task::spawn_blocking(move || {
         w.replay(|rec| {
+            if rec.entry.signal == Signal::Traces && rec.lsn <= traces_durable {
+                return Ok(());
+            }
             let req =
                 ExportRequest::decode_protobuf(rec.entry.signal, &rec.entry.body).map_err(|e| {
                     periscope_store::StoreError::WalClosed(format!(
@@ -136,11 +188,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                     ))
                 })?;
             let signal = rec.entry.signal;
-            d.dispatch(
-                rec.lsn,
-                signal,
-                WalItem::new(rec.entry.tenant, req, now_ns(), None),
-            );
+            let tenant = rec.entry.tenant.clone();
+            let mut item = WalItem::new(rec.entry.tenant, req, now_ns(), None);
+            item.retain_spans(|s| {
+                replay_filter
+                    .get(&(tenant.clone(), s.trace_id))
+                    .is_none_or(|written_up_to| *written_up_to < rec.lsn)
+            });
+            d.dispatch(rec.lsn, signal, item);
             Ok(())
         })
     })
@@ -186,18 +241,25 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     ready.store(true, Ordering::SeqCst);
 
-    // Retention.
-    let rl = logs.clone();
+    // Retention, and compaction of span files.
+    let (rl, rt) = (logs.clone(), traces.clone());
     let retention = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            let l = rl.clone();
-            if let Ok(Err(e)) =
-                tokio::task::spawn_blocking(move || l.apply_retention(now_ns())).await
-            {
-                tracing::warn!(error = %e, "retention failed");
-            }
+            let (l, t) = (rl.clone(), rt.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                if let Err(e) = l.apply_retention(now_ns()) {
+                    tracing::warn!(error = %e, "log retention failed");
+                }
+                if let Err(e) = t.apply_retention(now_ns()) {
+                    tracing::warn!(error = %e, "span retention failed");
+                }
+                if let Err(e) = t.compact() {
+                    tracing::warn!(error = %e, "span file compaction failed");
+                }
+            });
+            let _ = done.await;
         }
     });
 
@@ -214,10 +276,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         retention.abort();
         // Everything acknowledged is already in the WAL; let the writer pass
         // queued entries on, then the indexer makes a final commit.
-        let w = wal.clone();
+        let (w, a) = (wal.clone(), assembler.clone());
         tokio::task::spawn_blocking(move || {
             w.close();
             let _ = indexer.join();
+            // The flusher writes every pending trace, then stops.
+            flusher_stop.store(true, Ordering::SeqCst);
+            a.close();
+            let _ = flusher.join();
         })
         .await
     };
@@ -266,10 +332,11 @@ async fn readyz(State(st): State<OpsState>) -> impl IntoResponse {
 
 async fn self_metrics(State(st): State<OpsState>) -> impl IntoResponse {
     st.ingest.refresh_gauges();
-    let body = st
-        .ingest
-        .metrics
-        .render(st.wal.stats(), st.logs.stats(), st.ingest.budget_bytes());
+    let mut body =
+        st.ingest
+            .metrics
+            .render(st.wal.stats(), st.logs.stats(), st.ingest.budget_bytes());
+    crate::telemetry::render_traces(&mut body, &st.assembler.stats, st.traces.stats());
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -51,6 +51,24 @@ pub struct ServeArgs {
     /// How long logs are kept (s, m, h, d, w). Default `7d`.
     #[arg(long, env = "PERISCOPE_LOGS_RETENTION")]
     pub logs_retention: Option<String>,
+    /// How long spans are kept (s, m, h, d, w). Default `7d`.
+    #[arg(long, env = "PERISCOPE_TRACES_RETENTION")]
+    pub traces_retention: Option<String>,
+    /// A trace is complete once no span of it arrived for this long (ms, s, m). Default `5s`.
+    #[arg(long, env = "PERISCOPE_TRACE_IDLE")]
+    pub trace_idle: Option<String>,
+    /// A trace is written at the latest this long after its first span arrived. Default `60s`.
+    #[arg(long, env = "PERISCOPE_TRACE_MAX_AGE")]
+    pub trace_max_age: Option<String>,
+    /// Completed traces are written to Parquet at least this often. Default `10s`.
+    #[arg(long, env = "PERISCOPE_TRACE_FLUSH_INTERVAL")]
+    pub trace_flush_interval: Option<String>,
+    /// Spans kept per trace; the excess is counted and the trace flagged. Default `100000`.
+    #[arg(long, env = "PERISCOPE_MAX_SPANS_PER_TRACE")]
+    pub max_spans_per_trace: Option<usize>,
+    /// Memory for traces waiting to be written; above it the oldest are written early. Default `512MiB`.
+    #[arg(long, env = "PERISCOPE_TRACE_BUFFER_BYTES")]
+    pub trace_buffer_bytes: Option<String>,
     /// Origins allowed to call the OTLP/HTTP receiver from browsers (comma-separated, `*` for any). Default none: CORS off.
     #[arg(long, env = "PERISCOPE_CORS_ALLOWED_ORIGINS")]
     pub cors_allowed_origins: Option<String>,
@@ -73,6 +91,12 @@ struct FileConfig {
     max_recv_msg_size: Option<toml::Value>,
     max_inflight_bytes: Option<toml::Value>,
     logs_retention: Option<String>,
+    traces_retention: Option<String>,
+    trace_idle: Option<String>,
+    trace_max_age: Option<String>,
+    trace_flush_interval: Option<String>,
+    max_spans_per_trace: Option<usize>,
+    trace_buffer_bytes: Option<toml::Value>,
     cors_allowed_origins: Option<Vec<String>>,
     log_level: Option<String>,
 }
@@ -87,6 +111,12 @@ pub struct Config {
     pub max_recv_msg_size: usize,
     pub max_inflight_bytes: usize,
     pub logs_retention: Duration,
+    pub traces_retention: Duration,
+    pub trace_idle: Duration,
+    pub trace_max_age: Duration,
+    pub trace_flush_interval: Duration,
+    pub max_spans_per_trace: usize,
+    pub trace_buffer_bytes: usize,
     pub cors_allowed_origins: Vec<String>,
     pub log_level: String,
     pub test_index_delay: Duration,
@@ -149,6 +179,54 @@ impl ServeArgs {
                 "invalid value {retention:?} for logs_retention: {e}"
             ))
         })?;
+        let duration = |name: &str,
+                        v: Option<String>,
+                        f: Option<String>,
+                        d: &str|
+         -> Result<Duration, ConfigError> {
+            let s = v.or(f).unwrap_or_else(|| d.to_owned());
+            match parse_duration(&s) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(_) => Err(ConfigError(format!(
+                    "invalid value {s:?} for {name}: must be positive"
+                ))),
+                Err(e) => Err(ConfigError(format!("invalid value {s:?} for {name}: {e}"))),
+            }
+        };
+        let traces_retention = duration(
+            "traces_retention",
+            self.traces_retention,
+            file.traces_retention,
+            "7d",
+        )?;
+        let trace_idle = duration("trace_idle", self.trace_idle, file.trace_idle, "5s")?;
+        let trace_max_age = duration(
+            "trace_max_age",
+            self.trace_max_age,
+            file.trace_max_age,
+            "60s",
+        )?;
+        let trace_flush_interval = duration(
+            "trace_flush_interval",
+            self.trace_flush_interval,
+            file.trace_flush_interval,
+            "10s",
+        )?;
+        let max_spans_per_trace = self
+            .max_spans_per_trace
+            .or(file.max_spans_per_trace)
+            .unwrap_or(100_000);
+        if max_spans_per_trace == 0 {
+            return Err(ConfigError(
+                "invalid value 0 for max_spans_per_trace: must be positive".into(),
+            ));
+        }
+        let trace_buffer_bytes = size(
+            "trace_buffer_bytes",
+            self.trace_buffer_bytes,
+            file.trace_buffer_bytes,
+            "512MiB",
+        )?;
         let cors_allowed_origins = match self.cors_allowed_origins {
             Some(s) => s
                 .split(',')
@@ -188,6 +266,12 @@ impl ServeArgs {
                 "256MiB",
             )?,
             logs_retention,
+            traces_retention,
+            trace_idle,
+            trace_max_age,
+            trace_flush_interval,
+            max_spans_per_trace,
+            trace_buffer_bytes,
             cors_allowed_origins,
             log_level: self
                 .log_level
@@ -239,7 +323,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| "size too large".to_owned())
 }
 
-/// Parses `30s`, `15m`, `12h`, `7d`, `2w`.
+/// Parses `500ms`, `30s`, `15m`, `12h`, `7d`, `2w`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -247,16 +331,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| "expected a duration like 7d".to_owned())?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        u => return Err(format!("unknown duration unit {u:?} (use s, m, h, d, w)")),
+    let millis: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        u => {
+            return Err(format!(
+                "unknown duration unit {u:?} (use ms, s, m, h, d, w)"
+            ));
+        }
     };
-    n.checked_mul(secs)
-        .map(Duration::from_secs)
+    n.checked_mul(millis)
+        .map(Duration::from_millis)
         .ok_or_else(|| "duration too large".to_owned())
 }
 

@@ -6,6 +6,7 @@ mod config;
 mod pipeline;
 mod receiver;
 mod telemetry;
+mod traces;
 
 use clap::Parser;
 

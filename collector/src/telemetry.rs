@@ -222,3 +222,70 @@ impl Metrics {
         o
     }
 }
+
+/// Appends the trace assembler's and span store's metrics.
+pub fn render_traces(
+    o: &mut String,
+    a: &crate::traces::AssemblerStats,
+    s: &periscope_store::TraceStoreStats,
+) {
+    let ld = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    for (name, help, kind, v) in [
+        (
+            "periscope_trace_spans_received_total",
+            "Spans taken in by the trace assembler.",
+            "counter",
+            ld(&a.spans_received),
+        ),
+        (
+            "periscope_trace_spans_dropped_total",
+            "Spans dropped past --max-spans-per-trace.",
+            "counter",
+            ld(&a.spans_dropped_over_cap),
+        ),
+        (
+            "periscope_traces_written_total",
+            "Trace fragments written to the span store.",
+            "counter",
+            ld(&a.traces_written),
+        ),
+        (
+            "periscope_trace_flushes_total",
+            "Writes of completed traces to the span store.",
+            "counter",
+            ld(&a.flushes),
+        ),
+        (
+            "periscope_trace_flush_failures_total",
+            "Failed writes to the span store (retried).",
+            "counter",
+            ld(&a.flush_failures),
+        ),
+        (
+            "periscope_trace_pending",
+            "Traces waiting for more spans.",
+            "gauge",
+            ld(&a.pending_traces),
+        ),
+        (
+            "periscope_trace_buffered_bytes",
+            "Memory held by traces not yet written.",
+            "gauge",
+            ld(&a.buffered_bytes),
+        ),
+        (
+            "periscope_span_files_written_total",
+            "Span file sets written.",
+            "counter",
+            ld(&s.files_written),
+        ),
+        (
+            "periscope_span_store_written_bytes_total",
+            "Bytes of Parquet written by the span store.",
+            "counter",
+            ld(&s.bytes_written),
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+}

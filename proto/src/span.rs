@@ -35,9 +35,9 @@ impl AttrValue {
             Some(any_value::Value::IntValue(i)) => AttrValue::Int(*i),
             Some(any_value::Value::DoubleValue(d)) => AttrValue::Double(*d),
             Some(any_value::Value::BoolValue(b)) => AttrValue::Bool(*b),
-            Some(_) => AttrValue::Json(
-                any_value_to_json(v.unwrap_or(&AnyValue::default())).to_string(),
-            ),
+            Some(_) => {
+                AttrValue::Json(any_value_to_json(v.unwrap_or(&AnyValue::default())).to_string())
+            }
             None => AttrValue::Json("null".into()),
         }
     }
@@ -51,7 +51,9 @@ impl AttrValue {
                 .map(Value::Number)
                 .unwrap_or_else(|| Value::String(d.to_string())),
             AttrValue::Bool(b) => Value::Bool(*b),
-            AttrValue::Json(j) => serde_json::from_str(j).unwrap_or_else(|_| Value::String(j.clone())),
+            AttrValue::Json(j) => {
+                serde_json::from_str(j).unwrap_or_else(|_| Value::String(j.clone()))
+            }
         }
     }
 
@@ -287,7 +289,9 @@ impl Span {
             + self
                 .links
                 .iter()
-                .map(|l| std::mem::size_of::<SpanLink>() + l.trace_state.len() + attrs(&l.attributes))
+                .map(|l| {
+                    std::mem::size_of::<SpanLink>() + l.trace_state.len() + attrs(&l.attributes)
+                })
                 .sum::<usize>()
     }
 }
@@ -403,7 +407,11 @@ pub fn flatten_traces(req: &ExportTraceServiceRequest) -> Vec<Span> {
                 .as_ref()
                 .map(|s| (s.name.as_str(), s.version.as_str()))
                 .unwrap_or(("", ""));
-            out.extend(ss.spans.iter().filter_map(|s| flatten_span(s, &resource, scope)));
+            out.extend(
+                ss.spans
+                    .iter()
+                    .filter_map(|s| flatten_span(s, &resource, scope)),
+            );
         }
     }
     out
@@ -439,7 +447,10 @@ mod tests {
         let req = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource {
-                    attributes: vec![kv("service.name", any_value::Value::StringValue("cart".into()))],
+                    attributes: vec![kv(
+                        "service.name",
+                        any_value::Value::StringValue("cart".into()),
+                    )],
                     ..Default::default()
                 }),
                 scope_spans: vec![ScopeSpans {
@@ -475,10 +486,16 @@ mod tests {
         assert_eq!(s.parent_span_id, None, "an all-zero parent is a root");
         assert_eq!(s.kind, SpanKind::Unspecified);
         assert_eq!(s.attributes.len(), MAX_SPAN_ATTRIBUTES);
-        assert_eq!(s.dropped_attributes_count, 10_000 - MAX_SPAN_ATTRIBUTES as u32);
+        assert_eq!(
+            s.dropped_attributes_count,
+            10_000 - MAX_SPAN_ATTRIBUTES as u32
+        );
         assert_eq!(s.duration_ns(), 20);
         assert!(s.is_error());
-        assert_eq!((s.scope_name.as_str(), s.scope_version.as_str()), ("lib", "1.2"));
+        assert_eq!(
+            (s.scope_name.as_str(), s.scope_version.as_str()),
+            ("lib", "1.2")
+        );
     }
 
     #[test]
@@ -495,7 +512,13 @@ mod tests {
     #[test]
     fn values_render() {
         assert_eq!(AttrValue::Int(200).to_text(), "200");
-        assert_eq!(AttrValue::Json("[1,2]".into()).to_json(), serde_json::json!([1, 2]));
-        assert_eq!(AttrValue::Double(f64::NAN).to_json(), Value::String("NaN".into()));
+        assert_eq!(
+            AttrValue::Json("[1,2]".into()).to_json(),
+            serde_json::json!([1, 2])
+        );
+        assert_eq!(
+            AttrValue::Double(f64::NAN).to_json(),
+            Value::String("NaN".into())
+        );
     }
 }

@@ -12,10 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use periscope_proto::SeverityLevel;
 use periscope_store::{
-    Cursor, HistogramRequest, LogHit, LogSearch, LogStore, StoreError, TenantId,
+    Cursor, HistogramRequest, LogHit, LogSearch, LogStore, StoreError, TenantId, TraceStore,
 };
 use serde_json::{Value, json};
 
+use crate::traces::{self, Live};
 use crate::{ServiceRegistry, format_rfc3339_ns, parse_time};
 
 /// What the handlers read.
@@ -25,6 +26,10 @@ pub struct QueryState {
     pub logs: Arc<LogStore>,
     /// Services seen in signals without an index.
     pub services: Arc<ServiceRegistry>,
+    /// The span store.
+    pub traces: Arc<TraceStore>,
+    /// Spans not yet in the span store.
+    pub live: Live,
 }
 
 /// The query API routes.
@@ -33,12 +38,20 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/v1/logs/search", get(search))
         .route("/api/v1/logs/histogram", get(histogram))
         .route("/api/v1/services", get(services))
+        .route(
+            "/api/v1/services/{service}/operations",
+            get(traces::operations),
+        )
+        .route("/api/v1/traces", get(traces::search_traces))
+        .route("/api/v1/traces/{trace_id}", get(traces::trace_by_id))
+        .route("/api/v1/service-map", get(traces::service_map_handler))
+        .merge(crate::jaeger::router())
         .with_state(state)
 }
 
 /// An API error: status plus `{"error": message}`.
 #[derive(Debug)]
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -60,12 +73,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
 /// The tenant of a request: `X-Scope-OrgID`, else `default`.
-fn tenant(headers: &HeaderMap) -> Result<TenantId, ApiError> {
+pub(crate) fn tenant(headers: &HeaderMap) -> Result<TenantId, ApiError> {
     match headers.get("x-scope-orgid") {
         None => Ok(TenantId::default_tenant()),
         Some(v) => {
@@ -153,7 +166,7 @@ fn hit_json(h: LogHit) -> Value {
 }
 
 /// Runs store work on a blocking thread: tantivy searches must not stall the runtime.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -245,6 +258,7 @@ async fn services(
         .transpose()?
         .unwrap_or(now + 86_400_000_000_000);
     let mut names = st.services.get(&tenant);
+    names.extend(st.traces.services(&tenant));
     let logs = st.logs.clone();
     names.extend(blocking(move || logs.services(&tenant, start, end)).await?);
     Ok(Json(json!({ "services": names })))

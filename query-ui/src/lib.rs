@@ -3,9 +3,12 @@
 //! `api` holds the HTTP handlers (axum); searches run on blocking threads.
 
 mod api;
+mod jaeger;
 mod services;
 mod timeparse;
+mod traces;
 
 pub use api::{QueryState, router};
 pub use services::ServiceRegistry;
 pub use timeparse::{format_rfc3339_ns, parse_time};
+pub use traces::{LiveTraces, NoLiveTraces};

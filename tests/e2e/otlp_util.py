@@ -1,17 +1,27 @@
-"""Builders for raw OTLP requests (opentelemetry-proto classes) and gRPC calls."""
+"""Builders for raw OTLP requests (opentelemetry-proto classes) and gRPC calls.
+
+Logs: `log_record`, `logs_request`, `grpc_export_logs`. Traces: `span` (with
+`event` and `link`), `traces_request`, `merge_traces_requests`,
+`grpc_export_traces`, `parse_traces_response`, and `new_trace_id` /
+`new_span_id` for random non-zero ids.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Iterable
 
 import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 LOGS_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+TRACES_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 GRPC_OPTIONS = [
     ("grpc.enable_http_proxy", 0),
@@ -112,6 +122,120 @@ def grpc_export_logs(
 ) -> logs_service_pb2.ExportLogsServiceResponse:
     stub = logs_service_pb2_grpc.LogsServiceStub(channel)
     return stub.Export(request, metadata=metadata, timeout=timeout, compression=compression)
+
+
+# ----- traces ---------------------------------------------------------------------------
+
+# OTLP SpanKind and StatusCode numbers by the names the query API uses.
+SPAN_KIND = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
+STATUS_CODE = {"unset": 0, "ok": 1, "error": 2}
+
+MS = 1_000_000  # nanoseconds
+
+
+def new_trace_id() -> bytes:
+    """16 random bytes, never all zero."""
+    while True:
+        b = os.urandom(16)
+        if any(b):
+            return b
+
+
+def new_span_id() -> bytes:
+    """8 random bytes, never all zero."""
+    while True:
+        b = os.urandom(8)
+        if any(b):
+            return b
+
+
+def event(time_ns: int, name: str, attrs: dict[str, Any] | None = None) -> trace_pb2.Span.Event:
+    return trace_pb2.Span.Event(time_unix_nano=time_ns, name=name, attributes=[kv(k, v) for k, v in (attrs or {}).items()])
+
+
+def link(trace_id: bytes, span_id: bytes, attrs: dict[str, Any] | None = None) -> trace_pb2.Span.Link:
+    return trace_pb2.Span.Link(trace_id=trace_id, span_id=span_id, attributes=[kv(k, v) for k, v in (attrs or {}).items()])
+
+
+def span(
+    trace_id: bytes,
+    span_id: bytes,
+    name: str,
+    start_ns: int,
+    end_ns: int,
+    parent_span_id: bytes = b"",
+    kind: str | int = "internal",
+    attrs: dict[str, Any] | None = None,
+    status: str | int = "unset",
+    status_message: str = "",
+    events: Iterable[trace_pb2.Span.Event] = (),
+    links: Iterable[trace_pb2.Span.Link] = (),
+    dropped_attributes_count: int = 0,
+) -> trace_pb2.Span:
+    """One OTLP span; `kind`/`status` by API name ("server", "error") or raw number (e.g. kind 9)."""
+    return trace_pb2.Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent_span_id,
+        name=name,
+        kind=SPAN_KIND[kind] if isinstance(kind, str) else kind,
+        start_time_unix_nano=start_ns,
+        end_time_unix_nano=end_ns,
+        attributes=[kv(k, v) for k, v in (attrs or {}).items()],
+        dropped_attributes_count=dropped_attributes_count,
+        events=list(events),
+        links=list(links),
+        status=trace_pb2.Status(code=STATUS_CODE[status] if isinstance(status, str) else status, message=status_message),
+    )
+
+
+def traces_request(
+    spans: Iterable[trace_pb2.Span],
+    service: str = "e2e",
+    resource_attrs: dict[str, Any] | None = None,
+    scope: str = "e2e-tests",
+    scope_version: str = "",
+) -> trace_service_pb2.ExportTraceServiceRequest:
+    """One resource (service.name = `service`) with one scope holding `spans`."""
+    res_attrs = {"service.name": service}
+    res_attrs.update(resource_attrs or {})
+    return trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[
+            trace_pb2.ResourceSpans(
+                resource=resource_pb2.Resource(attributes=[kv(k, v) for k, v in res_attrs.items()]),
+                scope_spans=[
+                    trace_pb2.ScopeSpans(
+                        scope=common_pb2.InstrumentationScope(name=scope, version=scope_version),
+                        spans=list(spans),
+                    )
+                ],
+            )
+        ]
+    )
+
+
+def merge_traces_requests(*requests: trace_service_pb2.ExportTraceServiceRequest) -> trace_service_pb2.ExportTraceServiceRequest:
+    """One request holding the resources of all given requests (several services in one export)."""
+    out = trace_service_pb2.ExportTraceServiceRequest()
+    for r in requests:
+        out.resource_spans.extend(r.resource_spans)
+    return out
+
+
+def parse_traces_response(data: bytes) -> trace_service_pb2.ExportTraceServiceResponse:
+    resp = trace_service_pb2.ExportTraceServiceResponse()
+    resp.ParseFromString(data)
+    return resp
+
+
+def grpc_export_traces(
+    channel: grpc.Channel,
+    request: trace_service_pb2.ExportTraceServiceRequest,
+    metadata: list[tuple[str, str]] | None = None,
+    timeout: float = 30,
+) -> trace_service_pb2.ExportTraceServiceResponse:
+    stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+    return stub.Export(request, metadata=metadata, timeout=timeout)
 
 
 def grpc_raw_call(channel: grpc.Channel, method: str, body: bytes, metadata: list[tuple[str, str]] | None = None, timeout: float = 30) -> bytes:

@@ -1,22 +1,26 @@
 //! One load-generating client: its own HTTP/2 connection, one request in
 //! flight at a time, paced to its share of `--rate`, retrying on backpressure.
+//!
+//! The loop is the same for every signal: [`Generator`] and [`Exporter`] are
+//! where logs and traces differ.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use periscope_benches::{Workload, unix_nanos};
-use periscope_proto::otlp::ExportLogsServiceRequest;
-use periscope_proto::otlp::client::LogsServiceClient;
+use periscope_benches::{TraceRef, TraceWorkload, Workload, unix_nanos};
+use periscope_proto::otlp::client::{LogsServiceClient, TraceServiceClient};
+use periscope_proto::otlp::{ExportLogsServiceRequest, ExportTraceServiceRequest};
 use prost::Message;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
-use tonic::Code;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
+use tonic::{Code, Status};
 
-use crate::Plan;
 use crate::stats::Stats;
+use crate::{Plan, Signal};
 
 /// First pause after a `RESOURCE_EXHAUSTED` or `UNAVAILABLE` answer; doubles
 /// up to [`MAX_BACKOFF`].
@@ -32,7 +36,8 @@ pub struct Shared {
     pub stats: Stats,
     /// The next `loadgen.seq` to hand out.
     pub next_seq: AtomicU64,
-    /// Records still to send, when the run is bounded by `--records`.
+    /// Records still to claim, when the run is bounded by `--records`
+    /// (spans, for traces: a claim is then rounded to whole traces).
     pub remaining: Option<AtomicU64>,
     /// Cancelled when no new batch should start (duration over, or Ctrl-C).
     pub stop: CancellationToken,
@@ -60,14 +65,125 @@ impl Shared {
     }
 }
 
-/// Runs client `index` until the run is over.
-pub async fn run(index: usize, plan: Arc<Plan>, shared: Arc<Shared>) {
-    let mut client = LogsServiceClient::new(plan.endpoint.connect_lazy());
-    if let Some(c) = plan.compression {
-        client = client.send_compressed(c);
+/// Makes the requests of the run's signal.
+enum Generator {
+    Logs(Workload),
+    Traces(TraceWorkload),
+}
+
+/// A generated request and what the run needs to know of it.
+struct Batch {
+    request: Request,
+    /// Log records or spans.
+    records: u64,
+    /// The traces it holds, for `--verify` (none for logs).
+    traces: Vec<TraceRef>,
+}
+
+enum Request {
+    Logs(ExportLogsServiceRequest),
+    Traces(ExportTraceServiceRequest),
+}
+
+/// The gRPC client of the run's signal.
+enum Exporter {
+    Logs(LogsServiceClient<Channel>),
+    Traces(TraceServiceClient<Channel>),
+}
+
+impl Generator {
+    fn generate(&mut self, first_seq: u64, records: u64, now_ns: u64) -> Batch {
+        match self {
+            Generator::Logs(w) => Batch {
+                request: Request::Logs(w.request(first_seq, records as usize, now_ns)),
+                records,
+                traces: Vec::new(),
+            },
+            Generator::Traces(w) => {
+                let (request, traces) = w.request(records as usize, now_ns);
+                Batch {
+                    request: Request::Traces(request),
+                    records: traces.iter().map(|t| u64::from(t.spans)).sum(),
+                    traces,
+                }
+            }
+        }
     }
+}
+
+impl Request {
+    fn encoded_len(&self) -> usize {
+        match self {
+            Request::Logs(r) => r.encoded_len(),
+            Request::Traces(r) => r.encoded_len(),
+        }
+    }
+}
+
+impl Exporter {
+    fn new(plan: &Plan) -> Exporter {
+        let channel = plan.endpoint.connect_lazy();
+        match (plan.signal, plan.compression) {
+            (Signal::Logs, None) => Exporter::Logs(LogsServiceClient::new(channel)),
+            (Signal::Logs, Some(c)) => {
+                Exporter::Logs(LogsServiceClient::new(channel).send_compressed(c))
+            }
+            (Signal::Traces, None) => Exporter::Traces(TraceServiceClient::new(channel)),
+            (Signal::Traces, Some(c)) => {
+                Exporter::Traces(TraceServiceClient::new(channel).send_compressed(c))
+            }
+        }
+    }
+
+    /// One attempt: the number of records the collector rejected through
+    /// partial success.
+    async fn export(
+        &mut self,
+        request: &Request,
+        tenant: Option<&AsciiMetadataValue>,
+    ) -> Result<u64, Status> {
+        match (self, request) {
+            (Exporter::Logs(client), Request::Logs(r)) => {
+                client.export(grpc_request(r, tenant)).await.map(|resp| {
+                    resp.into_inner()
+                        .partial_success
+                        .map_or(0, |p| p.rejected_log_records.max(0) as u64)
+                })
+            }
+            (Exporter::Traces(client), Request::Traces(r)) => {
+                client.export(grpc_request(r, tenant)).await.map(|resp| {
+                    resp.into_inner()
+                        .partial_success
+                        .map_or(0, |p| p.rejected_spans.max(0) as u64)
+                })
+            }
+            _ => unreachable!("a client generates requests of its own signal"),
+        }
+    }
+}
+
+fn grpc_request<T: Clone>(message: &T, tenant: Option<&AsciiMetadataValue>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message.clone());
+    request.set_timeout(REQUEST_TIMEOUT);
+    if let Some(tenant) = tenant {
+        request
+            .metadata_mut()
+            .insert("x-scope-orgid", tenant.clone());
+    }
+    request
+}
+
+/// Runs client `index` until the run is over. Returns the traces of the
+/// requests acknowledged in full when the run verifies traces.
+pub async fn run(index: usize, plan: Arc<Plan>, shared: Arc<Shared>) -> Vec<TraceRef> {
+    let mut exporter = Exporter::new(&plan);
     let seed = plan.seed.wrapping_add(index as u64);
-    let mut workload = Workload::new(seed, plan.run_id.clone());
+    let mut generator = match plan.signal {
+        Signal::Logs => Generator::Logs(Workload::new(seed, plan.run_id.clone())),
+        Signal::Traces => Generator::Traces(TraceWorkload::new(seed, plan.run_id.clone())),
+    };
+    let keep_traces = plan.verify.is_some();
+    let mut acked_traces = Vec::new();
     let mut jitter = SmallRng::seed_from_u64(!seed);
     // Clients start evenly staggered over one batch interval.
     let mut next_at = tokio::time::Instant::now();
@@ -76,70 +192,72 @@ pub async fn run(index: usize, plan: Arc<Plan>, shared: Arc<Shared>) {
             Duration::from_secs_f64(plan.batch as f64 / rate * index as f64 / plan.clients as f64);
     }
     while let Some(n) = shared.claim(plan.batch) {
-        if let Some(rate) = plan.rate_per_client {
+        if plan.rate_per_client.is_some() {
             // Never burst to catch up: a slow server lowers the achieved rate.
             next_at = next_at.max(tokio::time::Instant::now());
             tokio::select! {
                 () = tokio::time::sleep_until(next_at) => {}
                 () = shared.stop.cancelled() => break,
             }
-            next_at += Duration::from_secs_f64(n as f64 / rate);
         }
         let first_seq = shared.next_seq.fetch_add(n, Ordering::Relaxed);
         // Generating 500 records takes about a millisecond: off the runtime
         // threads, so it does not delay other clients' responses (and their
         // measured latency).
         let generated = tokio::task::spawn_blocking(move || {
-            let req = workload.request(first_seq, n as usize, unix_nanos());
-            (workload, req)
+            let batch = generator.generate(first_seq, n, unix_nanos());
+            (generator, batch)
         })
         .await;
-        let req;
-        (workload, req) = match generated {
+        let batch;
+        (generator, batch) = match generated {
             Ok(v) => v,
             Err(e) => {
                 shared
                     .stats
                     .failed(n, format!("generator task failed: {e}"));
-                return;
+                break;
             }
         };
-        send(&mut client, &req, n, &plan, &shared, &mut jitter).await;
+        if let Some(rate) = plan.rate_per_client {
+            // Traces round the batch to whole traces: pace by what was made.
+            next_at += Duration::from_secs_f64(batch.records as f64 / rate);
+        }
+        let acked_in_full = send(&mut exporter, &batch, &plan, &shared, &mut jitter).await;
+        if acked_in_full && keep_traces {
+            acked_traces.extend_from_slice(&batch.traces);
+        }
     }
+    acked_traces
 }
 
 /// Sends one request until it is acknowledged, refused for good, or given up.
+/// True when it was acknowledged with no record rejected.
 async fn send(
-    client: &mut LogsServiceClient<Channel>,
-    req: &ExportLogsServiceRequest,
-    records: u64,
+    exporter: &mut Exporter,
+    batch: &Batch,
     plan: &Plan,
     shared: &Shared,
     jitter: &mut SmallRng,
-) {
-    let bytes = req.encoded_len() as u64;
+) -> bool {
+    let (records, bytes) = (batch.records, batch.request.encoded_len() as u64);
     let give_up_at = Instant::now() + GIVE_UP_AFTER;
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let mut request = tonic::Request::new(req.clone());
-        request.set_timeout(REQUEST_TIMEOUT);
-        if let Some(tenant) = &plan.tenant {
-            request
-                .metadata_mut()
-                .insert("x-scope-orgid", tenant.clone());
-        }
         shared.stats.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
         let t0 = Instant::now();
-        let status = match client.export(request).await {
-            Ok(resp) => {
-                let rejected = resp
-                    .into_inner()
-                    .partial_success
-                    .map_or(0, |p| p.rejected_log_records.max(0) as u64);
+        let status = match exporter.export(&batch.request, plan.tenant.as_ref()).await {
+            Ok(rejected) => {
                 shared
                     .stats
                     .acked(records, rejected.min(records), bytes, t0.elapsed());
-                return;
+                if rejected == 0 {
+                    shared
+                        .stats
+                        .acked_traces
+                        .fetch_add(batch.traces.len() as u64, Ordering::Relaxed);
+                }
+                return rejected == 0;
             }
             Err(status) => status,
         };
@@ -150,14 +268,14 @@ async fn send(
                 records,
                 format!("export failed: {:?}: {}", status.code(), status.message()),
             );
-            return;
+            return false;
         }
         shared.stats.retries.fetch_add(1, Ordering::Relaxed);
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = shared.abort.cancelled() => {
                 shared.stats.failed(records, format!("interrupted while retrying after {:?}: {}", status.code(), status.message()));
-                return;
+                return false;
             }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -1,7 +1,11 @@
 //! `periscope-loadgen`: N concurrent OTLP/gRPC clients sending synthetic log
-//! batches to a collector, reporting acknowledged throughput and latency, and
-//! optionally verifying through the query API that every acknowledged record
-//! became searchable (and none twice).
+//! batches, or batches of whole traces (`--signal traces`), to a collector,
+//! reporting acknowledged throughput and latency, and optionally verifying
+//! through the query API that every acknowledged record became searchable (and
+//! none twice).
+//!
+//! For traces, "records" are spans: `--batch`, `--rate` and `--records` count
+//! spans, rounded to whole traces.
 //!
 //! Human-readable progress goes to stderr; the final result is one JSON line
 //! on stdout, for scripts. Exit code 1 when verification fails or nothing was
@@ -26,28 +30,33 @@ use tonic::transport::Endpoint;
 
 use crate::client::Shared;
 use crate::stats::Stats;
-use crate::verify::{Outcome, Verify};
+use crate::verify::Verify;
 
-/// Sends synthetic OTLP logs to a collector and measures what it acknowledges.
+/// Sends synthetic OTLP logs or traces to a collector and measures what it
+/// acknowledges.
 #[derive(Parser, Debug)]
 #[command(name = "periscope-loadgen", version)]
 struct Cli {
     /// OTLP/gRPC endpoint.
     #[arg(long, default_value = "http://127.0.0.1:4317")]
     endpoint: String,
+    /// Signal to send: log records, or whole traces of 10 to 50 spans.
+    #[arg(long, value_enum, default_value_t = Signal::Logs)]
+    signal: Signal,
     /// Concurrent clients, each with its own connection and one request in flight.
     #[arg(long, default_value_t = 4)]
     clients: usize,
-    /// Log records per request.
+    /// Log records (or spans, rounded to whole traces) per request.
     #[arg(long, default_value_t = 500)]
     batch: u64,
-    /// Records per second over all clients; 0 sends as fast as acknowledged.
+    /// Records (or spans) per second over all clients; 0 sends as fast as
+    /// acknowledged.
     #[arg(long, default_value_t = 0)]
     rate: u64,
     /// Seconds to send for (default 10 unless --records is given).
     #[arg(long, conflicts_with = "records")]
     duration: Option<f64>,
-    /// Total records to send, instead of a duration.
+    /// Total records (or spans) to send, instead of a duration.
     #[arg(long)]
     records: Option<u64>,
     /// Tenant, sent as `x-scope-orgid` metadata (and used for --verify queries).
@@ -56,25 +65,61 @@ struct Cli {
     /// Request compression.
     #[arg(long, value_enum, default_value_t = Compression::None)]
     compression: Compression,
-    /// After sending, count the run's records through the query API.
+    /// After sending, count the run's records (or fetch its traces) through
+    /// the query API.
     #[arg(long)]
     verify: bool,
+    /// With --signal traces, fetch a random sample of this many acknowledged
+    /// traces instead of all of them.
+    #[arg(long, requires = "verify")]
+    verify_sample: Option<usize>,
     /// Base URL of the query API, for --verify.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     query_url: String,
-    /// Seconds --verify waits for all records to become searchable.
+    /// Seconds --verify waits for all records (or traces) to become searchable.
     #[arg(long, default_value_t = 60.0)]
     verify_timeout: f64,
     /// Seed of the record generator (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
-    /// Run id stamped on every record as `loadgen.run` (default: random);
+    /// Run id stamped on every record (or span) as `loadgen.run` (default: random);
     /// letters and digits only, so it is one search token.
     #[arg(long)]
     run_id: Option<String>,
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5.0)]
     report_every: f64,
+}
+
+/// What the clients send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Signal {
+    Logs,
+    Traces,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Logs => "logs",
+            Signal::Traces => "traces",
+        }
+    }
+
+    /// What the counts count, plural and singular.
+    fn unit(self) -> &'static str {
+        match self {
+            Signal::Logs => "records",
+            Signal::Traces => "spans",
+        }
+    }
+
+    fn unit_one(self) -> &'static str {
+        match self {
+            Signal::Logs => "record",
+            Signal::Traces => "span",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -93,6 +138,7 @@ enum StopAt {
 
 /// The validated run configuration.
 pub struct Plan {
+    pub signal: Signal,
     pub endpoint: Endpoint,
     pub clients: usize,
     pub batch: u64,
@@ -103,7 +149,9 @@ pub struct Plan {
     pub compression: Option<CompressionEncoding>,
     pub run_id: String,
     pub seed: u64,
-    verify: Option<Verify>,
+    pub verify: Option<Verify>,
+    /// Traces `--verify` checks, when not all.
+    verify_sample: Option<usize>,
     report_every: Duration,
     cli: Cli,
 }
@@ -166,10 +214,16 @@ impl Plan {
         } else {
             None
         };
+        match (cli.verify_sample, cli.signal) {
+            (Some(0), _) => bail!("--verify-sample must be at least 1"),
+            (Some(_), Signal::Logs) => bail!("--verify-sample applies to --signal traces only"),
+            _ => {}
+        }
         if !(cli.report_every > 0.0 && cli.report_every.is_finite()) {
             bail!("--report-every must be a positive number of seconds");
         }
         Ok(Plan {
+            signal: cli.signal,
             endpoint,
             clients: cli.clients,
             batch: cli.batch,
@@ -184,6 +238,7 @@ impl Plan {
             run_id,
             seed,
             verify,
+            verify_sample: cli.verify_sample,
             report_every: Duration::from_secs_f64(cli.report_every),
             cli,
         })
@@ -213,9 +268,11 @@ fn main() -> ExitCode {
 async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
     let start_secs = periscope_benches::unix_nanos() / 1_000_000_000;
     if let Some(v) = &plan.verify {
-        v.preflight(&plan.run_id, start_secs)
-            .await
-            .context("--verify")?;
+        match plan.signal {
+            Signal::Logs => v.preflight(&plan.run_id, start_secs).await,
+            Signal::Traces => v.preflight_traces().await,
+        }
+        .context("--verify")?;
     }
     let shared = Arc::new(Shared {
         stats: Stats::new(),
@@ -227,15 +284,17 @@ async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
     });
+    let unit = plan.signal.unit();
     eprintln!(
-        "periscope-loadgen: run {} -> {}, {} clients, batch {}, {}, {:?}",
+        "periscope-loadgen: run {} -> {}, {}, {} clients, batch {}, {}, {:?}",
         plan.run_id,
         plan.cli.endpoint,
+        plan.signal.name(),
         plan.clients,
         plan.batch,
         match plan.cli.rate {
             0 => "unlimited rate".to_owned(),
-            r => format!("{r} records/s"),
+            r => format!("{r} {unit}/s"),
         },
         plan.stop_at,
     );
@@ -260,13 +319,14 @@ async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
     let progress_stop = CancellationToken::new();
     let progress = {
         let (s, stop, every) = (shared.clone(), progress_stop.clone(), plan.report_every);
-        tokio::spawn(async move { stats::report_progress(&s.stats, every, stop).await })
+        tokio::spawn(async move { stats::report_progress(&s.stats, every, unit, stop).await })
     };
     let clients: Vec<_> = (0..plan.clients)
         .map(|i| tokio::spawn(client::run(i, plan.clone(), shared.clone())))
         .collect();
+    let mut acked_traces = Vec::new();
     for c in clients {
-        c.await.context("client task failed")?;
+        acked_traces.extend(c.await.context("client task failed")?);
     }
     let elapsed = shared.stats.started.elapsed();
     progress_stop.cancel();
@@ -282,12 +342,13 @@ async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
         st.errors.load(Ordering::Relaxed),
     );
     eprintln!(
-        "sent for {secs:.1} s: {acked} records acknowledged, {:.0} records/s, {:.2} MB/s of OTLP protobuf \
-         ({acked_bytes} bytes, {:.0} bytes/record), latency p50 {p50:.1} ms p99 {p99:.1} ms max {max:.1} ms, \
+        "sent for {secs:.1} s: {acked} {unit} acknowledged, {:.0} {unit}/s, {:.2} MB/s of OTLP protobuf \
+         ({acked_bytes} bytes, {:.0} bytes/{}), latency p50 {p50:.1} ms p99 {p99:.1} ms max {max:.1} ms, \
          retries {retries}, errors {errors}",
         acked as f64 / secs,
         acked_bytes as f64 / secs / 1e6,
         acked_bytes as f64 / acked.max(1) as f64,
+        plan.signal.unit_one(),
     );
     if let Some(e) = st.last_error() {
         eprintln!("last error: {e}");
@@ -298,33 +359,18 @@ async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
         None => serde_json::Value::Null,
         Some(v) => {
             let last_ack = st.last_ack().unwrap_or_else(std::time::Instant::now);
-            let outcome = v.run(&plan.run_id, acked, start_secs, last_ack).await;
-            ok &= outcome.ok();
-            match &outcome {
-                Outcome::Complete { found, after } => {
-                    eprintln!(
-                        "verify: all {found} acknowledged records searchable within {:.2} s of the last ack",
-                        after.as_secs_f64()
-                    );
-                    json!({"ok": true, "found": found, "searchable_within_s": after.as_secs_f64()})
+            match plan.signal {
+                Signal::Logs => {
+                    let outcome = v.run(&plan.run_id, acked, start_secs, last_ack).await;
+                    ok &= outcome.ok();
+                    outcome.report(&plan.run_id, acked, v.timeout)
                 }
-                Outcome::TooMany { found } => {
-                    eprintln!(
-                        "verify FAILED: found {found} records of run {} but only {acked} were acknowledged",
-                        plan.run_id
-                    );
-                    json!({"ok": false, "found": found, "reason": "more records than acknowledged"})
-                }
-                Outcome::TimedOut { found, last_error } => {
-                    eprintln!(
-                        "verify FAILED: {found} of {acked} records searchable after {:.0} s{}",
-                        v.timeout.as_secs_f64(),
-                        last_error
-                            .as_deref()
-                            .map(|e| format!(" (last error: {e})"))
-                            .unwrap_or_default()
-                    );
-                    json!({"ok": false, "found": found, "reason": "timed out", "last_error": last_error})
+                Signal::Traces => {
+                    let outcome = v
+                        .traces(acked_traces, plan.verify_sample, plan.seed, last_ack)
+                        .await;
+                    ok &= outcome.ok();
+                    outcome.report()
                 }
             }
         }
@@ -332,6 +378,7 @@ async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
 
     let summary = json!({
         "run_id": plan.run_id,
+        "signal": plan.signal.name(),
         "endpoint": plan.cli.endpoint,
         "clients": plan.clients,
         "batch": plan.batch,
@@ -340,6 +387,8 @@ async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
         "tenant": plan.cli.tenant,
         "elapsed_s": secs,
         "acked_records": acked,
+        "acked_traces": (plan.signal == Signal::Traces)
+            .then(|| st.acked_traces.load(Ordering::Relaxed)),
         "records_per_s": acked as f64 / secs,
         "otlp_bytes": acked_bytes,
         "otlp_mb_per_s": acked_bytes as f64 / secs / 1e6,

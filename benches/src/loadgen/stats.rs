@@ -10,8 +10,11 @@ use tokio_util::sync::CancellationToken;
 /// What the clients did, updated as requests complete.
 pub struct Stats {
     pub started: Instant,
-    /// Records the collector acknowledged (sent minus partially rejected).
+    /// Records (log records or spans) the collector acknowledged: sent
+    /// minus partially rejected.
     pub acked_records: AtomicU64,
+    /// Traces of requests acknowledged with no span rejected.
+    pub acked_traces: AtomicU64,
     /// Records the collector rejected through OTLP partial success.
     pub rejected_records: AtomicU64,
     /// Records of requests that failed for good or were abandoned at shutdown.
@@ -40,6 +43,7 @@ impl Stats {
         Stats {
             started: Instant::now(),
             acked_records: AtomicU64::new(0),
+            acked_traces: AtomicU64::new(0),
             rejected_records: AtomicU64::new(0),
             failed_records: AtomicU64::new(0),
             acked_bytes: AtomicU64::new(0),
@@ -107,8 +111,9 @@ impl Stats {
     }
 }
 
-/// Prints a progress line to stderr every `every` until `stop` is cancelled.
-pub async fn report_progress(stats: &Stats, every: Duration, stop: CancellationToken) {
+/// Prints a progress line to stderr every `every` until `stop` is cancelled;
+/// `unit` names the records ("records", "spans").
+pub async fn report_progress(stats: &Stats, every: Duration, unit: &str, stop: CancellationToken) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let (mut records, mut bytes, mut at) = (0u64, 0u64, Instant::now());
     loop {
@@ -123,7 +128,7 @@ pub async fn report_progress(stats: &Stats, every: Duration, stop: CancellationT
         let secs = at.elapsed().as_secs_f64();
         let [p50, p99] = stats.take_interval_latency_ms();
         eprintln!(
-            "[{:6.1}s] {:>9.0} records/s  {:6.2} MB/s  p50 {p50:.1} ms  p99 {p99:.1} ms  retries {}  errors {}",
+            "[{:6.1}s] {:>9.0} {unit}/s  {:6.2} MB/s  p50 {p50:.1} ms  p99 {p99:.1} ms  retries {}  errors {}",
             stats.started.elapsed().as_secs_f64(),
             (r - records) as f64 / secs,
             (b - bytes) as f64 / secs / 1e6,

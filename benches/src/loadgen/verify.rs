@@ -1,20 +1,25 @@
-//! `--verify`: after the run, counts the run's records through the query API
-//! until every acknowledged record is searchable, and measures how long after
-//! the last acknowledgement that happened.
+//! `--verify`: after the run, checks through the query API that every
+//! acknowledged record became searchable (and none twice), and measures how
+//! long after the last acknowledgement that happened.
 //!
-//! Counting uses the histogram endpoint (`GET /api/v1/logs/histogram`, one
-//! bucket per hour) filtered on `attributes.loadgen.run`, so it costs one small
-//! query per poll however many records the run sent.
+//! Logs are counted with the histogram endpoint (`GET /api/v1/logs/histogram`,
+//! one bucket per hour) filtered on `attributes.loadgen.run`, so it costs one
+//! small query per poll however many records the run sent. Traces are fetched
+//! one by one (`traces.rs`).
+
+mod traces;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use reqwest::Url;
+use reqwest::{StatusCode, Url};
+use serde_json::json;
 
 /// How often the count is polled; the resolution of "searchable within".
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
-/// Where and how to count.
+/// Where and how to count. Cheap to clone, for concurrent queries.
+#[derive(Clone)]
 pub struct Verify {
     query_url: Url,
     tenant: Option<String>,
@@ -39,6 +44,36 @@ pub enum Outcome {
 impl Outcome {
     pub fn ok(&self) -> bool {
         matches!(self, Outcome::Complete { .. })
+    }
+
+    /// Prints the outcome to stderr and returns it for the result line.
+    pub fn report(&self, run_id: &str, acked: u64, timeout: Duration) -> serde_json::Value {
+        match self {
+            Outcome::Complete { found, after } => {
+                eprintln!(
+                    "verify: all {found} acknowledged records searchable within {:.2} s of the last ack",
+                    after.as_secs_f64()
+                );
+                json!({"ok": true, "found": found, "searchable_within_s": after.as_secs_f64()})
+            }
+            Outcome::TooMany { found } => {
+                eprintln!(
+                    "verify FAILED: found {found} records of run {run_id} but only {acked} were acknowledged"
+                );
+                json!({"ok": false, "found": found, "reason": "more records than acknowledged"})
+            }
+            Outcome::TimedOut { found, last_error } => {
+                eprintln!(
+                    "verify FAILED: {found} of {acked} records searchable after {:.0} s{}",
+                    timeout.as_secs_f64(),
+                    last_error
+                        .as_deref()
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                );
+                json!({"ok": false, "found": found, "reason": "timed out", "last_error": last_error})
+            }
+        }
     }
 }
 
@@ -125,6 +160,16 @@ impl Verify {
             .append_pair("start", &start_secs.saturating_sub(60).to_string())
             .append_pair("end", &end_secs.to_string())
             .append_pair("step", "3600s");
+        let body = self
+            .get_json(&url)
+            .await?
+            .with_context(|| format!("GET {url}: {}", StatusCode::NOT_FOUND))?;
+        sum_buckets(&body).with_context(|| format!("GET {url}: unexpected response {body}"))
+    }
+
+    /// GETs `url` with the tenant header and parses the JSON body; `None`
+    /// when the API answers 404.
+    async fn get_json(&self, url: &Url) -> anyhow::Result<Option<serde_json::Value>> {
         let mut req = self.http.get(url.clone());
         if let Some(t) = &self.tenant {
             req = req.header("X-Scope-OrgID", t);
@@ -134,6 +179,9 @@ impl Verify {
             .await
             .with_context(|| format!("GET {url} failed"))?;
         let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
             bail!(
@@ -141,11 +189,11 @@ impl Verify {
                 body.chars().take(300).collect::<String>()
             );
         }
-        let body: serde_json::Value = resp
+        let body = resp
             .json()
             .await
             .with_context(|| format!("GET {url}: invalid json"))?;
-        sum_buckets(&body).with_context(|| format!("GET {url}: unexpected response {body}"))
+        Ok(Some(body))
     }
 }
 

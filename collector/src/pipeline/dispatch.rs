@@ -1,18 +1,24 @@
 //! What happens to an entry once it is durable in the WAL: logs go to the
-//! indexer, spans and metrics (kept in the WAL until their stores exist)
-//! feed the service registry. The same path serves WAL replay.
+//! indexer, spans to the trace assembler, metrics (kept in the WAL until
+//! their store exists) feed the service registry. The same path serves WAL
+//! replay.
 
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
-use periscope_proto::{ExportRequest, LogRecord, Signal, flatten_logs, service_name};
+use periscope_proto::{
+    ExportRequest, LogRecord, Signal, Span, flatten_logs, flatten_traces, service_name,
+};
 use periscope_query::ServiceRegistry;
 use periscope_store::{IndexBatch, TenantId};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::traces::Assembler;
+
 enum Payload {
     Logs(Vec<LogRecord>),
+    Spans(Vec<Span>),
     Services(Vec<String>),
 }
 
@@ -36,12 +42,7 @@ impl WalItem {
     ) -> WalItem {
         let payload = match &req {
             ExportRequest::Logs(r) => Payload::Logs(flatten_logs(r, received_ns)),
-            ExportRequest::Traces(r) => Payload::Services(
-                r.resource_spans
-                    .iter()
-                    .map(|rs| service_name(rs.resource.as_ref()).to_owned())
-                    .collect(),
-            ),
+            ExportRequest::Traces(r) => Payload::Spans(flatten_traces(r)),
             ExportRequest::Metrics(r) => Payload::Services(
                 r.resource_metrics
                     .iter()
@@ -56,6 +57,13 @@ impl WalItem {
             acked_at: Instant::now(),
         }
     }
+
+    /// For replay: drops the spans `keep` rejects (already stored).
+    pub fn retain_spans(&mut self, keep: impl Fn(&Span) -> bool) {
+        if let Payload::Spans(spans) = &mut self.payload {
+            spans.retain(keep);
+        }
+    }
 }
 
 /// The WAL's sink. Runs on the WAL writer thread; sending to the indexer
@@ -63,6 +71,7 @@ impl WalItem {
 pub struct Dispatcher {
     pub indexer: SyncSender<IndexBatch>,
     pub services: Arc<ServiceRegistry>,
+    pub assembler: Arc<Assembler>,
 }
 
 impl Dispatcher {
@@ -88,6 +97,14 @@ impl Dispatcher {
                         "log indexer stopped; entry stays in the wal for replay"
                     );
                 }
+            }
+            Payload::Spans(spans) => {
+                let mut names: Vec<String> = spans.iter().map(|s| s.service().to_owned()).collect();
+                names.sort_unstable();
+                names.dedup();
+                self.services.add(&tenant, names);
+                self.assembler.add(lsn, &tenant, spans);
+                drop(permit);
             }
             Payload::Services(names) => {
                 self.services.add(&tenant, names);

@@ -78,7 +78,7 @@ impl Default for TraceStoreOptions {
 /// One written trace fragment: spans of one trace, all of one tenant.
 #[derive(Debug)]
 pub struct Fragment {
-    pub spans: Vec<Span>,
+    pub spans: Arc<Vec<Span>>,
     /// The trace lost spans to the per-trace cap.
     pub truncated: bool,
 }
@@ -265,7 +265,8 @@ impl TraceStore {
         self.read_tenants()
             .values()
             .flat_map(|t| {
-                std::iter::once(t.manifest.durable_lsn).chain(t.manifest.files.iter().map(|f| f.max_lsn))
+                std::iter::once(t.manifest.durable_lsn)
+                    .chain(t.manifest.files.iter().map(|f| f.max_lsn))
             })
             .max()
             .unwrap_or(0)
@@ -318,7 +319,11 @@ impl TraceStore {
             parts.entry(hour_of(e.minute_ns)).or_default().edges.push(e);
         }
         for o in flush.operations {
-            parts.entry(hour_of(o.minute_ns)).or_default().operations.push(o);
+            parts
+                .entry(hour_of(o.minute_ns))
+                .or_default()
+                .operations
+                .push(o);
         }
         let mut next_file = self
             .read_tenants()
@@ -330,7 +335,11 @@ impl TraceStore {
         for (hour, part) in parts {
             let id = next_file;
             next_file += 1;
-            new_ops.extend(part.operations.iter().map(|o| (o.service.clone(), o.operation.clone())));
+            new_ops.extend(
+                part.operations
+                    .iter()
+                    .map(|o| (o.service.clone(), o.operation.clone())),
+            );
             new_sets.push(self.write_set(&dir, hour, id, part, max_lsn)?);
         }
         // Publish: the manifest first (durable), then the in-memory view.
@@ -339,7 +348,9 @@ impl TraceStore {
         let mut manifest = st.manifest.clone();
         manifest.durable_lsn = manifest.durable_lsn.max(durable_lsn);
         manifest.next_file = next_file;
-        manifest.files.extend(new_sets.iter().map(|s| s.set.clone()));
+        manifest
+            .files
+            .extend(new_sets.iter().map(|s| s.set.clone()));
         std::fs::create_dir_all(&dir).map_err(StoreError::io("failed to create", &dir))?;
         write_manifest(&dir, &manifest)?;
         st.manifest = manifest;
@@ -385,7 +396,8 @@ impl TraceStore {
                 })
                 .collect();
             summaries.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
-            let mut spans: Vec<&Span> = part.fragments.iter().flat_map(|f| &f.spans).collect();
+            let mut spans: Vec<&Span> =
+                part.fragments.iter().flat_map(|f| f.spans.iter()).collect();
             spans.sort_by(|a, b| (a.trace_id, a.start_ns).cmp(&(b.trace_id, b.start_ns)));
             for s in &summaries {
                 set.min_time_ns = set.min_time_ns.min(s.start_ns);
@@ -432,7 +444,11 @@ impl TraceStore {
         }
         if !part.operations.is_empty() {
             part.operations.sort_by(|a, b| {
-                (a.minute_ns, &a.service, &a.operation).cmp(&(b.minute_ns, &b.service, &b.operation))
+                (a.minute_ns, &a.service, &a.operation).cmp(&(
+                    b.minute_ns,
+                    &b.service,
+                    &b.operation,
+                ))
             });
             for o in &part.operations {
                 set.min_time_ns = set.min_time_ns.min(o.minute_ns);
@@ -470,11 +486,14 @@ impl TraceStore {
     ) -> Result<u64, StoreError> {
         let props = writer_properties(kind, self.opts.row_group_rows, distinct_traces);
         let file = File::create(path).map_err(StoreError::io("failed to create", path))?;
-        let parquet_err = |e: parquet::errors::ParquetError| format_err(path, format!("parquet write failed: {e}"));
+        let parquet_err = |e: parquet::errors::ParquetError| {
+            format_err(path, format!("parquet write failed: {e}"))
+        };
         let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(parquet_err)?;
         w.write(batch).map_err(parquet_err)?;
         let file = w.into_inner().map_err(parquet_err)?;
-        file.sync_all().map_err(StoreError::io("failed to fsync", path))?;
+        file.sync_all()
+            .map_err(StoreError::io("failed to fsync", path))?;
         Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
     }
 
@@ -563,7 +582,9 @@ impl TraceStore {
             loop {
                 let candidates = {
                     let tenants = self.read_tenants();
-                    let Some(st) = tenants.get(&tenant) else { break };
+                    let Some(st) = tenants.get(&tenant) else {
+                        break;
+                    };
                     let durable = st.manifest.durable_lsn;
                     let mut by_part: HashMap<&str, Vec<Arc<LiveSet>>> = HashMap::new();
                     for s in &st.sets {
@@ -586,20 +607,13 @@ impl TraceStore {
 
     fn merge_sets(&self, tenant: &TenantId, sets: Vec<Arc<LiveSet>>) -> Result<(), StoreError> {
         let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut fragments: HashMap<[u8; 16], Fragment> = HashMap::new();
+        let mut fragments: HashMap<[u8; 16], Vec<Span>> = HashMap::new();
         let mut edges = Vec::new();
         let mut operations = Vec::new();
         let mut truncated: BTreeSet<[u8; 16]> = BTreeSet::new();
         for s in &sets {
             for span in read::read_all_spans(s)? {
-                fragments
-                    .entry(span.trace_id)
-                    .or_insert_with(|| Fragment {
-                        spans: Vec::new(),
-                        truncated: false,
-                    })
-                    .spans
-                    .push(span);
+                fragments.entry(span.trace_id).or_default().push(span);
             }
             for sum in read::read_summaries(s)? {
                 if sum.truncated {
@@ -609,18 +623,25 @@ impl TraceStore {
             edges.extend(read::read_edges(s)?);
             operations.extend(read::read_operations(s)?);
         }
-        for (id, f) in fragments.iter_mut() {
-            f.truncated = truncated.contains(id);
-        }
+
         let hour = parse_partition_dir_name(&sets[0].set.partition).unwrap_or(0);
         let max_lsn = sets.iter().map(|s| s.set.max_lsn).max().unwrap_or(0);
         let dir = traces_dir(&self.data, tenant);
         let id = {
             let tenants = self.read_tenants();
-            tenants.get(tenant).map(|t| t.manifest.next_file).unwrap_or(1)
+            tenants
+                .get(tenant)
+                .map(|t| t.manifest.next_file)
+                .unwrap_or(1)
         };
         let part = TenantFlush {
-            fragments: fragments.into_values().collect(),
+            fragments: fragments
+                .into_iter()
+                .map(|(id, spans)| Fragment {
+                    spans: Arc::new(spans),
+                    truncated: truncated.contains(&id),
+                })
+                .collect(),
             edges: merge_edges(edges),
             operations: merge_operations(operations),
         };
@@ -707,9 +728,15 @@ enum ParquetKind {
     Small,
 }
 
-fn writer_properties(kind: ParquetKind, row_group_rows: usize, distinct_traces: u64) -> WriterProperties {
+fn writer_properties(
+    kind: ParquetKind,
+    row_group_rows: usize,
+    distinct_traces: u64,
+) -> WriterProperties {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_key_value_metadata(Some(vec![KeyValue::new(
@@ -735,7 +762,13 @@ fn writer_properties(kind: ParquetKind, row_group_rows: usize, distinct_traces: 
                 .set_column_bloom_filter_enabled(col("trace_id"), true)
                 .set_column_bloom_filter_fpp(col("trace_id"), 0.01)
                 .set_column_bloom_filter_max_ndv(col("trace_id"), distinct_traces.max(1));
-            for c in ["span_id", "parent_span_id", "duration_ns", "start_time", "end_time"] {
+            for c in [
+                "span_id",
+                "parent_span_id",
+                "duration_ns",
+                "start_time",
+                "end_time",
+            ] {
                 b = b.set_column_dictionary_enabled(col(c), false);
             }
             for c in ["start_time", "end_time", "duration_ns"] {
@@ -852,6 +885,10 @@ fn open_tenant(dir: &Path) -> Result<TenantState, StoreError> {
 
 pub(crate) fn reader_metadata(path: &Path) -> Result<ArrowReaderMetadata, StoreError> {
     let file = File::open(path).map_err(StoreError::io("failed to open", path))?;
-    ArrowReaderMetadata::load(&file, ArrowReaderOptions::new().with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional))
-        .map_err(|e| format_err(path, format!("unreadable parquet: {e}")))
+    ArrowReaderMetadata::load(
+        &file,
+        ArrowReaderOptions::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional),
+    )
+    .map_err(|e| format_err(path, format!("unreadable parquet: {e}")))
 }

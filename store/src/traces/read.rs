@@ -83,7 +83,9 @@ fn open_builder(
         }
     };
     let file = File::open(&path).map_err(StoreError::io("failed to open", &path))?;
-    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta))
+    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
+        file, meta,
+    ))
 }
 
 fn collect_batches(
@@ -148,7 +150,10 @@ pub(crate) fn read_all_spans(set: &LiveSet) -> Result<Vec<Span>, StoreError> {
 
 /// The spans of the given traces in one set: row groups are pruned by the
 /// `trace_id` statistics (rows are sorted by it), rows by a filter on it.
-pub(crate) fn read_spans_of(set: &LiveSet, ids: &HashSet<[u8; 16]>) -> Result<Vec<Span>, StoreError> {
+pub(crate) fn read_spans_of(
+    set: &LiveSet,
+    ids: &HashSet<[u8; 16]>,
+) -> Result<Vec<Span>, StoreError> {
     let Some(name) = &set.set.spans else {
         return Ok(Vec::new());
     };
@@ -239,8 +244,10 @@ impl TraceStore {
                     break;
                 }
             }
-            let mut cands: Vec<TraceSummary> =
-                read_summaries(&set)?.into_iter().filter(|s| q.matches(s)).collect();
+            let mut cands: Vec<TraceSummary> = read_summaries(&set)?
+                .into_iter()
+                .filter(|s| q.matches(s))
+                .collect();
             if let Some(pred) = pred
                 && !cands.is_empty()
             {
@@ -261,7 +268,11 @@ impl TraceStore {
             }
         }
         let mut out: Vec<TraceSummary> = found.into_values().collect();
-        out.sort_by(|a, b| b.start_ns.cmp(&a.start_ns).then(a.trace_id.cmp(&b.trace_id)));
+        out.sort_by(|a, b| {
+            b.start_ns
+                .cmp(&a.start_ns)
+                .then(a.trace_id.cmp(&b.trace_id))
+        });
         out.truncate(limit);
         self.complete_summaries(tenant, &mut out)?;
         Ok(out)
@@ -270,7 +281,11 @@ impl TraceStore {
     /// Replaces each summary by the merge of every stored fragment of its
     /// trace, so a result shows the whole trace even when only one fragment
     /// matched.
-    fn complete_summaries(&self, tenant: &TenantId, out: &mut [TraceSummary]) -> Result<(), StoreError> {
+    fn complete_summaries(
+        &self,
+        tenant: &TenantId,
+        out: &mut [TraceSummary],
+    ) -> Result<(), StoreError> {
         let sets = self.sets(tenant);
         let mut cache: HashMap<u64, Vec<TraceSummary>> = HashMap::new();
         for result in out.iter_mut() {
@@ -295,7 +310,12 @@ impl TraceStore {
     }
 
     /// Service-graph rows with a minute in `[start_ns, end_ns)`.
-    pub fn edges(&self, tenant: &TenantId, start_ns: i64, end_ns: i64) -> Result<Vec<EdgeRow>, StoreError> {
+    pub fn edges(
+        &self,
+        tenant: &TenantId,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<EdgeRow>, StoreError> {
         let mut out = Vec::new();
         for set in self.sets(tenant) {
             if set.set.edges.is_none()

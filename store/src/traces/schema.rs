@@ -104,7 +104,11 @@ fn link_fields() -> Fields {
 }
 
 fn list_of(fields: Fields) -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), false)))
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(fields),
+        false,
+    )))
 }
 
 /// The schema of span files. Column order matters: the first columns are the sort key.
@@ -126,9 +130,21 @@ pub static SPAN_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("scope_name", DataType::Utf8, false),
         Field::new("scope_version", DataType::Utf8, false),
     ];
-    fields.extend(SPAN_STR_COLUMNS.iter().map(|c| Field::new(*c, DataType::Utf8, true)));
-    fields.extend(SPAN_INT_COLUMNS.iter().map(|c| Field::new(*c, DataType::Int64, true)));
-    fields.extend(RESOURCE_STR_COLUMNS.iter().map(|c| Field::new(*c, DataType::Utf8, true)));
+    fields.extend(
+        SPAN_STR_COLUMNS
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, true)),
+    );
+    fields.extend(
+        SPAN_INT_COLUMNS
+            .iter()
+            .map(|c| Field::new(*c, DataType::Int64, true)),
+    );
+    fields.extend(
+        RESOURCE_STR_COLUMNS
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, true)),
+    );
     fields.extend([
         Field::new("attributes", attr_list_type(), false),
         Field::new("dropped_attributes_count", DataType::UInt32, false),
@@ -201,7 +217,12 @@ fn attr_list_filtered<'a>(rows: impl Iterator<Item = (&'a [Attr], &'a [&'a str])
     let DataType::List(field) = attr_list_type() else {
         unreachable!("attr_list_type is a list")
     };
-    ListArray::new(field, OffsetBuffer::new(offsets.into()), Arc::new(values), None)
+    ListArray::new(
+        field,
+        OffsetBuffer::new(offsets.into()),
+        Arc::new(values),
+        None,
+    )
 }
 
 fn timestamps(values: impl Iterator<Item = i64>) -> TimestampNanosecondArray {
@@ -387,7 +408,9 @@ fn read_attrs(list: &ListArray, row: usize) -> Vec<Attr> {
     let key = values.column(0).as_string::<i32>();
     let str_ = values.column(1).as_string::<i32>();
     let int = values.column(2).as_primitive::<Int64Type>();
-    let double = values.column(3).as_primitive::<arrow_array::types::Float64Type>();
+    let double = values
+        .column(3)
+        .as_primitive::<arrow_array::types::Float64Type>();
     let bool_ = values.column(4).as_boolean();
     let json = values.column(5).as_string::<i32>();
     (start..end)
@@ -460,7 +483,9 @@ pub fn batch_to_spans(batch: &RecordBatch) -> Vec<Span> {
         .collect();
 
     let ev_struct = events.values().as_struct();
-    let ev_time = ev_struct.column(0).as_primitive::<TimestampNanosecondType>();
+    let ev_time = ev_struct
+        .column(0)
+        .as_primitive::<TimestampNanosecondType>();
     let ev_name = ev_struct.column(1).as_string::<i32>();
     let ev_attrs = ev_struct.column(2).as_list::<i32>();
     let ev_dropped = ev_struct.column(3).as_primitive::<UInt32Type>();
@@ -628,7 +653,10 @@ mod tests {
             let mut b = b.clone();
             a.attributes = sorted(a.attributes);
             b.attributes = sorted(b.attributes);
-            assert_eq!(sorted(a.resource.attributes.clone()), sorted(b.resource.attributes.clone()));
+            assert_eq!(
+                sorted(a.resource.attributes.clone()),
+                sorted(b.resource.attributes.clone())
+            );
             b.resource = a.resource.clone();
             assert_eq!(a, b);
         }

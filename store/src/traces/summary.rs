@@ -49,8 +49,10 @@ impl TraceSummary {
             .or_else(|| spans.iter().min_by_key(|s| s.start_ns))
             .expect("a fragment has spans");
         let services: BTreeSet<&str> = spans.iter().map(|s| s.service()).collect();
-        let operations: BTreeSet<(&str, &str)> =
-            spans.iter().map(|s| (s.service(), s.name.as_str())).collect();
+        let operations: BTreeSet<(&str, &str)> = spans
+            .iter()
+            .map(|s| (s.service(), s.name.as_str()))
+            .collect();
         TraceSummary {
             trace_id: root.trace_id,
             start_ns: spans.iter().map(|s| s.start_ns).min().unwrap_or(0),
@@ -102,10 +104,14 @@ impl TraceSummary {
         self.end_ns = self.end_ns.max(o.end_ns);
         self.span_count += o.span_count;
         self.error_count += o.error_count;
-        let services: BTreeSet<String> = self.services.drain(..).chain(o.services.clone()).collect();
+        let services: BTreeSet<String> =
+            self.services.drain(..).chain(o.services.clone()).collect();
         self.services = services.into_iter().collect();
-        let ops: BTreeSet<(String, String)> =
-            self.operations.drain(..).chain(o.operations.clone()).collect();
+        let ops: BTreeSet<(String, String)> = self
+            .operations
+            .drain(..)
+            .chain(o.operations.clone())
+            .collect();
         self.operations = ops.into_iter().collect();
         self.min_span_duration_ns = self.min_span_duration_ns.min(o.min_span_duration_ns);
         self.max_span_duration_ns = self.max_span_duration_ns.max(o.max_span_duration_ns);
@@ -142,8 +148,11 @@ pub static SUMMARY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 });
 
 fn string_list<'a>(rows: impl Iterator<Item = Vec<&'a str>>) -> ArrayRef {
-    let mut b = ListBuilder::new(StringBuilder::new())
-        .with_field(Arc::new(Field::new("item", DataType::Utf8, false)));
+    let mut b = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Utf8,
+        false,
+    )));
     for row in rows {
         for v in row {
             b.values().append_value(v);
@@ -154,9 +163,7 @@ fn string_list<'a>(rows: impl Iterator<Item = Vec<&'a str>>) -> ArrayRef {
 }
 
 fn ts(values: impl Iterator<Item = i64>) -> ArrayRef {
-    Arc::new(
-        arrow_array::TimestampNanosecondArray::from_iter_values(values).with_timezone("UTC"),
-    )
+    Arc::new(arrow_array::TimestampNanosecondArray::from_iter_values(values).with_timezone("UTC"))
 }
 
 pub fn summaries_to_batch(rows: &[&TraceSummary]) -> RecordBatch {
@@ -171,27 +178,64 @@ pub fn summaries_to_batch(rows: &[&TraceSummary]) -> RecordBatch {
         Arc::new(tid.finish()),
         ts(rows.iter().map(|r| r.start_ns)),
         ts(rows.iter().map(|r| r.end_ns)),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.duration_ns()))),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.span_count))),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.error_count))),
-        Arc::new(rows.iter().map(|r| Some(r.has_root)).collect::<BooleanArray>()),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.root_service))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.root_operation))),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.duration_ns()),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.span_count),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.error_count),
+        )),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.has_root))
+                .collect::<BooleanArray>(),
+        ),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.root_service),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.root_operation),
+        )),
         opt_str(|r| r.root_http_method.as_deref()),
         opt_str(|r| r.root_http_route.as_deref()),
-        Arc::new(rows.iter().map(|r| r.root_http_status).collect::<Int64Array>()),
-        string_list(rows.iter().map(|r| r.services.iter().map(String::as_str).collect())),
-        string_list(rows.iter().map(|r| r.operations.iter().map(|o| o.0.as_str()).collect())),
-        string_list(rows.iter().map(|r| r.operations.iter().map(|o| o.1.as_str()).collect())),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.min_span_duration_ns))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.max_span_duration_ns))),
-        Arc::new(rows.iter().map(|r| Some(r.truncated)).collect::<BooleanArray>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.root_http_status)
+                .collect::<Int64Array>(),
+        ),
+        string_list(
+            rows.iter()
+                .map(|r| r.services.iter().map(String::as_str).collect()),
+        ),
+        string_list(
+            rows.iter()
+                .map(|r| r.operations.iter().map(|o| o.0.as_str()).collect()),
+        ),
+        string_list(
+            rows.iter()
+                .map(|r| r.operations.iter().map(|o| o.1.as_str()).collect()),
+        ),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.min_span_duration_ns),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.max_span_duration_ns),
+        )),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.truncated))
+                .collect::<BooleanArray>(),
+        ),
     ];
     RecordBatch::try_new(SUMMARY_SCHEMA.clone(), columns).expect("columns match SUMMARY_SCHEMA")
 }
 
 fn read_string_list(batch: &RecordBatch, name: &str, row: usize) -> Vec<String> {
-    let list = column(batch, name).expect("summary column").as_list::<i32>();
+    let list = column(batch, name)
+        .expect("summary column")
+        .as_list::<i32>();
     let values = list.values().as_string::<i32>();
     let off = list.value_offsets();
     (off[row] as usize..off[row + 1] as usize)
@@ -297,7 +341,11 @@ impl LatencyHistogram {
                 continue;
             }
             if (seen + c) as f64 >= rank {
-                let lower = if i == 0 { 0.0 } else { LATENCY_BOUNDS_MS[i - 1] };
+                let lower = if i == 0 {
+                    0.0
+                } else {
+                    LATENCY_BOUNDS_MS[i - 1]
+                };
                 let Some(upper) = LATENCY_BOUNDS_MS.get(i) else {
                     return Some(lower);
                 };
@@ -339,8 +387,11 @@ pub struct OperationRow {
 }
 
 fn hist_list(rows: impl Iterator<Item = Vec<u64>>) -> ArrayRef {
-    let mut b = ListBuilder::new(Int64Builder::new())
-        .with_field(Arc::new(Field::new("item", DataType::Int64, false)));
+    let mut b = ListBuilder::new(Int64Builder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Int64,
+        false,
+    )));
     for r in rows {
         for c in r {
             b.values().append_value(c as i64);
@@ -351,7 +402,9 @@ fn hist_list(rows: impl Iterator<Item = Vec<u64>>) -> ArrayRef {
 }
 
 fn read_hist(batch: &RecordBatch, counts: &str, sum: &str, row: usize) -> LatencyHistogram {
-    let list = column(batch, counts).expect("histogram column").as_list::<i32>();
+    let list = column(batch, counts)
+        .expect("histogram column")
+        .as_list::<i32>();
     let values = list.values().as_primitive::<Int64Type>();
     let off = list.value_offsets();
     LatencyHistogram {
@@ -366,7 +419,11 @@ fn read_hist(batch: &RecordBatch, counts: &str, sum: &str, row: usize) -> Latenc
 }
 
 fn kind_of(s: &str) -> &'static str {
-    NODE_KINDS.iter().find(|k| **k == s).copied().unwrap_or("service")
+    NODE_KINDS
+        .iter()
+        .find(|k| **k == s)
+        .copied()
+        .unwrap_or("service")
 }
 
 fn span_kind_of(s: &str) -> &'static str {
@@ -414,12 +471,24 @@ pub static OPERATION_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 pub fn edges_to_batch(rows: &[&EdgeRow]) -> RecordBatch {
     let columns: Vec<ArrayRef> = vec![
         ts(rows.iter().map(|r| r.minute_ns)),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.client))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.server))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.server_kind))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.requests as i64))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.failures as i64))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.latency.sum_ns as i64))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.client),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.server),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.server_kind),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.requests as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.failures as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.latency.sum_ns as i64),
+        )),
         hist_list(rows.iter().map(|r| r.latency.counts.clone())),
     ];
     RecordBatch::try_new(EDGE_SCHEMA.clone(), columns).expect("columns match EDGE_SCHEMA")
@@ -448,12 +517,22 @@ pub fn batch_to_edges(batch: &RecordBatch) -> Vec<EdgeRow> {
 pub fn operations_to_batch(rows: &[&OperationRow]) -> RecordBatch {
     let columns: Vec<ArrayRef> = vec![
         ts(rows.iter().map(|r| r.minute_ns)),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.service))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.operation))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.service),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.operation),
+        )),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.kind))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.calls as i64))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.errors as i64))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.duration.sum_ns as i64))),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.calls as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.errors as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.duration.sum_ns as i64),
+        )),
         hist_list(rows.iter().map(|r| r.duration.counts.clone())),
     ];
     RecordBatch::try_new(OPERATION_SCHEMA.clone(), columns).expect("columns match OPERATION_SCHEMA")

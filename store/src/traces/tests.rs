@@ -12,12 +12,23 @@ fn span(trace: u8, id: u8, parent: Option<u8>, service: &str, start_ns: i64, dur
         trace_state: String::new(),
         flags: 0,
         name: format!("op{id}"),
-        kind: if parent.is_none() { SpanKind::Server } else { SpanKind::Client },
+        kind: if parent.is_none() {
+            SpanKind::Server
+        } else {
+            SpanKind::Client
+        },
         start_ns,
         end_ns: start_ns + dur_ns,
-        status_code: if id == 3 { StatusCode::Error } else { StatusCode::Unset },
+        status_code: if id == 3 {
+            StatusCode::Error
+        } else {
+            StatusCode::Unset
+        },
         status_message: String::new(),
-        attributes: vec![Attr::new("http.request.method", AttrValue::Str("GET".into()))],
+        attributes: vec![Attr::new(
+            "http.request.method",
+            AttrValue::Str("GET".into()),
+        )],
         dropped_attributes_count: 0,
         events: vec![],
         dropped_events_count: 0,
@@ -46,7 +57,7 @@ fn flush(tenant: &TenantId, traces: Vec<Vec<Span>>, max_lsn: u64, durable_lsn: u
             fragments: traces
                 .into_iter()
                 .map(|spans| Fragment {
-                    spans,
+                    spans: Arc::new(spans),
                     truncated: false,
                 })
                 .collect(),
@@ -70,10 +81,25 @@ fn write_reopen_read_search_compact() {
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::open(dir.path()).unwrap();
     let t = TenantId::parse("default").unwrap();
-    let store = TraceStore::open(&data, TraceStoreOptions { compact_min_files: 2, ..Default::default() }).unwrap();
+    let store = TraceStore::open(
+        &data,
+        TraceStoreOptions {
+            compact_min_files: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     // Trace 1 in two fragments (a late span), trace 2 and 3 in the second flush.
     store
-        .write(flush(&t, vec![vec![span(1, 1, None, "web", T0, 100), span(1, 2, Some(1), "db", T0 + 10, 50)]], 5, 0))
+        .write(flush(
+            &t,
+            vec![vec![
+                span(1, 1, None, "web", T0, 100),
+                span(1, 2, Some(1), "db", T0 + 10, 50),
+            ]],
+            5,
+            0,
+        ))
         .unwrap();
     store
         .write(flush(
@@ -96,43 +122,87 @@ fn write_reopen_read_search_compact() {
     assert_eq!(f.get(&(t.clone(), [1; 16])), Some(&9));
 
     drop(store);
-    let store = TraceStore::open(&data, TraceStoreOptions { compact_min_files: 2, ..Default::default() }).unwrap();
+    let store = TraceStore::open(
+        &data,
+        TraceStoreOptions {
+            compact_min_files: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let spans = store.trace(&t, &[1; 16]).unwrap();
     assert_eq!(spans.len(), 3);
     assert!(store.trace(&t, &[7; 16]).unwrap().is_empty());
     assert_eq!(store.operations_of(&t, "web"), vec!["op1".to_string()]);
 
-    let q = TraceQuery { start_ns: T0 - 1, end_ns: T0 + 10_000, limit: 2, ..Default::default() };
+    let q = TraceQuery {
+        start_ns: T0 - 1,
+        end_ns: T0 + 10_000,
+        limit: 2,
+        ..Default::default()
+    };
     let found = store.search(&t, &q, None).unwrap();
     let ids: Vec<u8> = found.iter().map(|s| s.trace_id[0]).collect();
     assert_eq!(ids, vec![3, 2], "newest first");
-    let q = TraceQuery { error: Some(true), limit: 10, start_ns: T0 - 1, end_ns: T0 + 10_000, ..Default::default() };
+    let q = TraceQuery {
+        error: Some(true),
+        limit: 10,
+        start_ns: T0 - 1,
+        end_ns: T0 + 10_000,
+        ..Default::default()
+    };
     let found = store.search(&t, &q, None).unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].span_count, 3, "fragments merged");
     assert_eq!(found[0].root_service, "web");
-    let q = TraceQuery { min_duration_ns: Some(1_000), limit: 10, start_ns: T0 - 1, end_ns: T0 + 10_000, ..Default::default() };
+    let q = TraceQuery {
+        min_duration_ns: Some(1_000),
+        limit: 10,
+        start_ns: T0 - 1,
+        end_ns: T0 + 10_000,
+        ..Default::default()
+    };
     assert_eq!(store.search(&t, &q, None).unwrap().len(), 1);
     let pred = |spans: &[Span]| spans.iter().any(|s| s.service() == "db");
-    let q = TraceQuery { limit: 10, start_ns: T0 - 1, end_ns: T0 + 10_000, ..Default::default() };
+    let q = TraceQuery {
+        limit: 10,
+        start_ns: T0 - 1,
+        end_ns: T0 + 10_000,
+        ..Default::default()
+    };
     let found = store.search(&t, &q, Some(&pred)).unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].trace_id, [1; 16]);
 
     // Compaction merges only sets at or below durable (5): just the first.
     assert_eq!(store.compact().unwrap(), 0);
-    store.write(flush(&t, vec![vec![span(4, 1, None, "web", T0 + 3_000, 1)]], 12, 12)).unwrap();
+    store
+        .write(flush(
+            &t,
+            vec![vec![span(4, 1, None, "web", T0 + 3_000, 1)]],
+            12,
+            12,
+        ))
+        .unwrap();
     assert_eq!(store.compact().unwrap(), 2);
     assert_eq!(store.file_sets(&t).len(), 1);
     assert_eq!(store.trace(&t, &[1; 16]).unwrap().len(), 3);
     assert_eq!(store.trace(&t, &[4; 16]).unwrap().len(), 1);
 
     // A file not in the manifest is deleted on open.
-    let part = dir.path().join("default/traces").join(&store.file_sets(&t)[0].partition);
+    let part = dir
+        .path()
+        .join("default/traces")
+        .join(&store.file_sets(&t)[0].partition);
     std::fs::write(part.join("spans-999.parquet"), b"junk").unwrap();
     drop(store);
     let store = TraceStore::open(&data, TraceStoreOptions::default()).unwrap();
     assert!(!part.join("spans-999.parquet").exists());
-    assert_eq!(store.apply_retention(T0 + 30 * 24 * 3_600_000_000_000).unwrap(), 1);
+    assert_eq!(
+        store
+            .apply_retention(T0 + 30 * 24 * 3_600_000_000_000)
+            .unwrap(),
+        1
+    );
     assert!(store.trace(&t, &[1; 16]).unwrap().is_empty());
 }

@@ -78,8 +78,8 @@ pub struct WalStats {
 struct SegInfo {
     /// 0 while the segment holds no frame.
     last_lsn: u64,
-    /// Bit `1 << signal` for every signal the segment holds.
-    signals: u8,
+    /// Per signal (indexed by discriminant), its last LSN in the segment; 0 when absent.
+    signal_last: [u64; 4],
     bytes: u64,
     path: PathBuf,
 }
@@ -128,13 +128,13 @@ impl<T: Send + 'static> Wal<T> {
             let mut r = SegmentReader::open(&path)?;
             let mut info = SegInfo {
                 last_lsn: 0,
-                signals: 0,
+                signal_last: [0; 4],
                 bytes: 0,
                 path: path.clone(),
             };
             while let Some(f) = r.next_frame() {
                 info.last_lsn = f.lsn;
-                info.signals |= 1 << f.signal;
+                info.signal_last[usize::from(f.signal) & 3] = f.lsn;
             }
             if let Some(why) = &r.torn {
                 tracing::warn!(segment = %path.display(), reason = %why, valid_bytes = r.valid_len,
@@ -286,8 +286,8 @@ impl Shared {
 
     fn covered(&self, s: &SegInfo) -> bool {
         Signal::ALL.iter().all(|sig| {
-            s.signals & (1 << *sig as u8) == 0
-                || self.durable[*sig as usize].load(Ordering::SeqCst) >= s.last_lsn
+            let last = s.signal_last[*sig as usize];
+            last == 0 || self.durable[*sig as usize].load(Ordering::SeqCst) >= last
         })
     }
 
@@ -390,7 +390,7 @@ impl SegmentWriter {
         segs.retain(|s| s.path != path);
         segs.push(SegInfo {
             last_lsn: 0,
-            signals: 0,
+            signal_last: [0; 4],
             bytes: segment::HEADER_LEN,
             path: path.clone(),
         });
@@ -432,10 +432,10 @@ impl SegmentWriter {
                 .fetch_sub(batch.len() as u64, Ordering::Relaxed);
             let first_lsn = self.next_lsn;
             buf.clear();
-            let mut signals = 0u8;
+            let mut signal_last = [0u64; 4];
             for (i, a) in batch.iter().enumerate() {
                 write_frame(&mut buf, first_lsn + i as u64, &a.entry);
-                signals |= 1 << a.entry.signal as u8;
+                signal_last[a.entry.signal as usize] = first_lsn + i as u64;
             }
             match self.write_and_sync(shared, &buf) {
                 Ok(()) => {
@@ -445,7 +445,9 @@ impl SegmentWriter {
                         let mut segs = shared.lock_segments();
                         if let Some(s) = segs.last_mut() {
                             s.last_lsn = last_lsn;
-                            s.signals |= signals;
+                            for (have, new) in s.signal_last.iter_mut().zip(signal_last) {
+                                *have = (*have).max(new);
+                            }
                             s.bytes = self.bytes;
                         }
                         shared.update_disk_stats(&segs);

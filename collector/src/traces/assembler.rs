@@ -1,0 +1,443 @@
+//! The trace assembler: spans out of the WAL are grouped by trace id in
+//! memory until the trace is complete, then written to the span store.
+//!
+//! A trace is complete when no span of it arrived for `idle`, or when its
+//! first span arrived `max_age` ago. Completed traces wait in a ready list
+//! and are written together (one file set per tenant and hour) once the
+//! oldest has waited `flush_interval`, once enough spans are ready, or when
+//! memory runs over the budget — then the oldest pending traces are written
+//! early too. Pending, ready and in-flight traces all answer trace-by-id.
+//!
+//! WAL positions: every (trace, WAL entry) pair is counted until the trace
+//! is written; the durable position for the WAL is one below the oldest
+//! entry still counted (or the last entry taken in when none is).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use periscope_proto::Span;
+use periscope_query::LiveTraces;
+use periscope_store::{FlushBatch, Fragment, TenantFlush, TenantId, TraceStore};
+
+use super::graph::{GraphBuilder, RecentSpans};
+
+/// Tuning of the assembler.
+#[derive(Clone, Debug)]
+pub struct AssemblerOptions {
+    pub idle: Duration,
+    pub max_age: Duration,
+    pub flush_interval: Duration,
+    pub max_spans_per_trace: usize,
+    /// Memory for traces not yet written; above it the oldest are written early,
+    /// above twice it new spans wait.
+    pub buffer_bytes: usize,
+    /// A flush starts once this many spans are ready.
+    pub flush_spans: usize,
+}
+
+impl Default for AssemblerOptions {
+    fn default() -> Self {
+        AssemblerOptions {
+            idle: Duration::from_secs(5),
+            max_age: Duration::from_secs(60),
+            flush_interval: Duration::from_secs(10),
+            max_spans_per_trace: 100_000,
+            buffer_bytes: 512 << 20,
+            flush_spans: 250_000,
+        }
+    }
+}
+
+/// Counters for self-metrics.
+#[derive(Debug, Default)]
+pub struct AssemblerStats {
+    pub spans_received: AtomicU64,
+    pub spans_dropped_over_cap: AtomicU64,
+    pub traces_written: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_failures: AtomicU64,
+    pub pending_traces: AtomicU64,
+    pub buffered_bytes: AtomicU64,
+}
+
+type Key = (TenantId, [u8; 16]);
+
+struct Pending {
+    spans: Vec<Span>,
+    first: Instant,
+    last: Instant,
+    bytes: usize,
+    /// WAL entries that contributed spans, each counted once in `lsn_refs`.
+    lsns: Vec<u64>,
+    truncated: bool,
+}
+
+struct Done {
+    key: Key,
+    spans: Arc<Vec<Span>>,
+    bytes: usize,
+    lsns: Vec<u64>,
+    truncated: bool,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<Key, Pending>,
+    ready: Vec<Done>,
+    ready_spans: usize,
+    ready_since: Option<Instant>,
+    flushing: Arc<Vec<Done>>,
+    lsn_refs: BTreeMap<u64, usize>,
+    last_lsn: u64,
+    bytes: usize,
+    closing: bool,
+}
+
+impl State {
+    fn watermark(&self) -> u64 {
+        match self.lsn_refs.keys().next() {
+            Some(oldest) => oldest - 1,
+            None => self.last_lsn,
+        }
+    }
+
+    fn complete(&mut self, key: Key) {
+        if let Some(p) = self.pending.remove(&key) {
+            self.ready_spans += p.spans.len();
+            self.ready_since.get_or_insert(Instant::now());
+            self.ready.push(Done {
+                key,
+                spans: Arc::new(p.spans),
+                bytes: p.bytes,
+                lsns: p.lsns,
+                truncated: p.truncated,
+            });
+        }
+    }
+}
+
+/// Groups spans into traces; see the module docs.
+pub struct Assembler {
+    state: Mutex<State>,
+    /// Signalled when memory is freed (for blocked `add`s).
+    freed: Condvar,
+    opts: AssemblerOptions,
+    pub stats: AssemblerStats,
+}
+
+impl Assembler {
+    /// `last_lsn`: WAL position up to which every span is already stored.
+    pub fn new(opts: AssemblerOptions, last_lsn: u64) -> Arc<Assembler> {
+        Arc::new(Assembler {
+            state: Mutex::new(State {
+                last_lsn,
+                ..Default::default()
+            }),
+            freed: Condvar::new(),
+            opts,
+            stats: AssemblerStats::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes in the spans of WAL entry `lsn` (possibly none). Waits while
+    /// buffered traces use more than twice the memory budget.
+    pub fn add(&self, lsn: u64, tenant: &TenantId, spans: Vec<Span>) {
+        let mut st = self.lock();
+        while st.bytes > 2 * self.opts.buffer_bytes && !st.closing {
+            st = self
+                .freed
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let now = Instant::now();
+        self.stats
+            .spans_received
+            .fetch_add(spans.len() as u64, Ordering::Relaxed);
+        for s in spans {
+            let key = (tenant.clone(), s.trace_id);
+            let bytes = s.heap_bytes();
+            let st = &mut *st;
+            let p = st.pending.entry(key).or_insert_with(|| Pending {
+                spans: Vec::new(),
+                first: now,
+                last: now,
+                bytes: 0,
+                lsns: Vec::new(),
+                truncated: false,
+            });
+            p.last = now;
+            if p.lsns.last() != Some(&lsn) {
+                p.lsns.push(lsn);
+                *st.lsn_refs.entry(lsn).or_default() += 1;
+            }
+            if p.spans.len() >= self.opts.max_spans_per_trace {
+                p.truncated = true;
+                self.stats
+                    .spans_dropped_over_cap
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            p.bytes += bytes;
+            st.bytes += bytes;
+            p.spans.push(s);
+        }
+        st.last_lsn = st.last_lsn.max(lsn);
+    }
+
+    /// Moves complete traces to the ready list; when over the memory budget,
+    /// the oldest pending traces too. Returns whether a flush is due.
+    fn sweep(&self, st: &mut State, now: Instant, all: bool) -> bool {
+        let (idle, max_age) = (self.opts.idle, self.opts.max_age);
+        let done: Vec<Key> = st
+            .pending
+            .iter()
+            .filter(|(_, p)| all || now - p.last >= idle || now - p.first >= max_age)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in done {
+            st.complete(k);
+        }
+        if st.bytes > self.opts.buffer_bytes && !st.pending.is_empty() {
+            let mut by_age: Vec<(Instant, Key, usize)> = st
+                .pending
+                .iter()
+                .map(|(k, p)| (p.first, k.clone(), p.bytes))
+                .collect();
+            by_age.sort_by_key(|(t, ..)| *t);
+            let in_flight: usize = st.ready.iter().map(|d| d.bytes).sum::<usize>()
+                + st.flushing.iter().map(|d| d.bytes).sum::<usize>();
+            // Write early until what stays pending fits half the budget.
+            let mut pending_bytes = st.bytes.saturating_sub(in_flight);
+            for (_, k, b) in by_age {
+                if pending_bytes <= self.opts.buffer_bytes / 2 {
+                    break;
+                }
+                pending_bytes -= b;
+                st.complete(k);
+            }
+        }
+        self.stats
+            .pending_traces
+            .store(st.pending.len() as u64, Ordering::Relaxed);
+        self.stats
+            .buffered_bytes
+            .store(st.bytes as u64, Ordering::Relaxed);
+        !st.ready.is_empty()
+            && (all
+                || st.ready_spans >= self.opts.flush_spans
+                || st.bytes > self.opts.buffer_bytes
+                || st
+                    .ready_since
+                    .is_some_and(|t| now - t >= self.opts.flush_interval))
+    }
+
+    /// One round of the flusher: sweeps, and writes the ready traces when
+    /// due (`all`: everything pending, for shutdown). Returns the WAL
+    /// position now durable.
+    pub fn flush_round(&self, store: &TraceStore, recent: &mut RecentSpans, all: bool) -> u64 {
+        let (batch_done, max_lsn, durable_before) = {
+            let mut st = self.lock();
+            if !self.sweep(&mut st, Instant::now(), all) {
+                return st.watermark();
+            }
+            let ready = std::mem::take(&mut st.ready);
+            st.ready_spans = 0;
+            st.ready_since = None;
+            let flushing = Arc::new(ready);
+            st.flushing = flushing.clone();
+            (flushing, st.last_lsn, st.watermark())
+        };
+        let mut graph = GraphBuilder::default();
+        let mut tenants: HashMap<TenantId, TenantFlush> = HashMap::new();
+        for d in batch_done.iter() {
+            graph.add_fragment(&d.key.0, &d.spans, recent);
+            tenants
+                .entry(d.key.0.clone())
+                .or_default()
+                .fragments
+                .push(Fragment {
+                    spans: d.spans.clone(),
+                    truncated: d.truncated,
+                });
+        }
+        for (tenant, (edges, ops)) in graph.finish() {
+            let t = tenants.entry(tenant).or_default();
+            t.edges = edges;
+            t.operations = ops;
+        }
+        let written = store.write(FlushBatch {
+            tenants,
+            max_lsn,
+            durable_lsn: durable_before,
+        });
+        let mut st = self.lock();
+        match written {
+            Ok(()) => {
+                self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .traces_written
+                    .fetch_add(batch_done.len() as u64, Ordering::Relaxed);
+                for d in batch_done.iter() {
+                    st.bytes -= d.bytes;
+                    for lsn in &d.lsns {
+                        if let Some(n) = st.lsn_refs.get_mut(lsn) {
+                            *n -= 1;
+                            if *n == 0 {
+                                st.lsn_refs.remove(lsn);
+                            }
+                        }
+                    }
+                }
+                st.flushing = Arc::new(Vec::new());
+            }
+            Err(e) => {
+                // Keep the traces (visible, counted) and retry on the next round.
+                self.stats.flush_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "failed to write traces; will retry");
+                let back = std::mem::take(&mut st.flushing);
+                let back = Arc::try_unwrap(back).unwrap_or_else(|a| {
+                    a.iter()
+                        .map(|d| Done {
+                            key: d.key.clone(),
+                            spans: d.spans.clone(),
+                            bytes: d.bytes,
+                            lsns: d.lsns.clone(),
+                            truncated: d.truncated,
+                        })
+                        .collect()
+                });
+                st.ready_spans += back.iter().map(|d| d.spans.len()).sum::<usize>();
+                st.ready_since.get_or_insert(Instant::now());
+                st.ready.extend(back);
+            }
+        }
+        self.freed.notify_all();
+        st.watermark()
+    }
+
+    /// Lets blocked `add`s through (shutdown: the flusher stops draining).
+    pub fn close(&self) {
+        self.lock().closing = true;
+        self.freed.notify_all();
+    }
+
+    /// Runs the flusher until `stop`, then writes everything pending.
+    pub fn run_flusher(
+        self: Arc<Self>,
+        store: Arc<TraceStore>,
+        stop: Arc<AtomicBool>,
+        release: impl Fn(u64),
+    ) {
+        let mut recent = RecentSpans::new(1_000_000);
+        let mut released = 0;
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            let durable = self.flush_round(&store, &mut recent, stopping);
+            if durable > released {
+                release(durable);
+                released = durable;
+            }
+            if stopping {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl LiveTraces for Assembler {
+    fn spans(&self, tenant: &TenantId, trace_id: &[u8; 16]) -> Vec<Span> {
+        let st = self.lock();
+        let key = (tenant.clone(), *trace_id);
+        let mut out: Vec<Span> = st
+            .pending
+            .get(&key)
+            .map(|p| p.spans.clone())
+            .unwrap_or_default();
+        for d in st.ready.iter().chain(st.flushing.iter()) {
+            if d.key == key {
+                out.extend(d.spans.iter().cloned());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use periscope_proto::{SpanKind, SpanResource, StatusCode};
+    use periscope_store::{DataDir, TraceStoreOptions};
+
+    use super::*;
+
+    fn span(trace: u8, id: u8, parent: Option<u8>) -> Span {
+        Span {
+            trace_id: [trace; 16],
+            span_id: [id; 8],
+            parent_span_id: parent.map(|p| [p; 8]),
+            trace_state: String::new(),
+            flags: 0,
+            name: "op".into(),
+            kind: SpanKind::Server,
+            start_ns: periscope_proto::unix_now_ns(),
+            end_ns: periscope_proto::unix_now_ns() + 1000,
+            status_code: StatusCode::Unset,
+            status_message: String::new(),
+            attributes: vec![],
+            dropped_attributes_count: 0,
+            events: vec![],
+            dropped_events_count: 0,
+            links: vec![],
+            dropped_links_count: 0,
+            resource: Arc::new(SpanResource {
+                service: "svc".into(),
+                attributes: vec![],
+            }),
+            scope_name: String::new(),
+            scope_version: String::new(),
+        }
+    }
+
+    #[test]
+    fn watermark_follows_written_traces_and_cap_truncates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TraceStore::open(
+            &DataDir::open(dir.path()).unwrap(),
+            TraceStoreOptions::default(),
+        )
+        .unwrap();
+        let a = Assembler::new(
+            AssemblerOptions {
+                idle: Duration::from_millis(0),
+                max_spans_per_trace: 2,
+                flush_interval: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            0,
+        );
+        let t = TenantId::default_tenant();
+        a.add(1, &t, vec![span(1, 1, None), span(2, 1, None)]);
+        a.add(2, &t, vec![span(1, 2, Some(1)), span(1, 3, Some(1))]);
+        assert_eq!(a.spans(&t, &[1; 16]).len(), 2, "capped at 2");
+        assert_eq!(a.stats.spans_dropped_over_cap.load(Ordering::Relaxed), 1);
+        let mut recent = RecentSpans::new(100);
+        // Nothing due yet (flush interval long): watermark stays below entry 1.
+        assert_eq!(a.flush_round(&store, &mut recent, false), 0);
+        assert_eq!(a.spans(&t, &[1; 16]).len(), 2, "ready traces stay visible");
+        assert_eq!(a.flush_round(&store, &mut recent, true), 2);
+        assert_eq!(store.trace(&t, &[1; 16]).unwrap().len(), 2);
+        assert!(a.spans(&t, &[1; 16]).is_empty());
+        let sets = store.file_sets(&t);
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].max_lsn, 2);
+    }
+}
