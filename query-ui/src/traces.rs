@@ -49,7 +49,7 @@ pub(crate) fn load_trace(
             spans.push(s);
         }
     }
-    spans.sort_by(|a, b| (a.start_ns, a.span_id).cmp(&(b.start_ns, b.span_id)));
+    spans.sort_by_key(|s| (s.start_ns, s.span_id));
     Ok(spans)
 }
 

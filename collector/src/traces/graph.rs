@@ -13,12 +13,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use periscope_proto::{Span, SpanKind, find_str};
 use periscope_store::{EdgeRow, LatencyHistogram, OperationRow, TenantId, minute_of};
 
+type TraceKey = (TenantId, [u8; 16]);
+
 /// Service and kind of spans of recently written traces, to pair late spans
 /// with their parents. Bounded by a number of spans; the oldest go first.
 pub struct RecentSpans {
     /// Per trace: how many entries of `order` refer to it, and its spans.
-    map: HashMap<(TenantId, [u8; 16]), (usize, HashMap<[u8; 8], String>)>,
-    order: VecDeque<((TenantId, [u8; 16]), usize)>,
+    map: HashMap<TraceKey, (usize, HashMap<[u8; 8], String>)>,
+    order: VecDeque<(TraceKey, usize)>,
     spans: usize,
     capacity: usize,
 }
@@ -89,16 +91,10 @@ pub struct GraphBuilder {
 }
 
 impl GraphBuilder {
-    fn edge(
-        &mut self,
-        tenant: &TenantId,
-        minute: i64,
-        client: &str,
-        server: &str,
-        kind: &'static str,
-        failed: bool,
-        dur: i64,
-    ) {
+    /// Counts `span` (its status and duration) as one request from `client` to `server`.
+    fn edge(&mut self, tenant: &TenantId, client: &str, server: (&str, &'static str), span: &Span) {
+        let (server, kind) = server;
+        let minute = minute_of(span.start_ns);
         let row = self
             .edges
             .entry((tenant.clone(), minute, client.to_owned(), server.to_owned()))
@@ -112,8 +108,8 @@ impl GraphBuilder {
                 latency: LatencyHistogram::default(),
             });
         row.requests += 1;
-        row.failures += u64::from(failed);
-        row.latency.observe(dur);
+        row.failures += u64::from(span.is_error());
+        row.latency.observe(span.duration_ns());
     }
 
     /// Adds the rows of one trace fragment and remembers its spans.
@@ -133,16 +129,8 @@ impl GraphBuilder {
             if let Some(ps) = parent_service
                 && ps != s.service()
             {
-                let server = s.service().to_owned();
-                self.edge(
-                    tenant,
-                    minute_of(s.start_ns),
-                    ps,
-                    &server,
-                    "service",
-                    s.is_error(),
-                    s.duration_ns(),
-                );
+                let ps = ps.to_owned();
+                self.edge(tenant, &ps, (s.service(), "service"), s);
             }
         }
         for s in spans {
@@ -151,16 +139,7 @@ impl GraphBuilder {
                 && let Some((peer, kind)) = virtual_peer(s)
                 && peer != s.service()
             {
-                let client = s.service().to_owned();
-                self.edge(
-                    tenant,
-                    minute_of(s.start_ns),
-                    &client,
-                    &peer,
-                    kind,
-                    s.is_error(),
-                    s.duration_ns(),
-                );
+                self.edge(tenant, s.service(), (&peer, kind), s);
             }
             let minute = minute_of(s.start_ns);
             let row = self

@@ -395,10 +395,10 @@ impl TraceStore {
                     TraceSummary::of(&refs, f.truncated)
                 })
                 .collect();
-            summaries.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
+            summaries.sort_by_key(|s| s.trace_id);
             let mut spans: Vec<&Span> =
                 part.fragments.iter().flat_map(|f| f.spans.iter()).collect();
-            spans.sort_by(|a, b| (a.trace_id, a.start_ns).cmp(&(b.trace_id, b.start_ns)));
+            spans.sort_by_key(|s| (s.trace_id, s.start_ns));
             for s in &summaries {
                 set.min_time_ns = set.min_time_ns.min(s.start_ns);
                 set.max_time_ns = set.max_time_ns.max(s.start_ns);
