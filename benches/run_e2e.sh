@@ -100,7 +100,7 @@ set -e
 stop_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
 final_bytes=$(du -sb "$data" | cut -f1)
 wal_bytes=$(du -sb "$data/wal" 2>/dev/null | cut -f1 || echo 0)
-index_bytes=$(find "$data" -mindepth 2 -maxdepth 2 -type d -name logs -exec du -sbc {} + 2>/dev/null | awk '/total$/ { print $1 }')
+index_bytes=$(find "$data" -mindepth 2 -maxdepth 2 -type d \( -name logs -o -name traces \) -exec du -sbc {} + 2>/dev/null | awk '/total$/ { print $1 }')
 index_bytes=${index_bytes:-0}
 
 otlp_bytes=$(jq -r '.otlp_bytes' <<<"$summary")
@@ -116,19 +116,21 @@ jq -n \
     --argjson stop_s "$stop_s" --argjson collector_rc "$collector_rc" \
     --argjson disk_ratio "$(ratio "$final_bytes" "$otlp_bytes")" \
     --argjson bytes_per_record "$(ratio "$final_bytes" "$records")" \
+    --argjson store_bytes_per_record "$(ratio "$index_bytes" "$records")" \
     --argjson cpu_per_mrec "$(ratio "$collector_cpu" "$(awk -v r="$records" 'BEGIN { print r / 1e6 }')")" \
     '{loadgen: $loadgen,
       collector: {peak_rss_mib: ($hwm_kb / 1024), rss_at_end_mib: ($rss_kb / 1024), cpu_s: $collector_cpu,
                   cpu_s_per_million_records: $cpu_per_mrec, stop_s: $stop_s, exit_code: $collector_rc},
       disk: {bytes_before_stop: $live_bytes, bytes_after_stop: $final_bytes, wal_bytes_after_stop: $wal_bytes,
              index_bytes_after_stop: $index_bytes, bytes_per_record: $bytes_per_record,
+             store_bytes_per_record: $store_bytes_per_record,
              ratio_to_otlp_bytes: $disk_ratio}}' >"$work/e2e.json"
 
 jq -r '"records acknowledged: \(.loadgen.acked_records) in \(.loadgen.elapsed_s | . * 10 | round / 10) s = \(.loadgen.records_per_s | round) records/s, \(.loadgen.otlp_mb_per_s * 100 | round / 100) MB/s OTLP",
        "latency p50 \(.loadgen.latency_p50_ms) ms, p99 \(.loadgen.latency_p99_ms) ms; retries \(.loadgen.retries), errors \(.loadgen.errors)",
        "verify: \(.loadgen.verify)",
        "collector: peak RSS \(.collector.peak_rss_mib | round) MiB, CPU \(.collector.cpu_s) s (\(.collector.cpu_s_per_million_records) s per million records), stopped in \(.collector.stop_s | . * 100 | round / 100) s (exit \(.collector.exit_code)); loadgen CPU \(.loadgen.loadgen_cpu_s) s",
-       "disk: \(.disk.bytes_after_stop) bytes after stop (index \(.disk.index_bytes_after_stop), wal \(.disk.wal_bytes_after_stop)), \(.disk.bytes_before_stop) before; \(.disk.bytes_per_record) bytes/record; \(.disk.ratio_to_otlp_bytes) x the \(.loadgen.otlp_bytes) OTLP bytes"' \
+       "disk: \(.disk.bytes_after_stop) bytes after stop (index \(.disk.index_bytes_after_stop), wal \(.disk.wal_bytes_after_stop)), \(.disk.bytes_before_stop) before; \(.disk.bytes_per_record) bytes/record (\(.disk.store_bytes_per_record) in the stores, without the WAL); \(.disk.ratio_to_otlp_bytes) x the \(.loadgen.otlp_bytes) OTLP bytes"' \
     "$work/e2e.json" >&2
 jq -c . "$work/e2e.json"
 

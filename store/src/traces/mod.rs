@@ -53,6 +53,10 @@ use crate::{DataDir, StoreError, TenantId};
 
 const MANIFEST_VERSION: u32 = 1;
 const MINUTE_NS: i64 = 60_000_000_000;
+/// Compaction merges sets with fewer spans than this…
+const COMPACT_SMALL_SPANS: u64 = 100_000;
+/// …into sets of at most this many spans.
+const COMPACT_MAX_SPANS: u64 = 400_000;
 
 /// Tuning of the span store.
 #[derive(Clone, Debug)]
@@ -586,14 +590,25 @@ impl TraceStore {
                         break;
                     };
                     let durable = st.manifest.durable_lsn;
+                    // Small sets only, and a bounded merge: compaction reads
+                    // the sets it merges into memory.
                     let mut by_part: HashMap<&str, Vec<Arc<LiveSet>>> = HashMap::new();
                     for s in &st.sets {
-                        if s.set.max_lsn <= durable {
+                        if s.set.max_lsn <= durable && s.set.span_count < COMPACT_SMALL_SPANS {
                             by_part.entry(&s.set.partition).or_default().push(s.clone());
                         }
                     }
                     by_part
                         .into_values()
+                        .map(|mut v| {
+                            v.sort_by_key(|s| s.set.id);
+                            let mut total = 0;
+                            v.retain(|s| {
+                                total += s.set.span_count;
+                                total <= COMPACT_MAX_SPANS
+                            });
+                            v
+                        })
                         .filter(|v| v.len() >= self.opts.compact_min_files.max(2))
                         .max_by_key(|v| v.len())
                 };
