@@ -84,7 +84,7 @@ struct Done {
 
 #[derive(Default)]
 struct State {
-    pending: HashMap<Key, Pending>,
+    pending: foldhash::HashMap<Key, Pending>,
     ready: Vec<Done>,
     ready_spans: usize,
     ready_since: Option<Instant>,
@@ -295,7 +295,12 @@ impl Assembler {
                         }
                     }
                 }
-                st.flushing = Arc::new(Vec::new());
+                // Freeing a batch of spans takes a while: not under the lock,
+                // and not on the flusher's own time.
+                let written = std::mem::take(&mut st.flushing);
+                let _ = std::thread::Builder::new()
+                    .name("trace-free".into())
+                    .spawn(move || drop((written, batch_done)));
             }
             Err(e) => {
                 // Keep the traces (visible, counted) and retry on the next round.

@@ -8,18 +8,21 @@
 //! edge to a virtual node (database, messaging, external). Rows are stamped
 //! with the span's minute, not the time of processing.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
-use periscope_proto::{Span, SpanKind, find_str};
+use foldhash::{HashMap, HashMapExt, HashSet};
+use periscope_proto::{Span, SpanKind, SpanResource, find_str};
 use periscope_store::{EdgeRow, LatencyHistogram, OperationRow, TenantId, minute_of};
 
 type TraceKey = (TenantId, [u8; 16]);
 
-/// Service and kind of spans of recently written traces, to pair late spans
-/// with their parents. Bounded by a number of spans; the oldest go first.
+/// Services of spans of recently written traces, to pair late spans with
+/// their parents. Bounded by a number of spans; the oldest go first.
 pub struct RecentSpans {
     /// Per trace: how many entries of `order` refer to it, and its spans.
-    map: HashMap<TraceKey, (usize, HashMap<[u8; 8], String>)>,
+    map: HashMap<TraceKey, (usize, HashMap<[u8; 8], Arc<SpanResource>>)>,
     order: VecDeque<(TraceKey, usize)>,
     spans: usize,
     capacity: usize,
@@ -35,7 +38,11 @@ impl RecentSpans {
         }
     }
 
-    fn get(&self, tenant: &TenantId, trace: &[u8; 16]) -> Option<&HashMap<[u8; 8], String>> {
+    fn get(
+        &self,
+        tenant: &TenantId,
+        trace: &[u8; 16],
+    ) -> Option<&HashMap<[u8; 8], Arc<SpanResource>>> {
         self.map.get(&(tenant.clone(), *trace)).map(|(_, m)| m)
     }
 
@@ -45,7 +52,7 @@ impl RecentSpans {
         let entry = self.map.entry(key.clone()).or_default();
         entry.0 += 1;
         for s in spans {
-            entry.1.insert(s.span_id, s.service().to_owned());
+            entry.1.insert(s.span_id, s.resource.clone());
         }
         self.order.push_back((key, spans.len()));
         self.spans += spans.len();
@@ -66,28 +73,72 @@ impl RecentSpans {
 }
 
 /// The virtual node a client span without a child talks to: `(id, kind)`.
-fn virtual_peer(s: &Span) -> Option<(String, &'static str)> {
+fn virtual_peer(s: &Span) -> Option<(&str, &'static str)> {
     let a = &s.attributes;
     if let Some(db) = find_str(a, "db.system").or_else(|| find_str(a, "db.system.name")) {
-        return Some((db.to_owned(), "database"));
+        return Some((db, "database"));
     }
     if let Some(sys) = find_str(a, "messaging.system") {
         let dest = find_str(a, "messaging.destination.name").unwrap_or(sys);
-        return Some((dest.to_owned(), "messaging"));
+        return Some((dest, "messaging"));
     }
     if let Some(peer) = find_str(a, "peer.service") {
-        return Some((peer.to_owned(), "external"));
+        return Some((peer, "external"));
     }
     find_str(a, "server.address")
         .or_else(|| find_str(a, "net.peer.name"))
-        .map(|h| (h.to_owned(), "external"))
+        .map(|h| (h, "external"))
+}
+
+/// Rows found by a hash of their key parts, so that counting a span
+/// allocates nothing unless its row is new.
+struct Rows<R> {
+    index: HashMap<u64, Vec<usize>>,
+    rows: Vec<(TenantId, R)>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl<R> Default for Rows<R> {
+    fn default() -> Self {
+        Rows {
+            index: HashMap::new(),
+            rows: Vec::new(),
+            hasher: foldhash::fast::FixedState::default(),
+        }
+    }
+}
+
+impl<R> Rows<R> {
+    fn get_or_insert(
+        &mut self,
+        hash_parts: impl std::hash::Hash,
+        tenant: &TenantId,
+        matches: impl Fn(&R) -> bool,
+        make: impl FnOnce() -> R,
+    ) -> &mut R {
+        let h = self.hasher.hash_one(hash_parts);
+        let slot = self.index.entry(h).or_default();
+        let found = slot
+            .iter()
+            .copied()
+            .find(|i| self.rows[*i].0 == *tenant && matches(&self.rows[*i].1));
+        let i = match found {
+            Some(i) => i,
+            None => {
+                self.rows.push((tenant.clone(), make()));
+                slot.push(self.rows.len() - 1);
+                self.rows.len() - 1
+            }
+        };
+        &mut self.rows[i].1
+    }
 }
 
 /// Accumulates edge and operation rows of one flush.
 #[derive(Default)]
 pub struct GraphBuilder {
-    edges: HashMap<(TenantId, i64, String, String), EdgeRow>,
-    ops: HashMap<(TenantId, i64, String, String, SpanKind), OperationRow>,
+    edges: Rows<EdgeRow>,
+    ops: Rows<OperationRow>,
 }
 
 impl GraphBuilder {
@@ -95,10 +146,11 @@ impl GraphBuilder {
     fn edge(&mut self, tenant: &TenantId, client: &str, server: (&str, &'static str), span: &Span) {
         let (server, kind) = server;
         let minute = minute_of(span.start_ns);
-        let row = self
-            .edges
-            .entry((tenant.clone(), minute, client.to_owned(), server.to_owned()))
-            .or_insert_with(|| EdgeRow {
+        let row = self.edges.get_or_insert(
+            (tenant.as_str(), minute, client, server),
+            tenant,
+            |r| r.minute_ns == minute && r.client == client && r.server == server,
+            || EdgeRow {
                 minute_ns: minute,
                 client: client.to_owned(),
                 server: server.to_owned(),
@@ -106,7 +158,8 @@ impl GraphBuilder {
                 requests: 0,
                 failures: 0,
                 latency: LatencyHistogram::default(),
-            });
+            },
+        );
         row.requests += 1;
         row.failures += u64::from(span.is_error());
         row.latency.observe(span.duration_ns());
@@ -116,7 +169,7 @@ impl GraphBuilder {
     pub fn add_fragment(&mut self, tenant: &TenantId, spans: &[Span], recent: &mut RecentSpans) {
         let by_id: HashMap<[u8; 8], &Span> = spans.iter().map(|s| (s.span_id, s)).collect();
         let earlier = spans.first().and_then(|s| recent.get(tenant, &s.trace_id));
-        let mut has_child: HashSet<[u8; 8]> = HashSet::new();
+        let mut has_child: HashSet<[u8; 8]> = HashSet::default();
         for s in spans {
             let Some(parent) = s.parent_span_id else {
                 continue;
@@ -124,13 +177,14 @@ impl GraphBuilder {
             has_child.insert(parent);
             let parent_service = match by_id.get(&parent) {
                 Some(p) => Some(p.service()),
-                None => earlier.and_then(|e| e.get(&parent)).map(String::as_str),
+                None => earlier
+                    .and_then(|e| e.get(&parent))
+                    .map(|r| r.service.as_str()),
             };
             if let Some(ps) = parent_service
                 && ps != s.service()
             {
-                let ps = ps.to_owned();
-                self.edge(tenant, &ps, (s.service(), "service"), s);
+                self.edge(tenant, ps, (s.service(), "service"), s);
             }
         }
         for s in spans {
@@ -139,19 +193,25 @@ impl GraphBuilder {
                 && let Some((peer, kind)) = virtual_peer(s)
                 && peer != s.service()
             {
-                self.edge(tenant, s.service(), (&peer, kind), s);
+                self.edge(tenant, s.service(), (peer, kind), s);
             }
             let minute = minute_of(s.start_ns);
-            let row = self
-                .ops
-                .entry((
-                    tenant.clone(),
+            let row = self.ops.get_or_insert(
+                (
+                    tenant.as_str(),
                     minute,
-                    s.service().to_owned(),
-                    s.name.clone(),
+                    s.service(),
+                    s.name.as_str(),
                     s.kind,
-                ))
-                .or_insert_with(|| OperationRow {
+                ),
+                tenant,
+                |r| {
+                    r.minute_ns == minute
+                        && r.service == s.service()
+                        && r.operation == s.name
+                        && r.kind == s.kind.as_str()
+                },
+                || OperationRow {
                     minute_ns: minute,
                     service: s.service().to_owned(),
                     operation: s.name.clone(),
@@ -159,7 +219,8 @@ impl GraphBuilder {
                     calls: 0,
                     errors: 0,
                     duration: LatencyHistogram::default(),
-                });
+                },
+            );
             row.calls += 1;
             row.errors += u64::from(s.is_error());
             row.duration.observe(s.duration_ns());
@@ -168,12 +229,13 @@ impl GraphBuilder {
     }
 
     /// The rows, per tenant.
-    pub fn finish(self) -> HashMap<TenantId, (Vec<EdgeRow>, Vec<OperationRow>)> {
-        let mut out: HashMap<TenantId, (Vec<EdgeRow>, Vec<OperationRow>)> = HashMap::new();
-        for ((t, ..), e) in self.edges {
+    pub fn finish(self) -> std::collections::HashMap<TenantId, (Vec<EdgeRow>, Vec<OperationRow>)> {
+        let mut out: std::collections::HashMap<TenantId, (Vec<EdgeRow>, Vec<OperationRow>)> =
+            std::collections::HashMap::new();
+        for (t, e) in self.edges.rows {
             out.entry(t).or_default().0.push(e);
         }
-        for ((t, ..), o) in self.ops {
+        for (t, o) in self.ops.rows {
             out.entry(t).or_default().1.push(o);
         }
         out
@@ -182,9 +244,7 @@ impl GraphBuilder {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use periscope_proto::{Attr, AttrValue, SpanResource, StatusCode};
+    use periscope_proto::{Attr, AttrValue, StatusCode};
 
     use super::*;
 

@@ -411,18 +411,35 @@ impl TraceStore {
             set.span_count = spans.len() as u64;
             set.trace_count = summaries.len() as u64;
             let name = format!("spans-{id}.parquet");
-            set.bytes += self.write_parquet(
-                &dir.join(&name),
-                &schema::spans_to_batch(&spans),
-                ParquetKind::Spans,
-                summaries.len() as u64,
-            )?;
+            // One Arrow batch per row group keeps the conversion's memory
+            // small; a second thread converts the next row group while this
+            // one encodes and compresses the current one.
+            let rows = self.opts.row_group_rows.max(1);
+            set.bytes += std::thread::scope(|scope| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let spans = &spans;
+                scope.spawn(move || {
+                    for chunk in spans.chunks(rows) {
+                        if tx.send(schema::spans_to_batch(chunk)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                self.write_parquet(
+                    &dir.join(&name),
+                    &schema::SPAN_SCHEMA,
+                    rx.into_iter(),
+                    ParquetKind::Spans,
+                    summaries.len() as u64,
+                )
+            })?;
             set.spans = Some(name);
             let refs: Vec<&TraceSummary> = summaries.iter().collect();
             let name = format!("summaries-{id}.parquet");
             set.bytes += self.write_parquet(
                 &dir.join(&name),
-                &summary::summaries_to_batch(&refs),
+                &summary::SUMMARY_SCHEMA,
+                std::iter::once(summary::summaries_to_batch(&refs)),
                 ParquetKind::Summaries,
                 0,
             )?;
@@ -440,7 +457,8 @@ impl TraceStore {
             let name = format!("edges-{id}.parquet");
             set.bytes += self.write_parquet(
                 &dir.join(&name),
-                &summary::edges_to_batch(&refs),
+                &summary::EDGE_SCHEMA,
+                std::iter::once(summary::edges_to_batch(&refs)),
                 ParquetKind::Small,
                 0,
             )?;
@@ -462,7 +480,8 @@ impl TraceStore {
             let name = format!("operations-{id}.parquet");
             set.bytes += self.write_parquet(
                 &dir.join(&name),
-                &summary::operations_to_batch(&refs),
+                &summary::OPERATION_SCHEMA,
+                std::iter::once(summary::operations_to_batch(&refs)),
                 ParquetKind::Small,
                 0,
             )?;
@@ -484,7 +503,8 @@ impl TraceStore {
     fn write_parquet(
         &self,
         path: &Path,
-        batch: &RecordBatch,
+        schema: &arrow_schema::SchemaRef,
+        batches: impl Iterator<Item = RecordBatch>,
         kind: ParquetKind,
         distinct_traces: u64,
     ) -> Result<u64, StoreError> {
@@ -493,8 +513,10 @@ impl TraceStore {
         let parquet_err = |e: parquet::errors::ParquetError| {
             format_err(path, format!("parquet write failed: {e}"))
         };
-        let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(parquet_err)?;
-        w.write(batch).map_err(parquet_err)?;
+        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(parquet_err)?;
+        for batch in batches {
+            w.write(&batch).map_err(parquet_err)?;
+        }
         let file = w.into_inner().map_err(parquet_err)?;
         file.sync_all()
             .map_err(StoreError::io("failed to fsync", path))?;
@@ -754,6 +776,9 @@ fn writer_properties(
         ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows))
+        // Small pages let a reader of a few rows (trace by id) skip the rest
+        // of a column chunk through the page index.
+        .set_data_page_row_count_limit(4096)
         .set_key_value_metadata(Some(vec![KeyValue::new(
             "periscope.format_version".to_owned(),
             SPAN_FILE_VERSION.to_string(),

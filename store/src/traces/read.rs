@@ -18,6 +18,9 @@ use super::summary::{self, EdgeRow, OperationRow, TraceSummary};
 use super::{LiveSet, TraceStore, format_err, reader_metadata, schema};
 use crate::{StoreError, TenantId};
 
+/// Candidates whose spans are read together when a span predicate is checked.
+const PREDICATE_CHUNK: usize = 256;
+
 /// A span-level condition checked on a trace's spans (tags, single-span durations).
 pub type SpanPredicate<'a> = &'a (dyn Fn(&[Span]) -> bool + Send + Sync);
 
@@ -251,12 +254,27 @@ impl TraceStore {
             if let Some(pred) = pred
                 && !cands.is_empty()
             {
-                let ids: HashSet<[u8; 16]> = cands.iter().map(|s| s.trace_id).collect();
-                let mut by_trace: HashMap<[u8; 16], Vec<Span>> = HashMap::new();
-                for s in read_spans_of(&set, &ids)? {
-                    by_trace.entry(s.trace_id).or_default().push(s);
+                // Newest candidates first, in chunks: once this set has given
+                // `limit` matches, its older candidates cannot make the cut.
+                cands.sort_by_key(|c| std::cmp::Reverse(c.start_ns));
+                let mut kept = Vec::new();
+                for chunk in cands.chunks(PREDICATE_CHUNK.max(limit * 4)) {
+                    let ids: HashSet<[u8; 16]> = chunk.iter().map(|s| s.trace_id).collect();
+                    let mut by_trace: HashMap<[u8; 16], Vec<Span>> = HashMap::new();
+                    for s in read_spans_of(&set, &ids)? {
+                        by_trace.entry(s.trace_id).or_default().push(s);
+                    }
+                    kept.extend(
+                        chunk
+                            .iter()
+                            .filter(|c| by_trace.get(&c.trace_id).is_some_and(|spans| pred(spans)))
+                            .cloned(),
+                    );
+                    if kept.len() >= limit {
+                        break;
+                    }
                 }
-                cands.retain(|c| by_trace.get(&c.trace_id).is_some_and(|spans| pred(spans)));
+                cands = kept;
             }
             for c in cands {
                 match found.get_mut(&c.trace_id) {

@@ -8,6 +8,7 @@
 //! arrays, maps and bytes). Reading a span back puts promoted attributes back
 //! into its attribute list.
 
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, LazyLock};
 
 use arrow_array::builder::{
@@ -159,11 +160,12 @@ pub static SPAN_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 
 /// Builds the attribute list column: one list per item of `rows`.
 fn attr_list<'a>(rows: impl Iterator<Item = &'a [Attr]>) -> ListArray {
-    attr_list_filtered(rows.map(|a| (a, &[][..])))
+    attr_list_filtered(rows.map(|a| (a, 0)))
 }
 
-/// Like [`attr_list`], leaving out the keys in each row's skip list.
-fn attr_list_filtered<'a>(rows: impl Iterator<Item = (&'a [Attr], &'a [&'a str])>) -> ListArray {
+/// Like [`attr_list`], leaving out the attributes whose index is set in
+/// each row's mask (only the first 128 can be left out).
+fn attr_list_filtered<'a>(rows: impl Iterator<Item = (&'a [Attr], u128)>) -> ListArray {
     let mut offsets = vec![0i32];
     let mut key = StringBuilder::new();
     let mut str_ = StringBuilder::new();
@@ -173,8 +175,8 @@ fn attr_list_filtered<'a>(rows: impl Iterator<Item = (&'a [Attr], &'a [&'a str])
     let mut json = StringBuilder::new();
     let mut n = 0i32;
     for (attrs, skip) in rows {
-        for a in attrs {
-            if skip.contains(&a.key.as_str()) {
+        for (i, a) in attrs.iter().enumerate() {
+            if i < 128 && skip & (1u128 << i) != 0 {
                 continue;
             }
             key.append_value(&a.key);
@@ -324,68 +326,62 @@ pub fn spans_to_batch(spans: &[&Span]) -> RecordBatch {
     ];
     // Promoted attributes: a value of the column's type moves into the
     // column; anything else (another type, a repeated key) stays in the list.
-    let mut skip_span: Vec<Vec<&str>> = vec![Vec::new(); spans.len()];
-    let mut skip_res: Vec<Vec<&str>> = vec![vec!["service.name"]; spans.len()];
-    for col in SPAN_STR_COLUMNS {
+    let span_cls: Vec<Promoted> = spans
+        .iter()
+        .map(|s| Promoted::of(&s.attributes, &SPAN_SLOTS))
+        .collect();
+    let mut res_cache: HashMap<*const SpanResource, Promoted> = HashMap::new();
+    let res_cls: Vec<Promoted> = spans
+        .iter()
+        .map(|s| {
+            res_cache
+                .entry(Arc::as_ptr(&s.resource))
+                .or_insert_with(|| resource_promoted(&s.resource))
+                .clone()
+        })
+        .collect();
+    for (c, _) in SPAN_STR_COLUMNS.iter().enumerate() {
         let mut b = StringBuilder::new();
-        for (i, s) in spans.iter().enumerate() {
-            match promoted(&s.attributes, col) {
-                Some(AttrValue::Str(v)) => {
-                    b.append_value(v);
-                    skip_span[i].push(col);
-                }
+        for (s, cls) in spans.iter().zip(&span_cls) {
+            match cls.slots[c].map(|i| &s.attributes[i].value) {
+                Some(AttrValue::Str(v)) => b.append_value(v),
                 _ => b.append_null(),
             }
         }
         columns.push(Arc::new(b.finish()));
     }
-    for col in SPAN_INT_COLUMNS {
+    for (c, _) in SPAN_INT_COLUMNS.iter().enumerate() {
         let mut b = Int64Builder::new();
-        for (i, s) in spans.iter().enumerate() {
-            match promoted(&s.attributes, col) {
-                Some(AttrValue::Int(v)) => {
-                    b.append_value(*v);
-                    skip_span[i].push(col);
-                }
+        for (s, cls) in spans.iter().zip(&span_cls) {
+            match cls.slots[SPAN_STR_COLUMNS.len() + c].map(|i| &s.attributes[i].value) {
+                Some(AttrValue::Int(v)) => b.append_value(*v),
                 _ => b.append_null(),
             }
         }
         columns.push(Arc::new(b.finish()));
     }
-    for col in RESOURCE_STR_COLUMNS {
+    for (c, _) in RESOURCE_STR_COLUMNS.iter().enumerate() {
         let mut b = StringBuilder::new();
-        for (i, s) in spans.iter().enumerate() {
-            match promoted(&s.resource.attributes, col) {
-                Some(AttrValue::Str(v)) => {
-                    b.append_value(v);
-                    skip_res[i].push(col);
-                }
+        for (s, cls) in spans.iter().zip(&res_cls) {
+            match cls.slots[c].map(|i| &s.resource.attributes[i].value) {
+                Some(AttrValue::Str(v)) => b.append_value(v),
                 _ => b.append_null(),
             }
         }
         columns.push(Arc::new(b.finish()));
-    }
-    // `service.name` lives in the `service` column, unless it is not a
-    // plain string (then the list keeps it).
-    for (i, s) in spans.iter().enumerate() {
-        if promoted(&s.resource.attributes, "service.name")
-            .is_none_or(|v| !matches!(v, AttrValue::Str(x) if x == s.service()))
-        {
-            skip_res[i].retain(|k| *k != "service.name");
-        }
     }
     columns.push(Arc::new(attr_list_filtered(
         spans
             .iter()
-            .zip(&skip_span)
-            .map(|(s, k)| (s.attributes.as_slice(), k.as_slice())),
+            .zip(&span_cls)
+            .map(|(s, c)| (s.attributes.as_slice(), c.skip)),
     )));
     columns.push(u32s(spans.iter().map(|s| s.dropped_attributes_count)));
     columns.push(Arc::new(attr_list_filtered(
         spans
             .iter()
-            .zip(&skip_res)
-            .map(|(s, k)| (s.resource.attributes.as_slice(), k.as_slice())),
+            .zip(&res_cls)
+            .map(|(s, c)| (s.resource.attributes.as_slice(), c.skip)),
     )));
     columns.push(Arc::new(events_column(spans)));
     columns.push(u32s(spans.iter().map(|s| s.dropped_events_count)));
@@ -394,11 +390,101 @@ pub fn spans_to_batch(spans: &[&Span]) -> RecordBatch {
     RecordBatch::try_new(SPAN_SCHEMA.clone(), columns).expect("columns match SPAN_SCHEMA")
 }
 
-/// The value of `key` when it occurs exactly once (a repeated key is kept in the list).
-fn promoted<'a>(attrs: &'a [Attr], key: &str) -> Option<&'a AttrValue> {
-    let mut it = attrs.iter().filter(|a| a.key == key);
-    let first = it.next()?;
-    it.next().is_none().then_some(&first.value)
+/// Which promoted column a key goes to, for span and resource attributes,
+/// with the type its value must have.
+#[derive(Clone, Copy, PartialEq)]
+enum SlotType {
+    Str,
+    Int,
+}
+
+static SPAN_SLOTS: LazyLock<HashMap<&'static str, (usize, SlotType)>> = LazyLock::new(|| {
+    let mut m: HashMap<&'static str, (usize, SlotType)> = SPAN_STR_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (*c, (i, SlotType::Str)))
+        .collect();
+    for (i, c) in SPAN_INT_COLUMNS.iter().enumerate() {
+        m.insert(c, (SPAN_STR_COLUMNS.len() + i, SlotType::Int));
+    }
+    m
+});
+
+static RESOURCE_SLOTS: LazyLock<HashMap<&'static str, (usize, SlotType)>> = LazyLock::new(|| {
+    RESOURCE_STR_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (*c, (i, SlotType::Str)))
+        .collect()
+});
+
+const MAX_SLOTS: usize = SPAN_STR_COLUMNS.len() + SPAN_INT_COLUMNS.len();
+
+/// Where a span's (or resource's) attributes go: per promoted column the
+/// index of the attribute it takes, and the mask of attributes left out of
+/// the key/value list. A key that occurs twice stays in the list.
+#[derive(Clone)]
+struct Promoted {
+    slots: [Option<usize>; MAX_SLOTS],
+    skip: u128,
+}
+
+impl Promoted {
+    fn of(attrs: &[Attr], table: &HashMap<&'static str, (usize, SlotType)>) -> Promoted {
+        let mut p = Promoted {
+            slots: [None; MAX_SLOTS],
+            skip: 0,
+        };
+        let mut repeated = 0u32;
+        for (i, a) in attrs.iter().enumerate().take(128) {
+            let Some(&(slot, ty)) = table.get(a.key.as_str()) else {
+                continue;
+            };
+            if repeated & (1 << slot) != 0 {
+                continue;
+            }
+            if let Some(first) = p.slots[slot] {
+                // A repeated key: both stay in the list.
+                p.slots[slot] = None;
+                p.skip &= !(1u128 << first);
+                repeated |= 1 << slot;
+                continue;
+            }
+            let fits = matches!(
+                (&a.value, ty),
+                (AttrValue::Str(_), SlotType::Str) | (AttrValue::Int(_), SlotType::Int)
+            );
+            if fits {
+                p.slots[slot] = Some(i);
+                p.skip |= 1u128 << i;
+            } else {
+                // Remember the key so a later occurrence counts as a repeat.
+                p.slots[slot] = None;
+                repeated |= 1 << slot;
+            }
+        }
+        p
+    }
+}
+
+/// Resource attributes: promoted columns, and `service.name` left out of the
+/// list when the `service` column holds it exactly.
+fn resource_promoted(r: &SpanResource) -> Promoted {
+    let mut p = Promoted::of(&r.attributes, &RESOURCE_SLOTS);
+    let names: Vec<usize> = r
+        .attributes
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.key == "service.name")
+        .map(|(i, _)| i)
+        .collect();
+    if let [i] = names[..]
+        && i < 128
+        && matches!(&r.attributes[i].value, AttrValue::Str(v) if *v == r.service)
+    {
+        p.skip |= 1u128 << i;
+    }
+    p
 }
 
 fn read_attrs(list: &ListArray, row: usize) -> Vec<Attr> {
@@ -606,6 +692,8 @@ mod tests {
                 Attr::new("x", AttrValue::Json("[1,2]".into())),
                 Attr::new("f", AttrValue::Double(0.5)),
                 Attr::new("b", AttrValue::Bool(true)),
+                Attr::new("http.route", AttrValue::Str("/a".into())),
+                Attr::new("http.route", AttrValue::Str("/b".into())),
             ],
             dropped_attributes_count: 2,
             events: vec![SpanEvent {

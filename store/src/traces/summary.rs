@@ -232,15 +232,27 @@ pub fn summaries_to_batch(rows: &[&TraceSummary]) -> RecordBatch {
     RecordBatch::try_new(SUMMARY_SCHEMA.clone(), columns).expect("columns match SUMMARY_SCHEMA")
 }
 
-fn read_string_list(batch: &RecordBatch, name: &str, row: usize) -> Vec<String> {
-    let list = column(batch, name)
-        .expect("summary column")
-        .as_list::<i32>();
-    let values = list.values().as_string::<i32>();
-    let off = list.value_offsets();
-    (off[row] as usize..off[row + 1] as usize)
-        .map(|i| values.value(i).to_owned())
-        .collect()
+/// A list-of-strings column, read row by row without looking it up again.
+struct StringLists<'a> {
+    offsets: &'a [i32],
+    values: &'a StringArray,
+}
+
+impl<'a> StringLists<'a> {
+    fn new(batch: &'a RecordBatch, name: &str) -> StringLists<'a> {
+        let list = column(batch, name)
+            .expect("summary column")
+            .as_list::<i32>();
+        StringLists {
+            offsets: list.value_offsets(),
+            values: list.values().as_string::<i32>(),
+        }
+    }
+
+    fn row(&self, row: usize) -> impl Iterator<Item = String> + '_ {
+        (self.offsets[row] as usize..self.offsets[row + 1] as usize)
+            .map(|i| self.values.value(i).to_owned())
+    }
 }
 
 pub fn batch_to_summaries(batch: &RecordBatch) -> Vec<TraceSummary> {
@@ -260,6 +272,9 @@ pub fn batch_to_summaries(batch: &RecordBatch) -> Vec<TraceSummary> {
     let maxd = col("max_span_duration_ns").as_primitive::<Int64Type>();
     let trunc = col("truncated").as_boolean();
     let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_owned());
+    let services = StringLists::new(batch, "services");
+    let op_services = StringLists::new(batch, "operation_services");
+    let op_names = StringLists::new(batch, "operation_names");
     use arrow_array::Array;
     (0..batch.num_rows())
         .map(|i| TraceSummary {
@@ -274,11 +289,8 @@ pub fn batch_to_summaries(batch: &RecordBatch) -> Vec<TraceSummary> {
             root_http_method: opt(rm, i),
             root_http_route: opt(rr, i),
             root_http_status: rst.is_valid(i).then(|| rst.value(i)),
-            services: read_string_list(batch, "services", i),
-            operations: read_string_list(batch, "operation_services", i)
-                .into_iter()
-                .zip(read_string_list(batch, "operation_names", i))
-                .collect(),
+            services: services.row(i).collect(),
+            operations: op_services.row(i).zip(op_names.row(i)).collect(),
             min_span_duration_ns: mind.value(i),
             max_span_duration_ns: maxd.value(i),
             truncated: trunc.value(i),
