@@ -156,15 +156,27 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     // The trace flusher; the WAL releases segments as traces are written.
     let flusher_stop = Arc::new(AtomicBool::new(false));
-    let (a, t, w, stop) = (
+    // It runs during replay (replayed traces must be written to make room),
+    // but releases WAL segments only once replay has read them all.
+    let replay_done = Arc::new(AtomicBool::new(false));
+    let (a, t, w, stop, rd) = (
         assembler.clone(),
         traces.clone(),
         wal.clone(),
         flusher_stop.clone(),
+        replay_done.clone(),
     );
     let flusher = std::thread::Builder::new()
         .name("trace-flusher".into())
-        .spawn(move || a.run_flusher(t, stop, |lsn| w.release(Signal::Traces, lsn)))
+        .spawn(move || {
+            a.run_flusher(t, stop, |lsn| {
+                let go = rd.load(Ordering::SeqCst);
+                if go {
+                    w.release(Signal::Traces, lsn);
+                }
+                go
+            })
+        })
         .context("failed to start trace flusher")?;
 
     // Replay what the stores have not made durable, then start the writer.
@@ -202,6 +214,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     .await?
     .context("wal replay failed")?;
     tracing::info!(entries = replayed, "wal replay finished");
+    replay_done.store(true, Ordering::SeqCst);
     wal.start(move |lsn, signal, item| dispatcher.dispatch(lsn, signal, item))
         .context("failed to start wal writer")?;
 

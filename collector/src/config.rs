@@ -66,7 +66,7 @@ pub struct ServeArgs {
     /// Spans kept per trace; the excess is counted and the trace flagged. Default `100000`.
     #[arg(long, env = "PERISCOPE_MAX_SPANS_PER_TRACE")]
     pub max_spans_per_trace: Option<usize>,
-    /// Memory for traces waiting to be written; above it the oldest are written early. Default `512MiB`.
+    /// Memory for traces waiting to be written; above it the oldest are written early. Default `256MiB`.
     #[arg(long, env = "PERISCOPE_TRACE_BUFFER_BYTES")]
     pub trace_buffer_bytes: Option<String>,
     /// Origins allowed to call the OTLP/HTTP receiver from browsers (comma-separated, `*` for any). Default none: CORS off.
@@ -225,7 +225,7 @@ impl ServeArgs {
             "trace_buffer_bytes",
             self.trace_buffer_bytes,
             file.trace_buffer_bytes,
-            "512MiB",
+            "256MiB",
         )?;
         let cors_allowed_origins = match self.cors_allowed_origins {
             Some(s) => s

@@ -313,13 +313,31 @@ pub fn parse_trace_id(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-fn convert_attrs(kvs: &[KeyValue]) -> (Vec<Attr>, u32) {
-    let kept = kvs.len().min(MAX_SPAN_ATTRIBUTES);
-    let attrs = kvs[..kept]
-        .iter()
-        .map(|kv| Attr::new(kv.key.clone(), AttrValue::from_any(kv.value.as_ref())))
+impl AttrValue {
+    /// Converts an OTLP value, taking its strings.
+    fn from_any_owned(v: Option<AnyValue>) -> AttrValue {
+        match v.and_then(|v| v.value) {
+            Some(any_value::Value::StringValue(s)) => AttrValue::Str(s),
+            Some(any_value::Value::IntValue(i)) => AttrValue::Int(i),
+            Some(any_value::Value::DoubleValue(d)) => AttrValue::Double(d),
+            Some(any_value::Value::BoolValue(b)) => AttrValue::Bool(b),
+            Some(other) => {
+                AttrValue::Json(any_value_to_json(&AnyValue { value: Some(other) }).to_string())
+            }
+            None => AttrValue::Json("null".into()),
+        }
+    }
+}
+
+fn convert_attrs(kvs: Vec<KeyValue>) -> (Vec<Attr>, u32) {
+    let total = kvs.len();
+    let attrs: Vec<Attr> = kvs
+        .into_iter()
+        .take(MAX_SPAN_ATTRIBUTES)
+        .map(|kv| Attr::new(kv.key, AttrValue::from_any_owned(kv.value)))
         .collect();
-    (attrs, (kvs.len() - kept) as u32)
+    let dropped = (total - attrs.len()) as u32;
+    (attrs, dropped)
 }
 
 fn to_i64(ns: u64) -> i64 {
@@ -330,87 +348,91 @@ fn fixed<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
     b.try_into().ok()
 }
 
-fn flatten_span(s: &OtlpSpan, resource: &Arc<SpanResource>, scope: (&str, &str)) -> Option<Span> {
-    let (attributes, dropped) = convert_attrs(&s.attributes);
-    let kept_events = s.events.len().min(MAX_SPAN_EVENTS);
-    let kept_links = s.links.len().min(MAX_SPAN_EVENTS);
-    let status = s.status.as_ref();
+fn flatten_span(s: OtlpSpan, resource: &Arc<SpanResource>, scope: (&str, &str)) -> Option<Span> {
+    let trace_id = fixed(&s.trace_id)?;
+    let span_id = fixed(&s.span_id)?;
+    let (attributes, dropped) = convert_attrs(s.attributes);
+    let (n_events, n_links) = (s.events.len(), s.links.len());
+    let events: Vec<SpanEvent> = s
+        .events
+        .into_iter()
+        .take(MAX_SPAN_EVENTS)
+        .map(|e| {
+            let (attributes, dropped) = convert_attrs(e.attributes);
+            SpanEvent {
+                time_ns: to_i64(e.time_unix_nano),
+                name: e.name,
+                attributes,
+                dropped_attributes_count: e.dropped_attributes_count.saturating_add(dropped),
+            }
+        })
+        .collect();
+    let links: Vec<SpanLink> = s
+        .links
+        .into_iter()
+        .take(MAX_SPAN_EVENTS)
+        .filter_map(|l| {
+            let (attributes, dropped) = convert_attrs(l.attributes);
+            Some(SpanLink {
+                trace_id: fixed(&l.trace_id)?,
+                span_id: fixed(&l.span_id)?,
+                trace_state: l.trace_state,
+                attributes,
+                dropped_attributes_count: l.dropped_attributes_count.saturating_add(dropped),
+            })
+        })
+        .collect();
+    let status = s.status.unwrap_or_default();
     Some(Span {
-        trace_id: fixed(&s.trace_id)?,
-        span_id: fixed(&s.span_id)?,
+        trace_id,
+        span_id,
         parent_span_id: fixed(&s.parent_span_id).filter(|p: &[u8; 8]| p.iter().any(|b| *b != 0)),
-        trace_state: s.trace_state.clone(),
+        trace_state: s.trace_state,
         flags: s.flags,
-        name: s.name.clone(),
+        name: s.name,
         kind: SpanKind::from_i32(s.kind),
         start_ns: to_i64(s.start_time_unix_nano),
         end_ns: to_i64(s.end_time_unix_nano.max(s.start_time_unix_nano)),
-        status_code: StatusCode::from_i32(status.map(|s| s.code).unwrap_or(0)),
-        status_message: status.map(|s| s.message.clone()).unwrap_or_default(),
+        status_code: StatusCode::from_i32(status.code),
+        status_message: status.message,
         dropped_attributes_count: s.dropped_attributes_count.saturating_add(dropped),
         attributes,
-        events: s.events[..kept_events]
-            .iter()
-            .map(|e| {
-                let (attributes, dropped) = convert_attrs(&e.attributes);
-                SpanEvent {
-                    time_ns: to_i64(e.time_unix_nano),
-                    name: e.name.clone(),
-                    attributes,
-                    dropped_attributes_count: e.dropped_attributes_count.saturating_add(dropped),
-                }
-            })
-            .collect(),
         dropped_events_count: s
             .dropped_events_count
-            .saturating_add((s.events.len() - kept_events) as u32),
-        links: s.links[..kept_links]
-            .iter()
-            .filter_map(|l| {
-                let (attributes, dropped) = convert_attrs(&l.attributes);
-                Some(SpanLink {
-                    trace_id: fixed(&l.trace_id)?,
-                    span_id: fixed(&l.span_id)?,
-                    trace_state: l.trace_state.clone(),
-                    attributes,
-                    dropped_attributes_count: l.dropped_attributes_count.saturating_add(dropped),
-                })
-            })
-            .collect(),
+            .saturating_add(n_events.saturating_sub(MAX_SPAN_EVENTS) as u32),
+        events,
         dropped_links_count: s
             .dropped_links_count
-            .saturating_add((s.links.len() - kept_links) as u32),
+            .saturating_add(n_links.saturating_sub(MAX_SPAN_EVENTS) as u32),
+        links,
         resource: resource.clone(),
         scope_name: scope.0.to_owned(),
         scope_version: scope.1.to_owned(),
     })
 }
 
-/// Flattens every span of a (validated) request, in request order. Spans
-/// whose ids have the wrong length — which validation already rejected — are
-/// skipped; attributes, events and links past the limits are dropped and counted.
-pub fn flatten_traces(req: &ExportTraceServiceRequest) -> Vec<Span> {
+/// Flattens every span of a (validated) request, in request order, taking
+/// its strings. Spans whose ids have the wrong length — which validation
+/// already rejected — are skipped; attributes, events and links past the
+/// limits are dropped and counted.
+pub fn flatten_traces(req: ExportTraceServiceRequest) -> Vec<Span> {
     let mut out = Vec::new();
-    for rs in &req.resource_spans {
+    for rs in req.resource_spans {
+        let service = service_name(rs.resource.as_ref()).to_owned();
         let (attributes, _) = rs
             .resource
-            .as_ref()
-            .map(|r| convert_attrs(&r.attributes))
+            .map(|r| convert_attrs(r.attributes))
             .unwrap_or_default();
         let resource = Arc::new(SpanResource {
-            service: service_name(rs.resource.as_ref()).to_owned(),
+            service,
             attributes,
         });
-        for ss in &rs.scope_spans {
-            let scope = ss
-                .scope
-                .as_ref()
-                .map(|s| (s.name.as_str(), s.version.as_str()))
-                .unwrap_or(("", ""));
+        for ss in rs.scope_spans {
+            let scope = ss.scope.unwrap_or_default();
             out.extend(
                 ss.spans
-                    .iter()
-                    .filter_map(|s| flatten_span(s, &resource, scope)),
+                    .into_iter()
+                    .filter_map(|s| flatten_span(s, &resource, (&scope.name, &scope.version))),
             );
         }
     }
@@ -479,7 +501,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let spans = flatten_traces(&req);
+        let spans = flatten_traces(req);
         assert_eq!(spans.len(), 1);
         let s = &spans[0];
         assert_eq!(s.service(), "cart");

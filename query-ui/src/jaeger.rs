@@ -296,7 +296,7 @@ async fn find_traces(
         Some(l) => parse_duration_ns(l).map_err(JaegerError::from)?,
         None => 3_600_000_000_000,
     };
-    let start_ns = micros_param(&p, "start")?.unwrap_or(end_ns - lookback_ns);
+    let start_ns = micros_param(&p, "start")?.unwrap_or(end_ns.saturating_sub(lookback_ns));
     let dur = |k: &str| {
         p.get(k)
             .filter(|v| !v.is_empty())
@@ -361,8 +361,10 @@ async fn dependencies(
     let end_ns = ms("endTs")?.unwrap_or_else(periscope_proto::unix_now_ns);
     let lookback = ms("lookback")?.unwrap_or(86_400_000_000_000);
     let store = st.traces.clone();
-    let map = crate::api::blocking(move || service_map(&store, &tenant, end_ns - lookback, end_ns))
-        .await?;
+    let map = crate::api::blocking(move || {
+        service_map(&store, &tenant, end_ns.saturating_sub(lookback), end_ns)
+    })
+    .await?;
     let deps: Vec<Value> = map
         .edges
         .iter()

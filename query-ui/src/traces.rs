@@ -139,16 +139,29 @@ pub(crate) fn parse_tags(s: &str) -> Result<Vec<TagCond>, ApiError> {
     split_tags(s)
         .into_iter()
         .map(|t| {
-            let (cond, key) = if let Some((k, v)) = t.split_once("!=") {
-                (TagCond::Ne(k.into(), unquote(v).into()), k.to_owned())
-            } else if let Some((k, v)) = t.split_once("=~") {
-                let re = Regex::new(&format!("^(?:{})$", unquote(v)))
-                    .map_err(|e| bad(format!("tag {t:?}: invalid regular expression: {e}")))?;
-                (TagCond::Re(k.into(), re), k.to_owned())
-            } else if let Some((k, v)) = t.split_once('=') {
-                (TagCond::Eq(k.into(), unquote(v).into()), k.to_owned())
-            } else {
-                (TagCond::Exists(t.clone()), t.clone())
+            // The operator is at the first `=` (keys hold no `=`; values may).
+            let (cond, key) = match t.find('=') {
+                None => (TagCond::Exists(t.clone()), t.clone()),
+                Some(i) if i > 0 && t.as_bytes()[i - 1] == b'!' => {
+                    let k = &t[..i - 1];
+                    (
+                        TagCond::Ne(k.into(), unquote(&t[i + 1..]).into()),
+                        k.to_owned(),
+                    )
+                }
+                Some(i) if t[i + 1..].starts_with('~') => {
+                    let k = &t[..i];
+                    let re = Regex::new(&format!("^(?:{})$", unquote(&t[i + 2..])))
+                        .map_err(|e| bad(format!("tag {t:?}: invalid regular expression: {e}")))?;
+                    (TagCond::Re(k.into(), re), k.to_owned())
+                }
+                Some(i) => {
+                    let k = &t[..i];
+                    (
+                        TagCond::Eq(k.into(), unquote(&t[i + 1..]).into()),
+                        k.to_owned(),
+                    )
+                }
             };
             if key.is_empty() {
                 return Err(bad(format!("tag {t:?} has no key")));
@@ -410,9 +423,26 @@ pub(crate) fn service_map(
 ) -> Result<ServiceMap, StoreError> {
     let mut edges: BTreeMap<(String, String), (u64, u64, LatencyHistogram)> = BTreeMap::new();
     let mut kinds: HashMap<String, &'static str> = HashMap::new();
+    // A name seen as a service anywhere stays a service node.
+    let mut mark = |name: &str, kind: &'static str| match kinds.get_mut(name) {
+        Some(k) if *k == "service" => {}
+        Some(k) if kind == "service" => *k = kind,
+        Some(_) => {}
+        None => {
+            kinds.insert(name.to_owned(), kind);
+        }
+    };
+    let mut rows = Vec::new();
     for e in store.edges(tenant, start_ns, end_ns)? {
-        kinds.entry(e.client.clone()).or_insert("service");
-        kinds.insert(e.server.clone(), e.server_kind);
+        mark(&e.client, "service");
+        mark(&e.server, e.server_kind);
+        rows.push(e);
+    }
+    let op_rows = store.operation_rows(tenant, start_ns, end_ns)?;
+    for o in &op_rows {
+        mark(&o.service, "service");
+    }
+    for e in rows {
         let v = edges.entry((e.client, e.server)).or_default();
         v.0 += e.requests;
         v.1 += e.failures;
@@ -421,8 +451,7 @@ pub(crate) fn service_map(
     // Services: calls and errors of their server and consumer spans (the
     // requests they handled); virtual nodes: what their callers sent.
     let mut served: HashMap<String, (u64, u64)> = HashMap::new();
-    for o in store.operation_rows(tenant, start_ns, end_ns)? {
-        kinds.entry(o.service.clone()).or_insert("service");
+    for o in op_rows {
         if o.kind == SpanKind::Server.as_str() || o.kind == SpanKind::Consumer.as_str() {
             let v = served.entry(o.service).or_default();
             v.0 += o.calls;
@@ -497,6 +526,8 @@ mod tests {
         assert!(matches!(&t[4], TagCond::Eq(_, v) if v == "/a b"));
         assert!(parse_tags("a=~(").is_err());
         assert!(parse_tags("=x").is_err());
+        let t = parse_tags(r#"url.full="a?x!=y""#).unwrap();
+        assert!(matches!(&t[0], TagCond::Eq(k, v) if k == "url.full" && v == "a?x!=y"));
     }
 
     #[test]

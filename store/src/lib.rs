@@ -28,7 +28,7 @@ pub use tenant::TenantId;
 pub use traces::{
     EdgeRow, FileSet, FlushBatch, Fragment, LATENCY_BOUNDS_MS, LatencyHistogram, NODE_KINDS,
     OperationRow, SpanPredicate, TenantFlush, TraceQuery, TraceStore, TraceStoreOptions,
-    TraceStoreStats, TraceSummary, merge_edges, merge_operations, minute_of,
+    TraceStoreStats, TraceSummary, WriteError, merge_edges, merge_operations, minute_of,
 };
 pub use wal::{
     AppendReply, EncodedEntry, FSYNC_BUCKETS, Wal, WalEntry, WalOptions, WalRecord, WalStats,

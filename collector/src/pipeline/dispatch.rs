@@ -40,8 +40,8 @@ impl WalItem {
         received_ns: i64,
         permit: Option<OwnedSemaphorePermit>,
     ) -> WalItem {
-        let payload = match &req {
-            ExportRequest::Logs(r) => Payload::Logs(flatten_logs(r, received_ns)),
+        let payload = match req {
+            ExportRequest::Logs(r) => Payload::Logs(flatten_logs(&r, received_ns)),
             ExportRequest::Traces(r) => Payload::Spans(flatten_traces(r)),
             ExportRequest::Metrics(r) => Payload::Services(
                 r.resource_metrics

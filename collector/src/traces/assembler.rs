@@ -12,7 +12,7 @@
 //! is written; the durable position for the WAL is one below the oldest
 //! entry still counted (or the last entry taken in when none is).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ impl Default for AssemblerOptions {
             max_age: Duration::from_secs(60),
             flush_interval: Duration::from_secs(10),
             max_spans_per_trace: 100_000,
-            buffer_bytes: 512 << 20,
+            buffer_bytes: 256 << 20,
             flush_spans: 250_000,
         }
     }
@@ -247,6 +247,17 @@ impl Assembler {
             if !self.sweep(&mut st, Instant::now(), all) {
                 return st.watermark();
             }
+            // A trace in the batch takes its newer pending spans along: the
+            // set's `max_lsn` claims every span of its traces up to the cut.
+            let late: Vec<Key> = st
+                .ready
+                .iter()
+                .filter(|d| st.pending.contains_key(&d.key))
+                .map(|d| d.key.clone())
+                .collect();
+            for k in late {
+                st.complete(k);
+            }
             let ready = std::mem::take(&mut st.ready);
             st.ready_spans = 0;
             st.ready_since = None;
@@ -272,57 +283,67 @@ impl Assembler {
             t.edges = edges;
             t.operations = ops;
         }
-        let written = store.write(FlushBatch {
+        let all: HashSet<TenantId> = tenants.keys().cloned().collect();
+        let batch = FlushBatch {
             tenants,
             max_lsn,
             durable_lsn: durable_before,
-        });
-        let mut st = self.lock();
-        match written {
-            Ok(()) => {
+        };
+        // A panic while writing (a bug, or a file system surprise) must not
+        // take the flusher down with it: ingest would stop behind it.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.write(batch)));
+        let committed: HashSet<TenantId> = match outcome {
+            Ok(Ok(())) => {
                 self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .traces_written
-                    .fetch_add(batch_done.len() as u64, Ordering::Relaxed);
-                for d in batch_done.iter() {
-                    st.bytes -= d.bytes;
-                    for lsn in &d.lsns {
-                        if let Some(n) = st.lsn_refs.get_mut(lsn) {
-                            *n -= 1;
-                            if *n == 0 {
-                                st.lsn_refs.remove(lsn);
-                            }
-                        }
-                    }
-                }
-                // Freeing a batch of spans takes a while: not under the lock,
-                // and not on the flusher's own time.
-                let written = std::mem::take(&mut st.flushing);
-                let _ = std::thread::Builder::new()
-                    .name("trace-free".into())
-                    .spawn(move || drop((written, batch_done)));
+                all
             }
-            Err(e) => {
-                // Keep the traces (visible, counted) and retry on the next round.
+            Ok(Err(e)) => {
                 self.stats.flush_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "failed to write traces; will retry");
-                let back = std::mem::take(&mut st.flushing);
-                let back = Arc::try_unwrap(back).unwrap_or_else(|a| {
-                    a.iter()
-                        .map(|d| Done {
-                            key: d.key.clone(),
-                            spans: d.spans.clone(),
-                            bytes: d.bytes,
-                            lsns: d.lsns.clone(),
-                            truncated: d.truncated,
-                        })
-                        .collect()
+                e.committed.into_iter().collect()
+            }
+            Err(_) => {
+                self.stats.flush_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("writing traces panicked; will retry");
+                HashSet::new()
+            }
+        };
+        let mut st = self.lock();
+        let mut retry = Vec::new();
+        for d in batch_done.iter() {
+            if !committed.contains(&d.key.0) {
+                // Kept (visible, counted) and written again next round.
+                retry.push(Done {
+                    key: d.key.clone(),
+                    spans: d.spans.clone(),
+                    bytes: d.bytes,
+                    lsns: d.lsns.clone(),
+                    truncated: d.truncated,
                 });
-                st.ready_spans += back.iter().map(|d| d.spans.len()).sum::<usize>();
-                st.ready_since.get_or_insert(Instant::now());
-                st.ready.extend(back);
+                continue;
+            }
+            self.stats.traces_written.fetch_add(1, Ordering::Relaxed);
+            st.bytes -= d.bytes;
+            for lsn in &d.lsns {
+                if let Some(n) = st.lsn_refs.get_mut(lsn) {
+                    *n -= 1;
+                    if *n == 0 {
+                        st.lsn_refs.remove(lsn);
+                    }
+                }
             }
         }
+        if !retry.is_empty() {
+            st.ready_spans += retry.iter().map(|d| d.spans.len()).sum::<usize>();
+            st.ready_since.get_or_insert(Instant::now());
+            st.ready.extend(retry);
+        }
+        // Freeing a batch of spans takes a while: not under the lock, and
+        // not on the flusher's own time.
+        let written = std::mem::take(&mut st.flushing);
+        let _ = std::thread::Builder::new()
+            .name("trace-free".into())
+            .spawn(move || drop((written, batch_done)));
         self.freed.notify_all();
         st.watermark()
     }
@@ -334,19 +355,20 @@ impl Assembler {
     }
 
     /// Runs the flusher until `stop`, then writes everything pending.
+    /// `release` hands the durable WAL position on (it may decline, e.g.
+    /// while the WAL is being replayed; it is offered again).
     pub fn run_flusher(
         self: Arc<Self>,
         store: Arc<TraceStore>,
         stop: Arc<AtomicBool>,
-        release: impl Fn(u64),
+        release: impl Fn(u64) -> bool,
     ) {
         let mut recent = RecentSpans::new(1_000_000);
         let mut released = 0;
         loop {
             let stopping = stop.load(Ordering::SeqCst);
             let durable = self.flush_round(&store, &mut recent, stopping);
-            if durable > released {
-                release(durable);
+            if durable > released && release(durable) {
                 released = durable;
             }
             if stopping {
@@ -444,5 +466,34 @@ mod tests {
         let sets = store.file_sets(&t);
         assert_eq!(sets.len(), 1);
         assert_eq!(sets[0].max_lsn, 2);
+    }
+
+    #[test]
+    fn a_written_trace_takes_its_newer_pending_spans_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TraceStore::open(
+            &DataDir::open(dir.path()).unwrap(),
+            TraceStoreOptions::default(),
+        )
+        .unwrap();
+        let a = Assembler::new(
+            AssemblerOptions {
+                idle: Duration::from_secs(3600),
+                max_age: Duration::from_secs(3600),
+                flush_spans: 1,
+                ..Default::default()
+            },
+            0,
+        );
+        let t = TenantId::default_tenant();
+        a.add(1, &t, vec![span(1, 1, None)]);
+        // Complete (as idle would), then a late span starts a new fragment.
+        a.lock().complete((t.clone(), [1; 16]));
+        a.add(2, &t, vec![span(1, 2, Some(1))]);
+        let mut recent = RecentSpans::new(100);
+        assert_eq!(a.flush_round(&store, &mut recent, false), 2);
+        let sets = store.file_sets(&t);
+        assert_eq!((sets.len(), sets[0].max_lsn, sets[0].span_count), (1, 2, 2));
+        assert!(a.spans(&t, &[1; 16]).is_empty());
     }
 }

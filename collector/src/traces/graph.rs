@@ -17,12 +17,14 @@ use periscope_proto::{Span, SpanKind, SpanResource, find_str};
 use periscope_store::{EdgeRow, LatencyHistogram, OperationRow, TenantId, minute_of};
 
 type TraceKey = (TenantId, [u8; 16]);
+/// The resource (hence service) of each span of a trace.
+type SpanResources = HashMap<[u8; 8], Arc<SpanResource>>;
 
 /// Services of spans of recently written traces, to pair late spans with
 /// their parents. Bounded by a number of spans; the oldest go first.
 pub struct RecentSpans {
     /// Per trace: how many entries of `order` refer to it, and its spans.
-    map: HashMap<TraceKey, (usize, HashMap<[u8; 8], Arc<SpanResource>>)>,
+    map: HashMap<TraceKey, (usize, SpanResources)>,
     order: VecDeque<(TraceKey, usize)>,
     spans: usize,
     capacity: usize,
@@ -38,11 +40,7 @@ impl RecentSpans {
         }
     }
 
-    fn get(
-        &self,
-        tenant: &TenantId,
-        trace: &[u8; 16],
-    ) -> Option<&HashMap<[u8; 8], Arc<SpanResource>>> {
+    fn get(&self, tenant: &TenantId, trace: &[u8; 16]) -> Option<&SpanResources> {
         self.map.get(&(tenant.clone(), *trace)).map(|(_, m)| m)
     }
 

@@ -105,6 +105,29 @@ pub struct FlushBatch {
     pub durable_lsn: u64,
 }
 
+/// A tenant's written (not yet listed) sets, the operations they name, and
+/// the next free file number.
+type StagedTenant = (Vec<LiveSet>, BTreeSet<(String, String)>, u64);
+
+/// A failed [`TraceStore::write`]: the tenants whose files were published
+/// before the failure (their part of the batch is stored), and the error.
+#[derive(Debug)]
+pub struct WriteError {
+    pub committed: Vec<TenantId>,
+    pub error: StoreError,
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({} tenants stored before it)",
+            self.error,
+            self.committed.len()
+        )
+    }
+}
+
 /// A file set in the manifest.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FileSet {
@@ -177,6 +200,9 @@ struct TenantState {
     manifest: Manifest,
     sets: Vec<Arc<LiveSet>>,
     operations: BTreeSet<(String, String)>,
+    /// The next file number to hand out (flushes and compaction write
+    /// concurrently; the manifest's `next_file` follows when they publish).
+    next_alloc: u64,
 }
 
 /// Counters for self-metrics.
@@ -298,21 +324,48 @@ impl TraceStore {
 
     /// Writes a flush: per tenant and partition one file set, then each
     /// tenant's manifest. Returns once everything is durable.
-    pub fn write(&self, batch: FlushBatch) -> Result<(), StoreError> {
+    pub fn write(&self, batch: FlushBatch) -> Result<(), WriteError> {
         let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Phase 1: every file of every tenant. A failure here publishes
+        // nothing (the files written so far are unlisted and go away).
+        let mut staged = Vec::new();
         for (tenant, flush) in batch.tenants {
-            self.write_tenant(&tenant, flush, batch.max_lsn, batch.durable_lsn)?;
+            match self.write_tenant_files(&tenant, flush, batch.max_lsn) {
+                Ok(st) => staged.push((tenant, st)),
+                Err(error) => {
+                    for (tenant, (sets, ..)) in &staged {
+                        let dir = traces_dir(&self.data, tenant);
+                        for s in sets {
+                            remove_set_files(&dir, &s.set);
+                        }
+                    }
+                    return Err(WriteError {
+                        committed: Vec::new(),
+                        error,
+                    });
+                }
+            }
+        }
+        // Phase 2: each tenant's manifest. Only a manifest write can fail
+        // now; the tenants published before it are reported as committed.
+        let mut committed = Vec::new();
+        for (tenant, (sets, ops, next_file)) in staged {
+            if let Err(error) = self.publish(&tenant, sets, ops, next_file, batch.durable_lsn) {
+                return Err(WriteError { committed, error });
+            }
+            committed.push(tenant);
         }
         Ok(())
     }
 
-    fn write_tenant(
+    /// Writes a tenant's file sets of a flush; returns them, the operations
+    /// they name, and the next free file number.
+    fn write_tenant_files(
         &self,
         tenant: &TenantId,
         flush: TenantFlush,
         max_lsn: u64,
-        durable_lsn: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<StagedTenant, StoreError> {
         let dir = traces_dir(&self.data, tenant);
         let mut parts: HashMap<i64, TenantFlush> = HashMap::new();
         for f in flush.fragments {
@@ -329,37 +382,71 @@ impl TraceStore {
                 .operations
                 .push(o);
         }
-        let mut next_file = self
-            .read_tenants()
-            .get(tenant)
-            .map(|t| t.manifest.next_file)
-            .unwrap_or(1);
+        let mut next_file = 1;
         let mut new_sets = Vec::new();
         let mut new_ops = BTreeSet::new();
         for (hour, part) in parts {
-            let id = next_file;
-            next_file += 1;
+            let id = self.alloc_file(tenant);
+            next_file = id + 1;
             new_ops.extend(
                 part.operations
                     .iter()
                     .map(|o| (o.service.clone(), o.operation.clone())),
             );
-            new_sets.push(self.write_set(&dir, hour, id, part, max_lsn)?);
+            match self.write_set(&dir, hour, id, part, max_lsn) {
+                Ok(set) => new_sets.push(set),
+                Err(e) => {
+                    for s in &new_sets {
+                        remove_set_files(&dir, &s.set);
+                    }
+                    return Err(e);
+                }
+            }
         }
-        // Publish: the manifest first (durable), then the in-memory view.
+        Ok((new_sets, new_ops, next_file))
+    }
+
+    /// Hands out a file number of a tenant.
+    fn alloc_file(&self, tenant: &TenantId) -> u64 {
         let mut tenants = self.write_tenants();
         let st = tenants.entry(tenant.clone()).or_default();
-        let mut manifest = st.manifest.clone();
+        let id = st.next_alloc.max(st.manifest.next_file).max(1);
+        st.next_alloc = id + 1;
+        id
+    }
+
+    /// Adds sets to a tenant's manifest (durable first), then to the
+    /// in-memory view. Callers hold `write_lock`, so the manifest read here
+    /// is the latest; readers are not blocked during the fsync.
+    fn publish(
+        &self,
+        tenant: &TenantId,
+        sets: Vec<LiveSet>,
+        ops: BTreeSet<(String, String)>,
+        next_file: u64,
+        durable_lsn: u64,
+    ) -> Result<(), StoreError> {
+        let dir = traces_dir(&self.data, tenant);
+        let mut manifest = self
+            .read_tenants()
+            .get(tenant)
+            .map(|t| t.manifest.clone())
+            .unwrap_or_default();
         manifest.durable_lsn = manifest.durable_lsn.max(durable_lsn);
-        manifest.next_file = next_file;
-        manifest
-            .files
-            .extend(new_sets.iter().map(|s| s.set.clone()));
+        manifest.next_file = manifest.next_file.max(next_file);
+        manifest.files.extend(sets.iter().map(|s| s.set.clone()));
         std::fs::create_dir_all(&dir).map_err(StoreError::io("failed to create", &dir))?;
-        write_manifest(&dir, &manifest)?;
+        if let Err(e) = write_manifest(&dir, &manifest) {
+            for s in &sets {
+                remove_set_files(&dir, &s.set);
+            }
+            return Err(e);
+        }
+        let mut tenants = self.write_tenants();
+        let st = tenants.entry(tenant.clone()).or_default();
         st.manifest = manifest;
-        st.sets.extend(new_sets.into_iter().map(Arc::new));
-        st.operations.extend(new_ops);
+        st.sets.extend(sets.into_iter().map(Arc::new));
+        st.operations.extend(ops);
         Ok(())
     }
 
@@ -578,19 +665,25 @@ impl TraceStore {
     fn drop_sets(&self, doomed: impl Fn(&FileSet) -> bool) -> Result<usize, StoreError> {
         let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut dropped = 0;
-        let mut tenants = self.write_tenants();
-        for (tenant, st) in tenants.iter_mut() {
-            if !st.manifest.files.iter().any(&doomed) {
+        for tenant in self.tenants() {
+            let Some(mut manifest) = self.read_tenants().get(&tenant).map(|t| t.manifest.clone())
+            else {
+                continue;
+            };
+            if !manifest.files.iter().any(&doomed) {
                 continue;
             }
-            let dir = traces_dir(&self.data, tenant);
-            let mut manifest = st.manifest.clone();
+            let dir = traces_dir(&self.data, &tenant);
             let (gone, kept): (Vec<FileSet>, Vec<FileSet>) =
                 manifest.files.drain(..).partition(|s| doomed(s));
             manifest.files = kept;
             write_manifest(&dir, &manifest)?;
-            st.manifest = manifest;
-            st.sets.retain(|s| !doomed(&s.set));
+            {
+                let mut tenants = self.write_tenants();
+                let st = tenants.entry(tenant.clone()).or_default();
+                st.manifest = manifest;
+                st.sets.retain(|s| !doomed(&s.set));
+            }
             dropped += gone.len();
             for set in gone {
                 remove_set_files(&dir, &set);
@@ -642,8 +735,9 @@ impl TraceStore {
         Ok(merged)
     }
 
+    /// Reads and rewrites without holding the write lock (flushes go on);
+    /// takes it only to swap the manifest.
     fn merge_sets(&self, tenant: &TenantId, sets: Vec<Arc<LiveSet>>) -> Result<(), StoreError> {
-        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut fragments: HashMap<[u8; 16], Vec<Span>> = HashMap::new();
         let mut edges = Vec::new();
         let mut operations = Vec::new();
@@ -660,17 +754,10 @@ impl TraceStore {
             edges.extend(read::read_edges(s)?);
             operations.extend(read::read_operations(s)?);
         }
-
         let hour = parse_partition_dir_name(&sets[0].set.partition).unwrap_or(0);
         let max_lsn = sets.iter().map(|s| s.set.max_lsn).max().unwrap_or(0);
         let dir = traces_dir(&self.data, tenant);
-        let id = {
-            let tenants = self.read_tenants();
-            tenants
-                .get(tenant)
-                .map(|t| t.manifest.next_file)
-                .unwrap_or(1)
-        };
+        let id = self.alloc_file(tenant);
         let part = TenantFlush {
             fragments: fragments
                 .into_iter()
@@ -682,21 +769,39 @@ impl TraceStore {
             edges: merge_edges(edges),
             operations: merge_operations(operations),
         };
-        let mut new_set = self.write_set(&dir, hour, id, part, max_lsn)?;
-        // Keep the set's time range even if a fragment moved hours (it cannot: same partition).
-        new_set.set.partition = sets[0].set.partition.clone();
+        let new_set = self.write_set(&dir, hour, id, part, max_lsn)?;
         let old: BTreeSet<u64> = sets.iter().map(|s| s.set.id).collect();
-        let mut tenants = self.write_tenants();
-        let st = tenants.entry(tenant.clone()).or_default();
-        let mut manifest = st.manifest.clone();
-        manifest.next_file = id + 1;
+        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut manifest = self
+            .read_tenants()
+            .get(tenant)
+            .map(|t| t.manifest.clone())
+            .unwrap_or_default();
+        if manifest
+            .files
+            .iter()
+            .filter(|f| old.contains(&f.id))
+            .count()
+            != old.len()
+        {
+            // Retention dropped some of them meanwhile: give up this merge.
+            remove_set_files(&dir, &new_set.set);
+            return Ok(());
+        }
+        manifest.next_file = manifest.next_file.max(id + 1);
         manifest.files.retain(|f| !old.contains(&f.id));
         manifest.files.push(new_set.set.clone());
-        write_manifest(&dir, &manifest)?;
-        st.manifest = manifest;
-        st.sets.retain(|s| !old.contains(&s.set.id));
-        st.sets.push(Arc::new(new_set));
-        drop(tenants);
+        if let Err(e) = write_manifest(&dir, &manifest) {
+            remove_set_files(&dir, &new_set.set);
+            return Err(e);
+        }
+        {
+            let mut tenants = self.write_tenants();
+            let st = tenants.entry(tenant.clone()).or_default();
+            st.manifest = manifest;
+            st.sets.retain(|s| !old.contains(&s.set.id));
+            st.sets.push(Arc::new(new_set));
+        }
         for s in sets {
             remove_set_files(&dir, &s.set);
         }

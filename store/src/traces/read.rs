@@ -46,6 +46,16 @@ pub struct TraceQuery {
 }
 
 impl TraceQuery {
+    /// The conditions that concern a whole trace, checked on its merged summary.
+    fn matches_whole(&self, s: &TraceSummary) -> bool {
+        let d = s.duration_ns();
+        s.start_ns >= self.start_ns
+            && s.start_ns <= self.end_ns
+            && self.min_duration_ns.is_none_or(|m| d >= m)
+            && self.max_duration_ns.is_none_or(|m| d <= m)
+            && self.error.is_none_or(|e| (s.error_count > 0) == e)
+    }
+
     fn matches(&self, s: &TraceSummary) -> bool {
         let d = s.duration_ns();
         s.start_ns >= self.start_ns
@@ -71,24 +81,55 @@ impl TraceQuery {
     }
 }
 
+/// Opens a listed file for reading, or `None` when compaction or
+/// retention deleted it after the reader took its snapshot of the sets.
+/// A file whose schema is not the one this build writes is an error, not
+/// a panic.
 fn open_builder(
     set: &LiveSet,
     name: &str,
     meta: &std::sync::OnceLock<ArrowReaderMetadata>,
-) -> Result<ParquetRecordBatchReaderBuilder<File>, StoreError> {
+    want: &arrow_schema::SchemaRef,
+) -> Result<Option<ParquetRecordBatchReaderBuilder<File>>, StoreError> {
     let path = set.path(name);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io("failed to open", &path)(e)),
+    };
     let meta = match meta.get() {
         Some(m) => m.clone(),
         None => {
             let m = reader_metadata(&path)?;
+            check_schema(&path, m.schema(), want)?;
             let _ = meta.set(m.clone());
             m
         }
     };
-    let file = File::open(&path).map_err(StoreError::io("failed to open", &path))?;
-    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
+    Ok(Some(ParquetRecordBatchReaderBuilder::new_with_metadata(
         file, meta,
-    ))
+    )))
+}
+
+fn check_schema(
+    path: &Path,
+    got: &arrow_schema::SchemaRef,
+    want: &arrow_schema::SchemaRef,
+) -> Result<(), StoreError> {
+    let same = got.fields().len() == want.fields().len()
+        && got
+            .fields()
+            .iter()
+            .zip(want.fields())
+            .all(|(g, w)| g.name() == w.name() && g.data_type().equals_datatype(w.data_type()));
+    if same {
+        Ok(())
+    } else {
+        Err(format_err(
+            path,
+            "columns differ from the span file format this build reads (version 1)",
+        ))
+    }
 }
 
 fn collect_batches(
@@ -104,14 +145,23 @@ fn collect_batches(
         .collect()
 }
 
-fn read_small(set: &LiveSet, name: Option<&String>) -> Result<Vec<RecordBatch>, StoreError> {
+fn read_small(
+    set: &LiveSet,
+    name: Option<&String>,
+    want: &arrow_schema::SchemaRef,
+) -> Result<Vec<RecordBatch>, StoreError> {
     let Some(name) = name else {
         return Ok(Vec::new());
     };
     let path = set.path(name);
-    let file = File::open(&path).map_err(StoreError::io("failed to open", &path))?;
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io("failed to open", &path)(e)),
+    };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| format_err(&path, format!("unreadable parquet: {e}")))?;
+    check_schema(&path, builder.schema(), want)?;
     collect_batches(builder, &path)
 }
 
@@ -119,7 +169,10 @@ pub(crate) fn read_summaries(set: &LiveSet) -> Result<Vec<TraceSummary>, StoreEr
     let Some(name) = &set.set.summaries else {
         return Ok(Vec::new());
     };
-    let builder = open_builder(set, name, &set.summaries_meta)?;
+    let Some(builder) = open_builder(set, name, &set.summaries_meta, &summary::SUMMARY_SCHEMA)?
+    else {
+        return Ok(Vec::new());
+    };
     Ok(collect_batches(builder, &set.path(name))?
         .iter()
         .flat_map(summary::batch_to_summaries)
@@ -127,24 +180,30 @@ pub(crate) fn read_summaries(set: &LiveSet) -> Result<Vec<TraceSummary>, StoreEr
 }
 
 pub(crate) fn read_edges(set: &LiveSet) -> Result<Vec<EdgeRow>, StoreError> {
-    Ok(read_small(set, set.set.edges.as_ref())?
-        .iter()
-        .flat_map(summary::batch_to_edges)
-        .collect())
+    Ok(
+        read_small(set, set.set.edges.as_ref(), &summary::EDGE_SCHEMA)?
+            .iter()
+            .flat_map(summary::batch_to_edges)
+            .collect(),
+    )
 }
 
 pub(crate) fn read_operations(set: &LiveSet) -> Result<Vec<OperationRow>, StoreError> {
-    Ok(read_small(set, set.set.operations.as_ref())?
-        .iter()
-        .flat_map(summary::batch_to_operations)
-        .collect())
+    Ok(
+        read_small(set, set.set.operations.as_ref(), &summary::OPERATION_SCHEMA)?
+            .iter()
+            .flat_map(summary::batch_to_operations)
+            .collect(),
+    )
 }
 
 pub(crate) fn read_all_spans(set: &LiveSet) -> Result<Vec<Span>, StoreError> {
     let Some(name) = &set.set.spans else {
         return Ok(Vec::new());
     };
-    let builder = open_builder(set, name, &set.spans_meta)?;
+    let Some(builder) = open_builder(set, name, &set.spans_meta, &schema::SPAN_SCHEMA)? else {
+        return Ok(Vec::new());
+    };
     Ok(collect_batches(builder, &set.path(name))?
         .iter()
         .flat_map(schema::batch_to_spans)
@@ -163,7 +222,9 @@ pub(crate) fn read_spans_of(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let builder = open_builder(set, name, &set.spans_meta)?;
+    let Some(builder) = open_builder(set, name, &set.spans_meta, &schema::SPAN_SCHEMA)? else {
+        return Ok(Vec::new());
+    };
     let (lo, hi) = (
         ids.iter().min().copied().unwrap_or([0; 16]),
         ids.iter().max().copied().unwrap_or([0xff; 16]),
@@ -291,8 +352,17 @@ impl TraceStore {
                 .cmp(&a.start_ns)
                 .then(a.trace_id.cmp(&b.trace_id))
         });
-        out.truncate(limit);
+        // Whole-trace conditions (duration, "no error", the start window)
+        // hold for the merge of all fragments, not for the one that matched.
+        out.truncate(limit.saturating_mul(2));
         self.complete_summaries(tenant, &mut out)?;
+        out.retain(|s| q.matches_whole(s));
+        out.sort_by(|a, b| {
+            b.start_ns
+                .cmp(&a.start_ns)
+                .then(a.trace_id.cmp(&b.trace_id))
+        });
+        out.truncate(limit);
         Ok(out)
     }
 

@@ -166,13 +166,23 @@ fn attr_list<'a>(rows: impl Iterator<Item = &'a [Attr]>) -> ListArray {
 /// Like [`attr_list`], leaving out the attributes whose index is set in
 /// each row's mask (only the first 128 can be left out).
 fn attr_list_filtered<'a>(rows: impl Iterator<Item = (&'a [Attr], u128)>) -> ListArray {
-    let mut offsets = vec![0i32];
-    let mut key = StringBuilder::new();
-    let mut str_ = StringBuilder::new();
-    let mut int = Int64Builder::new();
-    let mut double = Float64Builder::new();
-    let mut bool_ = BooleanBuilder::new();
-    let mut json = StringBuilder::new();
+    let rows: Vec<(&[Attr], u128)> = rows.collect();
+    let (mut count, mut key_bytes, mut str_bytes) = (0, 0, 0);
+    for (attrs, _) in &rows {
+        count += attrs.len();
+        for a in *attrs {
+            key_bytes += a.key.len();
+            str_bytes += a.value.heap_bytes();
+        }
+    }
+    let mut offsets = Vec::with_capacity(rows.len() + 1);
+    offsets.push(0i32);
+    let mut key = StringBuilder::with_capacity(count, key_bytes);
+    let mut str_ = StringBuilder::with_capacity(count, str_bytes);
+    let mut int = Int64Builder::with_capacity(count);
+    let mut double = Float64Builder::with_capacity(count);
+    let mut bool_ = BooleanBuilder::with_capacity(count);
+    let mut json = StringBuilder::with_capacity(count, 0);
     let mut n = 0i32;
     for (attrs, skip) in rows {
         for (i, a) in attrs.iter().enumerate() {
@@ -231,8 +241,16 @@ fn timestamps(values: impl Iterator<Item = i64>) -> TimestampNanosecondArray {
     TimestampNanosecondArray::from_iter_values(values).with_timezone("UTC")
 }
 
-fn strings<'a>(values: impl Iterator<Item = &'a str>) -> StringArray {
-    StringArray::from_iter_values(values)
+/// A string column, sized up front so its buffers never grow by copying.
+fn strings<'a>(values: impl Iterator<Item = &'a str> + Clone) -> StringArray {
+    let (n, bytes) = values
+        .clone()
+        .fold((0, 0), |(n, b), v| (n + 1, b + v.len()));
+    let mut b = StringBuilder::with_capacity(n, bytes);
+    for v in values {
+        b.append_value(v);
+    }
+    b.finish()
 }
 
 fn u32s(values: impl Iterator<Item = u32>) -> ArrayRef {

@@ -206,3 +206,31 @@ fn write_reopen_read_search_compact() {
     );
     assert!(store.trace(&t, &[1; 16]).unwrap().is_empty());
 }
+
+#[test]
+fn foreign_or_missing_files_are_errors_or_empty_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    let t = TenantId::parse("default").unwrap();
+    let store = TraceStore::open(&data, TraceStoreOptions::default()).unwrap();
+    store
+        .write(flush(
+            &t,
+            vec![vec![span(1, 1, None, "web", T0, 100)]],
+            1,
+            0,
+        ))
+        .unwrap();
+    let set = store.file_sets(&t).remove(0);
+    let part = dir.path().join("default/traces").join(&set.partition);
+    let spans = part.join(set.spans.as_ref().unwrap());
+    // A Parquet file of another schema in place of the span file.
+    std::fs::copy(part.join(set.operations.as_ref().unwrap()), &spans).unwrap();
+    drop(store);
+    let store = TraceStore::open(&data, TraceStoreOptions::default()).unwrap();
+    let err = store.trace(&t, &[1; 16]).unwrap_err();
+    assert!(err.to_string().contains("columns differ"), "{err}");
+    // A listed file deleted under a reader reads as empty.
+    std::fs::remove_file(&spans).unwrap();
+    assert!(store.trace(&t, &[1; 16]).unwrap().is_empty());
+}
