@@ -179,6 +179,8 @@ pub(crate) struct LiveSet {
     pub(crate) trace_keys: Vec<u64>,
     pub(crate) spans_meta: OnceLock<ArrowReaderMetadata>,
     pub(crate) summaries_meta: OnceLock<ArrowReaderMetadata>,
+    pub(crate) edges: OnceLock<Arc<Vec<EdgeRow>>>,
+    pub(crate) operations: OnceLock<Arc<Vec<OperationRow>>>,
 }
 
 impl LiveSet {
@@ -313,8 +315,8 @@ impl TraceStore {
         let tenants = self.read_tenants();
         for (tenant, st) in tenants.iter() {
             for set in st.sets.iter().filter(|s| s.set.max_lsn > durable) {
-                for summary in read::read_summaries(set)? {
-                    let e = out.entry((tenant.clone(), summary.trace_id)).or_insert(0);
+                for trace_id in read::read_trace_ids(set)? {
+                    let e = out.entry((tenant.clone(), trace_id)).or_insert(0);
                     *e = (*e).max(set.set.max_lsn);
                 }
             }
@@ -584,6 +586,8 @@ impl TraceStore {
             trace_keys: sorted_keys(trace_keys),
             spans_meta: OnceLock::new(),
             summaries_meta: OnceLock::new(),
+            edges: OnceLock::new(),
+            operations: OnceLock::new(),
         })
     }
 
@@ -751,8 +755,8 @@ impl TraceStore {
                     truncated.insert(sum.trace_id);
                 }
             }
-            edges.extend(read::read_edges(s)?);
-            operations.extend(read::read_operations(s)?);
+            edges.extend(read::read_edges(s)?.iter().cloned());
+            operations.extend(read::read_operations(s)?.iter().cloned());
         }
         let hour = parse_partition_dir_name(&sets[0].set.partition).unwrap_or(0);
         let max_lsn = sets.iter().map(|s| s.set.max_lsn).max().unwrap_or(0);
@@ -1012,13 +1016,13 @@ fn open_tenant(dir: &Path) -> Result<TenantState, StoreError> {
             trace_keys: Vec::new(),
             spans_meta: OnceLock::new(),
             summaries_meta: OnceLock::new(),
+            edges: OnceLock::new(),
+            operations: OnceLock::new(),
         };
-        let keys = read::read_summaries(&live)?
-            .iter()
-            .map(|s| trace_key(&s.trace_id))
-            .collect();
-        for o in read::read_operations(&live)? {
-            st.operations.insert((o.service, o.operation));
+        let keys = read::read_trace_ids(&live)?.iter().map(trace_key).collect();
+        for o in read::read_operations(&live)?.iter() {
+            st.operations
+                .insert((o.service.clone(), o.operation.clone()));
         }
         st.sets.push(Arc::new(LiveSet {
             trace_keys: sorted_keys(keys),

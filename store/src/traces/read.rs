@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::{BooleanArray, RecordBatch};
@@ -14,7 +15,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::file::statistics::Statistics;
 use periscope_proto::Span;
 
-use super::summary::{self, EdgeRow, OperationRow, TraceSummary};
+use super::summary::{self, EdgeRow, OperationRow, SummaryRows, TraceSummary};
 use super::{LiveSet, TraceStore, format_err, reader_metadata, schema};
 use crate::{StoreError, TenantId};
 
@@ -56,28 +57,28 @@ impl TraceQuery {
             && self.error.is_none_or(|e| (s.error_count > 0) == e)
     }
 
-    fn matches(&self, s: &TraceSummary) -> bool {
-        let d = s.duration_ns();
-        s.start_ns >= self.start_ns
-            && s.start_ns <= self.end_ns
-            && self
-                .service
-                .as_ref()
-                .is_none_or(|svc| s.services.iter().any(|x| x == svc))
-            && self.operation.as_ref().is_none_or(|op| {
-                s.operations.iter().any(|(svc, name)| {
-                    name == op && self.service.as_ref().is_none_or(|want| want == svc)
-                })
-            })
+    /// The conditions a fragment must meet to be a candidate, on the columns.
+    fn matches_row(&self, r: &SummaryRows<'_>, i: usize) -> bool {
+        let (start, d) = (r.start_ns(i), r.duration_ns(i));
+        start >= self.start_ns
+            && start <= self.end_ns
             && self.min_duration_ns.is_none_or(|m| d >= m)
             && self.max_duration_ns.is_none_or(|m| d <= m)
             && self
                 .span_min_duration_ns
-                .is_none_or(|m| s.max_span_duration_ns >= m)
+                .is_none_or(|m| r.max_span_duration_ns(i) >= m)
             && self
                 .span_max_duration_ns
-                .is_none_or(|m| s.min_span_duration_ns <= m)
-            && self.error.is_none_or(|e| (s.error_count > 0) == e)
+                .is_none_or(|m| r.min_span_duration_ns(i) <= m)
+            && self.error.is_none_or(|e| (r.error_count(i) > 0) == e)
+            && self
+                .service
+                .as_ref()
+                .is_none_or(|svc| r.has_service(i, svc))
+            && self
+                .operation
+                .as_ref()
+                .is_none_or(|op| r.has_operation(i, self.service.as_deref(), op))
     }
 }
 
@@ -166,6 +167,15 @@ fn read_small(
 }
 
 pub(crate) fn read_summaries(set: &LiveSet) -> Result<Vec<TraceSummary>, StoreError> {
+    read_summaries_where(set, |_, _| true)
+}
+
+/// The summaries of a set whose rows `keep` accepts (tested on the columns,
+/// before a summary is built).
+pub(crate) fn read_summaries_where(
+    set: &LiveSet,
+    keep: impl Fn(&SummaryRows<'_>, usize) -> bool,
+) -> Result<Vec<TraceSummary>, StoreError> {
     let Some(name) = &set.set.summaries else {
         return Ok(Vec::new());
     };
@@ -175,26 +185,61 @@ pub(crate) fn read_summaries(set: &LiveSet) -> Result<Vec<TraceSummary>, StoreEr
     };
     Ok(collect_batches(builder, &set.path(name))?
         .iter()
-        .flat_map(summary::batch_to_summaries)
+        .flat_map(|b| summary::batch_to_summaries_where(b, &keep))
         .collect())
 }
 
-pub(crate) fn read_edges(set: &LiveSet) -> Result<Vec<EdgeRow>, StoreError> {
+/// The trace ids of a set (only that column is read).
+pub(crate) fn read_trace_ids(set: &LiveSet) -> Result<Vec<[u8; 16]>, StoreError> {
+    let Some(name) = &set.set.summaries else {
+        return Ok(Vec::new());
+    };
+    let Some(builder) = open_builder(set, name, &set.summaries_meta, &summary::SUMMARY_SCHEMA)?
+    else {
+        return Ok(Vec::new());
+    };
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [0]);
     Ok(
+        collect_batches(builder.with_projection(mask), &set.path(name))?
+            .iter()
+            .flat_map(|b| {
+                let col = b.column(0).as_fixed_size_binary();
+                (0..col.len())
+                    .map(|i| col.value(i).try_into().unwrap_or([0; 16]))
+                    .collect::<Vec<[u8; 16]>>()
+            })
+            .collect(),
+    )
+}
+
+/// The edge rows of a set (read once, then kept: they are few).
+pub(crate) fn read_edges(set: &LiveSet) -> Result<Arc<Vec<EdgeRow>>, StoreError> {
+    if let Some(rows) = set.edges.get() {
+        return Ok(rows.clone());
+    }
+    let rows: Arc<Vec<EdgeRow>> = Arc::new(
         read_small(set, set.set.edges.as_ref(), &summary::EDGE_SCHEMA)?
             .iter()
             .flat_map(summary::batch_to_edges)
             .collect(),
-    )
+    );
+    let _ = set.edges.set(rows.clone());
+    Ok(rows)
 }
 
-pub(crate) fn read_operations(set: &LiveSet) -> Result<Vec<OperationRow>, StoreError> {
-    Ok(
+/// The operation rows of a set (read once, then kept).
+pub(crate) fn read_operations(set: &LiveSet) -> Result<Arc<Vec<OperationRow>>, StoreError> {
+    if let Some(rows) = set.operations.get() {
+        return Ok(rows.clone());
+    }
+    let rows: Arc<Vec<OperationRow>> = Arc::new(
         read_small(set, set.set.operations.as_ref(), &summary::OPERATION_SCHEMA)?
             .iter()
             .flat_map(summary::batch_to_operations)
             .collect(),
-    )
+    );
+    let _ = set.operations.set(rows.clone());
+    Ok(rows)
 }
 
 pub(crate) fn read_all_spans(set: &LiveSet) -> Result<Vec<Span>, StoreError> {
@@ -308,10 +353,8 @@ impl TraceStore {
                     break;
                 }
             }
-            let mut cands: Vec<TraceSummary> = read_summaries(&set)?
-                .into_iter()
-                .filter(|s| q.matches(s))
-                .collect();
+            let mut cands: Vec<TraceSummary> =
+                read_summaries_where(&set, |r, i| q.matches_row(r, i))?;
             if let Some(pred) = pred
                 && !cands.is_empty()
             {
@@ -375,13 +418,17 @@ impl TraceStore {
         out: &mut [TraceSummary],
     ) -> Result<(), StoreError> {
         let sets = self.sets(tenant);
+        let wanted: HashSet<[u8; 16]> = out.iter().map(|s| s.trace_id).collect();
         let mut cache: HashMap<u64, Vec<TraceSummary>> = HashMap::new();
         for result in out.iter_mut() {
             let mut merged: Option<TraceSummary> = None;
             for set in sets.iter().filter(|s| s.may_hold(&result.trace_id)) {
                 let sums = match cache.entry(set.set.id) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => v.insert(read_summaries(set)?),
+                    std::collections::hash_map::Entry::Vacant(v) => v
+                        .insert(read_summaries_where(set, |r, i| {
+                            wanted.contains(&r.trace_id(i))
+                        })?),
                 };
                 for f in sums.iter().filter(|f| f.trace_id == result.trace_id) {
                     match &mut merged {
@@ -414,8 +461,9 @@ impl TraceStore {
             }
             out.extend(
                 read_edges(&set)?
-                    .into_iter()
-                    .filter(|e| e.minute_ns >= super::minute_of(start_ns) && e.minute_ns < end_ns),
+                    .iter()
+                    .filter(|e| e.minute_ns >= super::minute_of(start_ns) && e.minute_ns < end_ns)
+                    .cloned(),
             );
         }
         Ok(out)
@@ -438,8 +486,9 @@ impl TraceStore {
             }
             out.extend(
                 read_operations(&set)?
-                    .into_iter()
-                    .filter(|e| e.minute_ns >= super::minute_of(start_ns) && e.minute_ns < end_ns),
+                    .iter()
+                    .filter(|e| e.minute_ns >= super::minute_of(start_ns) && e.minute_ns < end_ns)
+                    .cloned(),
             );
         }
         Ok(out)

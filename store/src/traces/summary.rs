@@ -7,7 +7,9 @@ use std::sync::{Arc, LazyLock};
 use arrow_array::builder::{FixedSizeBinaryBuilder, Int64Builder, ListBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampNanosecondType, UInt32Type};
-use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use periscope_proto::{AttrValue, Span, find_attr, find_str};
 
@@ -250,51 +252,133 @@ impl<'a> StringLists<'a> {
     }
 
     fn row(&self, row: usize) -> impl Iterator<Item = String> + '_ {
-        (self.offsets[row] as usize..self.offsets[row + 1] as usize)
-            .map(|i| self.values.value(i).to_owned())
+        self.row_str(row).map(str::to_owned)
+    }
+
+    fn row_str(&self, row: usize) -> impl Iterator<Item = &'a str> + '_ {
+        (self.offsets[row] as usize..self.offsets[row + 1] as usize).map(|i| self.values.value(i))
     }
 }
 
-pub fn batch_to_summaries(batch: &RecordBatch) -> Vec<TraceSummary> {
-    let col = |n: &str| column(batch, n).unwrap_or_else(|| panic!("summary batch lacks {n}"));
-    let tid = col("trace_id").as_fixed_size_binary();
-    let start = col("start_time").as_primitive::<TimestampNanosecondType>();
-    let end = col("end_time").as_primitive::<TimestampNanosecondType>();
-    let spans = col("span_count").as_primitive::<UInt32Type>();
-    let errors = col("error_count").as_primitive::<UInt32Type>();
-    let has_root = col("has_root").as_boolean();
-    let rs = col("root_service").as_string::<i32>();
-    let ro = col("root_operation").as_string::<i32>();
-    let rm = col("root_http_method").as_string::<i32>();
-    let rr = col("root_http_route").as_string::<i32>();
-    let rst = col("root_http_status").as_primitive::<Int64Type>();
-    let mind = col("min_span_duration_ns").as_primitive::<Int64Type>();
-    let maxd = col("max_span_duration_ns").as_primitive::<Int64Type>();
-    let trunc = col("truncated").as_boolean();
-    let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_owned());
-    let services = StringLists::new(batch, "services");
-    let op_services = StringLists::new(batch, "operation_services");
-    let op_names = StringLists::new(batch, "operation_names");
-    use arrow_array::Array;
-    (0..batch.num_rows())
-        .map(|i| TraceSummary {
-            trace_id: tid.value(i).try_into().unwrap_or([0; 16]),
-            start_ns: start.value(i),
-            end_ns: end.value(i),
-            span_count: spans.value(i),
-            error_count: errors.value(i),
-            has_root: has_root.value(i),
-            root_service: rs.value(i).to_owned(),
-            root_operation: ro.value(i).to_owned(),
-            root_http_method: opt(rm, i),
-            root_http_route: opt(rr, i),
-            root_http_status: rst.is_valid(i).then(|| rst.value(i)),
-            services: services.row(i).collect(),
-            operations: op_services.row(i).zip(op_names.row(i)).collect(),
-            min_span_duration_ns: mind.value(i),
-            max_span_duration_ns: maxd.value(i),
-            truncated: trunc.value(i),
-        })
+/// The columns of a summary batch, to test rows before building them
+/// (a summary holds dozens of strings; most rows of a search are not wanted).
+pub struct SummaryRows<'a> {
+    tid: &'a arrow_array::FixedSizeBinaryArray,
+    start: &'a arrow_array::TimestampNanosecondArray,
+    end: &'a arrow_array::TimestampNanosecondArray,
+    spans: &'a UInt32Array,
+    errors: &'a UInt32Array,
+    has_root: &'a BooleanArray,
+    rs: &'a StringArray,
+    ro: &'a StringArray,
+    rm: &'a StringArray,
+    rr: &'a StringArray,
+    rst: &'a Int64Array,
+    mind: &'a Int64Array,
+    maxd: &'a Int64Array,
+    trunc: &'a BooleanArray,
+    services: StringLists<'a>,
+    op_services: StringLists<'a>,
+    op_names: StringLists<'a>,
+}
+
+impl<'a> SummaryRows<'a> {
+    pub fn new(batch: &'a RecordBatch) -> SummaryRows<'a> {
+        let col = |n: &str| column(batch, n).unwrap_or_else(|| panic!("summary batch lacks {n}"));
+        SummaryRows {
+            tid: col("trace_id").as_fixed_size_binary(),
+            start: col("start_time").as_primitive::<TimestampNanosecondType>(),
+            end: col("end_time").as_primitive::<TimestampNanosecondType>(),
+            spans: col("span_count").as_primitive::<UInt32Type>(),
+            errors: col("error_count").as_primitive::<UInt32Type>(),
+            has_root: col("has_root").as_boolean(),
+            rs: col("root_service").as_string::<i32>(),
+            ro: col("root_operation").as_string::<i32>(),
+            rm: col("root_http_method").as_string::<i32>(),
+            rr: col("root_http_route").as_string::<i32>(),
+            rst: col("root_http_status").as_primitive::<Int64Type>(),
+            mind: col("min_span_duration_ns").as_primitive::<Int64Type>(),
+            maxd: col("max_span_duration_ns").as_primitive::<Int64Type>(),
+            trunc: col("truncated").as_boolean(),
+            services: StringLists::new(batch, "services"),
+            op_services: StringLists::new(batch, "operation_services"),
+            op_names: StringLists::new(batch, "operation_names"),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tid.len()
+    }
+
+    pub fn trace_id(&self, i: usize) -> [u8; 16] {
+        self.tid.value(i).try_into().unwrap_or([0; 16])
+    }
+
+    pub fn start_ns(&self, i: usize) -> i64 {
+        self.start.value(i)
+    }
+
+    pub fn duration_ns(&self, i: usize) -> i64 {
+        (self.end.value(i) - self.start.value(i)).max(0)
+    }
+
+    pub fn error_count(&self, i: usize) -> u32 {
+        self.errors.value(i)
+    }
+
+    pub fn min_span_duration_ns(&self, i: usize) -> i64 {
+        self.mind.value(i)
+    }
+
+    pub fn max_span_duration_ns(&self, i: usize) -> i64 {
+        self.maxd.value(i)
+    }
+
+    pub fn has_service(&self, i: usize, service: &str) -> bool {
+        self.services.row_str(i).any(|s| s == service)
+    }
+
+    /// A span named `name` (of `service`, when given).
+    pub fn has_operation(&self, i: usize, service: Option<&str>, name: &str) -> bool {
+        self.op_services
+            .row_str(i)
+            .zip(self.op_names.row_str(i))
+            .any(|(svc, op)| op == name && service.is_none_or(|want| want == svc))
+    }
+
+    pub fn get(&self, i: usize) -> TraceSummary {
+        use arrow_array::Array;
+        let opt = |a: &StringArray| a.is_valid(i).then(|| a.value(i).to_owned());
+        TraceSummary {
+            trace_id: self.trace_id(i),
+            start_ns: self.start.value(i),
+            end_ns: self.end.value(i),
+            span_count: self.spans.value(i),
+            error_count: self.errors.value(i),
+            has_root: self.has_root.value(i),
+            root_service: self.rs.value(i).to_owned(),
+            root_operation: self.ro.value(i).to_owned(),
+            root_http_method: opt(self.rm),
+            root_http_route: opt(self.rr),
+            root_http_status: self.rst.is_valid(i).then(|| self.rst.value(i)),
+            services: self.services.row(i).collect(),
+            operations: self.op_services.row(i).zip(self.op_names.row(i)).collect(),
+            min_span_duration_ns: self.mind.value(i),
+            max_span_duration_ns: self.maxd.value(i),
+            truncated: self.trunc.value(i),
+        }
+    }
+}
+
+/// The summaries of the rows `keep` accepts.
+pub fn batch_to_summaries_where(
+    batch: &RecordBatch,
+    keep: impl Fn(&SummaryRows<'_>, usize) -> bool,
+) -> Vec<TraceSummary> {
+    let rows = SummaryRows::new(batch);
+    (0..rows.len())
+        .filter(|i| keep(&rows, *i))
+        .map(|i| rows.get(i))
         .collect()
 }
 
