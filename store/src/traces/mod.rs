@@ -53,6 +53,8 @@ use crate::{DataDir, StoreError, TenantId};
 
 const MANIFEST_VERSION: u32 = 1;
 const MINUTE_NS: i64 = 60_000_000_000;
+/// Threads converting spans to Arrow while a span file is written.
+const CONVERT_THREADS: usize = 2;
 /// Compaction merges sets with fewer spans than this…
 const COMPACT_SMALL_SPANS: u64 = 100_000;
 /// …into sets of at most this many spans.
@@ -501,23 +503,30 @@ impl TraceStore {
             set.trace_count = summaries.len() as u64;
             let name = format!("spans-{id}.parquet");
             // One Arrow batch per row group keeps the conversion's memory
-            // small; a second thread converts the next row group while this
-            // one encodes and compresses the current one.
+            // small; two threads convert alternate row groups while this one
+            // encodes and compresses them in order.
             let rows = self.opts.row_group_rows.max(1);
+            let chunks: Vec<&[&Span]> = spans.chunks(rows).collect();
+            let n = chunks.len();
             set.bytes += std::thread::scope(|scope| {
-                let (tx, rx) = std::sync::mpsc::sync_channel(1);
-                let spans = &spans;
-                scope.spawn(move || {
-                    for chunk in spans.chunks(rows) {
-                        if tx.send(schema::spans_to_batch(chunk)).is_err() {
-                            break;
+                let mut receivers = Vec::new();
+                for lane in 0..CONVERT_THREADS {
+                    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                    let chunks = &chunks;
+                    scope.spawn(move || {
+                        for chunk in chunks.iter().skip(lane).step_by(CONVERT_THREADS) {
+                            if tx.send(schema::spans_to_batch(chunk)).is_err() {
+                                break;
+                            }
                         }
-                    }
-                });
+                    });
+                    receivers.push(rx);
+                }
+                let batches = (0..n).map_while(|i| receivers[i % CONVERT_THREADS].recv().ok());
                 self.write_parquet(
                     &dir.join(&name),
                     &schema::SPAN_SCHEMA,
-                    rx.into_iter(),
+                    batches,
                     ParquetKind::Spans,
                     summaries.len() as u64,
                 )
