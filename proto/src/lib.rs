@@ -16,6 +16,7 @@ mod decode;
 mod error;
 mod json;
 mod lossy;
+mod metric;
 mod model;
 mod span;
 mod status;
@@ -26,6 +27,10 @@ pub use decode::{Encoding, ExportRequest, Signal, decode_request};
 pub use error::DecodeError;
 pub use json::{decode_logs_json, decode_metrics_json, decode_traces_json};
 pub use lossy::sanitize_utf8;
+pub use metric::{
+    Labels, MetricMeta, NAME_LABEL, NativeHistogram, PromBatch, PromSample, STALE_NAN_BITS,
+    SampleValue, is_stale_nan, label, normalize_labels,
+};
 pub use model::{
     LogRecord, SeverityLevel, UNKNOWN_SERVICE, any_value_to_json, attributes_to_json, flatten_logs,
     service_name, unix_now_ns,
