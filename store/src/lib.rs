@@ -14,6 +14,7 @@
 mod error;
 mod layout;
 mod logs;
+mod metrics;
 mod tenant;
 mod traces;
 mod wal;
@@ -24,6 +25,7 @@ pub use logs::{
     Cursor, HistogramRequest, IndexBatch, IndexStats, LogHit, LogIndexer, LogSearch, LogStore,
     LogStoreOptions, SearchPage, hour_partition,
 };
+pub use metrics::{HeadSeries, MetricStore, MetricStoreOptions, MetricStoreStats};
 pub use tenant::TenantId;
 pub use traces::{
     EdgeRow, FileSet, FlushBatch, Fragment, LATENCY_BOUNDS_MS, LatencyHistogram, NODE_KINDS,
