@@ -33,5 +33,6 @@ pub use traces::{
     TraceStoreStats, TraceSummary, WriteError, merge_edges, merge_operations, minute_of,
 };
 pub use wal::{
-    AppendReply, EncodedEntry, FSYNC_BUCKETS, Wal, WalEntry, WalOptions, WalRecord, WalStats,
+    AppendReply, BodyFormat, EncodedEntry, FSYNC_BUCKETS, Wal, WalEntry, WalOptions, WalRecord,
+    WalStats,
 };

@@ -64,6 +64,7 @@ fn regenerate(dir: &Path) {
         let tx = tx.clone();
         let e = WalEntry {
             signal,
+            format: Default::default(),
             tenant: tenant.clone(),
             body,
         };

@@ -139,6 +139,7 @@ impl Ingest {
                 };
                 let entry = WalEntry {
                     signal,
+                    format: Default::default(),
                     tenant: tenant.clone(),
                     body: stored,
                 };

@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use periscope_proto::Signal;
-pub use segment::{EncodedEntry, WalEntry, WalRecord};
+pub use segment::{BodyFormat, EncodedEntry, WalEntry, WalRecord};
 use segment::{SegmentReader, header, parse_segment_name, segment_path, write_frame};
 
 use crate::StoreError;
@@ -134,7 +134,7 @@ impl<T: Send + 'static> Wal<T> {
             };
             while let Some(f) = r.next_frame() {
                 info.last_lsn = f.lsn;
-                info.signal_last[usize::from(f.signal) & 3] = f.lsn;
+                info.signal_last[usize::from(f.signal & 0x0f) & 3] = f.lsn;
             }
             if let Some(why) = &r.torn {
                 tracing::warn!(segment = %path.display(), reason = %why, valid_bytes = r.valid_len,

@@ -3,7 +3,9 @@
 //! ```text
 //! header  b"PSCWAL" version:u16le
 //! frame   len:u32le crc32:u32le lsn:u64le payload[len]     crc covers lsn and payload
-//! payload signal:u8 tenant_len:u8 tenant body_zstd          body is the OTLP protobuf
+//! payload kind:u8 tenant_len:u8 tenant body_zstd            body is the request
+//! kind    signal (low 4 bits) | body format << 4 (0: OTLP protobuf, 1: Prometheus
+//!         remote-write protobuf, uncompressed)
 //! ```
 //! A frame is valid only if it is complete and its CRC matches; the first
 //! invalid frame marks a torn tail (a crash mid-write) and everything from it
@@ -25,11 +27,23 @@ const FRAME_HEADER_LEN: usize = 16;
 /// Larger than any request the receivers accept; a bigger length is corruption.
 const MAX_PAYLOAD: usize = 1 << 30;
 
-/// One WAL entry: an accepted OTLP request of one tenant.
+/// How a WAL entry's body is encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// An OTLP export request (protobuf).
+    #[default]
+    Otlp = 0,
+    /// A Prometheus remote-write `WriteRequest` (protobuf, not snappy-compressed).
+    PromRemoteWrite = 1,
+}
+
+/// One WAL entry: an accepted request of one tenant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WalEntry {
     /// Which signal the body holds.
     pub signal: Signal,
+    /// How the body is encoded.
+    pub format: BodyFormat,
     /// Whose data it is.
     pub tenant: TenantId,
     /// The OTLP export request, protobuf-encoded.
@@ -65,7 +79,7 @@ impl WalEntry {
     pub fn encode(&self) -> EncodedEntry {
         let tenant = self.tenant.as_str().as_bytes();
         let mut payload = Vec::with_capacity(2 + tenant.len() + self.body.len() / 3);
-        payload.push(self.signal as u8);
+        payload.push(self.signal as u8 | ((self.format as u8) << 4));
         // TenantId guarantees at most 150 bytes.
         payload.push(tenant.len() as u8);
         payload.extend_from_slice(tenant);
@@ -119,8 +133,13 @@ impl Frame {
             message,
         };
         let p = &self.payload;
-        let signal = Signal::from_u8(self.signal)
+        let signal = Signal::from_u8(self.signal & 0x0f)
             .ok_or_else(|| bad(format!("lsn {}: unknown signal {}", self.lsn, self.signal)))?;
+        let format = match self.signal >> 4 {
+            0 => BodyFormat::Otlp,
+            1 => BodyFormat::PromRemoteWrite,
+            f => return Err(bad(format!("lsn {}: unknown body format {f}", self.lsn))),
+        };
         let tlen = *p
             .get(1)
             .ok_or_else(|| bad(format!("lsn {}: short payload", self.lsn)))?
@@ -136,6 +155,7 @@ impl Frame {
             lsn: self.lsn,
             entry: WalEntry {
                 signal,
+                format,
                 tenant,
                 body,
             },

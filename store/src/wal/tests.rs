@@ -7,6 +7,7 @@ use crate::TenantId;
 fn entry(signal: Signal, body: &[u8]) -> WalEntry {
     WalEntry {
         signal,
+        format: Default::default(),
         tenant: TenantId::parse("t1").unwrap(),
         body: body.to_vec(),
     }
@@ -183,4 +184,26 @@ fn lsns_stay_above_what_stores_recorded() {
     let wal = Wal::<()>::open(dir.path(), small(), 500).unwrap();
     wal.start(|_, _, ()| {}).unwrap();
     assert_eq!(append_all(&wal, &[entry(Signal::Logs, b"x")]), vec![500]);
+}
+
+#[test]
+fn body_format_survives_a_round_trip_and_old_entries_read_as_otlp() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rw = entry(Signal::Metrics, b"remote write");
+    rw.format = BodyFormat::PromRemoteWrite;
+    let plain = entry(Signal::Metrics, b"otlp");
+    {
+        let wal: Wal<()> = Wal::open(dir.path(), small(), 1).unwrap();
+        wal.start(|_, _, _| {}).unwrap();
+        append_all(&wal, &[rw.clone(), plain.clone()]);
+        wal.close();
+    }
+    let wal: Wal<()> = Wal::open(dir.path(), small(), 1).unwrap();
+    let mut got = Vec::new();
+    wal.replay(|r| {
+        got.push(r.entry);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(got, vec![rw, plain]);
 }
