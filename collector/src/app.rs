@@ -15,7 +15,8 @@ use axum::routing::get;
 use periscope_proto::{ExportRequest, Signal};
 use periscope_query::{QueryState, ServiceRegistry};
 use periscope_store::{
-    DataDir, LogIndexer, LogStore, LogStoreOptions, TraceStore, TraceStoreOptions, Wal, WalOptions,
+    BodyFormat, DataDir, LogIndexer, LogStore, LogStoreOptions, MetricStore, MetricStoreOptions,
+    TraceStore, TraceStoreOptions, Wal, WalOptions,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -75,6 +76,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         )
         .context("failed to open wal")?,
     );
+    let metrics_store = MetricStore::new(MetricStoreOptions {
+        retention: cfg.metrics_retention,
+    });
     let traces_durable = traces.durable_lsn();
     let assembler = Assembler::new(
         AssemblerOptions {
@@ -126,7 +130,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         services: services.clone(),
         traces: traces.clone(),
         live: assembler.clone(),
+        metrics: metrics_store.clone(),
     })
+    .merge(crate::receiver::remote_write::router(
+        ingest.clone(),
+        cfg.max_recv_msg_size,
+    ))
     .merge(
         Router::new()
             .route("/healthz", get(|| async { "ok" }))
@@ -152,6 +161,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         indexer: index_tx,
         services: services.clone(),
         assembler: assembler.clone(),
+        metrics: metrics_store.clone(),
+        deltas: std::sync::Mutex::new(periscope_proto::DeltaToCumulative::default()),
     });
 
     // The trace flusher; the WAL releases segments as traces are written.
@@ -190,6 +201,20 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let replayed = tokio::task::spawn_blocking(move || {
         w.replay(|rec| {
             if rec.entry.signal == Signal::Traces && rec.lsn <= traces_durable {
+                return Ok(());
+            }
+            if rec.entry.format == BodyFormat::PromRemoteWrite {
+                let batch = periscope_proto::decode_remote_write(&rec.entry.body).map_err(|e| {
+                    periscope_store::StoreError::WalClosed(format!(
+                        "wal entry {} does not decode: {e}",
+                        rec.lsn
+                    ))
+                })?;
+                d.dispatch(
+                    rec.lsn,
+                    rec.entry.signal,
+                    WalItem::prom(rec.entry.tenant, batch, None),
+                );
                 return Ok(());
             }
             let req =
@@ -244,7 +269,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         )
         .await
     });
-    let http_app = crate::receiver::http::router(ingest.clone(), max, &cfg.cors_allowed_origins);
+    let http_app = crate::receiver::http::router(ingest.clone(), max, &cfg.cors_allowed_origins)
+        .merge(crate::receiver::remote_write::router(ingest.clone(), max));
     let t = otlp_token.clone();
     let otlp_http_server = tokio::spawn(async move {
         axum::serve(otlp_http_l, http_app)
@@ -255,13 +281,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     ready.store(true, Ordering::SeqCst);
 
     // Retention, and compaction of span files.
-    let (rl, rt) = (logs.clone(), traces.clone());
+    let (rl, rt, rm) = (logs.clone(), traces.clone(), metrics_store.clone());
     let retention = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            let (l, t) = (rl.clone(), rt.clone());
+            let (l, t, m) = (rl.clone(), rt.clone(), rm.clone());
             let done = tokio::task::spawn_blocking(move || {
+                m.apply_retention(now_ns().div_euclid(1_000_000));
                 if let Err(e) = l.apply_retention(now_ns()) {
                     tracing::warn!(error = %e, "log retention failed");
                 }

@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// How long logs are kept (s, m, h, d, w). Default `7d`.
     #[arg(long, env = "PERISCOPE_LOGS_RETENTION")]
     pub logs_retention: Option<String>,
+    /// How long metric samples are kept (s, m, h, d, w). Default `30d`.
+    #[arg(long, env = "PERISCOPE_METRICS_RETENTION")]
+    pub metrics_retention: Option<String>,
     /// How long spans are kept (s, m, h, d, w). Default `7d`.
     #[arg(long, env = "PERISCOPE_TRACES_RETENTION")]
     pub traces_retention: Option<String>,
@@ -92,6 +95,7 @@ struct FileConfig {
     max_inflight_bytes: Option<toml::Value>,
     logs_retention: Option<String>,
     traces_retention: Option<String>,
+    metrics_retention: Option<String>,
     trace_idle: Option<String>,
     trace_max_age: Option<String>,
     trace_flush_interval: Option<String>,
@@ -112,6 +116,7 @@ pub struct Config {
     pub max_inflight_bytes: usize,
     pub logs_retention: Duration,
     pub traces_retention: Duration,
+    pub metrics_retention: Duration,
     pub trace_idle: Duration,
     pub trace_max_age: Duration,
     pub trace_flush_interval: Duration,
@@ -199,6 +204,12 @@ impl ServeArgs {
             file.traces_retention,
             "7d",
         )?;
+        let metrics_retention = duration(
+            "metrics_retention",
+            self.metrics_retention,
+            file.metrics_retention,
+            "30d",
+        )?;
         let trace_idle = duration("trace_idle", self.trace_idle, file.trace_idle, "5s")?;
         let trace_max_age = duration(
             "trace_max_age",
@@ -267,6 +278,7 @@ impl ServeArgs {
             )?,
             logs_retention,
             traces_retention,
+            metrics_retention,
             trace_idle,
             trace_max_age,
             trace_flush_interval,

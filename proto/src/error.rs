@@ -21,4 +21,18 @@ pub enum DecodeError {
     /// The document nests deeper than the decoder allows.
     #[error("nesting deeper than {0} levels")]
     TooDeep(usize),
+    /// The snappy-compressed body is malformed.
+    #[error("malformed snappy: {0}")]
+    Snappy(#[from] snap::Error),
+    /// The body would decompress to more than the decoder allows.
+    #[error("decompressed body of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The decompressed length the body announces.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A remote write request that decodes but breaks the protocol's rules.
+    #[error("invalid remote write: {0}")]
+    RemoteWrite(String),
 }

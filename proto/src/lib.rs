@@ -4,6 +4,11 @@
 //! record ([`validate_logs`] and friends), and stores the protobuf in its
 //! write-ahead log. Stores turn requests into the flat model ([`LogRecord`]).
 //!
+//! Metrics take the Prometheus shape ([`PromSample`]): OTLP through
+//! [`otlp_to_prometheus`], with [`DeltaToCumulative`] keeping running totals
+//! for delta points, and Prometheus remote write through
+//! [`decode_remote_write`].
+//!
 //! ```
 //! use periscope_proto::{decode_request, Signal, Encoding};
 //! let body = br#"{"resourceLogs":[]}"#;
@@ -17,7 +22,9 @@ mod error;
 mod json;
 mod lossy;
 mod metric;
+mod metric_convert;
 mod model;
+mod remote_write;
 mod span;
 mod status;
 mod validate;
@@ -31,10 +38,12 @@ pub use metric::{
     Labels, MetricMeta, NAME_LABEL, NativeHistogram, PromBatch, PromSample, STALE_NAN_BITS,
     SampleValue, is_stale_nan, label, normalize_labels,
 };
+pub use metric_convert::{DeltaStats, DeltaToCumulative, otlp_to_prometheus};
 pub use model::{
     LogRecord, SeverityLevel, UNKNOWN_SERVICE, any_value_to_json, attributes_to_json, flatten_logs,
     service_name, unix_now_ns,
 };
+pub use remote_write::{MAX_REMOTE_WRITE_DECOMPRESSED, decode_remote_write, encode_remote_write};
 pub use span::{
     Attr, AttrValue, MAX_SPAN_ATTRIBUTES, Span, SpanEvent, SpanKind, SpanLink, SpanResource,
     StatusCode, attrs_to_json, find_attr, find_str, flatten_traces, id_hex, parse_trace_id,

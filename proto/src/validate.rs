@@ -3,7 +3,9 @@
 
 use crate::ExportRequest;
 use crate::otlp::common::v1::{AnyValue, KeyValue, any_value};
-use crate::otlp::metrics::v1::{Metric, metric};
+use crate::otlp::metrics::v1::{
+    ExponentialHistogramDataPoint, HistogramDataPoint, Metric, SummaryDataPoint, metric,
+};
 
 /// Bounds a record must respect to be stored.
 #[derive(Clone, Debug)]
@@ -134,39 +136,127 @@ pub(crate) fn data_point_count(m: &Metric) -> usize {
     }
 }
 
-/// The attribute lists and timestamps of a metric's data points.
-fn metric_problem(m: &Metric, limits: &Limits) -> Option<String> {
-    let points: Vec<(&[KeyValue], u64)> = match &m.data {
-        Some(metric::Data::Gauge(g)) => g
-            .data_points
-            .iter()
-            .map(|p| (&p.attributes[..], p.time_unix_nano))
-            .collect(),
-        Some(metric::Data::Sum(s)) => s
-            .data_points
-            .iter()
-            .map(|p| (&p.attributes[..], p.time_unix_nano))
-            .collect(),
-        Some(metric::Data::Histogram(h)) => h
-            .data_points
-            .iter()
-            .map(|p| (&p.attributes[..], p.time_unix_nano))
-            .collect(),
-        Some(metric::Data::ExponentialHistogram(h)) => h
-            .data_points
-            .iter()
-            .map(|p| (&p.attributes[..], p.time_unix_nano))
-            .collect(),
-        Some(metric::Data::Summary(s)) => s
-            .data_points
-            .iter()
-            .map(|p| (&p.attributes[..], p.time_unix_nano))
-            .collect(),
-        None => Vec::new(),
-    };
-    points.into_iter().find_map(|(attrs, t)| {
-        attrs_too_deep(attrs, limits).or_else(|| check_time("data point time_unix_nano", t, limits))
-    })
+/// What makes a whole metric unusable: it has no name, or no data points
+/// (counted as one rejected data point, so the client hears about it).
+fn metric_problem(m: &Metric) -> Option<String> {
+    if m.name.is_empty() {
+        return Some("metric has no name".to_owned());
+    }
+    (data_point_count(m) == 0).then(|| format!("metric {:?} has no data points", m.name))
+}
+
+/// Depth of attributes and the timestamp, checked on every data point.
+fn point_problem(attrs: &[KeyValue], time_ns: u64, limits: &Limits) -> Option<String> {
+    attrs_too_deep(attrs, limits)
+        .or_else(|| check_time("data point time_unix_nano", time_ns, limits))
+}
+
+/// A classic histogram needs one more bucket count than bounds (or neither,
+/// for a point with only a count and sum), finite strictly increasing
+/// bounds, and buckets that do not add up to more than its count.
+fn histogram_problem(p: &HistogramDataPoint) -> Option<String> {
+    let (counts, bounds) = (p.bucket_counts.len(), p.explicit_bounds.len());
+    if !(counts == bounds + 1 || counts == 0 && bounds == 0) {
+        return Some(format!(
+            "histogram has {counts} bucket counts for {bounds} explicit bounds, expected {}",
+            bounds + 1
+        ));
+    }
+    if p.explicit_bounds.iter().any(|b| !b.is_finite())
+        || p.explicit_bounds.windows(2).any(|w| w[0] >= w[1])
+    {
+        return Some("histogram explicit bounds are not finite and strictly increasing".to_owned());
+    }
+    let total = p
+        .bucket_counts
+        .iter()
+        .try_fold(0u64, |acc, c| acc.checked_add(*c));
+    match total {
+        Some(total) if total <= p.count || counts == 0 => None,
+        _ => Some(format!(
+            "histogram buckets hold more than its count {}",
+            p.count
+        )),
+    }
+}
+
+/// OTLP counts are unsigned, so "negative" shows up as buckets that hold
+/// more than the count. Scales coarser than Prometheus' -4 cannot be stored.
+fn exponential_problem(p: &ExponentialHistogramDataPoint) -> Option<String> {
+    if p.scale < -4 {
+        return Some(format!(
+            "exponential histogram scale {} is coarser than -4",
+            p.scale
+        ));
+    }
+    let total = [p.positive.as_ref(), p.negative.as_ref()]
+        .into_iter()
+        .flatten()
+        .flat_map(|b| &b.bucket_counts)
+        .try_fold(p.zero_count, |acc, c| acc.checked_add(*c));
+    match total {
+        Some(total) if total <= p.count => None,
+        _ => Some(format!(
+            "exponential histogram buckets and zero_count hold more than its count {}",
+            p.count
+        )),
+    }
+}
+
+/// Quantiles are in [0, 1]; the count, unsigned in OTLP, cannot be negative.
+fn summary_problem(p: &SummaryDataPoint) -> Option<String> {
+    p.quantile_values
+        .iter()
+        .find(|q| !(0.0..=1.0).contains(&q.quantile))
+        .map(|q| format!("summary quantile {} is outside [0, 1]", q.quantile))
+}
+
+/// Removes the data points of one metric that have a problem.
+fn retain_points<P>(
+    points: &mut Vec<P>,
+    name: &str,
+    rej: &mut Rejections,
+    problem: impl Fn(&P) -> Option<String>,
+) {
+    points.retain(|p| match problem(p) {
+        Some(why) => {
+            rej.add(1, || format!("metric {name:?}: {why}"));
+            false
+        }
+        None => true,
+    });
+}
+
+/// Removes a metric's bad data points, counting each; NaN and infinite
+/// values are values, not problems. Returns whether any point is left.
+fn retain_metric(m: &mut Metric, limits: &Limits, rej: &mut Rejections) -> bool {
+    if let Some(why) = metric_problem(m) {
+        rej.add(data_point_count(m).max(1), || why);
+        return false;
+    }
+    let name = m.name.clone();
+    match &mut m.data {
+        Some(metric::Data::Gauge(g)) => retain_points(&mut g.data_points, &name, rej, |p| {
+            point_problem(&p.attributes, p.time_unix_nano, limits)
+        }),
+        Some(metric::Data::Sum(s)) => retain_points(&mut s.data_points, &name, rej, |p| {
+            point_problem(&p.attributes, p.time_unix_nano, limits)
+        }),
+        Some(metric::Data::Histogram(h)) => retain_points(&mut h.data_points, &name, rej, |p| {
+            point_problem(&p.attributes, p.time_unix_nano, limits).or_else(|| histogram_problem(p))
+        }),
+        Some(metric::Data::ExponentialHistogram(h)) => {
+            retain_points(&mut h.data_points, &name, rej, |p| {
+                point_problem(&p.attributes, p.time_unix_nano, limits)
+                    .or_else(|| exponential_problem(p))
+            })
+        }
+        Some(metric::Data::Summary(s)) => retain_points(&mut s.data_points, &name, rej, |p| {
+            point_problem(&p.attributes, p.time_unix_nano, limits).or_else(|| summary_problem(p))
+        }),
+        None => {}
+    }
+    data_point_count(m) > 0
 }
 
 /// Removes the records that break [`Limits`] or carry malformed ids.
@@ -253,13 +343,8 @@ pub fn validate(request: ExportRequest, limits: &Limits) -> Validated {
         ExportRequest::Metrics(mut req) => {
             for rm in &mut req.resource_metrics {
                 for sm in &mut rm.scope_metrics {
-                    sm.metrics.retain(|m| match metric_problem(m, limits) {
-                        Some(p) => {
-                            rej.add(data_point_count(m), || format!("metric {:?}: {p}", m.name));
-                            false
-                        }
-                        None => true,
-                    });
+                    sm.metrics
+                        .retain_mut(|m| retain_metric(m, limits, &mut rej));
                 }
             }
             (ExportRequest::Metrics(req), "data points")
@@ -387,6 +472,263 @@ mod tests {
             "{}",
             v.error_message
         );
+    }
+
+    mod metrics {
+        use super::*;
+        use crate::otlp::ExportMetricsServiceRequest;
+        use crate::otlp::metrics::v1::{
+            ExponentialHistogram, Gauge, Histogram, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+            Summary, exponential_histogram_data_point::Buckets, number_data_point,
+            summary_data_point::ValueAtQuantile,
+        };
+
+        fn hist(bounds: Vec<f64>, counts: Vec<u64>, count: u64) -> HistogramDataPoint {
+            HistogramDataPoint {
+                time_unix_nano: 5_000,
+                explicit_bounds: bounds,
+                bucket_counts: counts,
+                count,
+                ..Default::default()
+            }
+        }
+
+        fn exp(
+            scale: i32,
+            zero_count: u64,
+            counts: Vec<u64>,
+            count: u64,
+        ) -> ExponentialHistogramDataPoint {
+            ExponentialHistogramDataPoint {
+                time_unix_nano: 5_000,
+                scale,
+                zero_count,
+                count,
+                positive: Some(Buckets {
+                    offset: 0,
+                    bucket_counts: counts,
+                }),
+                ..Default::default()
+            }
+        }
+
+        fn summary(quantiles: &[f64]) -> SummaryDataPoint {
+            SummaryDataPoint {
+                time_unix_nano: 5_000,
+                count: 3,
+                quantile_values: quantiles
+                    .iter()
+                    .map(|q| ValueAtQuantile {
+                        quantile: *q,
+                        value: 1.0,
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        }
+
+        fn gauge(values: &[(f64, u64)]) -> metric::Data {
+            metric::Data::Gauge(Gauge {
+                data_points: values
+                    .iter()
+                    .map(|(v, t)| NumberDataPoint {
+                        time_unix_nano: *t,
+                        value: Some(number_data_point::Value::AsDouble(*v)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+        }
+
+        fn run(data: Option<metric::Data>) -> (usize, usize, String) {
+            let req = ExportMetricsServiceRequest {
+                resource_metrics: vec![ResourceMetrics {
+                    scope_metrics: vec![ScopeMetrics {
+                        metrics: vec![Metric {
+                            name: "m".into(),
+                            data,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            let v = validate(ExportRequest::Metrics(req), &LIMITS);
+            (v.request.record_count(), v.rejected, v.error_message)
+        }
+
+        #[test]
+        fn rejects_malformed_points_and_keeps_the_rest() {
+            let histogram = |points| {
+                Some(metric::Data::Histogram(Histogram {
+                    data_points: points,
+                    ..Default::default()
+                }))
+            };
+            let exponential = |points| {
+                Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: points,
+                    ..Default::default()
+                }))
+            };
+            let summaries = |points| {
+                Some(metric::Data::Summary(Summary {
+                    data_points: points,
+                }))
+            };
+            // (case, metric data, kept, rejected, message start)
+            let rows: Vec<(&str, Option<metric::Data>, usize, usize, &str)> = vec![
+                (
+                    "non-finite values are values",
+                    Some(gauge(&[
+                        (f64::NAN, 5_000),
+                        (f64::INFINITY, 5_000),
+                        (f64::NEG_INFINITY, 5_000),
+                    ])),
+                    3,
+                    0,
+                    "",
+                ),
+                (
+                    "timestamps are checked per point",
+                    Some(gauge(&[(1.0, 5_000), (1.0, 10)])),
+                    1,
+                    1,
+                    "1 data points rejected: metric \"m\": data point time_unix_nano 10 is older",
+                ),
+                (
+                    "no data",
+                    None,
+                    0,
+                    1,
+                    "1 data points rejected: metric \"m\" has no data points",
+                ),
+                (
+                    "no points",
+                    Some(gauge(&[])),
+                    0,
+                    1,
+                    "1 data points rejected: metric \"m\" has no data points",
+                ),
+                (
+                    "good histograms",
+                    histogram(vec![
+                        hist(vec![1.0, 2.0], vec![1, 2, 3], 6),
+                        hist(vec![], vec![], 4),
+                    ]),
+                    2,
+                    0,
+                    "",
+                ),
+                (
+                    "bucket count mismatch",
+                    histogram(vec![
+                        hist(vec![1.0, 2.0], vec![1, 2], 3),
+                        hist(vec![1.0], vec![1, 1], 2),
+                    ]),
+                    1,
+                    1,
+                    "1 data points rejected: metric \"m\": histogram has 2 bucket counts for 2 explicit bounds, expected 3",
+                ),
+                (
+                    "bounds not increasing",
+                    histogram(vec![
+                        hist(vec![2.0, 1.0], vec![0, 0, 0], 0),
+                        hist(vec![1.0, 1.0], vec![0, 0, 0], 0),
+                    ]),
+                    0,
+                    2,
+                    "2 data points rejected: metric \"m\": histogram explicit bounds are not finite",
+                ),
+                (
+                    "bounds not finite",
+                    histogram(vec![
+                        hist(vec![1.0, f64::NAN], vec![0, 0, 0], 0),
+                        hist(vec![f64::INFINITY], vec![0, 0], 0),
+                    ]),
+                    0,
+                    2,
+                    "2 data points rejected",
+                ),
+                (
+                    "buckets over the count",
+                    histogram(vec![hist(vec![1.0], vec![2, 2], 3)]),
+                    0,
+                    1,
+                    "1 data points rejected: metric \"m\": histogram buckets hold more than its count 3",
+                ),
+                (
+                    "good exponential",
+                    exponential(vec![exp(20, 1, vec![1, 2], 4), exp(-4, 0, vec![], 0)]),
+                    2,
+                    0,
+                    "",
+                ),
+                (
+                    "exponential over the count",
+                    exponential(vec![exp(0, 2, vec![1, 2], 4), exp(0, 5, vec![], 4)]),
+                    0,
+                    2,
+                    "2 data points rejected: metric \"m\": exponential histogram buckets and zero_count hold more than its count 4",
+                ),
+                (
+                    "exponential too coarse",
+                    exponential(vec![exp(-5, 0, vec![1], 1)]),
+                    0,
+                    1,
+                    "1 data points rejected: metric \"m\": exponential histogram scale -5 is coarser than -4",
+                ),
+                (
+                    "good summary",
+                    summaries(vec![summary(&[0.0, 0.5, 1.0]), summary(&[])]),
+                    2,
+                    0,
+                    "",
+                ),
+                (
+                    "quantile outside [0, 1]",
+                    summaries(vec![
+                        summary(&[0.5, 1.5]),
+                        summary(&[-0.1]),
+                        summary(&[f64::NAN]),
+                    ]),
+                    0,
+                    3,
+                    "3 data points rejected: metric \"m\": summary quantile 1.5 is outside [0, 1]",
+                ),
+            ];
+            for (case, data, kept, rejected, message) in rows {
+                let (k, r, m) = run(data);
+                assert_eq!((k, r), (kept, rejected), "{case}: {m}");
+                assert!(
+                    m.starts_with(message) && (message.is_empty() == m.is_empty()),
+                    "{case}: {m}"
+                );
+            }
+        }
+
+        #[test]
+        fn rejects_a_metric_without_a_name() {
+            let req = ExportMetricsServiceRequest {
+                resource_metrics: vec![ResourceMetrics {
+                    scope_metrics: vec![ScopeMetrics {
+                        metrics: vec![Metric {
+                            data: Some(gauge(&[(1.0, 5_000), (2.0, 5_000)])),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            let v = validate(ExportRequest::Metrics(req), &LIMITS);
+            assert_eq!(v.rejected, 2);
+            assert_eq!(
+                v.error_message,
+                "2 data points rejected: metric has no name; ..."
+            );
+        }
     }
 
     #[test]

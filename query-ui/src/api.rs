@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use periscope_proto::SeverityLevel;
 use periscope_store::{
-    Cursor, HistogramRequest, LogHit, LogSearch, LogStore, StoreError, TenantId, TraceStore,
+    Cursor, HistogramRequest, LogHit, LogSearch, LogStore, MetricStore, StoreError, TenantId,
+    TraceStore,
 };
 use serde_json::{Value, json};
 
@@ -30,6 +31,8 @@ pub struct QueryState {
     pub traces: Arc<TraceStore>,
     /// Spans not yet in the span store.
     pub live: Live,
+    /// The metric store.
+    pub metrics: Arc<MetricStore>,
 }
 
 /// The query API routes.
@@ -46,6 +49,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/v1/traces/{trace_id}", get(traces::trace_by_id))
         .route("/api/v1/service-map", get(traces::service_map_handler))
         .merge(crate::jaeger::router())
+        .merge(crate::prom_api::router())
         .with_state(state)
 }
 

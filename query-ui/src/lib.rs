@@ -4,6 +4,8 @@
 
 mod api;
 mod jaeger;
+mod prom_api;
+pub mod promql;
 mod services;
 mod timeparse;
 mod traces;

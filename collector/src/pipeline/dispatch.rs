@@ -1,17 +1,19 @@
 //! What happens to an entry once it is durable in the WAL: logs go to the
-//! indexer, spans to the trace assembler, metrics (kept in the WAL until
-//! their store exists) feed the service registry. The same path serves WAL
-//! replay.
+//! indexer, spans to the trace assembler, metrics to the metric store (after
+//! conversion to Prometheus series, in WAL order so delta temporality
+//! accumulates correctly). The same path serves WAL replay.
 
-use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use periscope_proto::otlp::ExportMetricsServiceRequest;
 use periscope_proto::{
-    ExportRequest, LogRecord, Signal, Span, flatten_logs, flatten_traces, service_name,
+    DeltaToCumulative, ExportRequest, LogRecord, PromBatch, Signal, Span, flatten_logs,
+    flatten_traces, otlp_to_prometheus, service_name,
 };
 use periscope_query::ServiceRegistry;
-use periscope_store::{IndexBatch, TenantId};
+use periscope_store::{IndexBatch, MetricStore, TenantId};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::traces::Assembler;
@@ -19,7 +21,9 @@ use crate::traces::Assembler;
 enum Payload {
     Logs(Vec<LogRecord>),
     Spans(Vec<Span>),
-    Services(Vec<String>),
+    Metrics(ExportMetricsServiceRequest),
+    /// Prometheus remote write: already series, written as they are.
+    Prom(PromBatch),
 }
 
 /// An accepted request as the stores need it, carried through the WAL writer.
@@ -43,16 +47,25 @@ impl WalItem {
         let payload = match req {
             ExportRequest::Logs(r) => Payload::Logs(flatten_logs(&r, received_ns)),
             ExportRequest::Traces(r) => Payload::Spans(flatten_traces(r)),
-            ExportRequest::Metrics(r) => Payload::Services(
-                r.resource_metrics
-                    .iter()
-                    .map(|rm| service_name(rm.resource.as_ref()).to_owned())
-                    .collect(),
-            ),
+            ExportRequest::Metrics(r) => Payload::Metrics(r),
         };
         WalItem {
             tenant,
             payload,
+            permit,
+            acked_at: Instant::now(),
+        }
+    }
+
+    /// A remote-write request, decoded.
+    pub fn prom(
+        tenant: TenantId,
+        batch: PromBatch,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> WalItem {
+        WalItem {
+            tenant,
+            payload: Payload::Prom(batch),
             permit,
             acked_at: Instant::now(),
         }
@@ -72,6 +85,9 @@ pub struct Dispatcher {
     pub indexer: SyncSender<IndexBatch>,
     pub services: Arc<ServiceRegistry>,
     pub assembler: Arc<Assembler>,
+    pub metrics: Arc<MetricStore>,
+    /// Delta sums and histograms become cumulative here, in WAL order.
+    pub deltas: Mutex<DeltaToCumulative>,
 }
 
 impl Dispatcher {
@@ -106,8 +122,25 @@ impl Dispatcher {
                 self.assembler.add(lsn, &tenant, spans);
                 drop(permit);
             }
-            Payload::Services(names) => {
+            Payload::Prom(batch) => {
+                self.metrics.append(&tenant, batch);
+                drop(permit);
+            }
+            Payload::Metrics(req) => {
+                let mut names: Vec<String> = req
+                    .resource_metrics
+                    .iter()
+                    .map(|rm| service_name(rm.resource.as_ref()).to_owned())
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
                 self.services.add(&tenant, names);
+                let batch = {
+                    let mut deltas = self.deltas.lock().unwrap_or_else(|p| p.into_inner());
+                    otlp_to_prometheus(&req, &mut deltas)
+                };
+                drop(req);
+                self.metrics.append(&tenant, batch);
                 drop(permit);
             }
         }

@@ -11,9 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 pub use dispatch::{Dispatcher, WalItem};
 use periscope_proto::{
-    DecodeError, Encoding, ExportRequest, Limits, Signal, count_records, decode_request, validate,
+    DecodeError, Encoding, ExportRequest, Limits, Signal, count_records, decode_remote_write,
+    decode_request, validate,
 };
-use periscope_store::{StoreError, TenantId, Wal, WalEntry};
+use periscope_store::{BodyFormat, StoreError, TenantId, Wal, WalEntry};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::telemetry::{Metrics, Transport};
@@ -175,6 +176,59 @@ impl Ingest {
                     result.rejected as u64,
                 );
                 Ok(result)
+            }
+            Ok(Err(e)) => Err(IngestError::Unavailable(e)),
+            Err(_) => Err(IngestError::Unavailable(StoreError::WalClosed(
+                "writer stopped".into(),
+            ))),
+        }
+    }
+
+    /// Makes a Prometheus remote-write request (snappy-compressed protobuf)
+    /// durable and acknowledges it; returns the number of samples.
+    pub async fn export_remote_write(
+        &self,
+        tenant: TenantId,
+        body: Bytes,
+    ) -> Result<usize, IngestError> {
+        let (signal, transport) = (Signal::Metrics, Transport::Http);
+        // Snappy expands a few times; decoded samples take more again.
+        let Some(permit) = self.admit(body.len().saturating_mul(2)) else {
+            Metrics::add(&self.metrics.refused_requests, signal, transport, 1);
+            return Err(IngestError::Busy(self.budget_bytes));
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let wal = self.wal.clone();
+        let metrics = self.metrics.clone();
+        let samples = tokio::task::spawn_blocking(move || -> Result<usize, IngestError> {
+            let batch = decode_remote_write(&body)
+                .inspect_err(|_| Metrics::add(&metrics.invalid_requests, signal, transport, 1))?;
+            let n = batch.samples.len();
+            Metrics::add(&metrics.received, signal, transport, n as u64);
+            // The WAL keeps the body as received; replay decodes it again.
+            let entry = WalEntry {
+                signal,
+                format: BodyFormat::PromRemoteWrite,
+                tenant: tenant.clone(),
+                body: body.to_vec(),
+            };
+            wal.append(
+                entry.encode(),
+                WalItem::prom(tenant, batch, Some(permit)),
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            )?;
+            Ok(n)
+        })
+        .await
+        .map_err(|e| {
+            IngestError::Unavailable(StoreError::WalClosed(format!("ingest task failed: {e}")))
+        })??;
+        match rx.await {
+            Ok(Ok(_)) => {
+                Metrics::add(&self.metrics.accepted, signal, transport, samples as u64);
+                Ok(samples)
             }
             Ok(Err(e)) => Err(IngestError::Unavailable(e)),
             Err(_) => Err(IngestError::Unavailable(StoreError::WalClosed(

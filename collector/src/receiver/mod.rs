@@ -4,6 +4,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod remote_write;
 
 use periscope_proto::Signal;
 

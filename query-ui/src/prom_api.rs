@@ -1,0 +1,573 @@
+//! The Prometheus HTTP API under `/prometheus/api/v1/` (query, query_range,
+//! labels, label values, series, metadata, buildinfo), in Prometheus' JSON
+//! shapes and error types, so Grafana's Prometheus data source and other
+//! Prometheus tools work against `http://HOST:8080/prometheus`; plus
+//! `/api/v1/metrics/names` for the UI's metric browser.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use periscope_proto::{Labels, NAME_LABEL, label};
+use periscope_store::{MetricStore, TenantId};
+use serde_json::{Value, json};
+
+use crate::api::{QueryState, tenant};
+use crate::promql::{
+    EngineOptions, MatchOp, Matcher, QueryError, Series, SeriesSource, instant_query, range_query,
+};
+
+/// The routes.
+pub(crate) fn router() -> Router<QueryState> {
+    Router::new()
+        .route("/prometheus/api/v1/query", get(query).post(query_post))
+        .route(
+            "/prometheus/api/v1/query_range",
+            get(query_range).post(query_range_post),
+        )
+        .route("/prometheus/api/v1/labels", get(labels).post(labels_post))
+        .route("/prometheus/api/v1/label/{name}/values", get(label_values))
+        .route("/prometheus/api/v1/series", get(series).post(series_post))
+        .route("/prometheus/api/v1/metadata", get(metadata))
+        .route("/prometheus/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/metrics/names", get(metric_names))
+}
+
+/// A Prometheus API error: `{"status":"error","errorType","error"}`.
+#[derive(Debug)]
+struct PromError(StatusCode, &'static str, String);
+
+impl IntoResponse for PromError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(json!({"status": "error", "errorType": self.1, "error": self.2})),
+        )
+            .into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> PromError {
+    PromError(StatusCode::BAD_REQUEST, "bad_data", msg.into())
+}
+
+impl From<QueryError> for PromError {
+    fn from(e: QueryError) -> Self {
+        let status = match e.kind {
+            "bad_data" => StatusCode::BAD_REQUEST,
+            "timeout" | "canceled" => StatusCode::SERVICE_UNAVAILABLE,
+            "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        PromError(status, e.kind, e.message)
+    }
+}
+
+fn ok(data: Value) -> Json<Value> {
+    Json(json!({"status": "success", "data": data}))
+}
+
+/// Parameters from the query string and, for POST, the form body; repeated
+/// keys (`match[]`) kept in order.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(query: Option<&str>, body: Option<&str>) -> Result<Params, PromError> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for part in [query, body].into_iter().flatten() {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_str(part)
+                .map_err(|e| bad(format!("invalid parameters: {e}")))?;
+            out.extend(pairs);
+        }
+        Ok(Params(out))
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn all(&self, k: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// Prometheus times: Unix seconds (fractions allowed) or RFC 3339.
+fn parse_time_ms(name: &str, s: &str) -> Result<i64, PromError> {
+    crate::parse_time(s)
+        .map(|ns| ns.div_euclid(1_000_000))
+        .map_err(|e| bad(format!("invalid parameter \"{name}\": {e}")))
+}
+
+/// Prometheus durations: float seconds or `1h30m`, `15s`, `500ms`.
+fn parse_duration_ms(name: &str, s: &str) -> Result<i64, PromError> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs > 0.0 && secs < 1e12 {
+            return Ok((secs * 1000.0).round() as i64);
+        }
+        return Err(bad(format!(
+            "invalid parameter \"{name}\": {s} is not a positive duration"
+        )));
+    }
+    let mut total = 0i64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(digits);
+        let n: i64 = num.parse().map_err(|_| {
+            bad(format!(
+                "invalid parameter \"{name}\": cannot parse {s:?} as a duration"
+            ))
+        })?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let mult = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "y" => 31_536_000_000,
+            _ => {
+                return Err(bad(format!(
+                    "invalid parameter \"{name}\": unknown unit {unit:?} in {s:?}"
+                )));
+            }
+        };
+        total = total.saturating_add(n.saturating_mul(mult));
+        rest = next;
+    }
+    if total <= 0 {
+        return Err(bad(format!(
+            "invalid parameter \"{name}\": {s} is not a positive duration"
+        )));
+    }
+    Ok(total)
+}
+
+/// The metric store seen by the engine, for one tenant.
+struct StoreSource {
+    store: Arc<MetricStore>,
+    tenant: TenantId,
+}
+
+fn all_match(matchers: &[Matcher], labels: &Labels) -> bool {
+    matchers
+        .iter()
+        .all(|m| m.matches(label(labels, &m.name).unwrap_or("")))
+}
+
+impl SeriesSource for StoreSource {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, String> {
+        let name = matchers
+            .iter()
+            .find(|m| m.name == NAME_LABEL && matches!(m.op, MatchOp::Equal))
+            .map(|m| m.value.as_str());
+        Ok(self
+            .store
+            .select(
+                &self.tenant,
+                name,
+                &|l| all_match(matchers, l),
+                start_ms,
+                end_ms,
+            )
+            .into_iter()
+            .map(|(labels, samples)| Series { labels, samples })
+            .collect())
+    }
+}
+
+fn engine_options(p: &Params) -> Result<EngineOptions, PromError> {
+    let mut opts = EngineOptions::default();
+    if let Some(t) = p.get("timeout") {
+        let ms = parse_duration_ms("timeout", t)?;
+        opts.timeout = opts
+            .timeout
+            .min(std::time::Duration::from_millis(ms as u64));
+    }
+    Ok(opts)
+}
+
+async fn run<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PromError> + Send + 'static,
+) -> Result<T, PromError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+}
+
+async fn do_query(st: QueryState, headers: HeaderMap, p: Params) -> Result<Json<Value>, PromError> {
+    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let q = p
+        .get("query")
+        .ok_or_else(|| bad("parameter \"query\" is required"))?
+        .to_owned();
+    let time_ms = match p.get("time") {
+        Some(t) => parse_time_ms("time", t)?,
+        None => periscope_proto::unix_now_ns().div_euclid(1_000_000),
+    };
+    let opts = engine_options(&p)?;
+    let src = StoreSource {
+        store: st.metrics.clone(),
+        tenant,
+    };
+    let v = run(move || instant_query(&src, &q, time_ms, &opts).map_err(PromError::from)).await?;
+    Ok(ok(v.to_prometheus_json()))
+}
+
+async fn do_query_range(
+    st: QueryState,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, PromError> {
+    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let q = p
+        .get("query")
+        .ok_or_else(|| bad("parameter \"query\" is required"))?
+        .to_owned();
+    let start = parse_time_ms(
+        "start",
+        p.get("start")
+            .ok_or_else(|| bad("parameter \"start\" is required"))?,
+    )?;
+    let end = parse_time_ms(
+        "end",
+        p.get("end")
+            .ok_or_else(|| bad("parameter \"end\" is required"))?,
+    )?;
+    let step = parse_duration_ms(
+        "step",
+        p.get("step")
+            .ok_or_else(|| bad("parameter \"step\" is required"))?,
+    )?;
+    if end < start {
+        return Err(bad("end timestamp must not be before start time"));
+    }
+    if (end - start) / step > 11_000 {
+        return Err(bad(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let opts = engine_options(&p)?;
+    let src = StoreSource {
+        store: st.metrics.clone(),
+        tenant,
+    };
+    let v = run(move || range_query(&src, &q, start, end, step, &opts).map_err(PromError::from))
+        .await?;
+    Ok(ok(v.to_prometheus_json()))
+}
+
+async fn query(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, PromError> {
+    do_query(st, headers, Params::parse(q.as_deref(), None)?).await
+}
+
+async fn query_post(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: String,
+) -> Result<Json<Value>, PromError> {
+    do_query(st, headers, Params::parse(q.as_deref(), Some(&body))?).await
+}
+
+async fn query_range(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, PromError> {
+    do_query_range(st, headers, Params::parse(q.as_deref(), None)?).await
+}
+
+async fn query_range_post(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: String,
+) -> Result<Json<Value>, PromError> {
+    do_query_range(st, headers, Params::parse(q.as_deref(), Some(&body))?).await
+}
+
+/// `match[]` selectors as label predicates (any selector may match).
+type SeriesFilter = Box<dyn Fn(&Labels) -> bool + Send + Sync>;
+
+fn selectors(p: &Params) -> Result<SeriesFilter, PromError> {
+    let mut sets: Vec<Vec<promql_parser::label::Matcher>> = Vec::new();
+    for sel in p.all("match[]") {
+        let expr = promql_parser::parser::parse(sel)
+            .map_err(|e| bad(format!("invalid parameter \"match[]\": {e}")))?;
+        let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+            return Err(bad(format!(
+                "invalid parameter \"match[]\": {sel:?} is not a series selector"
+            )));
+        };
+        let mut base = vs.matchers.matchers.clone();
+        if let Some(n) = &vs.name {
+            base.push(promql_parser::label::Matcher::new(
+                promql_parser::label::MatchOp::Equal,
+                NAME_LABEL,
+                n,
+            ));
+        }
+        if vs.matchers.or_matchers.is_empty() {
+            sets.push(base);
+        } else {
+            for alt in &vs.matchers.or_matchers {
+                let mut m = base.clone();
+                m.extend(alt.iter().cloned());
+                sets.push(m);
+            }
+        }
+    }
+    if sets.is_empty() {
+        return Ok(Box::new(|_| true));
+    }
+    Ok(Box::new(move |labels: &Labels| {
+        sets.iter().any(|set| {
+            set.iter()
+                .all(|m| m.is_match(label(labels, &m.name).unwrap_or("")))
+        })
+    }))
+}
+
+fn range_params(p: &Params) -> Result<(i64, i64), PromError> {
+    let start = p
+        .get("start")
+        .map(|s| parse_time_ms("start", s))
+        .transpose()?
+        .unwrap_or(i64::MIN / 4);
+    let end = p
+        .get("end")
+        .map(|s| parse_time_ms("end", s))
+        .transpose()?
+        .unwrap_or(i64::MAX / 4);
+    Ok((start, end))
+}
+
+async fn do_labels(
+    st: QueryState,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, PromError> {
+    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let filter = selectors(&p)?;
+    let (start, end) = range_params(&p)?;
+    let store = st.metrics.clone();
+    let names = run(move || Ok(store.label_names(&tenant, &*filter, start, end))).await?;
+    Ok(ok(json!(names)))
+}
+
+async fn labels(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, PromError> {
+    do_labels(st, headers, Params::parse(q.as_deref(), None)?).await
+}
+
+async fn labels_post(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: String,
+) -> Result<Json<Value>, PromError> {
+    do_labels(st, headers, Params::parse(q.as_deref(), Some(&body))?).await
+}
+
+async fn label_values(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, PromError> {
+    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let p = Params::parse(q.as_deref(), None)?;
+    let filter = selectors(&p)?;
+    let (start, end) = range_params(&p)?;
+    let store = st.metrics.clone();
+    let values = run(move || Ok(store.label_values(&tenant, &name, &*filter, start, end))).await?;
+    Ok(ok(json!(values)))
+}
+
+async fn do_series(
+    st: QueryState,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, PromError> {
+    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    if p.all("match[]").is_empty() {
+        return Err(bad("no match[] parameter provided"));
+    }
+    let filter = selectors(&p)?;
+    let (start, end) = range_params(&p)?;
+    let store = st.metrics.clone();
+    let series = run(move || Ok(store.select(&tenant, None, &*filter, start, end))).await?;
+    let out: Vec<Value> = series
+        .into_iter()
+        .map(|(labels, _)| {
+            Value::Object(
+                labels
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            )
+        })
+        .collect();
+    Ok(ok(Value::Array(out)))
+}
+
+async fn series(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, PromError> {
+    do_series(st, headers, Params::parse(q.as_deref(), None)?).await
+}
+
+async fn series_post(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: String,
+) -> Result<Json<Value>, PromError> {
+    do_series(st, headers, Params::parse(q.as_deref(), Some(&body))?).await
+}
+
+async fn metadata(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, PromError> {
+    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let p = Params::parse(q.as_deref(), None)?;
+    let only = p.get("metric").map(str::to_owned);
+    let mut out: HashMap<String, Value> = HashMap::new();
+    for m in st.metrics.metadata(&tenant) {
+        if only.as_ref().is_some_and(|o| *o != m.name) {
+            continue;
+        }
+        out.insert(
+            m.name.clone(),
+            json!([{"type": m.kind, "help": m.help, "unit": m.unit}]),
+        );
+    }
+    Ok(ok(json!(out)))
+}
+
+async fn buildinfo() -> Json<Value> {
+    ok(json!({
+        "version": "2.42.0",
+        "revision": concat!("periscope-", env!("CARGO_PKG_VERSION")),
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+    }))
+}
+
+/// Metric names with type, unit and description, for the UI.
+async fn metric_names(
+    State(st): State<QueryState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, PromError> {
+    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let meta: HashMap<String, periscope_proto::MetricMeta> = st
+        .metrics
+        .metadata(&tenant)
+        .into_iter()
+        .map(|m| (m.name.clone(), m))
+        .collect();
+    let store = st.metrics.clone();
+    let names = run(move || {
+        Ok(store.label_values(&tenant, NAME_LABEL, &|_| true, i64::MIN / 4, i64::MAX / 4))
+    })
+    .await?;
+    let out: Vec<Value> = names
+        .into_iter()
+        .map(|n| {
+            let family = family_of(&n);
+            let m = meta.get(&n).or_else(|| meta.get(family));
+            json!({
+                "name": n,
+                "type": m.map(|m| m.kind.as_str()).unwrap_or("unknown"),
+                "unit": m.map(|m| m.unit.as_str()).unwrap_or(""),
+                "description": m.map(|m| m.help.as_str()).unwrap_or(""),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"metrics": out})))
+}
+
+/// The family of a series name (`x_bucket` → `x`, `x_total` → `x`).
+fn family_of(name: &str) -> &str {
+    for suffix in ["_bucket", "_sum", "_count", "_total"] {
+        if let Some(f) = name.strip_suffix(suffix) {
+            return f;
+        }
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_times() {
+        assert_eq!(parse_duration_ms("step", "15").ok(), Some(15_000));
+        assert_eq!(parse_duration_ms("step", "1h30m").ok(), Some(5_400_000));
+        assert_eq!(parse_duration_ms("step", "500ms").ok(), Some(500));
+        assert!(parse_duration_ms("step", "0").is_err());
+        assert!(parse_duration_ms("step", "5x").is_err());
+        assert_eq!(
+            parse_time_ms("time", "1700000000.5").ok(),
+            Some(1_700_000_000_500)
+        );
+        assert_eq!(family_of("http_requests_total"), "http_requests");
+    }
+
+    #[test]
+    fn selector_filters() {
+        let p = Params(vec![("match[]".into(), r#"up{job=~"a|b"}"#.into())]);
+        let f = selectors(&p).unwrap();
+        let l = periscope_proto::normalize_labels(vec![
+            (NAME_LABEL.into(), "up".into()),
+            ("job".into(), "a".into()),
+        ]);
+        assert!(f(&l));
+        let l2 = periscope_proto::normalize_labels(vec![
+            (NAME_LABEL.into(), "up".into()),
+            ("job".into(), "c".into()),
+        ]);
+        assert!(!f(&l2));
+        assert!(selectors(&Params(vec![("match[]".into(), "rate(x[5m])".into())])).is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! Aggregation operators (`sum`, `avg`, `topk`, ...) with `by` / `without`.
+
+use std::collections::HashMap;
+
+use periscope_proto::{Labels, NAME_LABEL};
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+
+use super::QueryError;
+use super::eval::{Evaluator, Sample, Value, set_label};
+use super::functions::quantile;
+use super::value::float_string;
+
+/// The labels of an element's group.
+fn group_labels(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
+    match modifier {
+        Some(LabelModifier::Include(by)) => labels
+            .iter()
+            .filter(|(k, _)| by.labels.iter().any(|n| n == k))
+            .cloned()
+            .collect(),
+        Some(LabelModifier::Exclude(without)) => labels
+            .iter()
+            .filter(|(k, _)| k != NAME_LABEL && !without.labels.iter().any(|n| n == k))
+            .cloned()
+            .collect(),
+        None => Labels::new(),
+    }
+}
+
+impl Evaluator<'_> {
+    pub(crate) fn eval_aggregate(&self, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
+        let op = a.op.to_string().to_lowercase();
+        let modifier = a.modifier.as_ref();
+        let input = self.eval_vector(&a.expr, t)?;
+
+        // Groups in order of first appearance.
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut groups: Vec<(Labels, Vec<Sample>)> = Vec::new();
+        let count_values_label = if op == "count_values" {
+            let Some(p) = &a.param else {
+                return Err(QueryError::bad_data("count_values needs a label name"));
+            };
+            Some(self.eval_string(p, t)?)
+        } else {
+            None
+        };
+        for s in input {
+            let mut g = group_labels(&s.labels, modifier);
+            if let Some(name) = &count_values_label {
+                let Some(f) = s.as_float() else { continue };
+                set_label(&mut g, name, &float_string(f));
+            }
+            let i = *index.entry(g.clone()).or_insert_with(|| {
+                groups.push((g, Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push(s);
+        }
+
+        let mut out = Vec::new();
+        match op.as_str() {
+            "topk" | "bottomk" => {
+                let k = self.param_scalar(a, t)?;
+                if k.is_nan() {
+                    return Err(QueryError::execution("parameter value is NaN"));
+                }
+                if k < 1.0 {
+                    return Ok(Value::Vector(out));
+                }
+                let k = k.min(1e9) as usize;
+                let top = op == "topk";
+                for (_, members) in groups {
+                    let mut members: Vec<(f64, Sample)> = members
+                        .into_iter()
+                        .filter_map(|s| Some((s.as_float()?, s)))
+                        .collect();
+                    // NaN always sorts last.
+                    members.sort_by(|(x, _), (y, _)| match (x.is_nan(), y.is_nan()) {
+                        (true, true) => std::cmp::Ordering::Equal,
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        _ if top => y.total_cmp(x),
+                        _ => x.total_cmp(y),
+                    });
+                    out.extend(members.into_iter().take(k).map(|(_, s)| s));
+                }
+            }
+            _ => {
+                let q = if op == "quantile" {
+                    Some(self.param_scalar(a, t)?)
+                } else {
+                    None
+                };
+                for (labels, members) in groups {
+                    let vals: Vec<f64> = members.iter().filter_map(Sample::as_float).collect();
+                    if vals.is_empty() {
+                        continue;
+                    }
+                    let n = vals.len() as f64;
+                    let mean = vals.iter().sum::<f64>() / n;
+                    let v = match op.as_str() {
+                        "sum" => vals.iter().sum(),
+                        "avg" => mean,
+                        // NaN only when every value is NaN.
+                        "min" => vals
+                            .iter()
+                            .copied()
+                            .fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
+                        "max" => vals
+                            .iter()
+                            .copied()
+                            .fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
+                        "count" | "count_values" => n,
+                        "group" => 1.0,
+                        "stdvar" => vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n,
+                        "stddev" => {
+                            (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt()
+                        }
+                        "quantile" => quantile(q.unwrap_or(f64::NAN), vals),
+                        other => {
+                            return Err(QueryError::bad_data(format!(
+                                "aggregation {other:?} is not supported"
+                            )));
+                        }
+                    };
+                    out.push(Sample::float(labels, v));
+                }
+            }
+        }
+        Ok(Value::Vector(out))
+    }
+
+    fn param_scalar(&self, a: &AggregateExpr, t: i64) -> Result<f64, QueryError> {
+        match &a.param {
+            Some(p) => self.eval_scalar(p, t),
+            None => Err(QueryError::bad_data("aggregation needs a parameter")),
+        }
+    }
+}

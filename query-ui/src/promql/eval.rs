@@ -1,0 +1,520 @@
+//! Query planning (which samples to load) and step-wise evaluation of the
+//! syntax tree.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+
+use periscope_proto::{Labels, NAME_LABEL, SampleValue, is_stale_nan};
+use promql_parser::label::MatchOp as ParserMatchOp;
+use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
+
+use super::source::{MatchOp, Matcher, Series, SeriesSource};
+use super::value::QueryValue;
+use super::{EngineOptions, QueryError};
+
+/// Prometheus' limit on the points of one series in a range query.
+const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+/// Step of a subquery without an explicit one (Prometheus' default
+/// evaluation interval).
+const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// One element of an instant vector.
+#[derive(Clone, Debug)]
+pub(crate) struct Sample {
+    pub labels: Labels,
+    pub v: SampleValue,
+}
+
+impl Sample {
+    pub fn float(labels: Labels, f: f64) -> Self {
+        Sample {
+            labels,
+            v: SampleValue::Float(f),
+        }
+    }
+
+    pub fn as_float(&self) -> Option<f64> {
+        match self.v {
+            SampleValue::Float(f) => Some(f),
+            SampleValue::Histogram(_) => None,
+        }
+    }
+}
+
+/// The value of an expression at one evaluation time.
+pub(crate) enum Value {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<Sample>),
+    /// Series with the samples of their range window.
+    Matrix(Vec<Series>),
+}
+
+/// Evaluates the expression at a single time.
+pub fn instant_query(
+    src: &dyn SeriesSource,
+    query: &str,
+    time_ms: i64,
+    opts: &EngineOptions,
+) -> Result<QueryValue, QueryError> {
+    let expr = parse(query)?;
+    let ev = Evaluator::load(src, &expr, time_ms, time_ms, opts)?;
+    Ok(match ev.eval(&expr, time_ms)? {
+        Value::Scalar(f) => QueryValue::Scalar(time_ms, f),
+        Value::Str(s) => QueryValue::String(time_ms, s),
+        Value::Vector(v) => {
+            check_unique(&v)?;
+            QueryValue::Vector(v.into_iter().map(|s| (s.labels, time_ms, s.v)).collect())
+        }
+        Value::Matrix(m) => {
+            QueryValue::Matrix(m.into_iter().map(|s| (s.labels, s.samples)).collect())
+        }
+    })
+}
+
+/// Evaluates the expression at `start, start + step, ... <= end`.
+pub fn range_query(
+    src: &dyn SeriesSource,
+    query: &str,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+    opts: &EngineOptions,
+) -> Result<QueryValue, QueryError> {
+    if step_ms <= 0 {
+        return Err(QueryError::bad_data(
+            "zero or negative query resolution step widths are not accepted",
+        ));
+    }
+    if end_ms < start_ms {
+        return Err(QueryError::bad_data(
+            "end timestamp must not be before start time",
+        ));
+    }
+    if (end_ms - start_ms) / step_ms + 1 > MAX_POINTS_PER_SERIES {
+        return Err(QueryError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries, try decreasing the query resolution",
+        ));
+    }
+    let expr = parse(query)?;
+    match expr.value_type() {
+        parser::value::ValueType::Scalar | parser::value::ValueType::Vector => {}
+        other => {
+            return Err(QueryError::bad_data(format!(
+                "invalid expression type \"{other}\" for range query, must be scalar or instant vector"
+            )));
+        }
+    }
+    let ev = Evaluator::load(src, &expr, start_ms, end_ms, opts)?;
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut series: Vec<(Labels, Vec<(i64, SampleValue)>)> = Vec::new();
+    let mut points = 0usize;
+    let mut t = start_ms;
+    while t <= end_ms {
+        ev.check_deadline()?;
+        let samples = match ev.eval(&expr, t)? {
+            Value::Scalar(f) => vec![Sample::float(Labels::new(), f)],
+            Value::Vector(v) => {
+                check_unique(&v)?;
+                v
+            }
+            _ => {
+                return Err(QueryError::execution(
+                    "range query evaluated to a non-vector",
+                ));
+            }
+        };
+        points += samples.len();
+        ev.check_samples(points)?;
+        for s in samples {
+            let i = *index.entry(s.labels.clone()).or_insert_with(|| {
+                series.push((s.labels.clone(), Vec::new()));
+                series.len() - 1
+            });
+            series[i].1.push((t, s.v));
+        }
+        t += step_ms;
+    }
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(QueryValue::Matrix(series))
+}
+
+fn parse(query: &str) -> Result<Expr, QueryError> {
+    parser::parse(query)
+        .map_err(|e| QueryError::bad_data(format!("invalid parameter \"query\": {e}")))
+}
+
+fn check_unique(v: &[Sample]) -> Result<(), QueryError> {
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    for s in v {
+        if !seen.insert(&s.labels) {
+            return Err(QueryError::execution(
+                "vector cannot contain metrics with the same labelset",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Loaded samples and the context of one query.
+pub(crate) struct Evaluator<'a> {
+    pub opts: &'a EngineOptions,
+    /// Query start and end, for `@ start()` and `@ end()`.
+    start: i64,
+    end: i64,
+    /// Series loaded for each selector node, keyed by the node's address
+    /// (the tree is borrowed, unmoved, for the whole query).
+    data: HashMap<usize, Vec<Series>>,
+    deadline: Instant,
+}
+
+fn key(vs: &VectorSelector) -> usize {
+    std::ptr::from_ref(vs) as usize
+}
+
+impl<'a> Evaluator<'a> {
+    fn load(
+        src: &dyn SeriesSource,
+        expr: &'a Expr,
+        start: i64,
+        end: i64,
+        opts: &'a EngineOptions,
+    ) -> Result<Self, QueryError> {
+        let mut ev = Evaluator {
+            opts,
+            start,
+            end,
+            data: HashMap::new(),
+            deadline: Instant::now() + opts.timeout,
+        };
+        let mut wanted = Vec::new();
+        ev.plan(expr, start, end, &mut wanted);
+        let mut loaded = 0usize;
+        for (vs, lo, hi) in wanted {
+            ev.check_deadline()?;
+            let series = select(src, vs, lo, hi)?;
+            loaded += series.iter().map(|s| s.samples.len()).sum::<usize>();
+            ev.check_samples(loaded)?;
+            ev.data.insert(key(vs), series);
+        }
+        Ok(ev)
+    }
+
+    pub fn check_deadline(&self) -> Result<(), QueryError> {
+        if Instant::now() > self.deadline {
+            return Err(QueryError::timeout());
+        }
+        Ok(())
+    }
+
+    pub fn check_samples(&self, n: usize) -> Result<(), QueryError> {
+        if n > self.opts.max_samples {
+            return Err(QueryError::execution(format!(
+                "query processing would load too many samples into memory in query execution (limit {})",
+                self.opts.max_samples
+            )));
+        }
+        Ok(())
+    }
+
+    /// Collects each selector with the time range `[lo, hi]` its samples
+    /// must come from when the expression is evaluated within `[lo_t, hi_t]`.
+    fn plan<'e>(
+        &self,
+        expr: &'e Expr,
+        lo_t: i64,
+        hi_t: i64,
+        out: &mut Vec<(&'e VectorSelector, i64, i64)>,
+    ) {
+        match expr {
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.plan(p, lo_t, hi_t, out);
+                }
+                self.plan(&a.expr, lo_t, hi_t, out);
+            }
+            Expr::Unary(u) => self.plan(&u.expr, lo_t, hi_t, out),
+            Expr::Binary(b) => {
+                self.plan(&b.lhs, lo_t, hi_t, out);
+                self.plan(&b.rhs, lo_t, hi_t, out);
+            }
+            Expr::Paren(p) => self.plan(&p.expr, lo_t, hi_t, out),
+            Expr::Subquery(sq) => {
+                let lo = self.ref_time(sq.at.as_ref(), sq.offset.as_ref(), lo_t);
+                let hi = self.ref_time(sq.at.as_ref(), sq.offset.as_ref(), hi_t);
+                self.plan(&sq.expr, lo - duration_ms(&sq.range), hi, out);
+            }
+            Expr::VectorSelector(vs) => {
+                let lo = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), lo_t);
+                let hi = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), hi_t);
+                out.push((vs, lo - self.opts.lookback_ms, hi));
+            }
+            Expr::MatrixSelector(ms) => {
+                let vs = &ms.vs;
+                let lo = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), lo_t);
+                let hi = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), hi_t);
+                out.push((vs, lo - duration_ms(&ms.range), hi));
+            }
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.plan(a, lo_t, hi_t, out);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+
+    /// The time a selector reads at when evaluated at `t`: `@` fixes it,
+    /// `offset` moves it back.
+    pub fn ref_time(&self, at: Option<&AtModifier>, offset: Option<&Offset>, t: i64) -> i64 {
+        let base = match at {
+            None => t,
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(st)) => system_time_ms(*st),
+        };
+        let off = match offset {
+            None => 0,
+            Some(Offset::Pos(d)) => duration_ms(d),
+            Some(Offset::Neg(d)) => -duration_ms(d),
+        };
+        base - off
+    }
+
+    pub fn eval(&self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Value::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::Unary(u) => Ok(match self.eval(&u.expr, t)? {
+                Value::Scalar(f) => Value::Scalar(-f),
+                Value::Vector(v) => Value::Vector(
+                    v.into_iter()
+                        .filter_map(|s| {
+                            let f = s.as_float()?;
+                            Some(Sample::float(drop_name(s.labels), -f))
+                        })
+                        .collect(),
+                ),
+                _ => return Err(QueryError::execution("unary minus on a non-numeric value")),
+            }),
+            Expr::VectorSelector(vs) => Ok(Value::Vector(
+                self.instant_selector(vs, t)
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect(),
+            )),
+            Expr::MatrixSelector(ms) => {
+                let (m, _, _) = self.range_selector(&ms.vs, duration_ms(&ms.range), t);
+                Ok(Value::Matrix(m))
+            }
+            Expr::Subquery(sq) => {
+                let (m, _, _) = self.subquery(sq, t)?;
+                Ok(Value::Matrix(m))
+            }
+            Expr::Binary(b) => self.eval_binary(b, t),
+            Expr::Aggregate(a) => self.eval_aggregate(a, t),
+            Expr::Call(c) => self.eval_call(c, t),
+            Expr::Extension(_) => Err(QueryError::bad_data(
+                "extension expressions are not supported",
+            )),
+        }
+    }
+
+    pub fn eval_vector(&self, expr: &Expr, t: i64) -> Result<Vec<Sample>, QueryError> {
+        match self.eval(expr, t)? {
+            Value::Vector(v) => Ok(v),
+            _ => Err(QueryError::execution("expected an instant vector")),
+        }
+    }
+
+    pub fn eval_scalar(&self, expr: &Expr, t: i64) -> Result<f64, QueryError> {
+        match self.eval(expr, t)? {
+            Value::Scalar(f) => Ok(f),
+            _ => Err(QueryError::execution("expected a scalar")),
+        }
+    }
+
+    pub fn eval_string(&self, expr: &Expr, t: i64) -> Result<String, QueryError> {
+        match self.eval(expr, t)? {
+            Value::Str(s) => Ok(s),
+            _ => Err(QueryError::execution("expected a string")),
+        }
+    }
+
+    /// The latest sample of each series at or before the reference time,
+    /// within the lookback window `(rt - lookback, rt]`, unless it is a
+    /// staleness marker; with each sample's own timestamp.
+    pub fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Vec<(Sample, i64)> {
+        let rt = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), t);
+        let Some(series) = self.data.get(&key(vs)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for s in series {
+            let idx = s.samples.partition_point(|(ts, _)| *ts <= rt);
+            if idx == 0 {
+                continue;
+            }
+            let (ts, v) = &s.samples[idx - 1];
+            if *ts <= rt - self.opts.lookback_ms {
+                continue;
+            }
+            if matches!(v, SampleValue::Float(f) if is_stale_nan(*f)) {
+                continue;
+            }
+            out.push((
+                Sample {
+                    labels: s.labels.clone(),
+                    v: v.clone(),
+                },
+                *ts,
+            ));
+        }
+        out
+    }
+
+    /// The samples of each series in `(rt - range, rt]`, staleness markers
+    /// left out; with the window's start and end.
+    pub fn range_selector(
+        &self,
+        vs: &VectorSelector,
+        range: i64,
+        t: i64,
+    ) -> (Vec<Series>, i64, i64) {
+        let rt = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), t);
+        let mut out = Vec::new();
+        for s in self.data.get(&key(vs)).into_iter().flatten() {
+            let lo = s.samples.partition_point(|(ts, _)| *ts <= rt - range);
+            let hi = s.samples.partition_point(|(ts, _)| *ts <= rt);
+            let samples: Vec<_> = s.samples[lo..hi]
+                .iter()
+                .filter(|(_, v)| !matches!(v, SampleValue::Float(f) if is_stale_nan(*f)))
+                .cloned()
+                .collect();
+            if !samples.is_empty() {
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    samples,
+                });
+            }
+        }
+        (out, rt - range, rt)
+    }
+
+    /// Evaluates the inner expression at every multiple of the step in
+    /// `(rt - range, rt]`.
+    pub fn subquery(
+        &self,
+        sq: &parser::SubqueryExpr,
+        t: i64,
+    ) -> Result<(Vec<Series>, i64, i64), QueryError> {
+        let rt = self.ref_time(sq.at.as_ref(), sq.offset.as_ref(), t);
+        let range = duration_ms(&sq.range);
+        let step = sq
+            .step
+            .as_ref()
+            .map(duration_ms)
+            .filter(|s| *s > 0)
+            .unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
+        let first = (rt - range).div_euclid(step) * step + step;
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut out: Vec<Series> = Vec::new();
+        let mut ts = first;
+        while ts <= rt {
+            self.check_deadline()?;
+            for s in self.eval_vector(&sq.expr, ts)? {
+                let i = *index.entry(s.labels.clone()).or_insert_with(|| {
+                    out.push(Series {
+                        labels: s.labels.clone(),
+                        samples: Vec::new(),
+                    });
+                    out.len() - 1
+                });
+                out[i].samples.push((ts, s.v));
+            }
+            ts += step;
+        }
+        Ok((out, rt - range, rt))
+    }
+}
+
+/// Loads one selector's series, with its name and `or` groups turned into
+/// matchers.
+fn select(
+    src: &dyn SeriesSource,
+    vs: &VectorSelector,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<Series>, QueryError> {
+    let convert = |ms: &[promql_parser::label::Matcher]| -> Vec<Matcher> {
+        let mut out: Vec<Matcher> = ms
+            .iter()
+            .map(|m| Matcher {
+                name: m.name.clone(),
+                op: match &m.op {
+                    ParserMatchOp::Equal => MatchOp::Equal,
+                    ParserMatchOp::NotEqual => MatchOp::NotEqual,
+                    ParserMatchOp::Re(r) => MatchOp::Re(r.clone()),
+                    ParserMatchOp::NotRe(r) => MatchOp::NotRe(r.clone()),
+                },
+                value: m.value.clone(),
+            })
+            .collect();
+        if let Some(name) = &vs.name {
+            out.push(Matcher {
+                name: NAME_LABEL.into(),
+                op: MatchOp::Equal,
+                value: name.clone(),
+            });
+        }
+        out
+    };
+    let groups: Vec<Vec<Matcher>> = if vs.matchers.or_matchers.is_empty() {
+        vec![convert(&vs.matchers.matchers)]
+    } else {
+        vs.matchers.or_matchers.iter().map(|g| convert(g)).collect()
+    };
+    let mut all: Vec<Series> = Vec::new();
+    for g in groups {
+        let found = src
+            .select(&g, lo, hi)
+            .map_err(|e| QueryError::execution(format!("failed to select series: {e}")))?;
+        for s in found {
+            if !all.iter().any(|a| a.labels == s.labels) {
+                all.push(s);
+            }
+        }
+    }
+    Ok(all)
+}
+
+pub(crate) fn duration_ms(d: &std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn system_time_ms(st: SystemTime) -> i64 {
+    match st.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => duration_ms(&d),
+        Err(e) => -duration_ms(&e.duration()),
+    }
+}
+
+/// The labels without `__name__`.
+pub(crate) fn drop_name(mut labels: Labels) -> Labels {
+    labels.retain(|(k, _)| k != NAME_LABEL);
+    labels
+}
+
+/// Sets a label, or removes it when the value is empty.
+pub(crate) fn set_label(labels: &mut Labels, name: &str, value: &str) {
+    match labels.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
+        Ok(i) if value.is_empty() => {
+            labels.remove(i);
+        }
+        Ok(i) => labels[i].1 = value.to_string(),
+        Err(_) if value.is_empty() => {}
+        Err(i) => labels.insert(i, (name.to_string(), value.to_string())),
+    }
+}

@@ -1,0 +1,82 @@
+//! A PromQL engine over an abstract [`SeriesSource`].
+//!
+//! Queries are parsed with the `promql-parser` crate; evaluation follows
+//! Prometheus' engine: a range query is the expression evaluated at each
+//! step `start, start + step, ... <= end`, instant vectors look back up to
+//! [`EngineOptions::lookback_ms`] for the latest sample (a staleness marker
+//! ends a series), range vectors select `(t - range, t]`.
+//!
+//! The flow: `plan` walks the syntax tree once to learn which time range
+//! each selector needs over the whole query and loads it from the source
+//! (counting samples against [`EngineOptions::max_samples`]); `eval` then
+//! evaluates the tree at each step over those loaded samples, with
+//! `binary`, `aggregate` and `functions` holding the operators.
+
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+mod source;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+pub use eval::{instant_query, range_query};
+pub use source::{MatchOp, Matcher, MemorySource, Series, SeriesSource};
+pub use value::QueryValue;
+
+/// Limits and defaults of query evaluation.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// How far back an instant vector selector looks for a sample. Default 5 minutes.
+    pub lookback_ms: i64,
+    /// Most samples a query may load from the source or produce. Default 50,000,000.
+    pub max_samples: usize,
+    /// Longest a query may run. Default 2 minutes.
+    pub timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_ms: 300_000,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A failed query, with the error type Prometheus' HTTP API reports.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct QueryError {
+    /// `bad_data`, `execution`, `timeout`, `canceled` or `internal`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl QueryError {
+    pub(crate) fn bad_data(message: impl Into<String>) -> Self {
+        QueryError {
+            kind: "bad_data",
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn execution(message: impl Into<String>) -> Self {
+        QueryError {
+            kind: "execution",
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn timeout() -> Self {
+        QueryError {
+            kind: "timeout",
+            message: "query timed out in query execution".into(),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Where the engine reads series from: label matchers, the [`SeriesSource`]
+//! trait the metric store implements, and [`MemorySource`] for tests and
+//! small in-memory data.
+
+use periscope_proto::{Labels, SampleValue, label};
+
+/// How a [`Matcher`] compares a label value.
+#[derive(Clone, Debug)]
+pub enum MatchOp {
+    Equal,
+    NotEqual,
+    /// The regex is fully anchored: `^(?:...)$`, as PromQL requires.
+    Re(regex::Regex),
+    /// The regex is fully anchored: `^(?:...)$`, as PromQL requires.
+    NotRe(regex::Regex),
+}
+
+/// One label matcher of a selector, e.g. `job=~"api|web"`.
+#[derive(Clone, Debug)]
+pub struct Matcher {
+    pub name: String,
+    pub op: MatchOp,
+    pub value: String,
+}
+
+impl Matcher {
+    /// Whether a label value satisfies the matcher; an absent label is `""`.
+    pub fn matches(&self, v: &str) -> bool {
+        match &self.op {
+            MatchOp::Equal => self.value == v,
+            MatchOp::NotEqual => self.value != v,
+            MatchOp::Re(re) => re.is_match(v),
+            MatchOp::NotRe(re) => !re.is_match(v),
+        }
+    }
+
+    /// Whether a series' labels satisfy the matcher.
+    pub fn matches_labels(&self, labels: &Labels) -> bool {
+        self.matches(label(labels, &self.name).unwrap_or(""))
+    }
+}
+
+/// A series and some of its samples (Unix milliseconds, sorted by time).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    pub samples: Vec<(i64, SampleValue)>,
+}
+
+/// A store of series the engine can query.
+pub trait SeriesSource: Send + Sync {
+    /// Series matching every matcher that have a sample in [start_ms, end_ms] (inclusive); only those samples, sorted.
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, String>;
+}
+
+/// Series held in memory, for tests and small data sets.
+#[derive(Clone, Debug, Default)]
+pub struct MemorySource {
+    pub series: Vec<Series>,
+}
+
+impl SeriesSource for MemorySource {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, String> {
+        let mut out = Vec::new();
+        for s in &self.series {
+            if !matchers.iter().all(|m| m.matches_labels(&s.labels)) {
+                continue;
+            }
+            let samples: Vec<_> = s
+                .samples
+                .iter()
+                .filter(|(t, _)| (start_ms..=end_ms).contains(t))
+                .cloned()
+                .collect();
+            if !samples.is_empty() {
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    samples,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
