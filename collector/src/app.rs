@@ -91,6 +91,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         },
         traces_durable,
     );
+    assembler.send_metrics_to(metrics_store.clone());
     let metrics = Arc::new(Metrics::default());
     let services = Arc::new(ServiceRegistry::default());
     let ingest = Arc::new(Ingest::new(

@@ -15,6 +15,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use periscope_store::MetricStore;
 use std::time::{Duration, Instant};
 
 use periscope_proto::Span;
@@ -22,6 +24,7 @@ use periscope_query::LiveTraces;
 use periscope_store::{FlushBatch, Fragment, TenantFlush, TenantId, TraceStore};
 
 use super::graph::{GraphBuilder, RecentSpans};
+use super::tempo_metrics::TempoMetrics;
 
 /// Tuning of the assembler.
 #[derive(Clone, Debug)]
@@ -125,6 +128,9 @@ pub struct Assembler {
     freed: Condvar,
     opts: AssemblerOptions,
     pub stats: AssemblerStats,
+    /// Where service-graph and span metrics go, under Tempo's names.
+    metrics: std::sync::OnceLock<Arc<MetricStore>>,
+    tempo: Mutex<TempoMetrics>,
 }
 
 impl Assembler {
@@ -138,7 +144,15 @@ impl Assembler {
             freed: Condvar::new(),
             opts,
             stats: AssemblerStats::default(),
+            metrics: std::sync::OnceLock::new(),
+            tempo: Mutex::new(TempoMetrics::default()),
         })
+    }
+
+    /// Also write the service graph and span metrics of written traces to
+    /// the metric store (under Grafana Tempo's metric names).
+    pub fn send_metrics_to(&self, metrics: Arc<MetricStore>) {
+        let _ = self.metrics.set(metrics);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -278,10 +292,11 @@ impl Assembler {
                     truncated: d.truncated,
                 });
         }
-        for (tenant, (edges, ops)) in graph.finish() {
-            let t = tenants.entry(tenant).or_default();
-            t.edges = edges;
-            t.operations = ops;
+        let rows = graph.finish();
+        for (tenant, (edges, ops)) in &rows {
+            let t = tenants.entry(tenant.clone()).or_default();
+            t.edges = edges.clone();
+            t.operations = ops.clone();
         }
         let all: HashSet<TenantId> = tenants.keys().cloned().collect();
         let batch = FlushBatch {
@@ -308,6 +323,13 @@ impl Assembler {
                 HashSet::new()
             }
         };
+        if let Some(metrics) = self.metrics.get() {
+            let now_ms = periscope_proto::unix_now_ns().div_euclid(1_000_000);
+            let mut tempo = self.tempo.lock().unwrap_or_else(|p| p.into_inner());
+            for (tenant, (edges, ops)) in rows.iter().filter(|(t, _)| committed.contains(*t)) {
+                metrics.append(tenant, tempo.record(tenant, edges, ops, now_ms));
+            }
+        }
         let mut st = self.lock();
         let mut retry = Vec::new();
         for d in batch_done.iter() {

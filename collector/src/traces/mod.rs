@@ -4,5 +4,6 @@
 
 mod assembler;
 mod graph;
+mod tempo_metrics;
 
 pub use assembler::{Assembler, AssemblerOptions, AssemblerStats};
