@@ -68,17 +68,25 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         },
     )
     .context("failed to open span store")?;
+    let metrics_store = MetricStore::open(
+        &data,
+        MetricStoreOptions {
+            retention: cfg.metrics_retention,
+        },
+    )
+    .context("failed to open metric store")?;
     let wal: Arc<Wal<WalItem>> = Arc::new(
         Wal::open(
             &data.wal_dir(),
             WalOptions::default(),
-            logs.max_committed_lsn().max(traces.max_lsn()) + 1,
+            logs.max_committed_lsn()
+                .max(traces.max_lsn())
+                .max(metrics_store.max_durable_lsn())
+                + 1,
         )
         .context("failed to open wal")?,
     );
-    let metrics_store = MetricStore::new(MetricStoreOptions {
-        retention: cfg.metrics_retention,
-    });
+
     let traces_durable = traces.durable_lsn();
     let assembler = Assembler::new(
         AssemblerOptions {
@@ -191,6 +199,37 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
         .context("failed to start trace flusher")?;
 
+    // The metric flusher writes the head to Parquet every
+    // --metrics-flush-interval or million samples, then releases the WAL.
+    let metric_stop = Arc::new(AtomicBool::new(false));
+    let (m, w, stop, rd, every) = (
+        metrics_store.clone(),
+        wal.clone(),
+        metric_stop.clone(),
+        replay_done.clone(),
+        cfg.metrics_flush_interval,
+    );
+    let metric_flusher = std::thread::Builder::new()
+        .name("metric-flusher".into())
+        .spawn(move || {
+            loop {
+                let stopping = stop.load(Ordering::SeqCst);
+                if (stopping || m.flush_due(1_000_000, every)) && rd.load(Ordering::SeqCst) {
+                    match m.flush() {
+                        Ok(lsn) => w.release(Signal::Metrics, lsn),
+                        Err(e) => {
+                            tracing::error!(error = %e, "failed to write metrics; will retry")
+                        }
+                    }
+                }
+                if stopping {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+        .context("failed to start metric flusher")?;
+
     // Replay what the stores have not made durable, then start the writer.
     // Spans of entries above the span store's durable position may already
     // be stored (traces are written out of WAL order): the replay filter
@@ -198,10 +237,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let replay_filter = traces
         .replay_filter(traces_durable)
         .context("failed to read recent span files for replay")?;
-    let (w, d) = (wal.clone(), dispatcher.clone());
+    let (w, d, ms) = (wal.clone(), dispatcher.clone(), metrics_store.clone());
     let replayed = tokio::task::spawn_blocking(move || {
         w.replay(|rec| {
             if rec.entry.signal == Signal::Traces && rec.lsn <= traces_durable {
+                return Ok(());
+            }
+            if rec.entry.signal == Signal::Metrics && rec.lsn <= ms.durable_lsn(&rec.entry.tenant) {
                 return Ok(());
             }
             if rec.entry.format == BodyFormat::PromRemoteWrite {
@@ -321,10 +363,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || {
             w.close();
             let _ = indexer.join();
-            // The flusher writes every pending trace, then stops.
+            // The flushers write every pending trace and sample, then stop.
             flusher_stop.store(true, Ordering::SeqCst);
+            metric_stop.store(true, Ordering::SeqCst);
             a.close();
             let _ = flusher.join();
+            let _ = metric_flusher.join();
         })
         .await
     };

@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// How long metric samples are kept (s, m, h, d, w). Default `30d`.
     #[arg(long, env = "PERISCOPE_METRICS_RETENTION")]
     pub metrics_retention: Option<String>,
+    /// The metric head is written to Parquet at least this often (or every million samples). Default `60s`.
+    #[arg(long, env = "PERISCOPE_METRICS_FLUSH_INTERVAL")]
+    pub metrics_flush_interval: Option<String>,
     /// How long spans are kept (s, m, h, d, w). Default `7d`.
     #[arg(long, env = "PERISCOPE_TRACES_RETENTION")]
     pub traces_retention: Option<String>,
@@ -96,6 +99,7 @@ struct FileConfig {
     logs_retention: Option<String>,
     traces_retention: Option<String>,
     metrics_retention: Option<String>,
+    metrics_flush_interval: Option<String>,
     trace_idle: Option<String>,
     trace_max_age: Option<String>,
     trace_flush_interval: Option<String>,
@@ -117,6 +121,7 @@ pub struct Config {
     pub logs_retention: Duration,
     pub traces_retention: Duration,
     pub metrics_retention: Duration,
+    pub metrics_flush_interval: Duration,
     pub trace_idle: Duration,
     pub trace_max_age: Duration,
     pub trace_flush_interval: Duration,
@@ -210,6 +215,12 @@ impl ServeArgs {
             file.metrics_retention,
             "30d",
         )?;
+        let metrics_flush_interval = duration(
+            "metrics_flush_interval",
+            self.metrics_flush_interval,
+            file.metrics_flush_interval,
+            "60s",
+        )?;
         let trace_idle = duration("trace_idle", self.trace_idle, file.trace_idle, "5s")?;
         let trace_max_age = duration(
             "trace_max_age",
@@ -279,6 +290,7 @@ impl ServeArgs {
             logs_retention,
             traces_retention,
             metrics_retention,
+            metrics_flush_interval,
             trace_idle,
             trace_max_age,
             trace_flush_interval,

@@ -18,6 +18,9 @@ import requests
 from conftest import Collector, http_session, unique
 from test_remote_write import snappy, timeseries, write_request
 
+# Flushes every 200 ms: the kill lands between flushes, with part of what was
+# acknowledged in Parquet files and the rest only in the WAL.
+ARGS = ["--metrics-flush-interval", "200ms"]
 REQUESTS = 120
 SAMPLES = 100
 KILL_AFTER = 30
@@ -43,7 +46,7 @@ def test_kill9_during_metric_ingest(collectors) -> None:  # noqa: ANN001
         )]))
         for b in range(REQUESTS)
     ]
-    first: Collector = collectors(name="first").start()
+    first: Collector = collectors(name="first", args=ARGS).start()
     url = first.otlp_url("/api/v1/write")
     acked: set[int] = set()
     lock = threading.Lock()
@@ -61,10 +64,13 @@ def test_kill9_during_metric_ingest(collectors) -> None:  # noqa: ANN001
                     acked.add(b)
             time.sleep(0.02)
 
+    manifest = first.data_dir / "default" / "metrics" / "manifest.json"
+
     def killer() -> None:
+        # Once enough is acknowledged and at least one flush is listed.
         while True:
             with lock:
-                if len(acked) >= KILL_AFTER:
+                if len(acked) >= KILL_AFTER and manifest.exists():
                     break
             time.sleep(0.005)
         first.kill()
@@ -76,9 +82,10 @@ def test_kill9_during_metric_ingest(collectors) -> None:  # noqa: ANN001
         t.join(120)
     assert first.proc is not None and first.proc.returncode == -9
     assert KILL_AFTER <= len(acked) < REQUESTS, f"the kill did not land mid-stream: {len(acked)} acked"
+    assert manifest.exists(), "no flush happened before the kill"
 
     t = time.time()
-    second: Collector = collectors(name="second").start()
+    second: Collector = collectors(name="second", args=ARGS).start()
     got = counts(second, job, t)
     missing = [b for b in acked if got.get(str(b)) != SAMPLES]
     assert not missing, f"acknowledged requests without exactly {SAMPLES} samples: {[(b, got.get(str(b))) for b in missing][:10]}"
@@ -86,5 +93,5 @@ def test_kill9_during_metric_ingest(collectors) -> None:  # noqa: ANN001
     assert not odd, f"series with a partial or doubled request: {odd}"
 
     second.stop_ok()
-    third: Collector = collectors(name="third").start()
+    third: Collector = collectors(name="third", args=ARGS).start()
     assert counts(third, job, t) == got, "a clean restart changed the samples"

@@ -123,7 +123,7 @@ impl Dispatcher {
                 drop(permit);
             }
             Payload::Prom(batch) => {
-                self.metrics.append(&tenant, batch);
+                self.metrics.append_at(&tenant, batch, lsn);
                 drop(permit);
             }
             Payload::Metrics(req) => {
@@ -140,7 +140,7 @@ impl Dispatcher {
                     otlp_to_prometheus(&req, &mut deltas)
                 };
                 drop(req);
-                self.metrics.append(&tenant, batch);
+                self.metrics.append_at(&tenant, batch, lsn);
                 drop(permit);
             }
         }
