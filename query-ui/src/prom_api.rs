@@ -170,9 +170,7 @@ struct StoreSource {
 }
 
 fn all_match(matchers: &[Matcher], labels: &Labels) -> bool {
-    matchers
-        .iter()
-        .all(|m| m.matches(label(labels, &m.name).unwrap_or("")))
+    matchers.iter().all(|m| m.matches_labels(labels))
 }
 
 impl SeriesSource for StoreSource {

@@ -106,3 +106,56 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .and_then(|d| d.sync_all())
         .map_err(StoreError::io("failed to fsync directory", dir))
 }
+
+/// Tenants that have a `<tenant>/<store>` directory in the data dir.
+pub(crate) fn tenants_with(
+    data: &DataDir,
+    store: &str,
+) -> Result<Vec<crate::TenantId>, StoreError> {
+    let root = data.root();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root)
+        .map_err(StoreError::io("failed to list data dir", root))?
+        .flatten()
+    {
+        let Some(Ok(tenant)) = entry.file_name().to_str().map(crate::TenantId::parse) else {
+            continue;
+        };
+        if root.join(tenant.as_str()).join(store).is_dir() {
+            out.push(tenant);
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the Parquet files under `dir`'s partition directories that
+/// `listed` (partition, file name) does not hold: leftovers of a write cut
+/// short before its manifest named them.
+pub(crate) fn delete_unlisted(
+    dir: &Path,
+    listed: &std::collections::BTreeSet<(String, String)>,
+    what: &str,
+) -> Result<(), StoreError> {
+    let parts = match std::fs::read_dir(dir) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io("failed to list", dir)(e)),
+    };
+    for part in parts.flatten() {
+        let pname = part.file_name().to_string_lossy().into_owned();
+        if crate::logs::parse_partition_dir_name(&pname).is_none() || !part.path().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(part.path())
+            .map_err(StoreError::io("failed to list", part.path()))?
+            .flatten()
+        {
+            let fname = f.file_name().to_string_lossy().into_owned();
+            if fname.ends_with(".parquet") && !listed.contains(&(pname.clone(), fname)) {
+                tracing::warn!(file = %f.path().display(), "deleting {what} file left over from an interrupted write");
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+    Ok(())
+}

@@ -114,22 +114,7 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest, StoreError> {
         .iter()
         .map(|f| (f.partition.clone(), f.name.clone()))
         .collect();
-    if let Ok(parts) = std::fs::read_dir(dir) {
-        for part in parts.flatten().filter(|p| p.path().is_dir()) {
-            let pname = part.file_name().to_string_lossy().into_owned();
-            for f in std::fs::read_dir(part.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let fname = f.file_name().to_string_lossy().into_owned();
-                if fname.ends_with(".parquet") && !listed.contains(&(pname.clone(), fname)) {
-                    tracing::warn!(file = %f.path().display(), "deleting metric file left over from an interrupted flush");
-                    let _ = std::fs::remove_file(f.path());
-                }
-            }
-        }
-    }
+    crate::layout::delete_unlisted(dir, &listed, "metric")?;
     Ok(m)
 }
 

@@ -158,20 +158,9 @@ impl MetricStore {
     /// Opens every tenant's manifest (deleting files none lists).
     pub fn open(data: &DataDir, opts: MetricStoreOptions) -> Result<Arc<MetricStore>, StoreError> {
         let mut tenants = HashMap::new();
-        let root = data.root();
-        for entry in std::fs::read_dir(root)
-            .map_err(StoreError::io("failed to list data dir", root))?
-            .flatten()
-        {
-            let Some(Ok(tenant)) = entry.file_name().to_str().map(TenantId::parse) else {
-                continue;
-            };
-            let dir = metrics_dir(data, &tenant);
-            if !dir.is_dir() {
-                continue;
-            }
+        for tenant in crate::layout::tenants_with(data, "metrics")? {
             let head = TenantHead {
-                manifest: files::read_manifest(&dir)?,
+                manifest: files::read_manifest(&metrics_dir(data, &tenant))?,
                 ..Default::default()
             };
             tenants.insert(tenant, Arc::new(RwLock::new(head)));

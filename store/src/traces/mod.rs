@@ -249,19 +249,9 @@ impl TraceStore {
     /// loads the trace ids of every listed set.
     pub fn open(data: &DataDir, opts: TraceStoreOptions) -> Result<Arc<TraceStore>, StoreError> {
         let mut tenants = HashMap::new();
-        let root = data.root();
-        for entry in std::fs::read_dir(root)
-            .map_err(StoreError::io("failed to list data dir", root))?
-            .flatten()
-        {
-            let Some(Ok(tenant)) = entry.file_name().to_str().map(TenantId::parse) else {
-                continue;
-            };
+        for tenant in crate::layout::tenants_with(data, "traces")? {
             let dir = traces_dir(data, &tenant);
-            if !dir.is_dir() {
-                continue;
-            }
-            tenants.insert(tenant.clone(), open_tenant(&dir)?);
+            tenants.insert(tenant, open_tenant(&dir)?);
         }
         Ok(Arc::new(TraceStore {
             data: data.clone(),
@@ -995,25 +985,7 @@ fn open_tenant(dir: &Path) -> Result<TenantState, StoreError> {
                 .map(|n| (s.partition.clone(), n.clone()))
         })
         .collect();
-    for part in std::fs::read_dir(dir)
-        .map_err(StoreError::io("failed to list", dir))?
-        .flatten()
-    {
-        let pname = part.file_name().to_string_lossy().into_owned();
-        if parse_partition_dir_name(&pname).is_none() || !part.path().is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(part.path())
-            .map_err(StoreError::io("failed to list", part.path()))?
-            .flatten()
-        {
-            let fname = f.file_name().to_string_lossy().into_owned();
-            if fname.ends_with(".parquet") && !listed.contains(&(pname.clone(), fname.clone())) {
-                tracing::warn!(file = %f.path().display(), "deleting span file left over from an interrupted write");
-                let _ = std::fs::remove_file(f.path());
-            }
-        }
-    }
+    crate::layout::delete_unlisted(dir, &listed, "span")?;
     let mut st = TenantState {
         manifest: manifest.clone(),
         ..Default::default()
