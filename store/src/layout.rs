@@ -159,3 +159,32 @@ pub(crate) fn delete_unlisted(
     }
     Ok(())
 }
+
+/// Reads a store's `manifest.json` in `dir` (the default when there is none)
+/// and checks its format version (`version_of`) against `expected`.
+pub(crate) fn read_manifest<T: serde::de::DeserializeOwned + Default>(
+    dir: &Path,
+    what: &str,
+    expected: u32,
+    version_of: impl Fn(&T) -> u32,
+) -> Result<T, StoreError> {
+    let path = dir.join("manifest.json");
+    let format_err = |message: String| StoreError::Format {
+        path: path.clone(),
+        message,
+    };
+    let m: T = match std::fs::read(&path) {
+        Ok(b) => {
+            serde_json::from_slice(&b).map_err(|e| format_err(format!("invalid manifest: {e}")))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(e) => return Err(StoreError::io("failed to read", &path)(e)),
+    };
+    let found = version_of(&m);
+    if found != expected {
+        return Err(format_err(format!(
+            "{what} manifest version {found} is not supported (this build reads {expected})"
+        )));
+    }
+    Ok(m)
+}

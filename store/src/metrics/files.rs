@@ -92,22 +92,8 @@ fn format_err(path: &Path, message: impl Into<String>) -> StoreError {
 }
 
 pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest, StoreError> {
-    let path = dir.join("manifest.json");
-    let m: Manifest = match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| format_err(&path, format!("invalid manifest: {e}")))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
-        Err(e) => return Err(StoreError::io("failed to read", &path)(e)),
-    };
-    if m.version != MANIFEST_VERSION {
-        return Err(format_err(
-            &path,
-            format!(
-                "metric manifest version {} is not supported (this build reads {MANIFEST_VERSION})",
-                m.version
-            ),
-        ));
-    }
+    let m: Manifest =
+        crate::layout::read_manifest(dir, "metric", MANIFEST_VERSION, |m: &Manifest| m.version)?;
     // Files no manifest lists are left over from a flush cut short.
     let listed: BTreeSet<(String, String)> = m
         .files

@@ -958,22 +958,8 @@ fn remove_set_files(tenant_dir: &Path, set: &FileSet) {
 }
 
 fn open_tenant(dir: &Path) -> Result<TenantState, StoreError> {
-    let path = dir.join("manifest.json");
-    let manifest: Manifest = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| format_err(&path, format!("invalid manifest: {e}")))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
-        Err(e) => return Err(StoreError::io("failed to read", &path)(e)),
-    };
-    if manifest.version != MANIFEST_VERSION {
-        return Err(format_err(
-            &path,
-            format!(
-                "trace manifest version {} is not supported (this build reads {MANIFEST_VERSION})",
-                manifest.version
-            ),
-        ));
-    }
+    let manifest: Manifest =
+        crate::layout::read_manifest(dir, "trace", MANIFEST_VERSION, |m: &Manifest| m.version)?;
     // Files no manifest lists are left over from a write cut short.
     let listed: BTreeSet<(String, String)> = manifest
         .files

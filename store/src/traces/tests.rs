@@ -234,3 +234,28 @@ fn foreign_or_missing_files_are_errors_or_empty_not_panics() {
     std::fs::remove_file(&spans).unwrap();
     assert!(store.trace(&t, &[1; 16]).unwrap().is_empty());
 }
+
+#[test]
+fn a_manifest_of_another_version_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    for store in ["traces", "metrics"] {
+        let d = dir.path().join("default").join(store);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("manifest.json"),
+            br#"{"version":99,"durable_lsn":0,"next_file":1,"files":[]}"#,
+        )
+        .unwrap();
+    }
+    let err = TraceStore::open(&data, TraceStoreOptions::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("trace manifest version 99"),
+        "{err}"
+    );
+    let err = crate::MetricStore::open(&data, crate::MetricStoreOptions::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("metric manifest version 99"),
+        "{err}"
+    );
+}
