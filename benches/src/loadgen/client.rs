@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use periscope_benches::{TraceRef, TraceWorkload, Workload, unix_nanos};
-use periscope_proto::otlp::client::{LogsServiceClient, TraceServiceClient};
-use periscope_proto::otlp::{ExportLogsServiceRequest, ExportTraceServiceRequest};
+use periscope_benches::{MetricWorkload, TraceRef, TraceWorkload, Workload, unix_nanos};
+use periscope_proto::otlp::client::{LogsServiceClient, MetricsServiceClient, TraceServiceClient};
+use periscope_proto::otlp::{
+    ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest,
+};
 use prost::Message;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -69,6 +71,8 @@ impl Shared {
 enum Generator {
     Logs(Workload),
     Traces(TraceWorkload),
+    /// Metric samples, as OTLP or (`true`) as a remote-write body.
+    Metrics(MetricWorkload, bool),
 }
 
 /// A generated request and what the run needs to know of it.
@@ -83,12 +87,17 @@ struct Batch {
 enum Request {
     Logs(ExportLogsServiceRequest),
     Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+    /// A snappy-compressed remote-write `WriteRequest`.
+    RemoteWrite(bytes::Bytes),
 }
 
 /// The gRPC client of the run's signal.
 enum Exporter {
     Logs(LogsServiceClient<Channel>),
     Traces(TraceServiceClient<Channel>),
+    Metrics(MetricsServiceClient<Channel>),
+    RemoteWrite(reqwest::Client, reqwest::Url),
 }
 
 impl Generator {
@@ -107,6 +116,16 @@ impl Generator {
                     traces,
                 }
             }
+            Generator::Metrics(w, remote_write) => Batch {
+                request: if *remote_write {
+                    let body = periscope_proto::encode_remote_write(&w.prom_samples(first_seq, records));
+                    Request::RemoteWrite(snap::raw::Encoder::new().compress_vec(&body).unwrap_or_default().into())
+                } else {
+                    Request::Metrics(w.request(first_seq, records))
+                },
+                records,
+                traces: Vec::new(),
+            },
         }
     }
 }
@@ -116,12 +135,17 @@ impl Request {
         match self {
             Request::Logs(r) => r.encoded_len(),
             Request::Traces(r) => r.encoded_len(),
+            Request::Metrics(r) => r.encoded_len(),
+            Request::RemoteWrite(b) => b.len(),
         }
     }
 }
 
 impl Exporter {
     fn new(plan: &Plan) -> Exporter {
+        if let Some(url) = &plan.remote_write_url {
+            return Exporter::RemoteWrite(reqwest::Client::new(), url.clone());
+        }
         let channel = plan.endpoint.connect_lazy();
         match (plan.signal, plan.compression) {
             (Signal::Logs, None) => Exporter::Logs(LogsServiceClient::new(channel)),
@@ -131,6 +155,10 @@ impl Exporter {
             (Signal::Traces, None) => Exporter::Traces(TraceServiceClient::new(channel)),
             (Signal::Traces, Some(c)) => {
                 Exporter::Traces(TraceServiceClient::new(channel).send_compressed(c))
+            }
+            (Signal::Metrics, None) => Exporter::Metrics(MetricsServiceClient::new(channel)),
+            (Signal::Metrics, Some(c)) => {
+                Exporter::Metrics(MetricsServiceClient::new(channel).send_compressed(c))
             }
         }
     }
@@ -157,9 +185,55 @@ impl Exporter {
                         .map_or(0, |p| p.rejected_spans.max(0) as u64)
                 })
             }
+            (Exporter::Metrics(client), Request::Metrics(r)) => {
+                client.export(grpc_request(r, tenant)).await.map(|resp| {
+                    resp.into_inner()
+                        .partial_success
+                        .map_or(0, |p| p.rejected_data_points.max(0) as u64)
+                })
+            }
+            (Exporter::RemoteWrite(http, url), Request::RemoteWrite(body)) => {
+                remote_write(http, url, body.clone(), tenant).await
+            }
             _ => unreachable!("a client generates requests of its own signal"),
         }
     }
+}
+
+/// POSTs one remote-write body. Like Prometheus' sender: 5xx and 429 are
+/// retried (mapped to `UNAVAILABLE` / `RESOURCE_EXHAUSTED`), other errors
+/// are final. Remote write has no partial success: nothing is rejected.
+async fn remote_write(
+    http: &reqwest::Client,
+    url: &reqwest::Url,
+    body: bytes::Bytes,
+    tenant: Option<&AsciiMetadataValue>,
+) -> Result<u64, Status> {
+    let mut req = http
+        .post(url.clone())
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .timeout(REQUEST_TIMEOUT)
+        .body(body);
+    if let Some(t) = tenant.and_then(|t| t.to_str().ok()) {
+        req = req.header("X-Scope-OrgID", t);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Status::unavailable(format!("remote write failed: {e}")))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(0);
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let msg = format!("{status}: {}", text.chars().take(300).collect::<String>());
+    Err(match status.as_u16() {
+        429 => Status::resource_exhausted(msg),
+        500.. => Status::unavailable(msg),
+        _ => Status::invalid_argument(msg),
+    })
 }
 
 fn grpc_request<T: Clone>(message: &T, tenant: Option<&AsciiMetadataValue>) -> tonic::Request<T> {
@@ -181,6 +255,10 @@ pub async fn run(index: usize, plan: Arc<Plan>, shared: Arc<Shared>) -> Vec<Trac
     let mut generator = match plan.signal {
         Signal::Logs => Generator::Logs(Workload::new(seed, plan.run_id.clone())),
         Signal::Traces => Generator::Traces(TraceWorkload::new(seed, plan.run_id.clone())),
+        Signal::Metrics => Generator::Metrics(
+            plan.metrics.clone().expect("metric plans carry a workload"),
+            plan.remote_write_url.is_some(),
+        ),
     };
     let keep_traces = plan.verify.is_some();
     let mut acked_traces = Vec::new();

@@ -5,7 +5,10 @@
 //! none twice).
 //!
 //! For traces, "records" are spans: `--batch`, `--rate` and `--records` count
-//! spans, rounded to whole traces.
+//! spans, rounded to whole traces. For metrics (`--signal metrics`) they are
+//! samples of `--series` series scraped every `--interval-ms`, sent as OTLP
+//! or, with `--remote-write-url`, as Prometheus remote write (to Periscope or
+//! to Prometheus itself, for side-by-side runs).
 //!
 //! Human-readable progress goes to stderr; the final result is one JSON line
 //! on stdout, for scripts. Exit code 1 when verification fails or nothing was
@@ -86,6 +89,20 @@ struct Cli {
     /// letters and digits only, so it is one search token.
     #[arg(long)]
     run_id: Option<String>,
+    /// With --signal metrics: the number of series (half counters, half gauges).
+    #[arg(long, default_value_t = 10_000)]
+    series: u64,
+    /// With --signal metrics: milliseconds between two samples of a series.
+    #[arg(long, default_value_t = 15_000)]
+    interval_ms: i64,
+    /// With --signal metrics: Unix seconds of the first round (default: 24 h
+    /// before now, aligned to the interval).
+    #[arg(long)]
+    metrics_start: Option<i64>,
+    /// With --signal metrics: send Prometheus remote write to this URL
+    /// (e.g. http://127.0.0.1:4318/api/v1/write) instead of OTLP/gRPC.
+    #[arg(long)]
+    remote_write_url: Option<String>,
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5.0)]
     report_every: f64,
@@ -96,6 +113,7 @@ struct Cli {
 pub enum Signal {
     Logs,
     Traces,
+    Metrics,
 }
 
 impl Signal {
@@ -103,6 +121,7 @@ impl Signal {
         match self {
             Signal::Logs => "logs",
             Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
         }
     }
 
@@ -111,6 +130,7 @@ impl Signal {
         match self {
             Signal::Logs => "records",
             Signal::Traces => "spans",
+            Signal::Metrics => "samples",
         }
     }
 
@@ -118,6 +138,7 @@ impl Signal {
         match self {
             Signal::Logs => "record",
             Signal::Traces => "span",
+            Signal::Metrics => "sample",
         }
     }
 }
@@ -153,6 +174,9 @@ pub struct Plan {
     /// Traces `--verify` checks, when not all.
     verify_sample: Option<usize>,
     report_every: Duration,
+    /// The metric workload, for `--signal metrics`.
+    pub metrics: Option<periscope_benches::MetricWorkload>,
+    pub remote_write_url: Option<reqwest::Url>,
     cli: Cli,
 }
 
@@ -222,7 +246,34 @@ impl Plan {
         if !(cli.report_every > 0.0 && cli.report_every.is_finite()) {
             bail!("--report-every must be a positive number of seconds");
         }
+        if cli.signal != Signal::Metrics && cli.remote_write_url.is_some() {
+            bail!("--remote-write-url applies to --signal metrics only");
+        }
+        if cli.series < 2 || cli.interval_ms < 1 {
+            bail!("--series must be at least 2 and --interval-ms at least 1");
+        }
+        let metrics = (cli.signal == Signal::Metrics).then(|| {
+            let interval_s = (cli.interval_ms / 1000).max(1);
+            let start_s = cli.metrics_start.unwrap_or_else(|| {
+                let now = (periscope_benches::unix_nanos() / 1_000_000_000) as i64;
+                (now - 86_400) / interval_s * interval_s
+            });
+            periscope_benches::MetricWorkload::new(
+                run_id.clone(),
+                cli.series,
+                start_s * 1000,
+                cli.interval_ms,
+            )
+        });
+        let remote_write_url = match &cli.remote_write_url {
+            None => None,
+            Some(u) => Some(
+                reqwest::Url::parse(u).with_context(|| format!("invalid --remote-write-url {u:?}"))?,
+            ),
+        };
         Ok(Plan {
+            metrics,
+            remote_write_url,
             signal: cli.signal,
             endpoint,
             clients: cli.clients,
@@ -268,9 +319,11 @@ fn main() -> ExitCode {
 async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
     let start_secs = periscope_benches::unix_nanos() / 1_000_000_000;
     if let Some(v) = &plan.verify {
-        match plan.signal {
-            Signal::Logs => v.preflight(&plan.run_id, start_secs).await,
-            Signal::Traces => v.preflight_traces().await,
+        match (plan.signal, &plan.metrics) {
+            (Signal::Logs, _) => v.preflight(&plan.run_id, start_secs).await,
+            (Signal::Traces, _) => v.preflight_traces().await,
+            (Signal::Metrics, Some(w)) => v.preflight_metrics(w).await,
+            (Signal::Metrics, None) => unreachable!("metric plans carry a workload"),
         }
         .context("--verify")?;
     }
@@ -371,6 +424,13 @@ async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
                         .await;
                     ok &= outcome.ok();
                     outcome.report()
+                }
+                Signal::Metrics => {
+                    let w = plan.metrics.as_ref().expect("metric plans carry a workload");
+                    let sent = shared.next_seq.load(Ordering::Relaxed);
+                    let outcome = v.metrics(w, acked, sent, last_ack).await;
+                    ok &= outcome.ok();
+                    outcome.report(&plan.run_id, acked, v.timeout)
                 }
             }
         }

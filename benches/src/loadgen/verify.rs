@@ -147,6 +147,103 @@ impl Verify {
         }
     }
 
+    /// Checks before a metric run that the Prometheus API answers and that
+    /// no sample carries the run id yet.
+    pub async fn preflight_metrics(
+        &self,
+        w: &periscope_benches::MetricWorkload,
+    ) -> anyhow::Result<()> {
+        let found = self
+            .count_samples(w, 1)
+            .await
+            .context("the query api does not answer")?;
+        if found > 0 {
+            bail!(
+                "{found} samples of run {} are already stored: use another --run-id",
+                w.run_id()
+            );
+        }
+        Ok(())
+    }
+
+    /// Polls until `expected` samples of the run (sequence numbers below
+    /// `sent`) are queryable through PromQL, and no more.
+    pub async fn metrics(
+        &self,
+        w: &periscope_benches::MetricWorkload,
+        expected: u64,
+        sent: u64,
+        last_ack: Instant,
+    ) -> Outcome {
+        let rounds = sent.div_ceil(w.series()).max(1);
+        let deadline = Instant::now() + self.timeout;
+        let (mut found, mut last_error) = (0, None);
+        loop {
+            match self.count_samples(w, rounds).await {
+                Ok(n) if n == expected => {
+                    return Outcome::Complete {
+                        found: n,
+                        after: last_ack.elapsed(),
+                    };
+                }
+                Ok(n) if n > expected => return Outcome::TooMany { found: n },
+                Ok(n) => found = n,
+                Err(e) => last_error = Some(format!("{e:#}")),
+            }
+            if Instant::now() + POLL_EVERY > deadline {
+                return Outcome::TimedOut { found, last_error };
+            }
+            tokio::time::sleep(POLL_EVERY * 10).await;
+        }
+    }
+
+    /// Samples of the run's first `rounds` rounds, counted with one
+    /// `count_over_time` instant query per hour of sample time. Window ends
+    /// fall one millisecond before a round, never on a sample.
+    async fn count_samples(
+        &self,
+        w: &periscope_benches::MetricWorkload,
+        rounds: u64,
+    ) -> anyhow::Result<u64> {
+        const HOUR_MS: i64 = 3_600_000;
+        let (first, last) = (w.timestamp_ms(0), w.timestamp_ms(rounds - 1));
+        let url = self
+            .query_url
+            .join("prometheus/api/v1/query")
+            .context("invalid query url")?;
+        let query = format!(
+            "sum(count_over_time({{loadgen_run=\"{}\"}}[1h]))",
+            w.run_id()
+        );
+        let mut total = 0u64;
+        let mut t = first - 1 + HOUR_MS;
+        loop {
+            let mut u = url.clone();
+            u.query_pairs_mut()
+                .append_pair("query", &query)
+                .append_pair("time", &format!("{:.3}", t as f64 / 1000.0));
+            let body = self
+                .get_json(&u)
+                .await?
+                .with_context(|| format!("GET {u}: {}", StatusCode::NOT_FOUND))?;
+            let result = body
+                .pointer("/data/result")
+                .and_then(|r| r.as_array())
+                .with_context(|| format!("GET {u}: unexpected response {body}"))?;
+            if let Some(v) = result.first().and_then(|r| r.pointer("/value/1")) {
+                let n: f64 = v
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .with_context(|| format!("GET {u}: not a number: {v}"))?;
+                total += n as u64;
+            }
+            if t >= last {
+                return Ok(total);
+            }
+            t += HOUR_MS;
+        }
+    }
+
     async fn count(&self, run_id: &str, start_secs: u64) -> anyhow::Result<u64> {
         // Record timestamps are at most 50 ms before sending; a minute of
         // margin on both sides covers clock steps.
