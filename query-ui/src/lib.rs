@@ -1,8 +1,10 @@
 //! The query API over the store, served by `periscope serve` on `--http-addr`.
 //!
 //! `api` holds the HTTP handlers (axum); searches run on blocking threads.
+//! `assets` serves the web UI (`web/`) for every path no API route takes.
 
 mod api;
+mod assets;
 mod jaeger;
 mod prom_api;
 pub mod promql;
@@ -10,7 +12,14 @@ mod services;
 mod timeparse;
 mod traces;
 
-pub use api::{QueryState, router};
+pub use api::QueryState;
+pub use assets::serve_ui;
 pub use services::ServiceRegistry;
 pub use timeparse::{format_rfc3339_ns, parse_time};
 pub use traces::{LiveTraces, NoLiveTraces};
+
+/// The query API routes, with the web UI answering every other path
+/// (client-side routes get the app's `index.html`; API prefixes stay 404).
+pub fn router(state: QueryState) -> axum::Router {
+    api::router(state).fallback(assets::serve_ui)
+}
