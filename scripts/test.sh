@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit and integration tests, then the end-to-end
-# tests that drive the real binary with the OpenTelemetry Python SDK.
+# The whole test suite: Rust unit and integration tests, the web UI's unit
+# tests (Vitest), the end-to-end tests that drive the real binaries with the
+# OpenTelemetry Python SDK, then the browser test (Playwright driving
+# Debian's Chromium against `periscope demo`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -p periscope-collector
+# The UI is built first so that the binary embeds it.
+(cd query-ui/web && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; } && npm run build && npm test)
+cargo build -p periscope-collector -p periscope-agent
 cargo nextest run --workspace --no-fail-fast
 bash tests/run_e2e.sh
+SKIP_BUILD=1 bash tests/browser/run.sh

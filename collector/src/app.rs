@@ -46,8 +46,35 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("failed to bind {what} on {addr}"))
 }
 
+/// The addresses the collector listens on (port 0 resolved).
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// The OTLP/gRPC receiver.
+    pub otlp_grpc: SocketAddr,
+    /// The OTLP/HTTP receiver.
+    pub otlp_http: SocketAddr,
+    /// The query API and UI.
+    pub http: SocketAddr,
+}
+
+/// How something running in the same process (`periscope demo`) follows the
+/// collector's life: told when the receivers accept requests, told first
+/// when a shutdown signal arrives.
+#[derive(Debug, Default)]
+pub struct Hooks {
+    /// Sent the bound addresses once the receivers serve.
+    pub ready: Option<tokio::sync::oneshot::Sender<Bound>>,
+    /// Cancelled as soon as a shutdown signal arrives, before the receivers stop.
+    pub shutdown: CancellationToken,
+}
+
 /// Runs the collector until a shutdown signal.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    serve_with(cfg, Hooks::default()).await
+}
+
+/// [`serve`], reporting to `hooks`.
+pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::install()?;
     let data = DataDir::open(&cfg.data_dir)
         .with_context(|| format!("failed to open data dir {}", cfg.data_dir.display()))?;
@@ -322,6 +349,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
 
     ready.store(true, Ordering::SeqCst);
+    if let Some(tx) = hooks.ready {
+        let (otlp_grpc, otlp_http, http) = addrs;
+        let _ = tx.send(Bound {
+            otlp_grpc,
+            otlp_http,
+            http,
+        });
+    }
 
     // Retention, and compaction of span files.
     let (rl, rt, rm) = (logs.clone(), traces.clone(), metrics_store.clone());
@@ -347,6 +382,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
 
     signals.recv().await;
+    hooks.shutdown.cancel();
     tracing::info!("shutting down: no new requests; draining");
     ready.store(false, Ordering::SeqCst);
     health_reporter

@@ -21,6 +21,37 @@ pub struct Cli {
 pub enum Command {
     /// Run the collector: OTLP receivers, storage and the query API.
     Serve(ServeArgs),
+    /// Run the collector with a simulated shop sending it traces, logs and metrics.
+    Demo(DemoArgs),
+}
+
+/// Flags of `demo`: those of `serve`, plus the traffic generator's.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Simulated requests (traces) per second, at most 1000. Default `10`.
+    #[arg(long, env = "PERISCOPE_DEMO_RATE", default_value_t = 10.0)]
+    pub demo_rate: f64,
+    /// Seed of the generator's random choices, to repeat a run. Default: a new one per run.
+    #[arg(long, env = "PERISCOPE_DEMO_SEED")]
+    pub demo_seed: Option<u64>,
+    /// Also run `periscope-agent` (found next to this binary), tailing pod logs the demo writes under the data dir.
+    #[arg(long)]
+    pub with_agent: bool,
+}
+
+impl DemoArgs {
+    /// Checks the generator's flags.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.demo_rate > 0.0 && self.demo_rate <= 1000.0) {
+            return Err(ConfigError(format!(
+                "invalid value {} for demo_rate: must be above 0 and at most 1000",
+                self.demo_rate
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Flags of `serve`. Every flag is optional here so that the environment and

@@ -3,6 +3,7 @@
 
 mod app;
 mod config;
+mod demo;
 mod pipeline;
 mod receiver;
 mod telemetry;
@@ -18,7 +19,21 @@ use config::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    let (args, demo) = match cli.command {
+        Command::Serve(args) => (args, None),
+        Command::Demo(d) => {
+            if let Err(e) = d.validate() {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+            let opts = demo::DemoOptions {
+                rate: d.demo_rate,
+                seed: d.demo_seed,
+                with_agent: d.with_agent,
+            };
+            (d.serve, Some(opts))
+        }
+    };
     let cfg = match args.resolve() {
         Ok(c) => c,
         Err(e) => {
@@ -52,7 +67,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let result = runtime.block_on(app::serve(cfg));
+    let result = runtime.block_on(async {
+        match demo {
+            None => app::serve(cfg).await,
+            Some(opts) => demo::run(cfg, opts).await,
+        }
+    });
     // `serve` has already made everything durable or left it in the WAL; do
     // not wait on a tantivy merge still running in a blocking task.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
