@@ -1,9 +1,39 @@
-//! `periscope-agent`, the node agent: tails container logs and ships OTLP.
-//! Not built yet: it says so and exits non-zero rather than pretending to run.
+//! `periscope-agent`, the node agent: tails container and host logs, adds
+//! Kubernetes metadata and ships OTLP to the collector. Exit codes: 0 after a
+//! clean shutdown, 1 on a runtime failure, 2 on a configuration error.
+
+use clap::Parser;
+use periscope_agent::Cli;
 
 fn main() {
-    eprintln!(
-        "periscope-agent is not implemented yet; run `periscope serve` and point OTLP exporters at it"
-    );
-    std::process::exit(1);
+    let cli = Cli::parse();
+    let check = cli.check_config;
+    let cfg = match cli.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("periscope-agent: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if check {
+        println!(
+            "configuration ok: endpoint {}, data dir {}, {} include glob(s)",
+            cfg.endpoint,
+            cfg.data_dir.display(),
+            cfg.include.len()
+        );
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    if let Err(e) = periscope_agent::run(cfg) {
+        tracing::error!(error = format!("{e:#}"), "periscope-agent failed");
+        eprintln!("periscope-agent: {e:#}");
+        std::process::exit(1);
+    }
 }

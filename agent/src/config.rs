@@ -1,0 +1,536 @@
+//! Configuration: flags, `PERISCOPE_AGENT_*` environment variables and a TOML
+//! file, merged with precedence flag > env > file > default, then validated
+//! into [`Config`]. A wrong key or value is one line on stderr and exit code 2.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use regex::Regex;
+use serde::Deserialize;
+
+/// The Periscope node agent: tails logs, adds Kubernetes metadata, ships OTLP.
+#[derive(Debug, Parser, Default)]
+#[command(name = "periscope-agent", version, about)]
+pub struct Cli {
+    /// TOML file with the same keys as the flags (snake_case).
+    #[arg(long, env = "PERISCOPE_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print it and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// OTLP/gRPC endpoint of the collector. Default `http://127.0.0.1:4317`.
+    #[arg(long, env = "PERISCOPE_AGENT_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Checkpoints and the disk spool live here. Default `./agent-data`.
+    #[arg(long, env = "PERISCOPE_AGENT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Glob of files to tail (repeatable). Default `/var/log/pods/*/*/*.log*`.
+    #[arg(long, env = "PERISCOPE_AGENT_INCLUDE", value_delimiter = ',')]
+    pub include: Vec<String>,
+    /// Glob of files never tailed, matched against the path or the file name (repeatable). Default `*.gz`, `*.tmp`.
+    #[arg(long, env = "PERISCOPE_AGENT_EXCLUDE", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Where files found at the first start begin: `end` or `beginning`. Default `end`.
+    #[arg(long, env = "PERISCOPE_AGENT_READ_FROM")]
+    pub read_from: Option<String>,
+    /// Local OTLP/gRPC relay listen address; empty disables it. Default empty.
+    #[arg(long, env = "PERISCOPE_AGENT_OTLP_GRPC_ADDR")]
+    pub otlp_grpc_addr: Option<String>,
+    /// Local OTLP/HTTP relay listen address; empty disables it. Default empty.
+    #[arg(long, env = "PERISCOPE_AGENT_OTLP_HTTP_ADDR")]
+    pub otlp_http_addr: Option<String>,
+    /// Listen address of `/metrics` and `/healthz`. Default `0.0.0.0:8686`.
+    #[arg(long, env = "PERISCOPE_AGENT_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// Node name added as `k8s.node.name` and `host.name`. Default env `NODE_NAME`, else the host name.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Tenant sent as `X-Scope-OrgID`. Default none.
+    #[arg(long, env = "PERISCOPE_AGENT_TENANT")]
+    pub tenant: Option<String>,
+    /// Bearer token sent as `authorization: Bearer ...`. Default none.
+    #[arg(long, env = "PERISCOPE_AGENT_BEARER_TOKEN")]
+    pub bearer_token: Option<String>,
+    /// Upper bound of the disk spool (bytes or KiB/MiB/GiB); reading pauses at it. Default `1GiB`.
+    #[arg(long, env = "PERISCOPE_AGENT_SPOOL_MAX_BYTES")]
+    pub spool_max_bytes: Option<String>,
+    /// Bound of the in-memory queue before batches spill to the spool. Default `32MiB`.
+    #[arg(long, env = "PERISCOPE_AGENT_MEMORY_QUEUE_BYTES")]
+    pub memory_queue_bytes: Option<String>,
+    /// Host metrics interval (ms, s, m); `0s` disables them. Default `15s`.
+    #[arg(long, env = "PERISCOPE_AGENT_METRICS_INTERVAL")]
+    pub metrics_interval: Option<String>,
+    /// Root under which `/proc` and `/sys` are read (e.g. `/hostfs`). Default `/`.
+    #[arg(long, env = "PERISCOPE_AGENT_HOST_ROOT")]
+    pub host_root: Option<PathBuf>,
+    /// Longer lines are truncated and flagged (`log.truncated`). Default `1MiB`.
+    #[arg(long, env = "PERISCOPE_AGENT_MAX_LINE_BYTES")]
+    pub max_line_bytes: Option<String>,
+    /// Files unchanged this long are closed and reopened on change. Default `60s`.
+    #[arg(long, env = "PERISCOPE_AGENT_IDLE_CLOSE")]
+    pub idle_close: Option<String>,
+    /// Budget of files held open at once. Default `1024`.
+    #[arg(long, env = "PERISCOPE_AGENT_MAX_OPEN_FILES")]
+    pub max_open_files: Option<usize>,
+    /// Regex that starts a multiline record (e.g. `^\S`); unset: one record per line. Default unset.
+    #[arg(long, env = "PERISCOPE_AGENT_MULTILINE_START")]
+    pub multiline_start: Option<String>,
+    /// Parse JSON bodies into attributes. Default `false`.
+    #[arg(long, env = "PERISCOPE_AGENT_PARSE_JSON")]
+    pub parse_json: Option<bool>,
+    /// Enrich with labels from the Kubernetes API server. Default `false` (not supported yet).
+    #[arg(long, env = "PERISCOPE_AGENT_K8S_API_ENRICHMENT")]
+    pub k8s_api_enrichment: Option<bool>,
+    /// Records per export batch. Default `2000`.
+    #[arg(long, env = "PERISCOPE_AGENT_BATCH_MAX_RECORDS")]
+    pub batch_max_records: Option<usize>,
+    /// A batch is sent at the latest this long after its first record. Default `200ms`.
+    #[arg(long, env = "PERISCOPE_AGENT_BATCH_TIMEOUT")]
+    pub batch_timeout: Option<String>,
+    /// Log filter for the agent's own logs (tracing `EnvFilter` syntax). Default `info`.
+    #[arg(long, env = "PERISCOPE_AGENT_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The TOML file: the same keys as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    endpoint: Option<String>,
+    data_dir: Option<PathBuf>,
+    include: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+    read_from: Option<String>,
+    otlp_grpc_addr: Option<String>,
+    otlp_http_addr: Option<String>,
+    http_addr: Option<String>,
+    node_name: Option<String>,
+    tenant: Option<String>,
+    bearer_token: Option<String>,
+    spool_max_bytes: Option<toml::Value>,
+    memory_queue_bytes: Option<toml::Value>,
+    metrics_interval: Option<String>,
+    host_root: Option<PathBuf>,
+    max_line_bytes: Option<toml::Value>,
+    idle_close: Option<String>,
+    max_open_files: Option<usize>,
+    multiline_start: Option<String>,
+    parse_json: Option<bool>,
+    k8s_api_enrichment: Option<bool>,
+    batch_max_records: Option<usize>,
+    batch_timeout: Option<String>,
+    log_level: Option<String>,
+}
+
+/// Where files found at the first start begin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// At their current end: only new lines.
+    End,
+    /// At offset 0.
+    Beginning,
+}
+
+/// The validated runtime configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Collector OTLP/gRPC endpoint.
+    pub endpoint: String,
+    /// Checkpoints and spool.
+    pub data_dir: PathBuf,
+    /// Include globs.
+    pub include: Vec<glob::Pattern>,
+    /// Exclude globs.
+    pub exclude: Vec<glob::Pattern>,
+    /// Start position of files found at the first start.
+    pub read_from: ReadFrom,
+    /// Relay gRPC address.
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    /// Relay HTTP address.
+    pub otlp_http_addr: Option<SocketAddr>,
+    /// Self-metrics address.
+    pub http_addr: SocketAddr,
+    /// Node name.
+    pub node_name: String,
+    /// Tenant (`X-Scope-OrgID`).
+    pub tenant: Option<String>,
+    /// Bearer token.
+    pub bearer_token: Option<String>,
+    /// Disk spool bound.
+    pub spool_max_bytes: u64,
+    /// In-memory queue bound.
+    pub memory_queue_bytes: usize,
+    /// Host metrics interval; `None` disables.
+    pub metrics_interval: Option<Duration>,
+    /// Host root for `/proc` and `/sys`.
+    pub host_root: PathBuf,
+    /// Line length cap.
+    pub max_line_bytes: usize,
+    /// Idle close delay.
+    pub idle_close: Duration,
+    /// Open file budget.
+    pub max_open_files: usize,
+    /// Multiline start pattern.
+    pub multiline_start: Option<Regex>,
+    /// JSON body parsing.
+    pub parse_json: bool,
+    /// Records per batch.
+    pub batch_max_records: usize,
+    /// Batch age limit.
+    pub batch_timeout: Duration,
+    /// Log filter.
+    pub log_level: String,
+}
+
+/// A configuration problem: reported in one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(name: &str, v: &str, e: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid value {v:?} for {name}: {e}"))
+}
+
+fn toml_to_string(v: toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s,
+        toml::Value::Integer(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn opt_addr(name: &str, s: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+    match s {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|e| bad(name, &s, e)),
+    }
+}
+
+impl Cli {
+    /// Merges flags/env (already in `self`) over the file over defaults, and validates.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    ConfigError(format!(
+                        "invalid config file {}: {}",
+                        path.display(),
+                        one_line(&e.to_string())
+                    ))
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let size = |name: &str, v: Option<String>, f: Option<toml::Value>, d: &str| {
+            let s = v.or(f.map(toml_to_string)).unwrap_or_else(|| d.to_owned());
+            parse_size(&s).map_err(|e| bad(name, &s, e))
+        };
+        let duration = |name: &str, v: Option<String>, f: Option<String>, d: &str| {
+            let s = v.or(f).unwrap_or_else(|| d.to_owned());
+            parse_duration(&s).map_err(|e| bad(name, &s, e))
+        };
+        let globs = |name: &str, v: Vec<String>, f: Option<Vec<String>>, d: &[&str]| {
+            let list = if !v.is_empty() {
+                v
+            } else {
+                f.unwrap_or_else(|| d.iter().map(|s| (*s).to_owned()).collect())
+            };
+            list.iter()
+                .filter(|s| !s.is_empty())
+                .map(|s| glob::Pattern::new(s).map_err(|e| bad(name, s, e)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+
+        let endpoint = self
+            .endpoint
+            .or(file.endpoint)
+            .unwrap_or_else(|| "http://127.0.0.1:4317".into());
+        let uri: Result<tonic::transport::Uri, _> = endpoint.parse();
+        match uri {
+            Ok(u) if matches!(u.scheme_str(), Some("http") | Some("https")) => {}
+            Ok(_) => return Err(bad("endpoint", &endpoint, "scheme must be http or https")),
+            Err(e) => return Err(bad("endpoint", &endpoint, e)),
+        }
+        let read_from_s = self
+            .read_from
+            .or(file.read_from)
+            .unwrap_or_else(|| "end".into());
+        let read_from = match read_from_s.as_str() {
+            "end" => ReadFrom::End,
+            "beginning" => ReadFrom::Beginning,
+            _ => {
+                return Err(bad(
+                    "read_from",
+                    &read_from_s,
+                    "expected \"end\" or \"beginning\"",
+                ));
+            }
+        };
+        let include = globs(
+            "include",
+            self.include,
+            file.include,
+            &["/var/log/pods/*/*/*.log*"],
+        )?;
+        if include.is_empty() {
+            return Err(ConfigError("include: at least one glob is required".into()));
+        }
+        let exclude = globs("exclude", self.exclude, file.exclude, &["*.gz", "*.tmp"])?;
+        let http_s = self
+            .http_addr
+            .or(file.http_addr)
+            .unwrap_or_else(|| "0.0.0.0:8686".into());
+        let http_addr = http_s.parse().map_err(|e| bad("http_addr", &http_s, e))?;
+        let otlp_grpc_addr = opt_addr(
+            "otlp_grpc_addr",
+            self.otlp_grpc_addr.or(file.otlp_grpc_addr),
+        )?;
+        let otlp_http_addr = opt_addr(
+            "otlp_http_addr",
+            self.otlp_http_addr.or(file.otlp_http_addr),
+        )?;
+        let node_name = self
+            .node_name
+            .or(file.node_name)
+            .filter(|s| !s.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+        let metrics_interval = duration(
+            "metrics_interval",
+            self.metrics_interval,
+            file.metrics_interval,
+            "15s",
+        )?;
+        let max_line_bytes = size(
+            "max_line_bytes",
+            self.max_line_bytes,
+            file.max_line_bytes,
+            "1MiB",
+        )?;
+        if max_line_bytes < 16 {
+            return Err(bad(
+                "max_line_bytes",
+                &max_line_bytes.to_string(),
+                "must be at least 16",
+            ));
+        }
+        let max_open_files = self.max_open_files.or(file.max_open_files).unwrap_or(1024);
+        if max_open_files == 0 {
+            return Err(bad("max_open_files", "0", "must be at least 1"));
+        }
+        let multiline_start = match self.multiline_start.or(file.multiline_start) {
+            Some(s) if !s.is_empty() => Some(
+                Regex::new(&s).map_err(|e| bad("multiline_start", &s, one_line(&e.to_string())))?,
+            ),
+            _ => None,
+        };
+        if self
+            .k8s_api_enrichment
+            .or(file.k8s_api_enrichment)
+            .unwrap_or(false)
+        {
+            return Err(ConfigError(
+                "k8s_api_enrichment: enrichment from the Kubernetes API server is not supported yet; metadata comes from the log path".into(),
+            ));
+        }
+        let batch_max_records = self
+            .batch_max_records
+            .or(file.batch_max_records)
+            .unwrap_or(2000);
+        if batch_max_records == 0 {
+            return Err(bad("batch_max_records", "0", "must be at least 1"));
+        }
+        let batch_timeout = duration(
+            "batch_timeout",
+            self.batch_timeout,
+            file.batch_timeout,
+            "200ms",
+        )?;
+        if batch_timeout.is_zero() {
+            return Err(bad("batch_timeout", "0", "must be positive"));
+        }
+        let idle_close = duration("idle_close", self.idle_close, file.idle_close, "60s")?;
+        let spool_max_bytes = size(
+            "spool_max_bytes",
+            self.spool_max_bytes,
+            file.spool_max_bytes,
+            "1GiB",
+        )? as u64;
+        let memory_queue_bytes = size(
+            "memory_queue_bytes",
+            self.memory_queue_bytes,
+            file.memory_queue_bytes,
+            "32MiB",
+        )?;
+        let log_level = self
+            .log_level
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".into());
+        tracing_subscriber::EnvFilter::try_new(&log_level)
+            .map_err(|e| bad("log_level", &log_level, e))?;
+        Ok(Config {
+            endpoint,
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./agent-data")),
+            include,
+            exclude,
+            read_from,
+            otlp_grpc_addr,
+            otlp_http_addr,
+            http_addr,
+            node_name,
+            tenant: self.tenant.or(file.tenant).filter(|s| !s.is_empty()),
+            bearer_token: self
+                .bearer_token
+                .or(file.bearer_token)
+                .filter(|s| !s.is_empty()),
+            spool_max_bytes,
+            memory_queue_bytes: memory_queue_bytes.max(1),
+            metrics_interval: (!metrics_interval.is_zero()).then_some(metrics_interval),
+            host_root: self
+                .host_root
+                .or(file.host_root)
+                .unwrap_or_else(|| PathBuf::from("/")),
+            max_line_bytes,
+            idle_close,
+            max_open_files,
+            multiline_start,
+            parse_json: self.parse_json.or(file.parse_json).unwrap_or(false),
+            batch_max_records,
+            batch_timeout,
+            log_level,
+        })
+    }
+}
+
+/// Parses `123`, `64KiB`, `16MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a number of bytes, e.g. 64MiB".to_owned())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => return Err(format!("unknown unit {u:?} (use B, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| "value too large".to_owned())
+}
+
+/// Parses `250ms`, `15s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a duration, e.g. 15s".to_owned())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "" if n == 0 => Duration::ZERO,
+        u => return Err(format!("unknown unit {u:?} (use ms, s, m, h)")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut v = vec!["periscope-agent"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cli(&["--node-name", "n1"]).resolve().unwrap();
+        assert_eq!(c.endpoint, "http://127.0.0.1:4317");
+        assert_eq!(c.include[0].as_str(), "/var/log/pods/*/*/*.log*");
+        assert_eq!(c.exclude.len(), 2);
+        assert_eq!(c.read_from, ReadFrom::End);
+        assert_eq!(c.spool_max_bytes, 1 << 30);
+        assert_eq!(c.max_line_bytes, 1 << 20);
+        assert_eq!(c.metrics_interval, Some(Duration::from_secs(15)));
+        assert!(c.otlp_grpc_addr.is_none());
+    }
+
+    #[test]
+    fn flag_beats_file_and_unknown_key_fails() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "endpoint = \"http://10.0.0.1:4317\"\nread_from = \"beginning\"\ninclude = [\"/a/*.log\"]").unwrap();
+        let p = f.path().to_str().unwrap();
+        let c = cli(&["--config", p, "--endpoint", "http://127.0.0.2:1"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.endpoint, "http://127.0.0.2:1");
+        assert_eq!(c.read_from, ReadFrom::Beginning);
+        assert_eq!(c.include[0].as_str(), "/a/*.log");
+
+        let mut g = tempfile::NamedTempFile::new().unwrap();
+        writeln!(g, "endpont = \"x\"").unwrap();
+        let e = cli(&["--config", g.path().to_str().unwrap()])
+            .resolve()
+            .unwrap_err();
+        assert!(e.0.contains("unknown field"), "{e}");
+        assert!(!e.0.contains('\n'));
+    }
+
+    #[test]
+    fn invalid_values() {
+        for args in [
+            &["--read-from", "middle"][..],
+            &["--endpoint", "ftp://x"],
+            &["--spool-max-bytes", "12XB"],
+            &["--metrics-interval", "5 parsecs"],
+            &["--multiline-start", "("],
+            &["--http-addr", "nope"],
+            &["--include", "[a"],
+            &["--k8s-api-enrichment", "true"],
+        ] {
+            assert!(cli(args).resolve().is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("10").unwrap(), 10);
+        assert!(parse_size("x").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("5").is_err());
+    }
+}

@@ -1,0 +1,322 @@
+//! The local OTLP relay: applications on the node send OTLP (gRPC and HTTP,
+//! protobuf or JSON) to the agent, which adds the node's attributes to every
+//! resource and forwards the requests through the same queue and spool as
+//! file logs. A full queue answers `RESOURCE_EXHAUSTED` / HTTP 429 so the
+//! client retries. Also serves the agent's own `/metrics` and `/healthz`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use periscope_proto::otlp::common::v1::KeyValue;
+use periscope_proto::otlp::resource::v1::Resource;
+use periscope_proto::otlp::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use periscope_proto::{Encoding, ExportRequest, Signal, decode_request};
+use prost::Message;
+
+use crate::batch::{Batch, Payload};
+use crate::config::Config;
+use crate::parse::enrich::kv_str;
+use crate::telemetry::Stats;
+
+/// Largest accepted relay request.
+const MAX_REQUEST: usize = 16 << 20;
+
+/// Addresses the relay listens on.
+#[derive(Debug, Default)]
+pub struct RelayAddrs {
+    /// gRPC.
+    pub grpc: Option<SocketAddr>,
+    /// HTTP.
+    pub http: Option<SocketAddr>,
+}
+
+#[derive(Clone)]
+struct Relay {
+    tx: SyncSender<Batch>,
+    /// Set at shutdown: new requests are refused (the exporter is draining).
+    stopping: Arc<AtomicBool>,
+    node: Arc<Vec<KeyValue>>,
+    stats: Arc<Stats>,
+}
+
+#[derive(Debug)]
+enum Refused {
+    Full,
+    Closed,
+}
+
+fn add_node(resource: &mut Option<Resource>, node: &[KeyValue]) {
+    let r = resource.get_or_insert_with(Resource::default);
+    for kv in node {
+        if !r.attributes.iter().any(|a| a.key == kv.key) {
+            r.attributes.push(kv.clone());
+        }
+    }
+}
+
+impl Relay {
+    fn forward(&self, mut payload: Payload) -> Result<(), Refused> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(Refused::Closed);
+        }
+        match &mut payload {
+            Payload::Logs(r) => r
+                .resource_logs
+                .iter_mut()
+                .for_each(|x| add_node(&mut x.resource, &self.node)),
+            Payload::Metrics(r) => r
+                .resource_metrics
+                .iter_mut()
+                .for_each(|x| add_node(&mut x.resource, &self.node)),
+            Payload::Traces(r) => r
+                .resource_spans
+                .iter_mut()
+                .for_each(|x| add_node(&mut x.resource, &self.node)),
+        }
+        let bytes = match &payload {
+            Payload::Logs(r) => r.encoded_len(),
+            Payload::Metrics(r) => r.encoded_len(),
+            Payload::Traces(r) => r.encoded_len(),
+        };
+        match self.tx.try_send(Batch {
+            payload,
+            marks: Vec::new(),
+            bytes,
+        }) {
+            Ok(()) => {
+                Stats::add(&self.stats.relay_requests, 1);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(Refused::Full),
+            Err(TrySendError::Disconnected(_)) => Err(Refused::Closed),
+        }
+    }
+}
+
+fn status(r: Refused) -> tonic::Status {
+    match r {
+        Refused::Full => tonic::Status::resource_exhausted("agent queue full; retry later"),
+        Refused::Closed => tonic::Status::unavailable("agent shutting down"),
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Relay {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.forward(Payload::Logs(req.into_inner()))
+            .map_err(status)?;
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Relay {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.forward(Payload::Metrics(req.into_inner()))
+            .map_err(status)?;
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Relay {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.forward(Payload::Traces(req.into_inner()))
+            .map_err(status)?;
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+async fn http_export(
+    State((relay, signal)): State<(Relay, Signal)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v != "identity")
+    {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "compressed request bodies are not supported by the relay",
+        )
+            .into_response();
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-protobuf");
+    let (enc, json) = if ct.starts_with("application/json") {
+        (Encoding::Json, true)
+    } else {
+        (Encoding::Protobuf, false)
+    };
+    let payload = match decode_request(signal, enc, &body) {
+        Ok(ExportRequest::Logs(r)) => Payload::Logs(r),
+        Ok(ExportRequest::Metrics(r)) => Payload::Metrics(r),
+        Ok(ExportRequest::Traces(r)) => Payload::Traces(r),
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match relay.forward(payload) {
+        Ok(()) => {
+            let ct = if json {
+                "application/json"
+            } else {
+                "application/x-protobuf"
+            };
+            let body: Vec<u8> = if json { b"{}".to_vec() } else { Vec::new() };
+            (StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response()
+        }
+        Err(Refused::Full) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "agent queue full",
+        )
+            .into_response(),
+        Err(Refused::Closed) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "agent shutting down").into_response()
+        }
+    }
+}
+
+/// Starts the relay listeners that are configured.
+pub async fn start(
+    cfg: &Config,
+    tx: SyncSender<Batch>,
+    stats: Arc<Stats>,
+    stopping: Arc<AtomicBool>,
+) -> anyhow::Result<RelayAddrs> {
+    use anyhow::Context;
+    let relay = Relay {
+        tx,
+        stopping,
+        node: Arc::new(vec![
+            kv_str("k8s.node.name", cfg.node_name.clone()),
+            kv_str("host.name", cfg.node_name.clone()),
+        ]),
+        stats,
+    };
+    let mut addrs = RelayAddrs::default();
+    if let Some(a) = cfg.otlp_grpc_addr {
+        let l = tokio::net::TcpListener::bind(a)
+            .await
+            .with_context(|| format!("cannot listen on {a}"))?;
+        addrs.grpc = Some(l.local_addr()?);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+        let router = tonic::transport::Server::builder()
+            .add_service(
+                LogsServiceServer::new(relay.clone())
+                    .max_decoding_message_size(MAX_REQUEST)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+            )
+            .add_service(
+                MetricsServiceServer::new(relay.clone())
+                    .max_decoding_message_size(MAX_REQUEST)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+            )
+            .add_service(
+                TraceServiceServer::new(relay.clone())
+                    .max_decoding_message_size(MAX_REQUEST)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+            );
+        tokio::spawn(async move {
+            if let Err(e) = router.serve_with_incoming(incoming).await {
+                tracing::error!(error = %e, "OTLP/gRPC relay stopped");
+            }
+        });
+    }
+    if let Some(a) = cfg.otlp_http_addr {
+        let l = tokio::net::TcpListener::bind(a)
+            .await
+            .with_context(|| format!("cannot listen on {a}"))?;
+        addrs.http = Some(l.local_addr()?);
+        let app = Router::new()
+            .route(
+                "/v1/logs",
+                post(http_export).with_state((relay.clone(), Signal::Logs)),
+            )
+            .route(
+                "/v1/metrics",
+                post(http_export).with_state((relay.clone(), Signal::Metrics)),
+            )
+            .route(
+                "/v1/traces",
+                post(http_export).with_state((relay.clone(), Signal::Traces)),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::error!(error = %e, "OTLP/HTTP relay stopped");
+            }
+        });
+    }
+    Ok(addrs)
+}
+
+/// Serves `/metrics` and `/healthz` of the agent itself.
+pub async fn serve_http_self(
+    l: tokio::net::TcpListener,
+    stats: Arc<Stats>,
+    healthy: Arc<AtomicBool>,
+) {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(
+                |State((s, _)): State<(Arc<Stats>, Arc<AtomicBool>)>| async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        s.render(),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/healthz",
+            get(
+                |State((_, h)): State<(Arc<Stats>, Arc<AtomicBool>)>| async move {
+                    if h.load(Ordering::Relaxed) {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+                    }
+                },
+            ),
+        )
+        .with_state((stats, healthy));
+    if let Err(e) = axum::serve(l, app).await {
+        tracing::error!(error = %e, "metrics server stopped");
+    }
+}

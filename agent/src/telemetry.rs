@@ -1,0 +1,186 @@
+//! Self-metrics: counters shared by the pipeline stages, rendered in the
+//! Prometheus text format on `/metrics`. Names are constant and labels
+//! bounded (the per-file lag carries the path of an open file, bounded by the
+//! open-file budget).
+
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters and gauges of the agent.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Lines read from files.
+    pub lines_read: AtomicU64,
+    /// Bytes read from files.
+    pub bytes_read: AtomicU64,
+    /// Lines cut at `max_line_bytes`.
+    pub lines_truncated: AtomicU64,
+    /// Log records handed to the exporter.
+    pub records_queued: AtomicU64,
+    /// Records sent (attempts that reached the wire).
+    pub records_sent: AtomicU64,
+    /// Records acknowledged by the collector.
+    pub records_acked: AtomicU64,
+    /// Records dropped after a permanent rejection.
+    pub records_rejected: AtomicU64,
+    /// Export attempts retried.
+    pub export_retries: AtomicU64,
+    /// Batches written to the disk spool.
+    pub spool_batches_written: AtomicU64,
+    /// Corrupt spool records skipped.
+    pub spool_corrupt_records: AtomicU64,
+    /// Bytes in the disk spool.
+    pub spool_bytes: AtomicU64,
+    /// Bytes in the memory queue.
+    pub memory_queue_bytes: AtomicU64,
+    /// Files open.
+    pub open_files: AtomicU64,
+    /// Files tracked (open or idle-closed).
+    pub tracked_files: AtomicU64,
+    /// Times reading paused because the spool was full.
+    pub backpressure_waits: AtomicU64,
+    /// Relayed OTLP requests accepted.
+    pub relay_requests: AtomicU64,
+    /// Host metric collections.
+    pub host_metric_scrapes: AtomicU64,
+    /// Unread bytes per open file.
+    pub read_lag: Mutex<Vec<(String, u64)>>,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Stats {
+    /// Adds to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut m = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        };
+        m(
+            "periscope_agent_lines_read_total",
+            "counter",
+            "Lines read from files.",
+            &self.lines_read,
+        );
+        m(
+            "periscope_agent_bytes_read_total",
+            "counter",
+            "Bytes read from files.",
+            &self.bytes_read,
+        );
+        m(
+            "periscope_agent_lines_truncated_total",
+            "counter",
+            "Lines cut at max_line_bytes.",
+            &self.lines_truncated,
+        );
+        m(
+            "periscope_agent_records_queued_total",
+            "counter",
+            "Log records handed to the exporter.",
+            &self.records_queued,
+        );
+        m(
+            "periscope_agent_records_sent_total",
+            "counter",
+            "Records sent to the collector (each attempt).",
+            &self.records_sent,
+        );
+        m(
+            "periscope_agent_records_acknowledged_total",
+            "counter",
+            "Records acknowledged by the collector.",
+            &self.records_acked,
+        );
+        m(
+            "periscope_agent_records_rejected_total",
+            "counter",
+            "Records dropped after a permanent rejection.",
+            &self.records_rejected,
+        );
+        m(
+            "periscope_agent_export_retries_total",
+            "counter",
+            "Export attempts retried.",
+            &self.export_retries,
+        );
+        m(
+            "periscope_agent_spool_batches_written_total",
+            "counter",
+            "Batches written to the disk spool.",
+            &self.spool_batches_written,
+        );
+        m(
+            "periscope_agent_spool_corrupt_records_total",
+            "counter",
+            "Corrupt spool records skipped.",
+            &self.spool_corrupt_records,
+        );
+        m(
+            "periscope_agent_spool_bytes",
+            "gauge",
+            "Bytes in the disk spool.",
+            &self.spool_bytes,
+        );
+        m(
+            "periscope_agent_memory_queue_bytes",
+            "gauge",
+            "Bytes in the in-memory queue.",
+            &self.memory_queue_bytes,
+        );
+        m(
+            "periscope_agent_open_files",
+            "gauge",
+            "Files held open.",
+            &self.open_files,
+        );
+        m(
+            "periscope_agent_tracked_files",
+            "gauge",
+            "Files tracked (open or idle-closed).",
+            &self.tracked_files,
+        );
+        m(
+            "periscope_agent_backpressure_waits_total",
+            "counter",
+            "Times reading paused because the spool was full.",
+            &self.backpressure_waits,
+        );
+        m(
+            "periscope_agent_relay_requests_total",
+            "counter",
+            "OTLP requests accepted by the local relay.",
+            &self.relay_requests,
+        );
+        m(
+            "periscope_agent_host_metric_scrapes_total",
+            "counter",
+            "Host metric collections.",
+            &self.host_metric_scrapes,
+        );
+        out.push_str("# HELP periscope_agent_read_lag_bytes Unread bytes per open file.\n# TYPE periscope_agent_read_lag_bytes gauge\n");
+        let lags = self.read_lag.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, lag) in lags.iter() {
+            let _ = writeln!(
+                out,
+                "periscope_agent_read_lag_bytes{{path=\"{}\"}} {lag}",
+                esc(path)
+            );
+        }
+        out
+    }
+}
