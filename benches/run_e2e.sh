@@ -8,9 +8,12 @@
 #   e.g. benches/run_e2e.sh 30 --clients 4 --batch 500
 #        benches/run_e2e.sh 60 --rate 20000 --compression zstd
 #        SIGNAL=traces benches/run_e2e.sh 30
+#        SIGNAL=metrics benches/run_e2e.sh 30 --batch 10000
+#        SIGNAL=metrics REMOTE_WRITE=1 benches/run_e2e.sh 30 --batch 10000
 # Environment: SKIP_BUILD=1 uses the binaries already built; KEEP=1 keeps the
 # temporary directory (data, collector logs, loadgen output); SIGNAL=traces
-# sends whole traces instead of logs (periscope-loadgen --signal).
+# sends whole traces instead of logs (periscope-loadgen --signal), SIGNAL=metrics
+# metric samples (OTLP, or Prometheus remote write with REMOTE_WRITE=1).
 #
 # The load generator and the collector share the machine: on a small one
 # the loadgen's own CPU (reported) is taken from the collector.
@@ -62,6 +65,7 @@ if [ -z "$line" ]; then
 fi
 grpc=$(jq -r '.otlp_grpc' <<<"$line")
 http=$(jq -r '.http' <<<"$line")
+otlp_http=$(jq -r '.otlp_http' <<<"$line")
 for _ in $(seq 200); do
     curl -fsS -o /dev/null "http://$http/readyz" 2>/dev/null && break
     sleep 0.05
@@ -75,7 +79,7 @@ cpu_seconds() {
 echo "collector pid $pid on grpc $grpc, http $http, data dir $data" >&2
 set +e
 "$loadgen" --endpoint "http://$grpc" --query-url "http://$http" --duration "$duration" --verify \
-    ${SIGNAL:+--signal "$SIGNAL"} "$@" \
+    ${SIGNAL:+--signal "$SIGNAL"} ${REMOTE_WRITE:+--remote-write-url "http://$otlp_http/api/v1/write"} "$@" \
     >"$work/loadgen.json"
 loadgen_rc=$?
 set -e
@@ -100,7 +104,7 @@ set -e
 stop_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
 final_bytes=$(du -sb "$data" | cut -f1)
 wal_bytes=$(du -sb "$data/wal" 2>/dev/null | cut -f1 || echo 0)
-index_bytes=$(find "$data" -mindepth 2 -maxdepth 2 -type d \( -name logs -o -name traces \) -exec du -sbc {} + 2>/dev/null | awk '/total$/ { print $1 }')
+index_bytes=$(find "$data" -mindepth 2 -maxdepth 2 -type d \( -name logs -o -name traces -o -name metrics \) -exec du -sbc {} + 2>/dev/null | awk '/total$/ { print $1 }')
 index_bytes=${index_bytes:-0}
 
 otlp_bytes=$(jq -r '.otlp_bytes' <<<"$summary")

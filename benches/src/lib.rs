@@ -25,8 +25,8 @@ mod metric_workload;
 mod trace_workload;
 mod workload;
 
+pub use metric_workload::{METRIC_SERVICES, MetricWorkload};
 pub use trace_workload::{
     TRACE_SERVICE_COUNT, TRACE_SERVICES, TRACE_SPANS, TraceRef, TraceWorkload,
 };
-pub use metric_workload::{METRIC_SERVICES, MetricWorkload};
 pub use workload::{SERVICES, Workload, unix_nanos};

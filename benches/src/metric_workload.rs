@@ -21,17 +21,18 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use periscope_proto::{Labels, PromSample, SampleValue};
 
-use crate::workload::{kv_str, mix, resource_attributes, run_salt};
+use crate::workload::{kv_str, mix, run_salt};
 
-/// `service.instance.id` of an instance, as the resource attributes give it.
-fn instance_id(service: &str, instance: u32) -> String {
-    format!("{service}-7d9f8c-{instance}")
+/// `service.instance.id` of an instance (the `instance` label), as in the
+/// shared dataset.
+fn instance_id(instance: u32) -> String {
+    format!("i{instance}")
 }
 
-/// Services the series are spread over (the `job` label).
+/// Services the series are spread over (the `job` and `service` labels), as
+/// in the shared side-by-side dataset.
 pub const METRIC_SERVICES: [&str; 10] = [
-    "frontend", "cart", "checkout", "payment", "shipping", "catalog", "search", "auth",
-    "recommend", "email",
+    "svc0", "svc1", "svc2", "svc3", "svc4", "svc5", "svc6", "svc7", "svc8", "svc9",
 ];
 const ROUTES: usize = 20;
 const CODES: [&str; 5] = ["200", "201", "404", "500", "503"];
@@ -144,14 +145,10 @@ impl MetricWorkload {
                 let service = METRIC_SERVICES[k.service];
                 let mut labels: Labels = vec![
                     ("__name__".to_owned(), name.to_owned()),
-                    ("instance".to_owned(), instance_id(service, k.instance)),
+                    ("instance".to_owned(), instance_id(k.instance)),
                     ("job".to_owned(), service.to_owned()),
                 ];
-                labels.extend(
-                    self.labels(&k)
-                        .into_iter()
-                        .map(|(n, v)| (n.to_owned(), v)),
-                );
+                labels.extend(self.labels(&k).into_iter().map(|(n, v)| (n.to_owned(), v)));
                 labels.sort();
                 PromSample {
                     labels,
@@ -233,11 +230,12 @@ impl MetricWorkload {
                 }
                 ResourceMetrics {
                     resource: Some(Resource {
-                        attributes: resource_attributes(
-                            service,
-                            METRIC_SERVICES[service],
-                            instance,
-                        ),
+                        attributes: vec![
+                            kv_str("service.name", METRIC_SERVICES[service]),
+                            kv_str("service.instance.id", instance_id(instance)),
+                            kv_str("host.name", format!("node-{}", instance % 5)),
+                            kv_str("deployment.environment", "production"),
+                        ],
                         ..Default::default()
                     }),
                     scope_metrics: vec![ScopeMetrics {

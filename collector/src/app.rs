@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
@@ -193,12 +193,14 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         wal_rel.release(Signal::Logs, lsn)
     })
     .context("failed to start log indexer")?;
+    let (metric_tx, metric_rx) = std::sync::mpsc::sync_channel(64);
+    let metric_ingest = crate::pipeline::spawn_metric_ingest(metrics_store.clone(), metric_rx)
+        .context("failed to start metric ingest")?;
     let dispatcher = Arc::new(Dispatcher {
         indexer: index_tx,
         services: services.clone(),
         assembler: assembler.clone(),
-        metrics: metrics_store.clone(),
-        deltas: std::sync::Mutex::new(periscope_proto::DeltaToCumulative::default()),
+        metrics: metric_tx,
     });
 
     // The trace flusher; the WAL releases segments as traces are written.
@@ -256,6 +258,24 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
             }
         })
         .context("failed to start metric flusher")?;
+    // The metric compactor merges a partition's small files, off the flush
+    // path (flushes wait only while it swaps a manifest).
+    let (m, stop) = (metrics_store.clone(), metric_stop.clone());
+    let metric_compactor = std::thread::Builder::new()
+        .name("metric-compactor".into())
+        .spawn(move || {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                if last.elapsed() >= Duration::from_secs(10) {
+                    if let Err(e) = m.compact(now_ns().div_euclid(1_000_000)) {
+                        tracing::warn!(error = %e, "metric compaction failed; will retry");
+                    }
+                    last = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+        .context("failed to start metric compactor")?;
 
     // Replay what the stores have not made durable, then start the writer.
     // Spans of entries above the span store's durable position may already
@@ -305,6 +325,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
             d.dispatch(rec.lsn, signal, item);
             Ok(())
         })
+        .inspect(|_| d.wait_metrics())
     })
     .await?
     .context("wal replay failed")?;
@@ -399,12 +420,16 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || {
             w.close();
             let _ = indexer.join();
+            let _ = metric_ingest.join();
             // The flushers write every pending trace and sample, then stop.
             flusher_stop.store(true, Ordering::SeqCst);
             metric_stop.store(true, Ordering::SeqCst);
             a.close();
             let _ = flusher.join();
             let _ = metric_flusher.join();
+            // Not joined: a merge cut short leaves only an unlisted file,
+            // deleted on the next start.
+            drop(metric_compactor);
         })
         .await
     };

@@ -40,7 +40,8 @@ pub struct NativeHistogram {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SampleValue {
     Float(f64),
-    Histogram(NativeHistogram),
+    /// Boxed: a histogram is large, and most samples are floats.
+    Histogram(Box<NativeHistogram>),
 }
 
 /// One sample of one series. Timestamps are Unix milliseconds, as in Prometheus.

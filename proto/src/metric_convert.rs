@@ -396,7 +396,11 @@ impl Converter<'_> {
                 }
             }
             if let Some(native) = h.to_native() {
-                self.push(labels, pt.timestamp_ms, SampleValue::Histogram(native));
+                self.push(
+                    labels,
+                    pt.timestamp_ms,
+                    SampleValue::Histogram(Box::new(native)),
+                );
             }
         }
     }

@@ -187,7 +187,7 @@ pub fn decode_remote_write(body: &[u8]) -> Result<PromBatch, DecodeError> {
             batch.samples.push(PromSample {
                 labels: labels.clone(),
                 timestamp_ms,
-                value: SampleValue::Histogram(native),
+                value: SampleValue::Histogram(Box::new(native)),
             });
         }
     }

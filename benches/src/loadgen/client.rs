@@ -118,8 +118,10 @@ impl Generator {
             }
             Generator::Metrics(w, remote_write) => Batch {
                 request: if *remote_write {
-                    let body = periscope_proto::encode_remote_write(&w.prom_samples(first_seq, records));
-                    Request::RemoteWrite(snap::raw::Encoder::new().compress_vec(&body).unwrap_or_default().into())
+                    // Already snappy-compressed.
+                    let body =
+                        periscope_proto::encode_remote_write(&w.prom_samples(first_seq, records));
+                    Request::RemoteWrite(body.into())
                 } else {
                     Request::Metrics(w.request(first_seq, records))
                 },

@@ -268,7 +268,8 @@ impl Plan {
         let remote_write_url = match &cli.remote_write_url {
             None => None,
             Some(u) => Some(
-                reqwest::Url::parse(u).with_context(|| format!("invalid --remote-write-url {u:?}"))?,
+                reqwest::Url::parse(u)
+                    .with_context(|| format!("invalid --remote-write-url {u:?}"))?,
             ),
         };
         Ok(Plan {
@@ -426,7 +427,10 @@ async fn run(plan: Arc<Plan>) -> anyhow::Result<bool> {
                     outcome.report()
                 }
                 Signal::Metrics => {
-                    let w = plan.metrics.as_ref().expect("metric plans carry a workload");
+                    let w = plan
+                        .metrics
+                        .as_ref()
+                        .expect("metric plans carry a workload");
                     let sent = shared.next_seq.load(Ordering::Relaxed);
                     let outcome = v.metrics(w, acked, sent, last_ack).await;
                     ok &= outcome.ok();

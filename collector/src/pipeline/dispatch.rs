@@ -1,10 +1,11 @@
 //! What happens to an entry once it is durable in the WAL: logs go to the
-//! indexer, spans to the trace assembler, metrics to the metric store (after
-//! conversion to Prometheus series, in WAL order so delta temporality
-//! accumulates correctly). The same path serves WAL replay.
+//! indexer, spans to the trace assembler, metrics to the metric-ingest
+//! thread (which converts them to Prometheus series in WAL order, so delta
+//! temporality accumulates correctly, and appends them to the metric store).
+//! The same path serves WAL replay.
 
-use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
 use periscope_proto::otlp::ExportMetricsServiceRequest;
@@ -85,9 +86,48 @@ pub struct Dispatcher {
     pub indexer: SyncSender<IndexBatch>,
     pub services: Arc<ServiceRegistry>,
     pub assembler: Arc<Assembler>,
-    pub metrics: Arc<MetricStore>,
-    /// Delta sums and histograms become cumulative here, in WAL order.
-    pub deltas: Mutex<DeltaToCumulative>,
+    /// The metric-ingest thread's queue.
+    pub metrics: SyncSender<MetricWork>,
+}
+
+/// A metric entry for the metric-ingest thread.
+pub struct MetricWork {
+    lsn: u64,
+    tenant: TenantId,
+    /// `None` for a barrier: `done` is told once everything before it is in.
+    payload: Option<Payload>,
+    /// Held until the samples are in the head.
+    permit: Option<OwnedSemaphorePermit>,
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// Starts the thread that converts metric entries (in WAL order: delta sums
+/// and histograms become cumulative here) and appends them to the store.
+/// It ends when every sender of `rx` is gone and the queue is empty. Off the
+/// WAL writer thread, conversion overlaps the next entries' fsync.
+pub fn spawn_metric_ingest(
+    store: Arc<MetricStore>,
+    rx: Receiver<MetricWork>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("metric-ingest".into())
+        .spawn(move || {
+            let mut deltas = DeltaToCumulative::default();
+            for work in rx {
+                let batch = match work.payload {
+                    Some(Payload::Prom(batch)) => batch,
+                    Some(Payload::Metrics(req)) => otlp_to_prometheus(&req, &mut deltas),
+                    Some(Payload::Logs(_) | Payload::Spans(_)) | None => {
+                        if let Some(done) = work.done {
+                            let _ = done.send(());
+                        }
+                        continue;
+                    }
+                };
+                store.append_at(&work.tenant, batch, work.lsn);
+                drop(work.permit);
+            }
+        })
 }
 
 impl Dispatcher {
@@ -122,10 +162,13 @@ impl Dispatcher {
                 self.assembler.add(lsn, &tenant, spans);
                 drop(permit);
             }
-            Payload::Prom(batch) => {
-                self.metrics.append_at(&tenant, batch, lsn);
-                drop(permit);
-            }
+            Payload::Prom(batch) => self.send_metrics(MetricWork {
+                lsn,
+                tenant,
+                payload: Some(Payload::Prom(batch)),
+                permit,
+                done: None,
+            }),
             Payload::Metrics(req) => {
                 let mut names: Vec<String> = req
                     .resource_metrics
@@ -135,14 +178,38 @@ impl Dispatcher {
                 names.sort_unstable();
                 names.dedup();
                 self.services.add(&tenant, names);
-                let batch = {
-                    let mut deltas = self.deltas.lock().unwrap_or_else(|p| p.into_inner());
-                    otlp_to_prometheus(&req, &mut deltas)
-                };
-                drop(req);
-                self.metrics.append_at(&tenant, batch, lsn);
-                drop(permit);
+                self.send_metrics(MetricWork {
+                    lsn,
+                    tenant,
+                    payload: Some(Payload::Metrics(req)),
+                    permit,
+                    done: None,
+                });
             }
+        }
+    }
+
+    /// Waits until every metric entry dispatched so far is in the store
+    /// (replay is over only then: queries after `/readyz` see it all).
+    pub fn wait_metrics(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send_metrics(MetricWork {
+            lsn: 0,
+            tenant: TenantId::default_tenant(),
+            payload: None,
+            permit: None,
+            done: Some(tx),
+        });
+        let _ = rx.recv();
+    }
+
+    fn send_metrics(&self, work: MetricWork) {
+        let lsn = work.lsn;
+        if self.metrics.send(work).is_err() {
+            tracing::error!(
+                lsn,
+                "metric ingest stopped; entry stays in the wal for replay"
+            );
         }
     }
 }

@@ -481,7 +481,7 @@ fn natives(batch: &PromBatch) -> Vec<NativeHistogram> {
         .samples
         .iter()
         .filter_map(|s| match &s.value {
-            SampleValue::Histogram(h) => Some(h.clone()),
+            SampleValue::Histogram(h) => Some((**h).clone()),
             SampleValue::Float(_) => None,
         })
         .collect()

@@ -44,7 +44,7 @@ fn round_trip_keeps_floats_and_both_histogram_encodings() {
         PromSample {
             labels: lat.clone(),
             timestamp_ms: 1_000,
-            value: SampleValue::Histogram(integer),
+            value: SampleValue::Histogram(Box::new(integer)),
         },
         PromSample {
             labels: up.clone(),
@@ -54,7 +54,7 @@ fn round_trip_keeps_floats_and_both_histogram_encodings() {
         PromSample {
             labels: lat,
             timestamp_ms: 2_000,
-            value: SampleValue::Histogram(float),
+            value: SampleValue::Histogram(Box::new(float)),
         },
     ];
     let body = encode_remote_write(&samples);

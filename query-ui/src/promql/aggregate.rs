@@ -11,7 +11,7 @@ use super::functions::quantile;
 use super::value::float_string;
 
 /// The labels of an element's group.
-fn group_labels(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
+pub(crate) fn group_labels(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
     match modifier {
         Some(LabelModifier::Include(by)) => labels
             .iter()

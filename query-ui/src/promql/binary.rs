@@ -12,7 +12,7 @@ use super::eval::{Evaluator, Sample, Value, drop_name, set_label};
 
 /// Applies an operator to two floats: the value and whether a comparison
 /// holds (always true for arithmetic). Comparisons yield the left value.
-fn float_op(op: &str, a: f64, b: f64) -> Option<(f64, bool)> {
+pub(crate) fn float_op(op: &str, a: f64, b: f64) -> Option<(f64, bool)> {
     Some(match op {
         "+" => (a + b, true),
         "-" => (a - b, true),
@@ -31,7 +31,7 @@ fn float_op(op: &str, a: f64, b: f64) -> Option<(f64, bool)> {
     })
 }
 
-fn is_comparison(op: &str) -> bool {
+pub(crate) fn is_comparison(op: &str) -> bool {
     matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
 }
 
@@ -109,7 +109,7 @@ fn vector_scalar(
 }
 
 /// The labels two series are matched on.
-fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Labels {
+pub(crate) fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Labels {
     match matching {
         Some(LabelModifier::Include(on)) => labels
             .iter()

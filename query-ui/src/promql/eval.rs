@@ -59,7 +59,15 @@ pub fn instant_query(
     opts: &EngineOptions,
 ) -> Result<QueryValue, QueryError> {
     let expr = parse(query)?;
-    let ev = Evaluator::load(src, &expr, time_ms, time_ms, opts)?;
+    let deadline = Instant::now() + opts.timeout;
+    let ev = Evaluator::load(
+        src,
+        &expr,
+        (time_ms, time_ms),
+        (time_ms, time_ms),
+        deadline,
+        opts,
+    )?;
     Ok(match ev.eval(&expr, time_ms)? {
         Value::Scalar(f) => QueryValue::Scalar(time_ms, f),
         Value::Str(s) => QueryValue::String(time_ms, s),
@@ -106,38 +114,119 @@ pub fn range_query(
             )));
         }
     }
-    let ev = Evaluator::load(src, &expr, start_ms, end_ms, opts)?;
+    let deadline = Instant::now() + opts.timeout;
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut series: Vec<(Labels, Vec<(i64, SampleValue)>)> = Vec::new();
     let mut points = 0usize;
-    let mut t = start_ms;
-    while t <= end_ms {
-        ev.check_deadline()?;
-        let samples = match ev.eval(&expr, t)? {
-            Value::Scalar(f) => vec![Sample::float(Labels::new(), f)],
-            Value::Vector(v) => {
-                check_unique(&v)?;
-                v
-            }
-            _ => {
-                return Err(QueryError::execution(
-                    "range query evaluated to a non-vector",
-                ));
-            }
+    // Evaluated in chunks of steps, each loading only the samples its steps
+    // read: memory and the sample limit scale with a chunk, not the range.
+    let chunk_ms = (opts.range_chunk_ms / step_ms).max(1) * step_ms;
+    let mut from = start_ms;
+    while from <= end_ms {
+        let to = (from + chunk_ms - step_ms).min(end_ms);
+        let ev = Evaluator::load(src, &expr, (start_ms, end_ms), (from, to), deadline, opts)?;
+        let steps: Vec<i64> = (0..)
+            .map(|i| from + i * step_ms)
+            .take_while(|t| *t <= to)
+            .collect();
+        let fast = if opts.series_at_a_time {
+            ev.eval_range(&expr, &steps)
+        } else {
+            None
         };
-        points += samples.len();
-        ev.check_samples(points)?;
-        for s in samples {
-            let i = *index.entry(s.labels.clone()).or_insert_with(|| {
-                series.push((s.labels.clone(), Vec::new()));
-                series.len() - 1
-            });
-            series[i].1.push((t, s.v));
+        if let Some(r) = fast {
+            for (labels, samples) in ranged_series(r?, &steps)? {
+                points += samples.len();
+                ev.check_samples(points)?;
+                let i = *index.entry(labels.clone()).or_insert_with(|| {
+                    series.push((labels, Vec::new()));
+                    series.len() - 1
+                });
+                series[i].1.extend(samples);
+            }
+        } else {
+            for t in steps {
+                ev.check_deadline()?;
+                let samples = match ev.eval(&expr, t)? {
+                    Value::Scalar(f) => vec![Sample::float(Labels::new(), f)],
+                    Value::Vector(v) => {
+                        check_unique(&v)?;
+                        v
+                    }
+                    _ => {
+                        return Err(QueryError::execution(
+                            "range query evaluated to a non-vector",
+                        ));
+                    }
+                };
+                points += samples.len();
+                ev.check_samples(points)?;
+                for s in samples {
+                    let i = *index.entry(s.labels.clone()).or_insert_with(|| {
+                        series.push((s.labels.clone(), Vec::new()));
+                        series.len() - 1
+                    });
+                    series[i].1.push((t, s.v));
+                }
+            }
         }
-        t += step_ms;
+        from = to + step_ms;
     }
     series.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(QueryValue::Matrix(series))
+}
+
+/// A series-at-a-time result as the step evaluator gives it: series with
+/// equal labels merged (an error where two have a value at one step).
+fn ranged_series(
+    r: super::range::Ranged,
+    steps: &[i64],
+) -> Result<Vec<(Labels, Vec<(i64, SampleValue)>)>, QueryError> {
+    let cols = match r {
+        super::range::Ranged::Scalar(v) => {
+            let samples = steps
+                .iter()
+                .zip(v)
+                .map(|(t, f)| (*t, SampleValue::Float(f)))
+                .collect();
+            return Ok(vec![(Labels::new(), samples)]);
+        }
+        super::range::Ranged::Vector(cols) => cols,
+    };
+    let mut merged: HashMap<Labels, super::range::Column> = HashMap::new();
+    for c in cols {
+        match merged.entry(c.labels.clone()) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(c);
+            }
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let m = e.get_mut();
+                for i in 0..steps.len() {
+                    if c.has[i] {
+                        if m.has[i] {
+                            return Err(QueryError::execution(
+                                "vector cannot contain metrics with the same labelset",
+                            ));
+                        }
+                        m.has[i] = true;
+                        m.vals[i] = c.vals[i];
+                    }
+                }
+            }
+        }
+    }
+    Ok(merged
+        .into_iter()
+        .map(|(labels, c)| {
+            let samples = steps
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| c.has[*i])
+                .map(|(i, t)| (*t, SampleValue::Float(c.vals[i])))
+                .collect();
+            (labels, samples)
+        })
+        .collect())
 }
 
 fn parse(query: &str) -> Result<Expr, QueryError> {
@@ -165,20 +254,24 @@ pub(crate) struct Evaluator<'a> {
     end: i64,
     /// Series loaded for each selector node, keyed by the node's address
     /// (the tree is borrowed, unmoved, for the whole query).
-    data: HashMap<usize, Vec<Series>>,
+    pub(crate) data: HashMap<usize, Vec<Series>>,
     deadline: Instant,
 }
 
-fn key(vs: &VectorSelector) -> usize {
+pub(crate) fn key(vs: &VectorSelector) -> usize {
     std::ptr::from_ref(vs) as usize
 }
 
 impl<'a> Evaluator<'a> {
+    /// Loads what evaluating at times within `[from, to]` reads, for a query
+    /// over `[start, end]` (what `@ start()` and `@ end()` mean).
+    #[allow(clippy::too_many_arguments)]
     fn load(
         src: &dyn SeriesSource,
         expr: &'a Expr,
-        start: i64,
-        end: i64,
+        (start, end): (i64, i64),
+        (from, to): (i64, i64),
+        deadline: Instant,
         opts: &'a EngineOptions,
     ) -> Result<Self, QueryError> {
         let mut ev = Evaluator {
@@ -186,10 +279,10 @@ impl<'a> Evaluator<'a> {
             start,
             end,
             data: HashMap::new(),
-            deadline: Instant::now() + opts.timeout,
+            deadline,
         };
         let mut wanted = Vec::new();
-        ev.plan(expr, start, end, &mut wanted);
+        ev.plan(expr, from, to, &mut wanted);
         let mut loaded = 0usize;
         for (vs, lo, hi) in wanted {
             ev.check_deadline()?;
@@ -477,12 +570,19 @@ fn select(
         vs.matchers.or_matchers.iter().map(|g| convert(g)).collect()
     };
     let mut all: Vec<Series> = Vec::new();
+    // A series matched by several `or` groups is loaded once.
+    let mut seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
+    let single = groups.len() == 1;
     for g in groups {
         let found = src
             .select(&g, lo, hi)
             .map_err(|e| QueryError::execution(format!("failed to select series: {e}")))?;
+        if single {
+            all = found;
+            continue;
+        }
         for s in found {
-            if !all.iter().any(|a| a.labels == s.labels) {
+            if seen.insert(s.labels.clone()) {
                 all.push(s);
             }
         }

@@ -128,7 +128,7 @@ fn deriv(pts: &[(i64, f64)]) -> Option<f64> {
 }
 
 /// Functions whose result keeps the metric name.
-fn keeps_name(name: &str) -> bool {
+pub(crate) fn keeps_name(name: &str) -> bool {
     matches!(
         name,
         "last_over_time" | "sort" | "sort_desc" | "label_replace" | "label_join"
@@ -372,23 +372,37 @@ impl Evaluator<'_> {
 
 fn range_function(name: &str, s: &Series, q: f64, start: i64, end: i64) -> Option<f64> {
     match name {
-        "count_over_time" => return Some(s.samples.len() as f64),
+        "count_over_time" => Some(s.samples.len() as f64),
+        "present_over_time" => Some(1.0),
+        _ => range_function_floats(name, &floats(s), q, start, end),
+    }
+}
+
+/// A range function over the float samples of one window `(start, end]`.
+pub(crate) fn range_function_floats(
+    name: &str,
+    pts: &[(i64, f64)],
+    q: f64,
+    start: i64,
+    end: i64,
+) -> Option<f64> {
+    match name {
+        "count_over_time" => return Some(pts.len() as f64),
         "present_over_time" => return Some(1.0),
         _ => {}
     }
-    let pts = floats(s);
     if pts.is_empty() {
         return None;
     }
     let vals = || pts.iter().map(|(_, v)| *v);
     let n = pts.len() as f64;
-    let mean = vals().sum::<f64>() / n;
+    let mean = || vals().sum::<f64>() / n;
     Some(match name {
-        "rate" => extrapolated_rate(&pts, start, end, true, true)?,
-        "increase" => extrapolated_rate(&pts, start, end, true, false)?,
-        "delta" => extrapolated_rate(&pts, start, end, false, false)?,
+        "rate" => extrapolated_rate(pts, start, end, true, true)?,
+        "increase" => extrapolated_rate(pts, start, end, true, false)?,
+        "delta" => extrapolated_rate(pts, start, end, false, false)?,
         "irate" | "idelta" => {
-            let [.., (t0, v0), (t1, v1)] = pts.as_slice() else {
+            let [.., (t0, v0), (t1, v1)] = pts else {
                 return None;
             };
             let mut d = v1 - v0;
@@ -400,19 +414,25 @@ fn range_function(name: &str, s: &Series, q: f64, start: i64, end: i64) -> Optio
             }
             d
         }
-        "deriv" => deriv(&pts)?,
+        "deriv" => deriv(pts)?,
         "resets" => pts.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64,
         "changes" => pts
             .windows(2)
             .filter(|w| w[1].1 != w[0].1 && !(w[1].1.is_nan() && w[0].1.is_nan()))
             .count() as f64,
-        "avg_over_time" => mean,
+        "avg_over_time" => mean(),
         "sum_over_time" => vals().sum(),
         "min_over_time" => vals().fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
         "max_over_time" => vals().fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
         "last_over_time" => pts[pts.len() - 1].1,
-        "stdvar_over_time" => vals().map(|v| (v - mean).powi(2)).sum::<f64>() / n,
-        "stddev_over_time" => (vals().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt(),
+        "stdvar_over_time" => {
+            let m = mean();
+            vals().map(|v| (v - m).powi(2)).sum::<f64>() / n
+        }
+        "stddev_over_time" => {
+            let m = mean();
+            (vals().map(|v| (v - m).powi(2)).sum::<f64>() / n).sqrt()
+        }
         "quantile_over_time" => quantile(q, vals().collect()),
         _ => return None,
     })

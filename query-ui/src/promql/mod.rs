@@ -16,6 +16,7 @@ mod aggregate;
 mod binary;
 mod eval;
 mod functions;
+mod range;
 mod source;
 mod value;
 
@@ -37,6 +38,13 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// Longest a query may run. Default 2 minutes.
     pub timeout: Duration,
+    /// Range queries in the subset `range.rs` handles are evaluated a series
+    /// at a time (same results, far fewer allocations). Default on; off
+    /// only to compare the two evaluators.
+    pub series_at_a_time: bool,
+    /// Range queries are evaluated in chunks of steps spanning about this
+    /// long, each loading only the samples it reads. Default 2 hours.
+    pub range_chunk_ms: i64,
 }
 
 impl Default for EngineOptions {
@@ -45,6 +53,8 @@ impl Default for EngineOptions {
             lookback_ms: 300_000,
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
+            series_at_a_time: true,
+            range_chunk_ms: 2 * 3600 * 1000,
         }
     }
 }

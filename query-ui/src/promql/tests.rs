@@ -110,7 +110,7 @@ fn dataset() -> MemorySource {
             per_minute("req_duration_bucket{job=web,le=+Inf}", &k(8.0)),
             Series {
                 labels: labels("lat_native{job=api}"),
-                samples: vec![(600_000, SampleValue::Histogram(native))],
+                samples: vec![(600_000, SampleValue::Histogram(Box::new(native)))],
             },
         ],
     }
@@ -120,9 +120,53 @@ fn close(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
 }
 
+/// Runs `query` as range queries with the series-at-a-time evaluator and
+/// with the step evaluator in small chunks, and checks both give the same series, points and
+/// values (or errors of the same kind). Every expression of this suite goes
+/// through here.
+fn same_both_ways(query: &str) {
+    let src = dataset();
+    // The step evaluator, and chunks of a few steps (each loading its own
+    // samples), must not change a result.
+    let step_only = EngineOptions {
+        series_at_a_time: false,
+        range_chunk_ms: 100_000,
+        ..EngineOptions::default()
+    };
+    for (start, end, step) in [
+        (0, 600_000, 60_000),
+        (-120_000, 900_000, 45_000),
+        (590_000, 610_000, 1_000),
+    ] {
+        let fast = range_query(&src, query, start, end, step, &EngineOptions::default());
+        let slow = range_query(&src, query, start, end, step, &step_only);
+        match (fast, slow) {
+            (Ok(QueryValue::Matrix(f)), Ok(QueryValue::Matrix(s))) => {
+                assert_eq!(f.len(), s.len(), "{query}: {f:?} vs {s:?}");
+                for ((fl, fp), (sl, sp)) in f.iter().zip(&s) {
+                    assert_eq!(fl, sl, "{query}");
+                    assert_eq!(fp.len(), sp.len(), "{query} {fl:?}: {fp:?} vs {sp:?}");
+                    for ((ft, fv), (st, sv)) in fp.iter().zip(sp) {
+                        assert_eq!(ft, st, "{query} {fl:?}");
+                        match (fv, sv) {
+                            (SampleValue::Float(a), SampleValue::Float(b)) => {
+                                assert!(close(*a, *b), "{query} {fl:?} at {ft}: {a} vs {b}")
+                            }
+                            (a, b) => assert_eq!(a, b, "{query}"),
+                        }
+                    }
+                }
+            }
+            (Err(a), Err(b)) => assert_eq!(a.kind, b.kind, "{query}: {a} vs {b}"),
+            (a, b) => panic!("{query}: {a:?} vs {b:?}"),
+        }
+    }
+}
+
 /// Runs an instant query at `t` seconds and compares the vector result,
 /// order-insensitively, with `(labels, value)` pairs.
 fn check_vector(query: &str, t: i64, want: &[(&str, f64)]) {
+    same_both_ways(query);
     let got = instant_query(&dataset(), query, t * 1000, &EngineOptions::default())
         .unwrap_or_else(|e| panic!("{query}: {e}"));
     let QueryValue::Vector(mut got) = got else {
@@ -143,6 +187,7 @@ fn check_vector(query: &str, t: i64, want: &[(&str, f64)]) {
 }
 
 fn check_scalar(query: &str, t: i64, want: f64) {
+    same_both_ways(query);
     match instant_query(&dataset(), query, t * 1000, &EngineOptions::default()) {
         Ok(QueryValue::Scalar(ts, v)) => {
             assert_eq!(ts, t * 1000);
@@ -153,6 +198,7 @@ fn check_scalar(query: &str, t: i64, want: f64) {
 }
 
 fn check_error(query: &str, kind: &str) {
+    same_both_ways(query);
     match instant_query(&dataset(), query, 600_000, &EngineOptions::default()) {
         Err(e) => assert_eq!(e.kind, kind, "{query}: {e}"),
         Ok(v) => panic!("{query}: expected an error, got {v:?}"),
@@ -162,6 +208,7 @@ fn check_error(query: &str, kind: &str) {
 /// Range query from `start` to `end` seconds; `want` lists each series'
 /// labels and its points `(seconds, value)`.
 fn check_range(query: &str, start: i64, end: i64, step: i64, want: &[(&str, &[(i64, f64)])]) {
+    same_both_ways(query);
     let got = range_query(
         &dataset(),
         query,

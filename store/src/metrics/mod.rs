@@ -24,6 +24,17 @@ use crate::{DataDir, StoreError, TenantId};
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// A partition's files are merged once it holds this many small ones, or
+/// two once its hour has been over for [`COMPACT_SETTLE_MS`].
+const COMPACT_MIN_FILES: usize = 4;
+const COMPACT_SETTLE_MS: i64 = 10 * 60 * 1000;
+/// The most rows one merge reads: bounds its memory (about 30 bytes a row
+/// in flight). Files of half this or more are left alone.
+const COMPACT_MAX_ROWS: u64 = 16_000_000;
+/// Files a merge replaced stay on disk this long for queries that listed
+/// them before the swap.
+const DELETE_GRACE: Duration = Duration::from_secs(300);
+
 fn metrics_dir(data: &DataDir, tenant: &TenantId) -> PathBuf {
     data.root().join(tenant.as_str()).join("metrics")
 }
@@ -89,7 +100,7 @@ impl HeadSeries {
             out.extend(
                 self.histograms[lo..hi]
                     .iter()
-                    .map(|(t, h)| (*t, SampleValue::Histogram(h.clone()))),
+                    .map(|(t, h)| (*t, SampleValue::Histogram(Box::new(h.clone())))),
             );
             out.sort_by_key(|(t, _)| *t);
         }
@@ -103,8 +114,8 @@ struct TenantHead {
     flushing: Vec<HeadSeries>,
     manifest: files::Manifest,
     series: Vec<HeadSeries>,
-    by_labels: HashMap<Labels, usize>,
-    by_name: HashMap<String, Vec<usize>>,
+    by_labels: foldhash::HashMap<Labels, usize>,
+    by_name: foldhash::HashMap<String, Vec<usize>>,
     metadata: BTreeMap<String, MetricMeta>,
     samples: u64,
 }
@@ -131,6 +142,8 @@ pub struct MetricStore {
     flush_lock: Mutex<()>,
     /// The WAL position of the flush in progress.
     cut: AtomicU64,
+    /// Files replaced by compaction, deleted after [`DELETE_GRACE`].
+    graveyard: Mutex<Vec<(Instant, PathBuf)>>,
 }
 
 impl std::fmt::Debug for MetricStore {
@@ -152,6 +165,7 @@ impl MetricStore {
             first_unflushed: Mutex::new(None),
             flush_lock: Mutex::new(()),
             cut: AtomicU64::new(0),
+            graveyard: Mutex::new(Vec::new()),
         })
     }
 
@@ -325,7 +339,8 @@ impl MetricStore {
             let partition = crate::logs::partition_dir_name(hour * 1_000_000);
             let pdir = dir.join(&partition);
             std::fs::create_dir_all(&pdir).map_err(StoreError::io("failed to create", &pdir))?;
-            let name = format!("samples-{}.parquet", manifest.next_file);
+            let order = manifest.next_file;
+            let name = format!("samples-{order}.parquet");
             manifest.next_file += 1;
             let rows: u64 = series.iter().map(|s| s.samples.len() as u64).sum();
             let min_ts = series
@@ -340,11 +355,12 @@ impl MetricStore {
                 .map(|x| x.0)
                 .max()
                 .unwrap_or(0);
-            let bytes = files::write_file(&pdir.join(&name), series)?;
+            let bytes = files::write_file(&pdir.join(&name), series, files::FLUSH_ZSTD_LEVEL)?;
             crate::layout::sync_dir(&pdir)?;
             manifest.files.push(files::MetricFile {
                 partition,
                 name,
+                order,
                 min_ts_ms: min_ts,
                 max_ts_ms: max_ts,
                 rows,
@@ -352,6 +368,158 @@ impl MetricStore {
             });
         }
         Ok(manifest)
+    }
+
+    /// Merges small files of a partition into one (smallest first, at most
+    /// [`COMPACT_MAX_ROWS`] rows a merge), with a stronger zstd level, and
+    /// deletes files replaced more than [`DELETE_GRACE`] ago. Returns the
+    /// number of merges. Flushes wait only while a manifest is swapped.
+    pub fn compact(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let Some(data) = self.data.clone() else {
+            return Ok(0);
+        };
+        self.collect_garbage(DELETE_GRACE);
+        let tenants: Vec<(TenantId, Arc<RwLock<TenantHead>>)> = self
+            .tenants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut merges = 0;
+        for (tenant, t) in tenants {
+            loop {
+                let pick = {
+                    let h = t.read().unwrap_or_else(|p| p.into_inner());
+                    pick_merge(&h.manifest, now_ms)
+                };
+                let Some(pick) = pick else { break };
+                self.merge_files(&data, &tenant, &t, pick)?;
+                merges += 1;
+            }
+        }
+        Ok(merges)
+    }
+
+    /// Deletes files replaced at least `grace` ago.
+    fn collect_garbage(&self, grace: Duration) {
+        let mut g = self.graveyard.lock().unwrap_or_else(|p| p.into_inner());
+        g.retain(|(when, path)| {
+            if when.elapsed() < grace {
+                return true;
+            }
+            if let Err(e) = std::fs::remove_file(path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "failed to delete a compacted metric file");
+            }
+            false
+        });
+    }
+
+    fn merge_files(
+        &self,
+        data: &DataDir,
+        tenant: &TenantId,
+        t: &Arc<RwLock<TenantHead>>,
+        inputs: Vec<files::MetricFile>,
+    ) -> Result<(), StoreError> {
+        let dir = metrics_dir(data, tenant);
+        let partition = inputs[0].partition.clone();
+        let pdir = dir.join(&partition);
+        // Newest file first: with a stable sort by time, the dedup below
+        // keeps its copy of a sample written twice.
+        let mut merged: foldhash::HashMap<Labels, Vec<(i64, SampleValue)>> = Default::default();
+        for f in inputs.iter().rev() {
+            for (labels, samples) in
+                files::read_file(&pdir.join(&f.name), None, &|_| true, i64::MIN, i64::MAX)?
+            {
+                merged.entry(labels).or_default().extend(samples);
+            }
+        }
+        let mut series: Vec<files::SeriesRows<'_>> = merged
+            .iter_mut()
+            .map(|(labels, samples)| {
+                samples.sort_by_key(|(ts, _)| *ts);
+                samples.dedup_by(|later, kept| later.0 == kept.0);
+                files::SeriesRows {
+                    labels,
+                    name: label(labels, NAME_LABEL).unwrap_or(""),
+                    samples: std::mem::take(samples),
+                }
+            })
+            .collect();
+        series.retain(|s| !s.samples.is_empty());
+        let rows: u64 = series.iter().map(|s| s.samples.len() as u64).sum();
+        let min_ts = series
+            .iter()
+            .filter_map(|s| s.samples.first())
+            .map(|x| x.0)
+            .min();
+        let max_ts = series
+            .iter()
+            .filter_map(|s| s.samples.last())
+            .map(|x| x.0)
+            .max();
+        // The output's number is reserved in the in-memory manifest; the
+        // next manifest written (by a flush or this merge) records it.
+        let name = {
+            let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut h = t.write().unwrap_or_else(|p| p.into_inner());
+            let n = h.manifest.next_file;
+            h.manifest.next_file += 1;
+            format!("samples-{n}.parquet")
+        };
+        let path = pdir.join(&name);
+        let bytes = files::write_file(&path, series, files::COMPACT_ZSTD_LEVEL)?;
+        crate::layout::sync_dir(&pdir)?;
+        // Swap: flushes and retention change the manifest under the same lock.
+        let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = t.write().unwrap_or_else(|p| p.into_inner());
+        let listed = |f: &files::MetricFile| {
+            h.manifest
+                .files
+                .iter()
+                .any(|m| m.partition == f.partition && m.name == f.name)
+        };
+        if !inputs.iter().all(listed) {
+            // Retention dropped an input meanwhile: the merge is stale.
+            drop(h);
+            let _ = std::fs::remove_file(path.with_file_name(files::series_file_name(&name)));
+            let _ = std::fs::remove_file(&path);
+            return Ok(());
+        }
+        let mut manifest = h.manifest.clone();
+        manifest.files.retain(|m| {
+            !inputs
+                .iter()
+                .any(|f| f.partition == m.partition && f.name == m.name)
+        });
+        if rows > 0 {
+            manifest.files.push(files::MetricFile {
+                partition: partition.clone(),
+                name: name.clone(),
+                order: inputs.iter().map(|f| f.order).max().unwrap_or(0),
+                min_ts_ms: min_ts.unwrap_or(0),
+                max_ts_ms: max_ts.unwrap_or(0),
+                rows,
+                bytes,
+            });
+        }
+        files::write_manifest(&dir, &manifest)?;
+        h.manifest = manifest;
+        drop(h);
+        let now = Instant::now();
+        let mut g = self.graveyard.lock().unwrap_or_else(|p| p.into_inner());
+        for f in &inputs {
+            g.push((now, pdir.join(&f.name)));
+            g.push((now, pdir.join(files::series_file_name(&f.name))));
+        }
+        if rows == 0 {
+            g.push((now, path.with_file_name(files::series_file_name(&name))));
+            g.push((now, path));
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> &MetricStoreStats {
@@ -419,7 +587,7 @@ impl MetricStore {
             match s.value {
                 SampleValue::Float(v) => h.series[idx].insert_float(s.timestamp_ms, v),
                 SampleValue::Histogram(hist) => {
-                    h.series[idx].insert_histogram(s.timestamp_ms, hist)
+                    h.series[idx].insert_histogram(s.timestamp_ms, *hist)
                 }
             }
         }
@@ -445,14 +613,14 @@ impl MetricStore {
         &self,
         tenant: &TenantId,
         name: Option<&str>,
-        keep: &dyn Fn(&Labels) -> bool,
+        keep: &(dyn Fn(&Labels) -> bool + Sync),
         start_ms: i64,
         end_ms: i64,
     ) -> Vec<SeriesSamples> {
         let Some(t) = self.tenant(tenant) else {
             return Vec::new();
         };
-        let mut merged: HashMap<Labels, Vec<(i64, SampleValue)>> = HashMap::new();
+        let mut merged: foldhash::HashMap<Labels, Vec<(i64, SampleValue)>> = Default::default();
         let files: Vec<(PathBuf, i64, i64)> = {
             let h = t.read().unwrap_or_else(|p| p.into_inner());
             let mut add = |s: &HeadSeries| {
@@ -475,10 +643,11 @@ impl MetricStore {
             }
             h.flushing.iter().for_each(&mut add);
             match &self.data {
+                // Newest first: the dedup below keeps the first copy of a
+                // sample written twice (the head's, then the newest file's).
                 Some(data) => h
                     .manifest
-                    .files
-                    .iter()
+                    .files_newest_first()
                     .filter(|f| f.max_ts_ms >= start_ms && f.min_ts_ms <= end_ms)
                     .map(|f| {
                         (
@@ -491,24 +660,68 @@ impl MetricStore {
                 None => Vec::new(),
             }
         };
-        for (path, ..) in files {
-            match files::read_file(&path, name, start_ms, end_ms) {
-                Ok(series) => {
-                    for (labels, samples) in series {
-                        if keep(&labels) && !samples.is_empty() {
-                            merged.entry(labels).or_default().extend(samples);
-                        }
-                    }
+        // Files are read on a few threads; results are merged in the list's
+        // order (newest first), after the head's.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4)
+            .min(files.len().max(1));
+        let per_thread = files.len().div_ceil(threads).max(1);
+        let results: Vec<Vec<SeriesSamples>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = files
+                .chunks(per_thread)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|(path, ..)| {
+                                files::read_file(path, name, keep, start_ms, end_ms).unwrap_or_else(
+                                    |e| {
+                                        tracing::warn!(error = %e, "failed to read metric file");
+                                        Vec::new()
+                                    },
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let mut merged: foldhash::HashMap<Labels, Vec<Vec<(i64, SampleValue)>>> = merged
+            .into_iter()
+            .map(|(l, samples)| (l, vec![samples]))
+            .collect();
+        for series in results {
+            for (labels, samples) in series {
+                if !samples.is_empty() {
+                    merged.entry(labels).or_default().push(samples);
                 }
-                Err(e) => tracing::warn!(error = %e, "failed to read metric file"),
             }
         }
         merged
             .into_iter()
-            .map(|(l, mut samples)| {
+            .map(|(l, mut chunks)| {
+                // Oldest chunk first is usually already in order, with no
+                // sample twice; otherwise sort the newest-first concatenation
+                // (stable) and keep the first copy of a repeated timestamp.
+                let in_order = chunks
+                    .iter()
+                    .rev()
+                    .flatten()
+                    .map(|(t, _)| *t)
+                    .try_fold(i64::MIN, |last, t| if t > last { Some(t) } else { None });
+                if in_order.is_some() {
+                    chunks.reverse();
+                    return (l, chunks.concat());
+                }
+                let mut samples = chunks.concat();
                 samples.sort_by_key(|(t, _)| *t);
-                // The same sample in a file and in a retried head keeps the later copy.
-                samples.dedup_by(|b, a| a.0 == b.0);
+                // A sample written twice keeps its newest copy, met first.
+                samples.dedup_by(|later, kept| later.0 == kept.0);
                 (l, samples)
             })
             .collect()
@@ -518,7 +731,7 @@ impl MetricStore {
     pub fn label_names(
         &self,
         tenant: &TenantId,
-        keep: &dyn Fn(&Labels) -> bool,
+        keep: &(dyn Fn(&Labels) -> bool + Sync),
         start_ms: i64,
         end_ms: i64,
     ) -> Vec<String> {
@@ -534,7 +747,7 @@ impl MetricStore {
         &self,
         tenant: &TenantId,
         name: &str,
-        keep: &dyn Fn(&Labels) -> bool,
+        keep: &(dyn Fn(&Labels) -> bool + Sync),
         start_ms: i64,
         end_ms: i64,
     ) -> Vec<String> {
@@ -590,6 +803,10 @@ impl MetricStore {
                 t.write().unwrap_or_else(|p| p.into_inner()).manifest = manifest;
                 for f in gone {
                     let _ = std::fs::remove_file(dir.join(&f.partition).join(&f.name));
+                    let _ = std::fs::remove_file(
+                        dir.join(&f.partition)
+                            .join(files::series_file_name(&f.name)),
+                    );
                     let _ = std::fs::remove_dir(dir.join(&f.partition));
                 }
             }
@@ -629,6 +846,52 @@ impl MetricStore {
             }
         }
     }
+}
+
+/// The files of one partition to merge next, if any: a run of small files
+/// adjacent in write order (so that the merged file's place in that order
+/// is right for every sample in it), once the run has
+/// [`COMPACT_MIN_FILES`] files, or two once its hour is settled; at most
+/// [`COMPACT_MAX_ROWS`] rows.
+fn pick_merge(manifest: &files::Manifest, now_ms: i64) -> Option<Vec<files::MetricFile>> {
+    let mut by_partition: BTreeMap<&str, Vec<&files::MetricFile>> = BTreeMap::new();
+    for f in &manifest.files {
+        by_partition.entry(&f.partition).or_default().push(f);
+    }
+    for (_, mut list) in by_partition {
+        list.sort_by_key(|f| f.order);
+        let mut run: Vec<&files::MetricFile> = Vec::new();
+        let mut rows = 0;
+        // A trailing `None` ends the last run.
+        for f in list.into_iter().map(Some).chain([None]) {
+            let fits = f.is_some_and(|f| {
+                f.rows < COMPACT_MAX_ROWS / 2 && rows + f.rows <= COMPACT_MAX_ROWS
+            });
+            if fits && let Some(f) = f {
+                rows += f.rows;
+                run.push(f);
+                continue;
+            }
+            let hour_end = run
+                .iter()
+                .map(|f| f.max_ts_ms.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS)
+                .max()
+                .unwrap_or(i64::MAX);
+            let settled = now_ms >= hour_end.saturating_add(COMPACT_SETTLE_MS);
+            if run.len() >= COMPACT_MIN_FILES || (run.len() >= 2 && settled) {
+                return Some(run.into_iter().cloned().collect());
+            }
+            run.clear();
+            rows = 0;
+            if let Some(f) = f
+                && f.rows < COMPACT_MAX_ROWS / 2
+            {
+                rows = f.rows;
+                run.push(f);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -738,5 +1001,75 @@ mod tests {
         assert_eq!(label(&got[0].0, "job"), Some("a"));
         store.apply_retention(30 * 24 * 3_600_000 + 1000);
         assert!(store.select(&t, None, &|_| true, 0, 100).is_empty());
+    }
+
+    #[test]
+    fn compaction_merges_small_files_keeps_every_sample_and_the_newest_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        let t = TenantId::default_tenant();
+        let store = MetricStore::open(&data, MetricStoreOptions::default()).unwrap();
+        // Five flushes into one hour; the last rewrites ts 40 of job a.
+        for (i, lsn) in (1..=5u64).enumerate() {
+            let ts = 10 * (i as i64 + 1);
+            let mut samples = vec![s("up", "a", ts, ts as f64), s("up", "b", ts, -(ts as f64))];
+            if lsn == 5 {
+                samples.push(s("up", "a", 40, 400.0));
+            }
+            store.append_at(
+                &t,
+                PromBatch {
+                    samples,
+                    metadata: vec![],
+                },
+                lsn,
+            );
+            store.flush().unwrap();
+        }
+        let before = |store: &MetricStore| {
+            let mut got = store.select(&t, None, &|_| true, 0, HOUR_MS);
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            got
+        };
+        let want = before(&store);
+        assert_eq!(want[0].1[3], (40, SampleValue::Float(400.0)));
+        let files_before = store
+            .tenant(&t)
+            .unwrap()
+            .read()
+            .unwrap()
+            .manifest
+            .files
+            .len();
+        assert_eq!(files_before, 5);
+        // Four or more small files merge at once, however recent.
+        assert_eq!(store.compact(0).unwrap(), 1);
+        let m = store.tenant(&t).unwrap().read().unwrap().manifest.clone();
+        assert_eq!(m.files.len(), 1);
+        assert_eq!(m.files[0].rows, 10);
+        assert_eq!(before(&store), want);
+        // Replaced files stay until the grace period is over, then go.
+        let pdir = metrics_dir(&data, &t).join(&m.files[0].partition);
+        assert_eq!(std::fs::read_dir(&pdir).unwrap().count(), 12);
+        store.collect_garbage(Duration::ZERO);
+        assert_eq!(std::fs::read_dir(&pdir).unwrap().count(), 2);
+        // The merged manifest survives a restart, durable position intact.
+        drop(store);
+        let store = MetricStore::open(&data, MetricStoreOptions::default()).unwrap();
+        assert_eq!(store.durable_lsn(&t), 5);
+        assert_eq!(before(&store), want);
+        // Two files merge only once their hour is settled.
+        store.append_at(
+            &t,
+            PromBatch {
+                samples: vec![s("up", "c", 70, 7.0)],
+                metadata: vec![],
+            },
+            6,
+        );
+        store.flush().unwrap();
+        assert_eq!(store.compact(HOUR_MS).unwrap(), 0);
+        assert_eq!(store.compact(HOUR_MS + COMPACT_SETTLE_MS).unwrap(), 1);
+        assert_eq!(before(&store).len(), 3);
     }
 }
