@@ -88,12 +88,6 @@ BROKEN = {
         "resources:\n  - ../../base\n\ncomponents:\n  - ../../components/api-enrichment\n",
         "RBAC object in an overlay without API-server enrichment",
     ),
-    "enrichment-off-with-rbac": (
-        "components/api-enrichment/agent.toml",
-        "k8s_api_enrichment = true",
-        "k8s_api_enrichment = false",
-        "k8s_api_enrichment is off but RBAC is present",
-    ),
     "agent-readiness-probe-removed": (
         "overlays/single-node/agent-resources.yaml",
         "          resources:\n",

@@ -5,6 +5,7 @@ come from the files (the WAL is released once they are flushed)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -45,12 +46,20 @@ def test_metric_files_read_by_pyarrow_and_duckdb(collectors, tmp_path) -> None: 
         files = listed_files(data_dir)
         time.sleep(0.2)
     assert files, "no metric file listed within 30 s"
-    for f in files:
+    series_files = [os.path.join(os.path.dirname(f), "series-" + os.path.basename(f)[len("samples-"):]) for f in files]
+    for f, sf in zip(files, series_files):
         table = pq.read_table(f)
-        assert {"metric_name", "series_id", "timestamp", "value", "labels"} <= set(table.column_names), table.schema
+        assert {"metric_name", "series_id", "timestamp", "value", "histogram"} <= set(table.column_names), table.schema
+        series = pq.read_table(sf)
+        assert {"series_id", "metric_name", "first_row", "rows", "labels"} <= set(series.column_names), series.schema
+        # Each series' rows are where its series file says.
+        ids = table.column("series_id").to_pylist()
+        for sid, first, n in zip(*(series.column(c).to_pylist() for c in ("series_id", "first_row", "rows"))):
+            assert set(ids[first : first + n]) == {sid}, (f, sid, first, n)
     rows = duckdb.execute(
-        "SELECT count(*), sum(value) FROM read_parquet($1) WHERE metric_name = 'interop_gauge' AND labels['job'] = $2",
-        [files, job],
+        "SELECT count(*), sum(s.value) FROM read_parquet($1) s JOIN read_parquet($2) r USING (series_id, metric_name) "
+        "WHERE s.metric_name = 'interop_gauge' AND r.labels['job'] = $3",
+        [files, series_files, job],
     ).fetchone()
     want = sum(v for v, _ in values)
     assert rows == (50, want), rows
