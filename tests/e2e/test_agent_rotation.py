@@ -14,7 +14,7 @@ import time
 from agent_util import Agent, Writer, describe_gaps, missing, received_windows, wait_settled
 
 WRITERS = 4
-RATE_PER_WRITER = 5_200
+RATE_PER_WRITER = 5_600
 SECONDS = float(os.environ.get("AGENT_TORTURE_SECONDS", "30"))
 
 
