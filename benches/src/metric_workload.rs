@@ -48,6 +48,9 @@ pub struct MetricWorkload {
     interval_ms: i64,
 }
 
+/// The counter and gauge points of one (service, instance) in a request.
+type PointGroup = ((usize, u32), Vec<NumberDataPoint>, Vec<NumberDataPoint>);
+
 /// What one series is, from its number.
 struct SeriesKey {
     counter: bool,
@@ -162,9 +165,7 @@ impl MetricWorkload {
     /// One request holding samples `first_seq..first_seq + samples`, one
     /// `ResourceMetrics` per service and instance in it.
     pub fn request(&self, first_seq: u64, samples: u64) -> ExportMetricsServiceRequest {
-        // (service, instance) -> (counter points, gauge points)
-        let mut groups: Vec<((usize, u32), Vec<NumberDataPoint>, Vec<NumberDataPoint>)> =
-            Vec::new();
+        let mut groups: Vec<PointGroup> = Vec::new();
         for seq in first_seq..first_seq + samples {
             let (round, index) = (seq / self.series, seq % self.series);
             let k = self.key(index);

@@ -176,12 +176,12 @@ pub fn range_query(
     Ok(QueryValue::Matrix(series))
 }
 
+/// One series of a range query's result: labels and points.
+type MatrixSeries = (Labels, Vec<(i64, SampleValue)>);
+
 /// A series-at-a-time result as the step evaluator gives it: series with
 /// equal labels merged (an error where two have a value at one step).
-fn ranged_series(
-    r: super::range::Ranged,
-    steps: &[i64],
-) -> Result<Vec<(Labels, Vec<(i64, SampleValue)>)>, QueryError> {
+fn ranged_series(r: super::range::Ranged, steps: &[i64]) -> Result<Vec<MatrixSeries>, QueryError> {
     let cols = match r {
         super::range::Ranged::Scalar(v) => {
             let samples = steps

@@ -55,6 +55,9 @@ pub(crate) enum Ranged {
 
 type Out = Option<Result<Ranged, QueryError>>;
 
+/// A selector's series as float points.
+type FloatSeries<'a> = (&'a Labels, Vec<(i64, f64)>);
+
 /// Unwraps an `Option<Result<..>>` inside a function returning [`Out`].
 macro_rules! tryo {
     ($e:expr) => {
@@ -97,7 +100,7 @@ impl Evaluator<'_> {
     }
 
     /// Float samples of a selector's series; `None` when one holds a histogram.
-    fn float_series(&self, vs: &VectorSelector) -> Option<Vec<(&Labels, Vec<(i64, f64)>)>> {
+    fn float_series(&self, vs: &VectorSelector) -> Option<Vec<FloatSeries<'_>>> {
         let mut out = Vec::new();
         for s in self.data.get(&key(vs)).into_iter().flatten() {
             let mut pts = Vec::with_capacity(s.samples.len());
@@ -367,12 +370,12 @@ impl Evaluator<'_> {
                         c.labels.clone()
                     };
                     let mut col = Column::empty(labels, steps.len());
-                    for i in 0..steps.len() {
+                    for (i, sv) in s.iter().enumerate() {
                         if !c.has[i] {
                             continue;
                         }
                         let f = c.vals[i];
-                        let (x, y) = if scalar_left { (s[i], f) } else { (f, s[i]) };
+                        let (x, y) = if scalar_left { (*sv, f) } else { (f, *sv) };
                         if let Some(r) = apply(x, y, Some(f)) {
                             col.vals[i] = r;
                             col.has[i] = true;
@@ -430,10 +433,7 @@ impl Evaluator<'_> {
                         if !(c.has[i] && rc.has[i]) {
                             continue;
                         }
-                        let (mut value, keep) = match float_op(&op, c.vals[i], rc.vals[i]) {
-                            Some(x) => x,
-                            None => return None,
-                        };
+                        let (mut value, keep) = float_op(&op, c.vals[i], rc.vals[i])?;
                         if return_bool {
                             value = f64::from(u8::from(keep));
                         } else if !keep {
