@@ -15,7 +15,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 
-export PERISCOPE_BIN="${PERISCOPE_BIN:-$root/target/debug/periscope}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+export PERISCOPE_BIN="${PERISCOPE_BIN:-$target_dir/debug/periscope}"
+export PERISCOPE_AGENT_BIN="${PERISCOPE_AGENT_BIN:-$target_dir/debug/periscope-agent}"
 if [ ! -x "$PERISCOPE_BIN" ]; then
     cargo build -p periscope-collector
 fi

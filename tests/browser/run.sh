@@ -14,7 +14,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 chromium="${CHROMIUM:-/usr/bin/chromium}"
-bin="$root/target/debug/periscope"
+bin="${PERISCOPE_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/periscope}"
 
 if [[ ! -x "$chromium" ]]; then
   echo "error: no Chromium at $chromium: install it with 'apt-get install -y chromium' (or set CHROMIUM)" >&2
