@@ -432,6 +432,106 @@ fn open_parquet(
     Ok(Some(builder))
 }
 
+/// One row of a series file.
+struct SeriesEntry {
+    id: u64,
+    name: String,
+    first_row: u64,
+    rows: u64,
+    labels: Labels,
+}
+
+/// A series file, parsed.
+struct SeriesTable {
+    entries: Vec<SeriesEntry>,
+}
+
+/// Parsed series files, shared by queries: files never change once
+/// written, and parsing every label map again cost more than reading the
+/// samples of a few series. Bounded by the series held; oldest out first.
+#[derive(Default)]
+struct SeriesCache {
+    tables: std::collections::HashMap<std::path::PathBuf, Arc<SeriesTable>>,
+    order: std::collections::VecDeque<std::path::PathBuf>,
+    series: usize,
+}
+
+/// The most series the cache holds (a few hundred bytes each).
+const SERIES_CACHE_MAX: usize = 2_000_000;
+
+static SERIES_CACHE: LazyLock<std::sync::Mutex<SeriesCache>> = LazyLock::new(Default::default);
+
+/// Drops a deleted file's entry from the series cache.
+pub(crate) fn forget_series(samples_path: &Path) {
+    let series_path = samples_path.with_file_name(series_file_name(
+        &samples_path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy(),
+    ));
+    let mut c = SERIES_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = c.tables.remove(&series_path) {
+        c.series -= t.entries.len();
+        c.order.retain(|p| *p != series_path);
+    }
+}
+
+/// The parsed series file at `path`, from the cache or read now; `None`
+/// when the file is gone.
+fn series_table(path: &Path) -> Result<Option<Arc<SeriesTable>>, StoreError> {
+    if let Some(t) = SERIES_CACHE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .tables
+        .get(path)
+    {
+        return Ok(Some(t.clone()));
+    }
+    let Some(builder) = open_parquet(path, &SERIES_SCHEMA, false)? else {
+        return Ok(None);
+    };
+    let perr =
+        |e: parquet::errors::ParquetError| format_err(path, format!("unreadable parquet: {e}"));
+    let mut entries = Vec::new();
+    for b in builder.build().map_err(perr)? {
+        let b = b.map_err(|e| format_err(path, format!("unreadable parquet: {e}")))?;
+        let ids = b.column(0).as_primitive::<UInt64Type>();
+        let names = b.column(1).as_string::<i32>();
+        let first_rows = b.column(2).as_primitive::<UInt64Type>();
+        let row_counts = b.column(3).as_primitive::<UInt64Type>();
+        let maps = b.column(4).as_map();
+        for i in 0..b.num_rows() {
+            let entry = maps.value(i);
+            let keys = entry.column(0).as_string::<i32>();
+            let values = entry.column(1).as_string::<i32>();
+            entries.push(SeriesEntry {
+                id: ids.value(i),
+                name: names.value(i).to_owned(),
+                first_row: first_rows.value(i),
+                rows: row_counts.value(i),
+                labels: (0..keys.len())
+                    .map(|j| (keys.value(j).to_owned(), values.value(j).to_owned()))
+                    .collect(),
+            });
+        }
+    }
+    let table = Arc::new(SeriesTable { entries });
+    let mut c = SERIES_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if c.tables.insert(path.to_owned(), table.clone()).is_none() {
+        c.series += table.entries.len();
+        c.order.push_back(path.to_owned());
+    }
+    while c.series > SERIES_CACHE_MAX {
+        let Some(old) = c.order.pop_front() else {
+            break;
+        };
+        if let Some(t) = c.tables.remove(&old) {
+            c.series -= t.entries.len();
+        }
+    }
+    Ok(Some(table))
+}
+
 /// Reads the series of one samples file that `keep` accepts (only `name`'s
 /// when given), grouped by series, with their samples in
 /// `[start_ms, end_ms]`. The series file is read first; the samples file
@@ -448,7 +548,7 @@ pub(crate) fn read_file(
     let series_path = path.with_file_name(series_file_name(
         &path.file_name().unwrap_or_default().to_string_lossy(),
     ));
-    let Some(builder) = open_parquet(&series_path, &SERIES_SCHEMA, false)? else {
+    let Some(table) = series_table(&series_path)? else {
         return Ok(Vec::new());
     };
     let mut out: Vec<super::SeriesSamples> = Vec::new();
@@ -456,32 +556,14 @@ pub(crate) fn read_file(
     // (first row, rows) of each wanted series in the samples file.
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     let mut all = true;
-    for b in builder.build().map_err(perr)? {
-        let b = b.map_err(|e| format_err(&series_path, format!("unreadable parquet: {e}")))?;
-        let ids = b.column(0).as_primitive::<UInt64Type>();
-        let names = b.column(1).as_string::<i32>();
-        let first_rows = b.column(2).as_primitive::<UInt64Type>();
-        let row_counts = b.column(3).as_primitive::<UInt64Type>();
-        let maps = b.column(4).as_map();
-        for i in 0..b.num_rows() {
-            if name.is_some_and(|n| names.value(i) != n) {
-                all = false;
-                continue;
-            }
-            let entry = maps.value(i);
-            let keys = entry.column(0).as_string::<i32>();
-            let values = entry.column(1).as_string::<i32>();
-            let labels: Labels = (0..keys.len())
-                .map(|j| (keys.value(j).to_owned(), values.value(j).to_owned()))
-                .collect();
-            if keep(&labels) {
-                index.insert(ids.value(i), out.len());
-                out.push((labels, Vec::new()));
-                ranges.push((first_rows.value(i), row_counts.value(i)));
-            } else {
-                all = false;
-            }
+    for e in &table.entries {
+        if name.is_some_and(|n| e.name != n) || !keep(&e.labels) {
+            all = false;
+            continue;
         }
+        index.insert(e.id, out.len());
+        out.push((e.labels.clone(), Vec::new()));
+        ranges.push((e.first_row, e.rows));
     }
     if out.is_empty() {
         return Ok(out);

@@ -408,6 +408,7 @@ impl MetricStore {
             if when.elapsed() < grace {
                 return true;
             }
+            files::forget_series(path);
             if let Err(e) = std::fs::remove_file(path)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -802,6 +803,7 @@ impl MetricStore {
                 }
                 t.write().unwrap_or_else(|p| p.into_inner()).manifest = manifest;
                 for f in gone {
+                    files::forget_series(&dir.join(&f.partition).join(&f.name));
                     let _ = std::fs::remove_file(dir.join(&f.partition).join(&f.name));
                     let _ = std::fs::remove_file(
                         dir.join(&f.partition)
