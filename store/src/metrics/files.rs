@@ -444,20 +444,22 @@ struct SeriesEntry {
 /// A series file, parsed.
 struct SeriesTable {
     entries: Vec<SeriesEntry>,
+    /// About what it takes in memory.
+    bytes: usize,
 }
 
 /// Parsed series files, shared by queries: files never change once
 /// written, and parsing every label map again cost more than reading the
-/// samples of a few series. Bounded by the series held; oldest out first.
+/// samples of a few series. Bounded by memory; oldest out first.
 #[derive(Default)]
 struct SeriesCache {
     tables: std::collections::HashMap<std::path::PathBuf, Arc<SeriesTable>>,
     order: std::collections::VecDeque<std::path::PathBuf>,
-    series: usize,
+    bytes: usize,
 }
 
-/// The most series the cache holds (a few hundred bytes each).
-const SERIES_CACHE_MAX: usize = 2_000_000;
+/// The most memory the cache holds (about 600 bytes a series of 7 labels).
+const SERIES_CACHE_MAX_BYTES: usize = 256 << 20;
 
 static SERIES_CACHE: LazyLock<std::sync::Mutex<SeriesCache>> = LazyLock::new(Default::default);
 
@@ -471,7 +473,7 @@ pub(crate) fn forget_series(samples_path: &Path) {
     ));
     let mut c = SERIES_CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(t) = c.tables.remove(&series_path) {
-        c.series -= t.entries.len();
+        c.bytes -= t.bytes;
         c.order.retain(|p| *p != series_path);
     }
 }
@@ -515,18 +517,28 @@ fn series_table(path: &Path) -> Result<Option<Arc<SeriesTable>>, StoreError> {
             });
         }
     }
-    let table = Arc::new(SeriesTable { entries });
+    let bytes = entries
+        .iter()
+        .map(|e| {
+            96 + e.name.len()
+                + e.labels
+                    .iter()
+                    .map(|(k, v)| 48 + k.len() + v.len())
+                    .sum::<usize>()
+        })
+        .sum();
+    let table = Arc::new(SeriesTable { entries, bytes });
     let mut c = SERIES_CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if c.tables.insert(path.to_owned(), table.clone()).is_none() {
-        c.series += table.entries.len();
+        c.bytes += table.bytes;
         c.order.push_back(path.to_owned());
     }
-    while c.series > SERIES_CACHE_MAX {
+    while c.bytes > SERIES_CACHE_MAX_BYTES {
         let Some(old) = c.order.pop_front() else {
             break;
         };
         if let Some(t) = c.tables.remove(&old) {
-            c.series -= t.entries.len();
+            c.bytes -= t.bytes;
         }
     }
     Ok(Some(table))
