@@ -156,28 +156,24 @@ fn compression_refused(s: &Status) -> bool {
     }
 }
 
-/// Maps a gRPC status to an outcome per the OTLP exporter rules (the
-/// retryable codes of the OTLP specification; RESOURCE_EXHAUSTED is retried
-/// with or without a `RetryInfo` hint, since the collector uses it for
-/// backpressure).
+/// Maps a gRPC status to an outcome. Only a request the collector refuses
+/// as malformed (`INVALID_ARGUMENT`) is dropped: retrying it would block the
+/// pipeline forever. Everything else is retried — the OTLP exporter rules'
+/// retryable codes (RESOURCE_EXHAUSTED with or without a `RetryInfo` hint,
+/// since the collector uses it for backpressure), failures of the
+/// connection itself (which tonic reports as `INTERNAL` or `UNKNOWN`, e.g.
+/// "h2 protocol error" when the collector goes away mid-request), and server
+/// errors such as `INTERNAL` or `UNAUTHENTICATED`, which an operator fixes
+/// while the agent waits, reading paused at the spool's bound, rather than
+/// losing the records.
 pub fn classify(s: &Status) -> Outcome {
     let reason = format!("{:?}: {}", s.code(), s.message());
     match s.code() {
-        Code::Unavailable
-        | Code::ResourceExhausted
-        | Code::DeadlineExceeded
-        | Code::Aborted
-        | Code::Cancelled
-        | Code::OutOfRange
-        | Code::DataLoss => Outcome::Retry {
+        Code::InvalidArgument => Outcome::Rejected { reason },
+        _ => Outcome::Retry {
             hint: retry_hint(s.details()),
             reason,
         },
-        // Connection-level failures surface as Unknown from the transport.
-        Code::Unknown if s.message().contains("transport") || s.message().contains("connect") => {
-            Outcome::Retry { hint: None, reason }
-        }
-        _ => Outcome::Rejected { reason },
     }
 }
 
@@ -299,6 +295,15 @@ mod tests {
         assert!(matches!(
             classify(&Status::invalid_argument("bad")),
             Outcome::Rejected { .. }
+        ));
+        // The collector going away mid-request: retried, never dropped.
+        assert!(matches!(
+            classify(&Status::internal("h2 protocol error: http2 error")),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify(&Status::unauthenticated("bad token")),
+            Outcome::Retry { .. }
         ));
         assert_eq!(retry_hint(b"\xff\xff"), None);
     }
