@@ -126,10 +126,29 @@ impl Verify {
         start_secs: u64,
         last_ack: Instant,
     ) -> Outcome {
+        self.poll(expected, last_ack, POLL_EVERY, || {
+            self.count(run_id, start_secs)
+        })
+        .await
+    }
+
+    /// Polls `count` every `every` until it gives `expected` (complete),
+    /// more (duplicates) or the timeout passes.
+    async fn poll<F, Fut>(
+        &self,
+        expected: u64,
+        last_ack: Instant,
+        every: Duration,
+        count: F,
+    ) -> Outcome
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<u64>>,
+    {
         let deadline = Instant::now() + self.timeout;
         let (mut found, mut last_error) = (0, None);
         loop {
-            match self.count(run_id, start_secs).await {
+            match count().await {
                 Ok(n) if n == expected => {
                     return Outcome::Complete {
                         found: n,
@@ -140,10 +159,10 @@ impl Verify {
                 Ok(n) => found = n,
                 Err(e) => last_error = Some(format!("{e:#}")),
             }
-            if Instant::now() + POLL_EVERY > deadline {
+            if Instant::now() + every > deadline {
                 return Outcome::TimedOut { found, last_error };
             }
-            tokio::time::sleep(POLL_EVERY).await;
+            tokio::time::sleep(every).await;
         }
     }
 
@@ -176,25 +195,11 @@ impl Verify {
         last_ack: Instant,
     ) -> Outcome {
         let rounds = sent.div_ceil(w.series()).max(1);
-        let deadline = Instant::now() + self.timeout;
-        let (mut found, mut last_error) = (0, None);
-        loop {
-            match self.count_samples(w, rounds).await {
-                Ok(n) if n == expected => {
-                    return Outcome::Complete {
-                        found: n,
-                        after: last_ack.elapsed(),
-                    };
-                }
-                Ok(n) if n > expected => return Outcome::TooMany { found: n },
-                Ok(n) => found = n,
-                Err(e) => last_error = Some(format!("{e:#}")),
-            }
-            if Instant::now() + POLL_EVERY > deadline {
-                return Outcome::TimedOut { found, last_error };
-            }
-            tokio::time::sleep(POLL_EVERY * 10).await;
-        }
+        // Each count is one query per hour of samples: poll less often.
+        self.poll(expected, last_ack, POLL_EVERY * 10, || {
+            self.count_samples(w, rounds)
+        })
+        .await
     }
 
     /// Samples of the run's first `rounds` rounds, counted with one

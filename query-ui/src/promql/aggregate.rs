@@ -102,14 +102,8 @@ impl Evaluator<'_> {
                         "sum" => vals.iter().sum(),
                         "avg" => mean,
                         // NaN only when every value is NaN.
-                        "min" => vals
-                            .iter()
-                            .copied()
-                            .fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
-                        "max" => vals
-                            .iter()
-                            .copied()
-                            .fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
+                        "min" => super::functions::min_of(vals.iter().copied()),
+                        "max" => super::functions::max_of(vals.iter().copied()),
                         "count" | "count_values" => n,
                         "group" => 1.0,
                         "stdvar" => vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n,

@@ -50,6 +50,18 @@ pub(crate) fn quantile(q: f64, mut vals: Vec<f64>) -> f64 {
     vals[lower as usize] * (1.0 - w) + vals[upper as usize] * w
 }
 
+/// The smallest value, NaN only when every value is NaN (PromQL's `min`).
+pub(crate) fn min_of(vals: impl IntoIterator<Item = f64>) -> f64 {
+    vals.into_iter()
+        .fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m })
+}
+
+/// The largest value, NaN only when every value is NaN (PromQL's `max`).
+pub(crate) fn max_of(vals: impl IntoIterator<Item = f64>) -> f64 {
+    vals.into_iter()
+        .fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m })
+}
+
 /// Floats of a range window.
 fn floats(s: &Series) -> Vec<(i64, f64)> {
     s.samples
@@ -422,8 +434,8 @@ pub(crate) fn range_function_floats(
             .count() as f64,
         "avg_over_time" => mean(),
         "sum_over_time" => vals().sum(),
-        "min_over_time" => vals().fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
-        "max_over_time" => vals().fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
+        "min_over_time" => min_of(vals()),
+        "max_over_time" => max_of(vals()),
         "last_over_time" => pts[pts.len() - 1].1,
         "stdvar_over_time" => {
             let m = mean();

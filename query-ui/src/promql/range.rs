@@ -308,14 +308,8 @@ impl Evaluator<'_> {
                 col.vals[step] = match op.as_str() {
                     "sum" => vals.iter().sum(),
                     "avg" => vals.iter().sum::<f64>() / n,
-                    "min" => vals
-                        .iter()
-                        .copied()
-                        .fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
-                    "max" => vals
-                        .iter()
-                        .copied()
-                        .fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
+                    "min" => super::functions::min_of(vals.iter().copied()),
+                    "max" => super::functions::max_of(vals.iter().copied()),
                     "count" => n,
                     _ => 1.0,
                 };
