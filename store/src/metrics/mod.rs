@@ -1055,9 +1055,24 @@ mod tests {
         assert_eq!(std::fs::read_dir(&pdir).unwrap().count(), 12);
         store.collect_garbage(Duration::ZERO);
         assert_eq!(std::fs::read_dir(&pdir).unwrap().count(), 2);
-        // The merged manifest survives a restart, durable position intact.
+        // The merged manifest survives a restart, durable position intact;
+        // a pair of files no manifest lists (a merge or flush cut short by
+        // kill -9) is deleted on open, the listed pair kept.
         drop(store);
+        let merged = m.files[0].name.clone();
+        std::fs::copy(pdir.join(&merged), pdir.join("samples-99.parquet")).unwrap();
+        std::fs::copy(
+            pdir.join(files::series_file_name(&merged)),
+            pdir.join("series-99.parquet"),
+        )
+        .unwrap();
         let store = MetricStore::open(&data, MetricStoreOptions::default()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&pdir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [merged.clone(), files::series_file_name(&merged)]);
         assert_eq!(store.durable_lsn(&t), 5);
         assert_eq!(before(&store), want);
         // Two files merge only once their hour is settled.
