@@ -22,7 +22,8 @@ use periscope_store::TraceQuery;
 use serde_json::{Value, json};
 
 use crate::api::{ApiError, QueryState, tenant};
-use crate::traces::{SpanConds, TagCond, get_trace, parse_duration_ns, run_search, service_map};
+use crate::service_map::service_map;
+use crate::traces::{SpanConds, TagCond, get_trace, parse_duration_ns, run_search};
 
 pub(crate) fn router() -> Router<QueryState> {
     Router::new()
@@ -360,9 +361,14 @@ async fn dependencies(
     };
     let end_ns = ms("endTs")?.unwrap_or_else(periscope_proto::unix_now_ns);
     let lookback = ms("lookback")?.unwrap_or(86_400_000_000_000);
-    let store = st.traces.clone();
+    let store = st.metrics.clone();
     let map = crate::api::blocking(move || {
-        service_map(&store, &tenant, end_ns.saturating_sub(lookback), end_ns)
+        Ok::<_, periscope_store::StoreError>(service_map(
+            &store,
+            &tenant,
+            end_ns.saturating_sub(lookback).div_euclid(1_000_000),
+            end_ns.div_euclid(1_000_000),
+        ))
     })
     .await?;
     let deps: Vec<Value> = map

@@ -8,6 +8,7 @@ mod assets;
 mod jaeger;
 mod prom_api;
 pub mod promql;
+mod service_map;
 mod services;
 mod timeparse;
 mod traces;

@@ -427,10 +427,10 @@ async fn do_series(
     let filter = selectors(&p)?;
     let (start, end) = range_params(&p)?;
     let store = st.metrics.clone();
-    let series = run(move || Ok(store.select(&tenant, None, &*filter, start, end))).await?;
+    let series = run(move || Ok(store.series_labels(&tenant, None, &*filter, start, end))).await?;
     let out: Vec<Value> = series
         .into_iter()
-        .map(|(labels, _)| {
+        .map(|labels| {
             Value::Object(
                 labels
                     .into_iter()

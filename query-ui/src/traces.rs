@@ -3,20 +3,19 @@
 //! `/api/v1/service-map`). The Jaeger-compatible API (`jaeger.rs`) reuses
 //! the parsing and matching here.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use periscope_proto::{Attr, Span, SpanKind, attrs_to_json, id_hex, parse_trace_id};
-use periscope_store::{
-    LatencyHistogram, StoreError, TenantId, TraceQuery, TraceStore, TraceSummary,
-};
+use periscope_proto::{Attr, Span, attrs_to_json, id_hex, parse_trace_id};
+use periscope_store::{StoreError, TenantId, TraceQuery, TraceStore, TraceSummary};
 use regex::Regex;
 use serde_json::{Value, json};
 
 use crate::api::{ApiError, QueryState, bad, blocking, tenant};
+use crate::service_map::service_map;
 use crate::{format_rfc3339_ns, parse_time};
 
 /// Spans not yet written to the span store (the collector's assembler).
@@ -409,72 +408,6 @@ pub(crate) async fn operations(
     })))
 }
 
-/// The service map of a window: nodes with their traffic, edges with rates and latency.
-pub(crate) struct ServiceMap {
-    pub nodes: BTreeMap<String, (&'static str, u64, u64)>,
-    pub edges: BTreeMap<(String, String), (u64, u64, LatencyHistogram)>,
-}
-
-pub(crate) fn service_map(
-    store: &TraceStore,
-    tenant: &TenantId,
-    start_ns: i64,
-    end_ns: i64,
-) -> Result<ServiceMap, StoreError> {
-    let mut edges: BTreeMap<(String, String), (u64, u64, LatencyHistogram)> = BTreeMap::new();
-    let mut kinds: HashMap<String, &'static str> = HashMap::new();
-    // A name seen as a service anywhere stays a service node.
-    let mut mark = |name: &str, kind: &'static str| match kinds.get_mut(name) {
-        Some(k) if *k == "service" => {}
-        Some(k) if kind == "service" => *k = kind,
-        Some(_) => {}
-        None => {
-            kinds.insert(name.to_owned(), kind);
-        }
-    };
-    let mut rows = Vec::new();
-    for e in store.edges(tenant, start_ns, end_ns)? {
-        mark(&e.client, "service");
-        mark(&e.server, e.server_kind);
-        rows.push(e);
-    }
-    let op_rows = store.operation_rows(tenant, start_ns, end_ns)?;
-    for o in &op_rows {
-        mark(&o.service, "service");
-    }
-    for e in rows {
-        let v = edges.entry((e.client, e.server)).or_default();
-        v.0 += e.requests;
-        v.1 += e.failures;
-        v.2.add(&e.latency);
-    }
-    // Services: calls and errors of their server and consumer spans (the
-    // requests they handled); virtual nodes: what their callers sent.
-    let mut served: HashMap<String, (u64, u64)> = HashMap::new();
-    for o in op_rows {
-        if o.kind == SpanKind::Server.as_str() || o.kind == SpanKind::Consumer.as_str() {
-            let v = served.entry(o.service).or_default();
-            v.0 += o.calls;
-            v.1 += o.errors;
-        } else {
-            served.entry(o.service).or_default();
-        }
-    }
-    let mut nodes = BTreeMap::new();
-    for (name, kind) in kinds {
-        let (req, err) = if kind == "service" {
-            served.get(&name).copied().unwrap_or_default()
-        } else {
-            edges
-                .iter()
-                .filter(|((_, t), _)| *t == name)
-                .fold((0, 0), |acc, (_, v)| (acc.0 + v.0, acc.1 + v.1))
-        };
-        nodes.insert(name, (kind, req, err));
-    }
-    Ok(ServiceMap { nodes, edges })
-}
-
 fn round2(v: Option<f64>) -> Value {
     v.map(|v| json!((v * 100.0).round() / 100.0))
         .unwrap_or(Value::Null)
@@ -492,8 +425,16 @@ pub(crate) async fn service_map_handler(
     if start_ns > end_ns {
         return Err(bad("start is after end"));
     }
-    let store = st.traces.clone();
-    let map = blocking(move || service_map(&store, &tenant, start_ns, end_ns)).await?;
+    let store = st.metrics.clone();
+    let map = blocking(move || {
+        Ok::<_, StoreError>(service_map(
+            &store,
+            &tenant,
+            start_ns.div_euclid(1_000_000),
+            end_ns.div_euclid(1_000_000),
+        ))
+    })
+    .await?;
     Ok(Json(json!({
         "nodes": map.nodes.iter().map(|(id, (kind, req, err))| json!({
             "id": id, "kind": kind, "requests": req, "errors": err,

@@ -52,6 +52,13 @@ def jaeger(c: Collector, path: str, schema: dict[str, Any], tenant: str | None =
 def jaeger_until(c: Collector, path: str, schema: dict[str, Any], predicate, timeout: float = WRITTEN_TIMEOUT_S, tenant: str | None = None, **params: Any) -> dict[str, Any]:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while True:
+        # A trace by id is 404 until its spans reach the assembler, a moment
+        # after the acknowledgement.
+        if path.startswith("traces/") and time.monotonic() < deadline:
+            r = c.get(f"/jaeger/api/{path}", params=params or None, tenant=tenant)
+            if r.status_code == 404:
+                time.sleep(POLL_S)
+                continue
         obj = jaeger(c, path, schema, tenant=tenant, **params)
         if predicate(obj):
             return obj

@@ -12,16 +12,30 @@
 //! operation rows to running totals and appends the totals, stamped with the
 //! flush time. The totals live in memory; after a restart they start again
 //! at zero, which PromQL's counter functions read as a reset.
+//!
+//! A new series is written with a zero a millisecond before its first total,
+//! so that its first increment is an increase like any other (PromQL's
+//! `increase` needs two samples). A series not updated for
+//! [`IDLE_EXPIRY_MS`] is forgotten and starts again from zero: a reader that
+//! looks [`IDLE_EXPIRY_MS`] back from a window's start therefore always finds
+//! the total each increment in the window started from.
 
 use std::collections::HashMap;
 
 use periscope_proto::{Labels, NAME_LABEL, PromBatch, PromSample, SampleValue, normalize_labels};
 use periscope_store::{EdgeRow, LATENCY_BOUNDS_MS, LatencyHistogram, OperationRow, TenantId};
 
-/// Running totals per tenant and series.
+/// A series not updated for this long is forgotten (as Tempo's
+/// metrics-generator drops stale series); it starts again from zero.
+pub const IDLE_EXPIRY_MS: i64 = 15 * 60 * 1000;
+
+/// Running totals per tenant and series, with when each was last updated.
 #[derive(Default)]
 pub struct TempoMetrics {
-    totals: HashMap<(TenantId, Labels), f64>,
+    totals: HashMap<(TenantId, Labels), (f64, i64)>,
+    /// Series created by the current `record` call.
+    created: Vec<Labels>,
+    now_ms: i64,
 }
 
 fn labels(name: &str, pairs: &[(&str, &str)]) -> Labels {
@@ -59,12 +73,17 @@ fn le(bound_s: f64) -> String {
 
 impl TempoMetrics {
     fn add(&mut self, tenant: &TenantId, l: Labels, v: f64, out: &mut Vec<(Labels, f64)>) {
-        let total = self
+        let now = self.now_ms;
+        let entry = self
             .totals
             .entry((tenant.clone(), l.clone()))
-            .or_insert(0.0);
-        *total += v;
-        out.push((l, *total));
+            .or_insert_with(|| {
+                self.created.push(l.clone());
+                (0.0, now)
+            });
+        entry.0 += v;
+        entry.1 = now;
+        out.push((l, entry.0));
     }
 
     fn histogram(
@@ -109,6 +128,10 @@ impl TempoMetrics {
         ops: &[OperationRow],
         now_ms: i64,
     ) -> PromBatch {
+        self.now_ms = now_ms;
+        self.created.clear();
+        self.totals
+            .retain(|_, (_, updated)| now_ms - *updated < IDLE_EXPIRY_MS);
         let mut out = Vec::new();
         for e in edges {
             let ct = connection_type(e.server_kind);
@@ -171,14 +194,18 @@ impl TempoMetrics {
         for (l, v) in out {
             last.insert(l, v);
         }
+        let zeros = self.created.drain(..).map(|labels| PromSample {
+            labels,
+            timestamp_ms: now_ms - 1,
+            value: SampleValue::Float(0.0),
+        });
         PromBatch {
-            samples: last
-                .into_iter()
-                .map(|(labels, v)| PromSample {
+            samples: zeros
+                .chain(last.into_iter().map(|(labels, v)| PromSample {
                     labels,
                     timestamp_ms: now_ms,
                     value: SampleValue::Float(v),
-                })
+                }))
                 .collect(),
             metadata: Vec::new(),
         }
@@ -223,5 +250,53 @@ mod tests {
         assert_eq!(inf.value, SampleValue::Float(2.0));
         assert_eq!(le(0.004), "0.004");
         assert_eq!(le(1.0), "1.0");
+    }
+
+    #[test]
+    fn new_series_start_from_a_zero_and_idle_ones_expire() {
+        let t = TenantId::default_tenant();
+        let mut m = TempoMetrics::default();
+        let edge = EdgeRow {
+            minute_ns: 0,
+            client: "web".into(),
+            server: "api".into(),
+            server_kind: "service",
+            requests: 3,
+            failures: 0,
+            latency: LatencyHistogram::default(),
+        };
+        let total = |b: &PromBatch| -> Vec<(i64, SampleValue)> {
+            let mut v: Vec<_> = b
+                .samples
+                .iter()
+                .filter(|s| {
+                    label(&s.labels, NAME_LABEL) == Some("traces_service_graph_request_total")
+                })
+                .map(|s| (s.timestamp_ms, s.value.clone()))
+                .collect();
+            v.sort_by_key(|(t, _)| *t);
+            v
+        };
+        let b = m.record(&t, std::slice::from_ref(&edge), &[], 10_000);
+        assert_eq!(
+            total(&b),
+            vec![
+                (9_999, SampleValue::Float(0.0)),
+                (10_000, SampleValue::Float(3.0))
+            ]
+        );
+        // Updated again within the expiry: no zero, the total grows.
+        let b = m.record(&t, std::slice::from_ref(&edge), &[], 20_000);
+        assert_eq!(total(&b), vec![(20_000, SampleValue::Float(6.0))]);
+        // Idle longer than the expiry: forgotten, starts again from zero.
+        let later = 20_000 + IDLE_EXPIRY_MS;
+        let b = m.record(&t, std::slice::from_ref(&edge), &[], later);
+        assert_eq!(
+            total(&b),
+            vec![
+                (later - 1, SampleValue::Float(0.0)),
+                (later, SampleValue::Float(3.0))
+            ]
+        );
     }
 }

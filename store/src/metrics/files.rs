@@ -544,6 +544,27 @@ fn series_table(path: &Path) -> Result<Option<Arc<SeriesTable>>, StoreError> {
     Ok(Some(table))
 }
 
+/// The label sets of one samples file's series that `keep` accepts (only
+/// `name`'s when given), from its series file alone.
+pub(crate) fn series_labels(
+    path: &Path,
+    name: Option<&str>,
+    keep: &(dyn Fn(&Labels) -> bool + Sync),
+) -> Result<Vec<Labels>, StoreError> {
+    let series_path = path.with_file_name(series_file_name(
+        &path.file_name().unwrap_or_default().to_string_lossy(),
+    ));
+    let Some(table) = series_table(&series_path)? else {
+        return Ok(Vec::new());
+    };
+    Ok(table
+        .entries
+        .iter()
+        .filter(|e| name.is_none_or(|n| e.name == n) && keep(&e.labels))
+        .map(|e| e.labels.clone())
+        .collect())
+}
+
 /// Reads the series of one samples file that `keep` accepts (only `name`'s
 /// when given), grouped by series, with their samples in
 /// `[start_ms, end_ms]`. The series file is read first; the samples file

@@ -86,6 +86,14 @@ impl HeadSeries {
         }
     }
 
+    /// Whether the series has a sample in `[start_ms, end_ms]`.
+    pub fn has_samples_in(&self, start_ms: i64, end_ms: i64) -> bool {
+        let lo = self.floats.partition_point(|(t, _)| *t < start_ms);
+        let hlo = self.histograms.partition_point(|(t, _)| *t < start_ms);
+        self.floats.get(lo).is_some_and(|(t, _)| *t <= end_ms)
+            || self.histograms.get(hlo).is_some_and(|(t, _)| *t <= end_ms)
+    }
+
     /// Samples in `[start_ms, end_ms]`, floats and histograms merged by time.
     pub fn samples_in(&self, start_ms: i64, end_ms: i64) -> Vec<(i64, SampleValue)> {
         let lo = self.floats.partition_point(|(t, _)| *t < start_ms);
@@ -728,6 +736,63 @@ impl MetricStore {
             .collect()
     }
 
+    /// The label sets of the series `keep` accepts (only `name`'s when
+    /// given) that may have samples in `[start_ms, end_ms]`, sorted. Reads
+    /// labels only, never samples: head series count when they have a
+    /// sample in the range, a file's series when the file's time range
+    /// overlaps it (as Prometheus answers its label APIs per block).
+    pub fn series_labels(
+        &self,
+        tenant: &TenantId,
+        name: Option<&str>,
+        keep: &(dyn Fn(&Labels) -> bool + Sync),
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Vec<Labels> {
+        let Some(t) = self.tenant(tenant) else {
+            return Vec::new();
+        };
+        let mut out: foldhash::HashSet<Labels> = Default::default();
+        let files: Vec<PathBuf> = {
+            let h = t.read().unwrap_or_else(|p| p.into_inner());
+            let mut add = |s: &HeadSeries| {
+                if name.is_none_or(|n| label(&s.labels, NAME_LABEL) == Some(n))
+                    && s.has_samples_in(start_ms, end_ms)
+                    && keep(&s.labels)
+                {
+                    out.insert(s.labels.clone());
+                }
+            };
+            match name {
+                Some(n) => {
+                    for i in h.by_name.get(n).into_iter().flatten() {
+                        add(&h.series[*i]);
+                    }
+                }
+                None => h.series.iter().for_each(&mut add),
+            }
+            h.flushing.iter().for_each(&mut add);
+            match &self.data {
+                Some(data) => h
+                    .manifest
+                    .files_newest_first()
+                    .filter(|f| f.max_ts_ms >= start_ms && f.min_ts_ms <= end_ms)
+                    .map(|f| metrics_dir(data, tenant).join(&f.partition).join(&f.name))
+                    .collect(),
+                None => Vec::new(),
+            }
+        };
+        for path in files {
+            match files::series_labels(&path, name, keep) {
+                Ok(labels) => out.extend(labels),
+                Err(e) => tracing::warn!(error = %e, "failed to read metric series file"),
+            }
+        }
+        let mut out: Vec<Labels> = out.into_iter().collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Label names of the series `keep` accepts that have samples in the range.
     pub fn label_names(
         &self,
@@ -737,7 +802,7 @@ impl MetricStore {
         end_ms: i64,
     ) -> Vec<String> {
         let mut names = BTreeSet::new();
-        for (labels, _) in self.select(tenant, None, keep, start_ms, end_ms) {
+        for labels in self.series_labels(tenant, None, keep, start_ms, end_ms) {
             names.extend(labels.into_iter().map(|(n, _)| n));
         }
         names.into_iter().collect()
@@ -753,7 +818,7 @@ impl MetricStore {
         end_ms: i64,
     ) -> Vec<String> {
         let mut values = BTreeSet::new();
-        for (labels, _) in self.select(tenant, None, keep, start_ms, end_ms) {
+        for labels in self.series_labels(tenant, None, keep, start_ms, end_ms) {
             if let Some(v) = label(&labels, name) {
                 values.insert(v.to_owned());
             }
