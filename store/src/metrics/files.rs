@@ -25,11 +25,10 @@ use std::sync::{Arc, LazyLock};
 use arrow_array::builder::{MapBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, TimestampMillisecondType, UInt64Type};
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection,
-    RowSelector,
+    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -651,35 +650,41 @@ pub(crate) fn read_file(
     if groups.is_empty() {
         return Ok(Vec::new());
     }
+    // The histogram column is decoded only where some row holds one.
+    let histograms = groups.iter().any(|i| {
+        let rg = builder.metadata().row_group(*i);
+        rg.column(4)
+            .statistics()
+            .and_then(|st| st.null_count_opt())
+            .is_none_or(|nulls| nulls < rg.num_rows() as u64)
+    });
     if all {
         // (A row selection counts rows of every group: groups are pruned
         // only without one.)
         builder = builder.with_row_groups(groups);
     }
-    let wanted = index.clone();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [1, 2]);
-    let pred = ArrowPredicateFn::new(mask, move |b: RecordBatch| {
-        let ids = b.column(0).as_primitive::<UInt64Type>();
-        let t = b.column(1).as_primitive::<TimestampMillisecondType>();
-        Ok((0..b.num_rows())
-            .map(|i| {
-                Some(
-                    (start_ms..=end_ms).contains(&t.value(i)) && wanted.contains_key(&ids.value(i)),
-                )
-            })
-            .collect::<BooleanArray>())
-    });
-    builder = builder.with_row_filter(RowFilter::new(vec![Box::new(pred)]));
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [1, 2, 3, 4]);
+    // No row filter: it would decode the id and time columns twice, and the
+    // row selection already holds only wanted series; times are checked in
+    // the loop below.
+    let columns: &[usize] = if histograms {
+        &[1, 2, 3, 4]
+    } else {
+        &[1, 2, 3]
+    };
+    let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
     let reader = builder.with_projection(mask).build().map_err(perr)?;
     for b in reader {
         let b = b.map_err(|e| format_err(path, format!("unreadable parquet: {e}")))?;
         let ids = b.column(0).as_primitive::<UInt64Type>();
         let ts = b.column(1).as_primitive::<TimestampMillisecondType>();
         let vals = b.column(2).as_primitive::<Float64Type>();
-        let hists = b.column(3).as_string::<i32>();
+        let hists = histograms.then(|| b.column(3).as_string::<i32>());
         let mut last: Option<(u64, usize)> = None;
         for i in 0..b.num_rows() {
+            let t = ts.value(i);
+            if t < start_ms || t > end_ms {
+                continue;
+            }
             let id = ids.value(i);
             let slot = match last {
                 Some((l, slot)) if l == id => slot,
@@ -693,15 +698,15 @@ pub(crate) fn read_file(
             };
             let v = if vals.is_valid(i) {
                 SampleValue::Float(vals.value(i))
-            } else if hists.is_valid(i) {
-                match histogram_from_json(hists.value(i)) {
+            } else if let Some(h) = hists.filter(|h| h.is_valid(i)) {
+                match histogram_from_json(h.value(i)) {
                     Some(h) => SampleValue::Histogram(Box::new(h)),
                     None => continue,
                 }
             } else {
                 continue;
             };
-            out[slot].1.push((ts.value(i), v));
+            out[slot].1.push((t, v));
         }
     }
     out.retain(|(_, samples)| !samples.is_empty());
