@@ -99,6 +99,12 @@ def test_sdk_metrics_through_promql(collector: Collector, transport: str, delta:
     time.sleep(1.5)
     requests.add(7, {"route": "/cart"})
     active.add(-1)
+    # A second, wider spread of payloads: the SDK lowers the histogram's
+    # scale to fit 4000 next to 1000, so the two exports differ in schema.
+    for _ in range(60):
+        payload.record(1000)
+    for _ in range(40):
+        payload.record(4000)
     assert reader.force_flush(30_000)
     provider.shutdown()
 
@@ -120,8 +126,27 @@ def test_sdk_metrics_through_promql(collector: Collector, transport: str, delta:
     count = value(query_until(collector, f"e2e_latency_milliseconds_count{{{job}}}")[0])
     assert count == 100.0, count
     # Exponential histogram → native histogram: the median lies within one bucket of 1000.
-    p50 = value(query_until(collector, f"histogram_quantile(0.5, e2e_payload_bytes{{{job}}})")[0])
+    payload_sel = f"e2e_payload_bytes{{{job}}}"
+    p50 = value(query_until(collector, f"histogram_quantile(0.5, {payload_sel})")[0])
     assert 900 < p50 < 1100, p50
+    assert value(query_until(collector, f"histogram_count(sum({payload_sel}))")[0]) == 200.0
+    # The rate of the native histogram is the second export's observations
+    # (60 × 1000, 40 × 4000), bucket-wise across the change of schema: the
+    # median within one bucket of 1000, the 90th percentile of 4000.
+    p50 = value(query_until(collector, f"histogram_quantile(0.5, sum(rate({payload_sel}[5m])))")[0])
+    assert 900 < p50 < 1100, p50
+    p90 = value(query_until(collector, f"histogram_quantile(0.9, sum(rate({payload_sel}[5m])))")[0])
+    assert 3600 < p90 < 4400, p90
+    # Subtracting the first export's histogram (read `@` its own time) leaves
+    # exactly the second export's observations, across the change of schema.
+    samples = prom(collector, "query", query=f"{payload_sel}[5m]")["result"][0]["histograms"]
+    first_t = samples[0][0]
+    assert float(samples[0][1]["count"]) == 100.0, samples
+    diff = f"sum({payload_sel}) - sum({payload_sel} @ {first_t})"
+    got = query_until(collector, f"histogram_count({diff})")
+    assert value(got[0]) == 100.0, got
+    got = query_until(collector, f"histogram_sum({diff})")
+    assert value(got[0]) == 60 * 1000 + 40 * 4000, got
 
     # Metadata and label APIs see the family.
     names = prom(collector, "label/__name__/values", **{"match[]": f"{{{job}}}"})

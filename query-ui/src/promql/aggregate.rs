@@ -1,13 +1,16 @@
-//! Aggregation operators (`sum`, `avg`, `topk`, ...) with `by` / `without`.
+//! Aggregation operators (`sum`, `avg`, `topk`, `limitk`, ...) with `by` /
+//! `without`. `sum` and `avg` add native histograms bucket-wise, `count` and
+//! `group` count them, the others ignore them, as in Prometheus.
 
 use std::collections::HashMap;
 
-use periscope_proto::{Labels, NAME_LABEL};
+use periscope_proto::{Labels, NAME_LABEL, NativeHistogram, SampleValue};
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::QueryError;
 use super::eval::{Evaluator, Sample, Value, set_label};
 use super::functions::quantile;
+use super::histogram::sparse;
 use super::value::float_string;
 
 /// The labels of an element's group.
@@ -25,6 +28,36 @@ pub(crate) fn group_labels(labels: &Labels, modifier: Option<&LabelModifier>) ->
             .collect(),
         None => Labels::new(),
     }
+}
+
+/// The sum (or mean) of histogram samples, at their coarsest schema.
+fn sum_histograms(members: &[Sample], mean: bool) -> SampleValue {
+    let mut hs = members.iter().filter_map(|s| match &s.v {
+        SampleValue::Histogram(h) => Some(sparse(h)),
+        SampleValue::Float(_) => None,
+    });
+    let mut sum = hs
+        .next()
+        .unwrap_or_else(|| sparse(&NativeHistogram::default()));
+    for h in hs {
+        sum.add_scaled(&h, 1.0);
+    }
+    if mean {
+        sum.divide(members.len() as f64);
+    }
+    SampleValue::Histogram(Box::new(sum.to_native()))
+}
+
+/// FNV-1a over the label pairs: a hash stable across runs and versions.
+fn labels_hash(labels: &Labels) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in labels {
+        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
 }
 
 impl Evaluator<'_> {
@@ -85,6 +118,35 @@ impl Evaluator<'_> {
                     out.extend(members.into_iter().take(k).map(|(_, s)| s));
                 }
             }
+            "limitk" => {
+                let k = self.param_scalar(a, t)?;
+                if k.is_nan() {
+                    return Err(QueryError::execution("parameter value is NaN"));
+                }
+                if k < 1.0 {
+                    return Ok(Value::Vector(out));
+                }
+                let k = k.min(1e9) as usize;
+                for (_, members) in groups {
+                    out.extend(members.into_iter().take(k));
+                }
+            }
+            "limit_ratio" => {
+                let r = self.param_scalar(a, t)?;
+                if r.is_nan() {
+                    return Err(QueryError::execution("ratio value is NaN"));
+                }
+                let r = r.clamp(-1.0, 1.0);
+                for (_, members) in groups {
+                    out.extend(members.into_iter().filter(|s| {
+                        // A series' place in [0, 1) is fixed by its labels, so
+                        // `limit_ratio(r, v)` and `limit_ratio(r - 1, v)`
+                        // select complementary series at every step.
+                        let offset = labels_hash(&s.labels) as f64 / u64::MAX as f64;
+                        (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r)
+                    }));
+                }
+            }
             _ => {
                 let q = if op == "quantile" {
                     Some(self.param_scalar(a, t)?)
@@ -93,6 +155,31 @@ impl Evaluator<'_> {
                 };
                 for (labels, members) in groups {
                     let vals: Vec<f64> = members.iter().filter_map(Sample::as_float).collect();
+                    if vals.len() < members.len() {
+                        // Histograms are counted and added up (`sum`, `avg`);
+                        // the other aggregations ignore them.
+                        match op.as_str() {
+                            "count" | "group" => {
+                                let v = if op == "count" {
+                                    members.len() as f64
+                                } else {
+                                    1.0
+                                };
+                                out.push(Sample::float(labels, v));
+                                continue;
+                            }
+                            // Floats and histograms cannot be added together.
+                            "sum" | "avg" if !vals.is_empty() => continue,
+                            "sum" | "avg" => {
+                                out.push(Sample {
+                                    labels,
+                                    v: sum_histograms(&members, op == "avg"),
+                                });
+                                continue;
+                            }
+                            _ => {}
+                        }
+                    }
                     if vals.is_empty() {
                         continue;
                     }

@@ -1,14 +1,17 @@
 //! Binary operators: arithmetic, comparisons (filtering or `bool`), vector
 //! matching (`on`, `ignoring`, `group_left`, `group_right`) and the set
-//! operators `and`, `or`, `unless`.
+//! operators `and`, `or`, `unless`. Native histograms take `*` and `/` by a
+//! float, `+` and `-` with each other, and `==` / `!=`; any other operator
+//! drops them, as Prometheus does.
 
 use std::collections::{HashMap, HashSet};
 
-use periscope_proto::{Labels, NAME_LABEL, label};
+use periscope_proto::{Labels, NAME_LABEL, SampleValue, label};
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
 use super::QueryError;
 use super::eval::{Evaluator, Sample, Value, drop_name, set_label};
+use super::histogram::{Sparse, sparse};
 
 /// Applies an operator to two floats: the value and whether a comparison
 /// holds (always true for arithmetic). Comparisons yield the left value.
@@ -29,6 +32,42 @@ pub(crate) fn float_op(op: &str, a: f64, b: f64) -> Option<(f64, bool)> {
         "<=" => (a, a <= b),
         _ => return None,
     })
+}
+
+/// Applies an operator where a histogram is an operand: a histogram times
+/// or divided by a float, a float times a histogram, the sum or difference
+/// of two histograms, and `==` / `!=` between histograms (yielding the left
+/// one). `None` for every other pairing, which Prometheus drops.
+fn histogram_op(op: &str, a: &SampleValue, b: &SampleValue) -> Option<(SampleValue, bool)> {
+    let out = |h: Sparse| SampleValue::Histogram(Box::new(h.to_native()));
+    match (a, b) {
+        (SampleValue::Histogram(h), SampleValue::Float(f))
+        | (SampleValue::Float(f), SampleValue::Histogram(h))
+            if op == "*" =>
+        {
+            let mut h = sparse(h);
+            h.scale(*f);
+            Some((out(h), true))
+        }
+        (SampleValue::Histogram(h), SampleValue::Float(f)) if op == "/" => {
+            let mut h = sparse(h);
+            h.divide(*f);
+            Some((out(h), true))
+        }
+        (SampleValue::Histogram(x), SampleValue::Histogram(y)) => match op {
+            "+" | "-" => {
+                let mut x = sparse(x);
+                x.add_scaled(&sparse(y), if op == "+" { 1.0 } else { -1.0 });
+                Some((out(x), true))
+            }
+            "==" | "!=" => {
+                let same = sparse(x).same_as(&sparse(y));
+                Some((a.clone(), same == (op == "==")))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 pub(crate) fn is_comparison(op: &str) -> bool {
@@ -86,7 +125,25 @@ fn vector_scalar(
     let cmp = is_comparison(op);
     let mut out = Vec::with_capacity(v.len());
     for e in v {
-        let Some(f) = e.as_float() else { continue };
+        let Some(f) = e.as_float() else {
+            if cmp {
+                continue;
+            }
+            float_op(op, 0.0, 0.0).ok_or_else(|| unsupported(op))?;
+            let sv = SampleValue::Float(s);
+            let (x, y) = if scalar_left {
+                (&sv, &e.v)
+            } else {
+                (&e.v, &sv)
+            };
+            if let Some((v, _)) = histogram_op(op, x, y) {
+                out.push(Sample {
+                    labels: drop_name(e.labels),
+                    v,
+                });
+            }
+            continue;
+        };
         let (x, y) = if scalar_left { (s, f) } else { (f, s) };
         let (mut value, keep) = float_op(op, x, y).ok_or_else(|| unsupported(op))?;
         if cmp {
@@ -193,16 +250,31 @@ fn vector_vector(
             continue;
         };
         let os = &one[oi];
-        let (Some(mf), Some(of)) = (ms.as_float(), os.as_float()) else {
-            continue;
+        let (x, y) = if swapped {
+            (&os.v, &ms.v)
+        } else {
+            (&ms.v, &os.v)
         };
-        let (x, y) = if swapped { (of, mf) } else { (mf, of) };
-        let (mut value, keep) = float_op(op, x, y).ok_or_else(|| unsupported(op))?;
-        if return_bool {
-            value = f64::from(u8::from(keep));
+        let (value, keep) = match (x, y) {
+            (SampleValue::Float(x), SampleValue::Float(y)) => {
+                let (v, keep) = float_op(op, *x, *y).ok_or_else(|| unsupported(op))?;
+                (SampleValue::Float(v), keep)
+            }
+            _ => {
+                float_op(op, 0.0, 0.0).ok_or_else(|| unsupported(op))?;
+                match histogram_op(op, x, y) {
+                    Some(r) => r,
+                    None => continue,
+                }
+            }
+        };
+        let value = if return_bool {
+            SampleValue::Float(f64::from(u8::from(keep)))
         } else if !keep {
             continue;
-        }
+        } else {
+            value
+        };
         let mut labels = if drop {
             drop_name(ms.labels)
         } else {
@@ -233,7 +305,7 @@ fn vector_vector(
                 "multiple matches for labels: grouping labels must ensure unique matches",
             ));
         }
-        out.push(Sample::float(labels, value));
+        out.push(Sample { labels, v: value });
     }
     Ok(out)
 }

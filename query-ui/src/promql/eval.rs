@@ -115,62 +115,82 @@ pub fn range_query(
         }
     }
     let deadline = Instant::now() + opts.timeout;
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut series: Vec<(Labels, Vec<(i64, SampleValue)>)> = Vec::new();
-    let mut points = 0usize;
     // Evaluated in chunks of steps, each loading only the samples its steps
     // read: memory and the sample limit scale with a chunk, not the range.
+    // Chunks are independent and run on a few threads; their results are
+    // merged in time order.
     let chunk_ms = (opts.range_chunk_ms / step_ms).max(1) * step_ms;
+    let mut chunks = Vec::new();
     let mut from = start_ms;
     while from <= end_ms {
         let to = (from + chunk_ms - step_ms).min(end_ms);
-        let ev = Evaluator::load(src, &expr, (start_ms, end_ms), (from, to), deadline, opts)?;
-        let steps: Vec<i64> = (0..)
-            .map(|i| from + i * step_ms)
-            .take_while(|t| *t <= to)
+        chunks.push((from, to));
+        from = to + step_ms;
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, opts.range_threads.max(1))
+        .min(chunks.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let mut results: Vec<Option<Result<Vec<MatrixSeries>, QueryError>>> =
+        (0..chunks.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= chunks.len() || failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let r = eval_chunk(
+                            src,
+                            &expr,
+                            (start_ms, end_ms),
+                            chunks[i],
+                            step_ms,
+                            deadline,
+                            opts,
+                        );
+                        if r.is_err() {
+                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        done.push((i, r));
+                    }
+                    done
+                })
+            })
             .collect();
-        let fast = if opts.series_at_a_time {
-            ev.eval_range(&expr, &steps)
-        } else {
-            None
-        };
-        if let Some(r) = fast {
-            for (labels, samples) in ranged_series(r?, &steps)? {
-                points += samples.len();
-                ev.check_samples(points)?;
-                let i = *index.entry(labels.clone()).or_insert_with(|| {
-                    series.push((labels, Vec::new()));
-                    series.len() - 1
-                });
-                series[i].1.extend(samples);
-            }
-        } else {
-            for t in steps {
-                ev.check_deadline()?;
-                let samples = match ev.eval(&expr, t)? {
-                    Value::Scalar(f) => vec![Sample::float(Labels::new(), f)],
-                    Value::Vector(v) => {
-                        check_unique(&v)?;
-                        v
-                    }
-                    _ => {
-                        return Err(QueryError::execution(
-                            "range query evaluated to a non-vector",
-                        ));
-                    }
-                };
-                points += samples.len();
-                ev.check_samples(points)?;
-                for s in samples {
-                    let i = *index.entry(s.labels.clone()).or_insert_with(|| {
-                        series.push((s.labels.clone(), Vec::new()));
-                        series.len() - 1
-                    });
-                    series[i].1.push((t, s.v));
-                }
+        for w in workers {
+            for (i, r) in w.join().unwrap_or_default() {
+                results[i] = Some(r);
             }
         }
-        from = to + step_ms;
+    });
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut series: Vec<(Labels, Vec<(i64, SampleValue)>)> = Vec::new();
+    let mut points = 0usize;
+    for r in results {
+        let Some(r) = r else {
+            // Left undone after another chunk failed; that error comes first.
+            continue;
+        };
+        for (labels, samples) in r? {
+            points += samples.len();
+            if points > opts.max_samples {
+                return Err(QueryError::execution(format!(
+                    "query processing would load too many samples into memory in query execution (limit {})",
+                    opts.max_samples
+                )));
+            }
+            let i = *index.entry(labels.clone()).or_insert_with(|| {
+                series.push((labels, Vec::new()));
+                series.len() - 1
+            });
+            series[i].1.extend(samples);
+        }
     }
     series.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(QueryValue::Matrix(series))
@@ -178,6 +198,59 @@ pub fn range_query(
 
 /// One series of a range query's result: labels and points.
 type MatrixSeries = (Labels, Vec<(i64, SampleValue)>);
+
+/// One chunk `[from, to]` of a range query, loaded and evaluated on its own.
+fn eval_chunk(
+    src: &dyn SeriesSource,
+    expr: &Expr,
+    range: (i64, i64),
+    (from, to): (i64, i64),
+    step_ms: i64,
+    deadline: Instant,
+    opts: &EngineOptions,
+) -> Result<Vec<MatrixSeries>, QueryError> {
+    let ev = Evaluator::load(src, expr, range, (from, to), deadline, opts)?;
+    let steps: Vec<i64> = (0..)
+        .map(|i| from + i * step_ms)
+        .take_while(|t| *t <= to)
+        .collect();
+    let fast = if opts.series_at_a_time {
+        ev.eval_range(expr, &steps)
+    } else {
+        None
+    };
+    if let Some(r) = fast {
+        return ranged_series(r?, &steps);
+    }
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut series: Vec<MatrixSeries> = Vec::new();
+    let mut points = 0usize;
+    for t in steps {
+        ev.check_deadline()?;
+        let samples = match ev.eval(expr, t)? {
+            Value::Scalar(f) => vec![Sample::float(Labels::new(), f)],
+            Value::Vector(v) => {
+                check_unique(&v)?;
+                v
+            }
+            _ => {
+                return Err(QueryError::execution(
+                    "range query evaluated to a non-vector",
+                ));
+            }
+        };
+        points += samples.len();
+        ev.check_samples(points)?;
+        for s in samples {
+            let i = *index.entry(s.labels.clone()).or_insert_with(|| {
+                series.push((s.labels.clone(), Vec::new()));
+                series.len() - 1
+            });
+            series[i].1.push((t, s.v));
+        }
+    }
+    Ok(series)
+}
 
 /// A series-at-a-time result as the step evaluator gives it: series with
 /// equal labels merged (an error where two have a value at one step).
@@ -384,9 +457,17 @@ impl<'a> Evaluator<'a> {
                 Value::Scalar(f) => Value::Scalar(-f),
                 Value::Vector(v) => Value::Vector(
                     v.into_iter()
-                        .filter_map(|s| {
-                            let f = s.as_float()?;
-                            Some(Sample::float(drop_name(s.labels), -f))
+                        .map(|s| match s.v {
+                            SampleValue::Float(f) => Sample::float(drop_name(s.labels), -f),
+                            // A histogram is negated bucket-wise, as `-1 * h`.
+                            SampleValue::Histogram(h) => {
+                                let mut n = super::histogram::sparse(&h);
+                                n.scale(-1.0);
+                                Sample {
+                                    labels: drop_name(s.labels),
+                                    v: SampleValue::Histogram(Box::new(n.to_native())),
+                                }
+                            }
                         })
                         .collect(),
                 ),

@@ -1,6 +1,10 @@
-//! PromQL functions: range-vector functions (`rate`, `*_over_time`, ...),
-//! element-wise math, label manipulation, `histogram_quantile` and the
-//! time functions.
+//! PromQL functions: range-vector functions (`rate`, `*_over_time`,
+//! `predict_linear`, ...), element-wise math and trigonometry, label
+//! manipulation, the histogram functions (`histogram_quantile`,
+//! `histogram_fraction`, ...) and the time functions. Range functions take
+//! native histograms where Prometheus does (`rate`, `increase`, `delta`,
+//! `irate`, `idelta`, `sum_over_time`, `avg_over_time`, `last_over_time`,
+//! `resets`, `changes`, the counting ones); the others read only floats.
 
 use periscope_proto::{Labels, NAME_LABEL, NativeHistogram, SampleValue, label};
 use promql_parser::label::MatchOp as ParserMatchOp;
@@ -8,6 +12,7 @@ use promql_parser::parser::{Call, Expr};
 
 use super::QueryError;
 use super::eval::{Evaluator, Sample, Value, drop_name, duration_ms, set_label};
+use super::histogram::{Sparse, histogram_fraction, histogram_variance, sparse};
 use super::source::Series;
 use super::value::bucket_bounds;
 
@@ -96,28 +101,161 @@ fn extrapolated_rate(
             }
         }
     }
-    let mut to_start = (first_t - start) as f64 / 1000.0;
-    let mut to_end = (end - last_t) as f64 / 1000.0;
-    let sampled = (last_t - first_t) as f64 / 1000.0;
-    let avg_step = sampled / (pts.len() - 1) as f64;
-    let threshold = avg_step * 1.1;
-    if to_start >= threshold {
-        to_start = avg_step / 2.0;
+    let window = Extrapolation {
+        first_t,
+        last_t,
+        samples: pts.len(),
+        start,
+        end,
+    };
+    Some(result * window.factor(counter, first, result, per_second))
+}
+
+/// Where the samples of a window lie within it, for extrapolating a change.
+struct Extrapolation {
+    first_t: i64,
+    last_t: i64,
+    samples: usize,
+    start: i64,
+    end: i64,
+}
+
+impl Extrapolation {
+    /// The factor the change between the first and last sample is
+    /// multiplied by. `first` and `result` are the first value and the
+    /// change (for histograms, their counts): a counter is not
+    /// extrapolated to before the time it would have been zero.
+    fn factor(&self, counter: bool, first: f64, result: f64, per_second: bool) -> f64 {
+        let mut to_start = (self.first_t - self.start) as f64 / 1000.0;
+        let mut to_end = (self.end - self.last_t) as f64 / 1000.0;
+        let sampled = (self.last_t - self.first_t) as f64 / 1000.0;
+        let avg_step = sampled / (self.samples - 1) as f64;
+        let threshold = avg_step * 1.1;
+        if to_start >= threshold {
+            to_start = avg_step / 2.0;
+        }
+        if counter && result > 0.0 && first >= 0.0 {
+            let to_zero = sampled * (first / result);
+            if to_zero < to_start {
+                to_start = to_zero;
+            }
+        }
+        if to_end >= threshold {
+            to_end = avg_step / 2.0;
+        }
+        let mut factor = (sampled + to_start + to_end) / sampled;
+        if per_second {
+            factor /= (self.end - self.start) as f64 / 1000.0;
+        }
+        factor
     }
-    if counter && result > 0.0 && first >= 0.0 {
-        let to_zero = sampled * (first / result);
-        if to_zero < to_start {
-            to_start = to_zero;
+}
+
+/// `rate`, `increase` and `delta` over native histograms: bucket-wise at
+/// the coarsest schema of the window, a reset (see
+/// [`Sparse::is_reset_from`]) adding back the histogram before it, then
+/// extrapolated as floats are, counts standing in for values.
+fn histogram_rate(
+    hs: &[(i64, &NativeHistogram)],
+    start: i64,
+    end: i64,
+    counter: bool,
+    per_second: bool,
+) -> Option<Sparse> {
+    let [(first_t, first), .., (last_t, last)] = hs else {
+        return None;
+    };
+    let first = sparse(first);
+    let mut result = sparse(last);
+    let schema = if counter {
+        hs.iter()
+            .map(|(_, h)| h.schema)
+            .min()
+            .unwrap_or(result.schema)
+    } else {
+        first.schema.min(result.schema)
+    };
+    result.reduce(schema);
+    result.add_scaled(&first, -1.0);
+    if counter {
+        let mut prev = first.clone();
+        for (_, h) in &hs[1..] {
+            let curr = sparse(h);
+            if curr.is_reset_from(&prev) {
+                result.add_scaled(&prev, 1.0);
+            }
+            prev = curr;
         }
     }
-    if to_end >= threshold {
-        to_end = avg_step / 2.0;
+    let window = Extrapolation {
+        first_t: *first_t,
+        last_t: *last_t,
+        samples: hs.len(),
+        start,
+        end,
+    };
+    result.scale(window.factor(counter, first.count, result.count, per_second));
+    Some(result)
+}
+
+/// `irate` and `idelta` over the last two histograms of a window: their
+/// difference (for `irate` the last one alone after a reset), per second
+/// for `irate`.
+fn histogram_instant(
+    name: &str,
+    (t0, h0): (i64, &NativeHistogram),
+    (t1, h1): (i64, &NativeHistogram),
+) -> Sparse {
+    let (prev, mut result) = (sparse(h0), sparse(h1));
+    let rate = name == "irate";
+    if !(rate && result.is_reset_from(&prev)) {
+        result.add_scaled(&prev, -1.0);
     }
-    let mut factor = (sampled + to_start + to_end) / sampled;
-    if per_second {
-        factor /= (end - start) as f64 / 1000.0;
+    if rate {
+        result.divide((t1 - t0) as f64 / 1000.0);
     }
-    Some(result * factor)
+    result
+}
+
+/// Counter resets (`resets`) or value changes (`changes`) over a window
+/// holding histograms: a switch between float and histogram counts as one.
+fn resets_or_changes(name: &str, samples: &[(i64, SampleValue)]) -> f64 {
+    let resets = name == "resets";
+    let mut n = 0usize;
+    let mut prev: Option<Sparse> = None;
+    for w in samples.windows(2) {
+        let hit = match (&w[0].1, &w[1].1) {
+            (SampleValue::Float(a), SampleValue::Float(b)) => {
+                if resets {
+                    b < a
+                } else {
+                    a != b && !(a.is_nan() && b.is_nan())
+                }
+            }
+            (SampleValue::Histogram(a), SampleValue::Histogram(b)) => {
+                let a = prev.take().unwrap_or_else(|| sparse(a));
+                let b = sparse(b);
+                let hit = if resets {
+                    b.is_reset_from(&a)
+                } else {
+                    !b.same_as(&a)
+                };
+                prev = Some(b);
+                hit
+            }
+            _ => true,
+        };
+        if !matches!(w[1].1, SampleValue::Histogram(_)) {
+            prev = None;
+        }
+        n += usize::from(hit);
+    }
+    n as f64
+}
+
+/// The value of a histogram result.
+fn histogram_value(h: &Sparse) -> SampleValue {
+    SampleValue::Histogram(Box::new(h.to_native()))
 }
 
 /// Slope of the least-squares line through the points, per second.
@@ -137,6 +275,49 @@ fn deriv(pts: &[(i64, f64)]) -> Option<f64> {
         .sum();
     let var: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
     Some(cov / var)
+}
+
+/// The least-squares line through the points, evaluated `ahead` seconds
+/// after `t` (`predict_linear`). A constant series predicts itself.
+fn predict_linear(pts: &[(i64, f64)], t: i64, ahead: f64) -> Option<f64> {
+    if pts.len() < 2 {
+        return None;
+    }
+    let y0 = pts[0].1;
+    if pts.iter().all(|(_, v)| *v == y0) {
+        return Some(if y0.is_infinite() { f64::NAN } else { y0 });
+    }
+    let n = pts.len() as f64;
+    let xs: Vec<f64> = pts.iter().map(|(ts, _)| (ts - t) as f64 / 1000.0).collect();
+    let mx = xs.iter().sum::<f64>() / n;
+    let my = pts.iter().map(|(_, v)| v).sum::<f64>() / n;
+    let cov: f64 = xs
+        .iter()
+        .zip(pts)
+        .map(|(x, (_, y))| (x - mx) * (y - my))
+        .sum();
+    let var: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    let slope = cov / var;
+    let intercept = my - slope * mx;
+    Some(intercept + slope * ahead)
+}
+
+/// Holt's double exponential smoothing: the smoothed value at the last
+/// point, with smoothing factor `sf` and trend factor `tf`, both in (0, 1).
+fn double_exponential_smoothing(pts: &[(i64, f64)], sf: f64, tf: f64) -> Option<f64> {
+    if pts.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1) = (0.0, pts[0].1);
+    let mut trend = pts[1].1 - pts[0].1;
+    for (i, (_, v)) in pts.iter().enumerate().skip(1) {
+        if i > 1 {
+            trend = tf * (s1 - s0) + (1.0 - tf) * trend;
+        }
+        let next = sf * v + (1.0 - sf) * (s1 + trend);
+        (s0, s1) = (s1, next);
+    }
+    Some(s1)
 }
 
 /// Functions whose result keeps the metric name.
@@ -167,26 +348,63 @@ impl Evaluator<'_> {
                 .ok_or_else(|| QueryError::bad_data(format!("missing argument {i} of {name}")))
         };
         let mut out: Vec<Sample> = match name {
-            "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "resets" | "changes"
-            | "avg_over_time" | "min_over_time" | "max_over_time" | "sum_over_time"
-            | "count_over_time" | "last_over_time" | "stddev_over_time" | "stdvar_over_time"
-            | "present_over_time" | "quantile_over_time" => {
-                let (q, range_expr) = if name == "quantile_over_time" {
-                    (self.eval_scalar(arg(0)?, t)?, arg(1)?)
-                } else {
-                    (f64::NAN, arg(0)?)
+            "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "deriv"
+            | "resets"
+            | "changes"
+            | "avg_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "last_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "present_over_time"
+            | "quantile_over_time"
+            | "predict_linear"
+            | "double_exponential_smoothing" => {
+                let (p, range_expr) = match name {
+                    "quantile_over_time" => ([self.eval_scalar(arg(0)?, t)?, f64::NAN], arg(1)?),
+                    "predict_linear" => ([self.eval_scalar(arg(1)?, t)?, f64::NAN], arg(0)?),
+                    "double_exponential_smoothing" => (
+                        [self.eval_scalar(arg(1)?, t)?, self.eval_scalar(arg(2)?, t)?],
+                        arg(0)?,
+                    ),
+                    _ => ([f64::NAN; 2], arg(0)?),
                 };
                 let (series, start, end) = self.range_arg(range_expr, t)?;
+                if name == "double_exponential_smoothing" && !series.is_empty() {
+                    for (what, f) in [("smoothing", p[0]), ("trend", p[1])] {
+                        if !(f > 0.0 && f < 1.0) {
+                            return Err(QueryError::execution(format!(
+                                "invalid {what} factor. Expected: 0 < {} < 1, got: {}",
+                                if what == "smoothing" { "sf" } else { "tf" },
+                                super::value::float_string(f)
+                            )));
+                        }
+                    }
+                }
+                let window = Window { start, end, t };
                 series
                     .iter()
                     .filter_map(|s| {
-                        let v = range_function(name, s, q, start, end)?;
-                        Some(Sample::float(s.labels.clone(), v))
+                        let v = range_function(name, s, p, &window)?;
+                        Some(Sample {
+                            labels: s.labels.clone(),
+                            v,
+                        })
                     })
                     .collect()
             }
             "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn"
-            | "round" | "clamp" | "clamp_min" | "clamp_max" => {
+            | "round" | "clamp" | "clamp_min" | "clamp_max" | "sin" | "cos" | "tan" | "asin"
+            | "acos" | "atan" | "sinh" | "cosh" | "tanh" | "asinh" | "acosh" | "atanh" | "deg"
+            | "rad" => {
                 let v = self.eval_vector(arg(0)?, t)?;
                 let p1 = match args.get(1) {
                     Some(e) => self.eval_scalar(e, t)?,
@@ -221,13 +439,28 @@ impl Evaluator<'_> {
                             }
                             "clamp" => go_max(p1, go_min(p2, f)),
                             "clamp_min" => go_max(p1, f),
-                            _ => go_min(p1, f),
+                            "clamp_max" => go_min(p1, f),
+                            "sin" => f.sin(),
+                            "cos" => f.cos(),
+                            "tan" => f.tan(),
+                            "asin" => f.asin(),
+                            "acos" => f.acos(),
+                            "atan" => f.atan(),
+                            "sinh" => f.sinh(),
+                            "cosh" => f.cosh(),
+                            "tanh" => f.tanh(),
+                            "asinh" => f.asinh(),
+                            "acosh" => f.acosh(),
+                            "atanh" => f.atanh(),
+                            "deg" => f.to_degrees(),
+                            _ => f.to_radians(),
                         };
                         Some(Sample::float(s.labels, r))
                     })
                     .collect()
             }
             "time" => return Ok(Value::Scalar(t as f64 / 1000.0)),
+            "pi" => return Ok(Value::Scalar(std::f64::consts::PI)),
             "vector" => vec![Sample::float(Labels::new(), self.eval_scalar(arg(0)?, t)?)],
             "scalar" => {
                 let v = self.eval_vector(arg(0)?, t)?;
@@ -339,21 +572,32 @@ impl Evaluator<'_> {
                 let q = self.eval_scalar(arg(0)?, t)?;
                 histogram_quantile(q, self.eval_vector(arg(1)?, t)?)
             }
-            "histogram_count" | "histogram_sum" | "histogram_avg" => self
-                .eval_vector(arg(0)?, t)?
-                .into_iter()
-                .filter_map(|s| match &s.v {
-                    SampleValue::Histogram(h) => Some(Sample::float(
-                        s.labels,
-                        match name {
-                            "histogram_count" => h.count,
-                            "histogram_sum" => h.sum,
-                            _ => h.sum / h.count,
-                        },
-                    )),
-                    SampleValue::Float(_) => None,
-                })
-                .collect(),
+            "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+            | "histogram_stdvar" | "histogram_fraction" => {
+                let (bounds, v) = if name == "histogram_fraction" {
+                    let lower = self.eval_scalar(arg(0)?, t)?;
+                    let upper = self.eval_scalar(arg(1)?, t)?;
+                    ((lower, upper), self.eval_vector(arg(2)?, t)?)
+                } else {
+                    ((f64::NAN, f64::NAN), self.eval_vector(arg(0)?, t)?)
+                };
+                v.into_iter()
+                    .filter_map(|s| match &s.v {
+                        SampleValue::Histogram(h) => Some(Sample::float(
+                            s.labels,
+                            match name {
+                                "histogram_count" => h.count,
+                                "histogram_sum" => h.sum,
+                                "histogram_avg" => h.sum / h.count,
+                                "histogram_stdvar" => histogram_variance(h),
+                                "histogram_stddev" => histogram_variance(h).sqrt(),
+                                _ => histogram_fraction(bounds.0, bounds.1, h),
+                            },
+                        )),
+                        SampleValue::Float(_) => None,
+                    })
+                    .collect()
+            }
             "minute" | "hour" | "day_of_week" | "day_of_month" | "day_of_year"
             | "days_in_month" | "month" | "year" => {
                 let v = match args.first() {
@@ -382,11 +626,77 @@ impl Evaluator<'_> {
     }
 }
 
-fn range_function(name: &str, s: &Series, q: f64, start: i64, end: i64) -> Option<f64> {
+/// A range window `(start, end]` and the evaluation time it was taken at.
+struct Window {
+    start: i64,
+    end: i64,
+    t: i64,
+}
+
+/// A range function over one window of a series. Floats go through
+/// [`range_function_floats`]; histograms are added, subtracted and
+/// compared bucket-wise where Prometheus does so, ignored by the functions
+/// of floats alone (`min_over_time`, `deriv`, ...), and a window mixing both
+/// gives no result where they cannot be combined (`rate`, `sum_over_time`).
+fn range_function(name: &str, s: &Series, p: [f64; 2], w: &Window) -> Option<SampleValue> {
+    let (start, end) = (w.start, w.end);
+    let hists: Vec<(i64, &NativeHistogram)> = s
+        .samples
+        .iter()
+        .filter_map(|(t, v)| match v {
+            SampleValue::Histogram(h) => Some((*t, h.as_ref())),
+            SampleValue::Float(_) => None,
+        })
+        .collect();
+    let mixed = !hists.is_empty() && hists.len() < s.samples.len();
     match name {
-        "count_over_time" => Some(s.samples.len() as f64),
-        "present_over_time" => Some(1.0),
-        _ => range_function_floats(name, &floats(s), q, start, end),
+        "count_over_time" => return Some(SampleValue::Float(s.samples.len() as f64)),
+        "present_over_time" => return Some(SampleValue::Float(1.0)),
+        "predict_linear" => return predict_linear(&floats(s), w.t, p[0]).map(SampleValue::Float),
+        "double_exponential_smoothing" => {
+            return double_exponential_smoothing(&floats(s), p[0], p[1]).map(SampleValue::Float);
+        }
+        _ if hists.is_empty() => {
+            return range_function_floats(name, &floats(s), p[0], start, end)
+                .map(SampleValue::Float);
+        }
+        _ => {}
+    }
+    match name {
+        "last_over_time" => s.samples.last().map(|(_, v)| v.clone()),
+        "resets" | "changes" => Some(SampleValue::Float(resets_or_changes(name, &s.samples))),
+        "rate" | "increase" | "delta" if !mixed => {
+            histogram_rate(&hists, start, end, name != "delta", name == "rate")
+                .map(|h| histogram_value(&h))
+        }
+        "irate" | "idelta" => match &s.samples[..] {
+            [
+                ..,
+                (t0, SampleValue::Histogram(a)),
+                (t1, SampleValue::Histogram(b)),
+            ] => Some(histogram_value(&histogram_instant(
+                name,
+                (*t0, a),
+                (*t1, b),
+            ))),
+            [.., (t0, SampleValue::Float(a)), (t1, SampleValue::Float(b))] => {
+                range_function_floats(name, &[(*t0, *a), (*t1, *b)], p[0], start, end)
+                    .map(SampleValue::Float)
+            }
+            _ => None,
+        },
+        "sum_over_time" | "avg_over_time" if !mixed => {
+            let mut sum = sparse(hists[0].1);
+            for (_, h) in &hists[1..] {
+                sum.add_scaled(&sparse(h), 1.0);
+            }
+            if name == "avg_over_time" {
+                sum.divide(hists.len() as f64);
+            }
+            Some(histogram_value(&sum))
+        }
+        "rate" | "increase" | "delta" | "sum_over_time" | "avg_over_time" => None,
+        _ => range_function_floats(name, &floats(s), p[0], start, end).map(SampleValue::Float),
     }
 }
 

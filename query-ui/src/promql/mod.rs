@@ -16,6 +16,7 @@ mod aggregate;
 mod binary;
 mod eval;
 mod functions;
+mod histogram;
 mod range;
 mod source;
 mod value;
@@ -45,6 +46,9 @@ pub struct EngineOptions {
     /// Range queries are evaluated in chunks of steps spanning about this
     /// long, each loading only the samples it reads. Default 2 hours.
     pub range_chunk_ms: i64,
+    /// Most threads evaluating a range query's chunks at once (never more
+    /// than the machine's cores). Default 4.
+    pub range_threads: usize,
 }
 
 impl Default for EngineOptions {
@@ -55,6 +59,7 @@ impl Default for EngineOptions {
             timeout: Duration::from_secs(120),
             series_at_a_time: true,
             range_chunk_ms: 2 * 3600 * 1000,
+            range_threads: 4,
         }
     }
 }

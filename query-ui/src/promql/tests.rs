@@ -16,6 +16,15 @@
 //!   `{job=web}` le 0.1: 2k, 0.5: 2k, 1: 8k, +Inf: 8k.
 //! - `lat_native{job=api}` one native histogram at 600: schema 0, zero
 //!   bucket ±0.001 with 2, buckets (0.5,1]: 4, (1,2]: 2, (2,4]: 2; count 10, sum 15.
+//! - `lat_hist` native histogram counters, one a minute, k = minute index:
+//!   `{job=api}` schema 0, zero bucket ±0.001 with m, (1,2]: 2m, (2,4]: m,
+//!   count 4m, sum 5m, where m = k for k <= 4, then m = k - 4 (reset at 300:
+//!   m 4 → 1);
+//!   `{job=web}` schema 1, no zero count, buckets (1,√2] and (√2,2]:
+//!   k, k for k <= 5, then k - 6, 20 + 2(k - 6) (a bucket reset at 360
+//!   while the count goes up 10 → 20), sum 1.5 × count.
+//! - `lat_mixed{job=api}` floats 0, 1, 2 at 0..120, then histograms at
+//!   180..600: schema 0, bucket (0.5,1] with k, count k, sum k.
 
 use std::time::Duration;
 
@@ -59,6 +68,31 @@ fn per_minute(spec: &str, values: &[f64]) -> Series {
         .map(|(i, v)| (i as i64 * 60, *v))
         .collect();
     series(spec, &points)
+}
+
+fn hist(schema: i32, zero: f64, sum: f64, first: i32, buckets: &[f64]) -> NativeHistogram {
+    NativeHistogram {
+        schema,
+        zero_threshold: 0.001,
+        zero_count: zero,
+        count: zero + buckets.iter().sum::<f64>(),
+        sum,
+        positive_spans: vec![(first, buckets.len() as u32)],
+        positive_buckets: buckets.to_vec(),
+        negative_spans: vec![],
+        negative_buckets: vec![],
+    }
+}
+
+fn hist_series(spec: &str, points: impl Iterator<Item = (i64, SampleValue)>) -> Series {
+    Series {
+        labels: labels(spec),
+        samples: points.map(|(t, v)| (t * 60_000, v)).collect(),
+    }
+}
+
+fn hist_value(h: NativeHistogram) -> SampleValue {
+    SampleValue::Histogram(Box::new(h))
 }
 
 fn dataset() -> MemorySource {
@@ -112,6 +146,36 @@ fn dataset() -> MemorySource {
                 labels: labels("lat_native{job=api}"),
                 samples: vec![(600_000, SampleValue::Histogram(Box::new(native)))],
             },
+            hist_series(
+                "lat_hist{job=api}",
+                (0..=10).map(|k| {
+                    let m = if k <= 4 { k } else { k - 4 } as f64;
+                    (k, hist_value(hist(0, m, 5.0 * m, 1, &[2.0 * m, m])))
+                }),
+            ),
+            hist_series(
+                "lat_hist{job=web}",
+                (0..=10).map(|k| {
+                    let kf = k as f64;
+                    let b = if k <= 5 {
+                        [kf, kf]
+                    } else {
+                        [kf - 6.0, 20.0 + 2.0 * (kf - 6.0)]
+                    };
+                    (k, hist_value(hist(1, 0.0, 1.5 * (b[0] + b[1]), 1, &b)))
+                }),
+            ),
+            hist_series(
+                "lat_mixed{job=api}",
+                (0..=10).map(|k| {
+                    let kf = k as f64;
+                    if k <= 2 {
+                        (k, SampleValue::Float(kf))
+                    } else {
+                        (k, hist_value(hist(0, 0.0, kf, 0, &[kf])))
+                    }
+                }),
+            ),
         ],
     }
 }
@@ -1095,5 +1159,408 @@ fn prometheus_json() {
         serde_json::json!({"resultType": "matrix", "result": [
             {"metric": {"__name__": "cpu_temp", "host": "h1"}, "values": [[540, "57"], [600, "56"]]}
         ]})
+    );
+}
+
+/// Runs an instant query at `t` seconds and compares its histogram results
+/// with `(labels, histogram)` pairs, counts and sum within rounding.
+fn check_histograms(query: &str, t: i64, want: &[(&str, NativeHistogram)]) {
+    same_both_ways(query);
+    let got = instant_query(&dataset(), query, t * 1000, &EngineOptions::default())
+        .unwrap_or_else(|e| panic!("{query}: {e}"));
+    let QueryValue::Vector(mut got) = got else {
+        panic!("{query}: not a vector: {got:?}")
+    };
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want: Vec<(Labels, &NativeHistogram)> =
+        want.iter().map(|(l, h)| (labels(l), h)).collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got.len(), want.len(), "{query}: got {got:?}");
+    for ((gl, _, gv), (wl, wh)) in got.iter().zip(&want) {
+        assert_eq!(gl, wl, "{query}");
+        let SampleValue::Histogram(gh) = gv else {
+            panic!("{query}: float {gv:?}")
+        };
+        let fields = |h: &NativeHistogram| {
+            (
+                h.schema,
+                h.zero_threshold,
+                h.positive_spans.clone(),
+                h.negative_spans.clone(),
+            )
+        };
+        assert_eq!(fields(gh), fields(wh), "{query}: got {gh:?}");
+        let counts = |h: &NativeHistogram| -> Vec<f64> {
+            [h.zero_count, h.count, h.sum]
+                .into_iter()
+                .chain(h.positive_buckets.iter().copied())
+                .chain(h.negative_buckets.iter().copied())
+                .collect()
+        };
+        let (g, w) = (counts(gh), counts(wh));
+        assert_eq!(g.len(), w.len(), "{query}: got {gh:?}");
+        for (a, b) in g.iter().zip(&w) {
+            assert!(close(*a, *b), "{query}: got {gh:?}, want {wh:?}");
+        }
+    }
+}
+
+#[test]
+fn native_histogram_rates() {
+    // api over (0, 600]: m = 1,2,3,4,1,2,3,4,5,6 at 60..600; the reset at 300
+    // adds back m = 4: 6 - 1 + 4 = 9 m-units (count 36). Extrapolation:
+    // 60 s to the start (< 1.1 × 60), to zero 540 × 4/36 = 60 (not shorter),
+    // 0 to the end: × 600/540 → 10 m-units: zero 10, (1,2] 20, (2,4] 10,
+    // count 40, sum 50.
+    let api_increase = hist(0, 10.0, 50.0, 1, &[20.0, 10.0]);
+    check_histograms(
+        r#"increase(lat_hist{job="api"}[10m])"#,
+        600,
+        &[("{job=api}", api_increase.clone())],
+    );
+    // rate: the same over 600 s.
+    check_histograms(
+        r#"rate(lat_hist{job="api"}[10m])"#,
+        600,
+        &[(
+            "{job=api}",
+            hist(
+                0,
+                10.0 / 600.0,
+                50.0 / 600.0,
+                1,
+                &[20.0 / 600.0, 10.0 / 600.0],
+            ),
+        )],
+    );
+    // web over (0, 600]: first (1, 1) at 60, last (4, 28) at 600; at 360 the
+    // first bucket falls 5 → 0 though the count rises 10 → 20: a reset,
+    // (5, 5) added back: (4 - 1 + 5, 28 - 1 + 5) = (8, 32), count 40. To
+    // zero: 540 × 2/40 = 27 < 60 → factor (540 + 27)/540 = 1.05:
+    // (8.4, 33.6), count 42, sum 1.5 × 42 = 63.
+    check_histograms(
+        r#"increase(lat_hist{job="web"}[10m])"#,
+        600,
+        &[("{job=web}", hist(1, 0.0, 63.0, 1, &[8.4, 33.6]))],
+    );
+    check_vector(
+        "resets(lat_hist[10m])",
+        600,
+        &[("{job=api}", 1.), ("{job=web}", 1.)],
+    );
+    // A window without the reset: (300, 600] holds m = 2..6 at 360..600:
+    // 4 m-units, start 60 s away (to zero 240 × 8/16 = 120, longer), × 300/240
+    // → 5 m-units, count 20.
+    check_vector(
+        r#"histogram_count(increase(lat_hist{job="api"}[5m]))"#,
+        600,
+        &[("{job=api}", 20.)],
+    );
+    // delta does not correct resets: m 6 - 1 = 5 (count 20) × 600/540.
+    check_vector(
+        r#"histogram_count(delta(lat_hist{job="api"}[10m]))"#,
+        600,
+        &[("{job=api}", 20. * 600. / 540.)],
+    );
+    // irate at 600: m 5 → 6 over 60 s: count 4/60. At 300 (m 4 → 1, a
+    // reset) the last histogram alone: count 4/60; idelta: 4 - 16 = -12.
+    check_histograms(
+        r#"irate(lat_hist{job="api"}[10m])"#,
+        600,
+        &[(
+            "{job=api}",
+            hist(0, 1.0 / 60.0, 5.0 / 60.0, 1, &[2.0 / 60.0, 1.0 / 60.0]),
+        )],
+    );
+    check_vector(
+        r#"histogram_count(irate(lat_hist{job="api"}[2m]))"#,
+        300,
+        &[("{job=api}", 4. / 60.)],
+    );
+    check_vector(
+        r#"histogram_count(idelta(lat_hist{job="api"}[2m]))"#,
+        300,
+        &[("{job=api}", -12.)],
+    );
+    // The usual dashboard query. api at schema 0 plus web brought to schema
+    // 0 (both its buckets fall in (1,2]): zero 10, (1,2] 20 + 8.4 + 33.6 =
+    // 62, (2,4] 10; count 82, sum 50 + 63 = 113.
+    check_histograms(
+        "sum(increase(lat_hist[10m]))",
+        600,
+        &[("{}", hist(0, 10.0, 113.0, 1, &[62.0, 10.0]))],
+    );
+    check_vector(
+        "histogram_count(sum(rate(lat_hist[10m])))",
+        600,
+        &[("{}", 82. / 600.)],
+    );
+    // q 0.9: rank 73.8; zero 10 and (1,2] 62 make 72, so 1.8 of 10 into
+    // (2,4]: 2^(1 + 0.18). Rates scale every bucket alike.
+    check_vector(
+        "histogram_quantile(0.9, sum(rate(lat_hist[10m])))",
+        600,
+        &[("{}", 2f64.powf(1.18))],
+    );
+    check_vector(
+        "histogram_quantile(0.9, sum by (job) (rate(lat_hist[10m])))",
+        600,
+        // api: rank 36 of 40, 30 below (2,4] → 6/10 in: 2^1.6. web: rank
+        // 37.8 of 42 at schema 1, (1,√2] 8.4, (√2,2] 33.6 → (37.8 - 8.4)/33.6
+        // = 0.875 in: 2^(0.5 + 0.875 × 0.5).
+        &[
+            ("{job=api}", 2f64.powf(1.6)),
+            ("{job=web}", 2f64.powf(0.5 + 0.875 * 0.5)),
+        ],
+    );
+    // avg: the sum over 2.
+    check_vector(
+        "histogram_count(avg(increase(lat_hist[10m])))",
+        600,
+        &[("{}", 41.)],
+    );
+    // A window mixing floats and histograms has no rate; one of histograms
+    // alone has: (300, 600] counts 6..10, 4 × (240 + 60)/240 = 5 over 300 s.
+    check_vector("rate(lat_mixed[5m])", 240, &[]);
+    check_vector("sum_over_time(lat_mixed[5m])", 240, &[]);
+    check_vector(
+        "histogram_count(rate(lat_mixed[5m]))",
+        600,
+        &[("{job=api}", 5. / 300.)],
+    );
+    // (0, 600]: floats 1 → 2, then the switch to histograms (a reset and a
+    // change), then 7 changes 3 → 10 without a reset.
+    check_vector("resets(lat_mixed[10m])", 600, &[("{job=api}", 1.)]);
+    check_vector("changes(lat_mixed[10m])", 600, &[("{job=api}", 9.)]);
+    // Only the floats: max 2 (at 120).
+    check_vector("max_over_time(lat_mixed[10m])", 600, &[("{job=api}", 2.)]);
+    check_vector("max_over_time(lat_hist[10m])", 600, &[]);
+    check_vector(
+        "count_over_time(lat_mixed[10m])",
+        600,
+        &[("{job=api}", 10.)],
+    );
+    // sum_over_time over m = 4, 5, 6: counts 16 + 20 + 24; avg 20.
+    check_vector(
+        r#"histogram_count(sum_over_time(lat_hist{job="api"}[3m]))"#,
+        600,
+        &[("{job=api}", 60.)],
+    );
+    check_vector(
+        r#"histogram_count(avg_over_time(lat_hist{job="api"}[3m]))"#,
+        600,
+        &[("{job=api}", 20.)],
+    );
+    check_vector(
+        "histogram_count(last_over_time(lat_hist[5m]))",
+        600,
+        &[("{job=api}", 24.), ("{job=web}", 32.)],
+    );
+    // Through a range query, both evaluators.
+    check_range(
+        "histogram_count(sum(increase(lat_hist[10m])))",
+        600,
+        600,
+        60,
+        &[("{}", &[(600, 82.)])],
+    );
+}
+
+#[test]
+fn native_histogram_aggregations_and_operators() {
+    // At 600: api m = 6 (count 24, sum 30), web (4, 28) (count 32, sum 48).
+    check_vector("count(lat_hist)", 600, &[("{}", 2.)]);
+    check_vector("group(lat_hist)", 600, &[("{}", 1.)]);
+    check_vector("max(lat_hist)", 600, &[]);
+    check_vector("topk(1, lat_hist)", 600, &[]);
+    check_vector("quantile(0.5, lat_hist)", 600, &[]);
+    check_vector("histogram_count(sum(lat_hist))", 600, &[("{}", 56.)]);
+    // Floats and histograms in one group: no sum, but a count.
+    check_vector(r#"sum(lat_hist{job="api"} or up{instance="a"})"#, 600, &[]);
+    check_vector(
+        r#"count(lat_hist{job="api"} or up{instance="a"})"#,
+        600,
+        &[("{}", 2.)],
+    );
+    // Scaling.
+    for q in [
+        r#"histogram_count(lat_hist{job="api"} * 2)"#,
+        r#"histogram_count(2 * lat_hist{job="api"})"#,
+    ] {
+        check_vector(q, 600, &[("{job=api}", 48.)]);
+    }
+    check_histograms(
+        r#"lat_hist{job="api"} / 2"#,
+        600,
+        &[("{job=api}", hist(0, 3.0, 15.0, 1, &[6.0, 3.0]))],
+    );
+    check_vector(
+        r#"histogram_count(-lat_hist{job="api"})"#,
+        600,
+        &[("{job=api}", -24.)],
+    );
+    // Operators histograms do not take drop them.
+    for q in [
+        "2 / lat_hist",
+        "lat_hist + 1",
+        "lat_hist > 1",
+        "lat_hist * lat_hist",
+        r#"lat_hist{job="api"} + on (job) up{instance="a"}"#,
+    ] {
+        check_vector(q, 600, &[]);
+    }
+    // Histogram plus and minus histogram, the finer one brought to schema 0:
+    // counts 24 + 32 = 56, sums 30 - 48 = -18.
+    check_vector(
+        r#"histogram_count(lat_hist{job="api"} + ignoring (job) lat_hist{job="web"})"#,
+        600,
+        &[("{}", 56.)],
+    );
+    check_histograms(
+        r#"lat_hist{job="api"} - ignoring (job) lat_hist{job="web"}"#,
+        600,
+        // (1,2]: 12 - (4 + 28) = -20; (2,4]: 6; zero 6; count 24 - 32.
+        &[("{}", {
+            let mut h = hist(0, 6.0, -18.0, 1, &[-20.0, 6.0]);
+            h.count = -8.0;
+            h
+        })],
+    );
+    // Comparisons between histograms compare whole histograms.
+    check_vector(
+        "histogram_count(lat_hist == lat_hist)",
+        600,
+        &[("{job=api}", 24.), ("{job=web}", 32.)],
+    );
+    check_vector("lat_hist != lat_hist", 600, &[]);
+    check_vector(
+        "lat_hist == bool lat_hist",
+        600,
+        &[("{job=api}", 1.), ("{job=web}", 1.)],
+    );
+    check_vector(
+        r#"lat_hist{job="api"} == bool ignoring (job) lat_hist{job="web"}"#,
+        600,
+        &[("{}", 0.)],
+    );
+}
+
+#[test]
+fn native_histogram_functions() {
+    // lat_native: zero 2 in [-0.001, 0.001] (only positive buckets: [0,
+    // 0.001]), (0.5,1]: 4, (1,2]: 2, (2,4]: 2; count 10.
+    // [0, 1]: everything below 1 = 6 → 0.6.
+    check_vector(
+        "histogram_fraction(-1, 1, lat_native)",
+        600,
+        &[("{job=api}", 0.6)],
+    );
+    // [0.0005, 3]: half the zero bucket (linear) is below 0.0005 → 1;
+    // 3 is log2(3) - 1 of the way into (2,4] → 8 + 2 × (log2 3 - 1).
+    check_vector(
+        "histogram_fraction(0.0005, 3, lat_native)",
+        600,
+        &[("{job=api}", (8. + 2. * (3f64.log2() - 1.) - 1.) / 10.)],
+    );
+    check_vector(
+        "histogram_fraction(5, 1, lat_native)",
+        600,
+        &[("{job=api}", 0.)],
+    );
+    // api at 600: zero 6, (1,2] 12, (2,4] 6: [0, 1.5] holds 6 + 12 × log2 1.5.
+    check_vector(
+        r#"histogram_fraction(0, 1.5, lat_hist{job="api"})"#,
+        600,
+        &[("{job=api}", (6. + 12. * 1.5f64.log2()) / 24.)],
+    );
+    // Mean 1.5; bucket midpoints 0 (zero bucket), √0.5, √2, √8.
+    let var = (2. * 1.5f64.powi(2)
+        + 4. * (0.5f64.sqrt() - 1.5).powi(2)
+        + 2. * (2f64.sqrt() - 1.5).powi(2)
+        + 2. * (8f64.sqrt() - 1.5).powi(2))
+        / 10.;
+    check_vector("histogram_stdvar(lat_native)", 600, &[("{job=api}", var)]);
+    check_vector(
+        "histogram_stddev(lat_native)",
+        600,
+        &[("{job=api}", var.sqrt())],
+    );
+    // Floats are not histograms.
+    check_vector("histogram_count(up)", 600, &[]);
+    check_vector("histogram_fraction(0, 1, up)", 600, &[]);
+}
+
+#[test]
+fn more_functions() {
+    // h2 at 0, 60, 120: 40, 41, 42, a line of slope 1/60 through 42 at 120.
+    check_vector(
+        r#"predict_linear(cpu_temp{host="h2"}[3m], 60)"#,
+        120,
+        &[("{host=h2}", 43.)],
+    );
+    // a: 10 a minute; 100 at 600, 600 s on: 200.
+    check_vector(
+        r#"predict_linear(http_requests_total{instance="a"}[5m], 600)"#,
+        600,
+        &[("{job=api,instance=a}", 200.)],
+    );
+    // up is constant: itself.
+    check_vector(
+        r#"predict_linear(up{instance="a"}[5m], 3600)"#,
+        600,
+        &[("{job=api,instance=a}", 1.)],
+    );
+    // h1 over (0, 180]: 52, 48, 55. s = 52, trend -4; then 48: 0.5 × 48 +
+    // 0.5 × (52 - 4) = 48; trend 0.5 × (48 - 52) + 0.5 × -4 = -4; then 55:
+    // 27.5 + 0.5 × (48 - 4) = 49.5.
+    check_vector(
+        r#"double_exponential_smoothing(cpu_temp{host="h1"}[3m], 0.5, 0.5)"#,
+        180,
+        &[("{host=h1}", 49.5)],
+    );
+    check_error(
+        "double_exponential_smoothing(cpu_temp[5m], 1, 0.5)",
+        "execution",
+    );
+    check_scalar("pi()", 0, std::f64::consts::PI);
+    check_vector("deg(vector(pi()))", 0, &[("{}", 180.)]);
+    check_vector("rad(vector(90))", 0, &[("{}", std::f64::consts::FRAC_PI_2)]);
+    check_vector("cos(vector(0))", 0, &[("{}", 1.)]);
+    check_vector("sin(vector(pi() / 2))", 0, &[("{}", 1.)]);
+    check_vector("tan(vector(0))", 0, &[("{}", 0.)]);
+    check_vector("asin(vector(1))", 0, &[("{}", std::f64::consts::FRAC_PI_2)]);
+    check_vector("acos(vector(1))", 0, &[("{}", 0.)]);
+    check_vector("atan(vector(1))", 0, &[("{}", std::f64::consts::FRAC_PI_4)]);
+    check_vector("sinh(vector(0))", 0, &[("{}", 0.)]);
+    check_vector("cosh(vector(0))", 0, &[("{}", 1.)]);
+    check_vector("tanh(vector(0))", 0, &[("{}", 0.)]);
+    check_vector("asinh(vector(0))", 0, &[("{}", 0.)]);
+    check_vector("acosh(vector(1))", 0, &[("{}", 0.)]);
+    // atanh(0.5) = ln(3) / 2.
+    check_vector("atanh(vector(0.5))", 0, &[("{}", 3f64.ln() / 2.)]);
+    check_vector("acos(vector(2))", 0, &[("{}", f64::NAN)]);
+    // limitk keeps k of each group; limit_ratio r and r - 1 split a group.
+    check_vector("count(limitk(2, up))", 600, &[("{}", 2.)]);
+    check_vector("count(limitk(5, up))", 600, &[("{}", 3.)]);
+    check_vector(
+        "limitk by (instance) (1, up)",
+        600,
+        &[
+            ("up{job=api,instance=a}", 1.),
+            ("up{job=api,instance=b}", 0.),
+            ("up{job=web,instance=c}", 1.),
+        ],
+    );
+    check_vector("limitk(0, up)", 600, &[]);
+    check_vector("count(limit_ratio(1, up))", 600, &[("{}", 3.)]);
+    check_vector(
+        "count(limit_ratio(0.5, up) or limit_ratio(-0.5, up))",
+        600,
+        &[("{}", 3.)],
+    );
+    check_vector(
+        "count(limit_ratio(0.5, up) and limit_ratio(-0.5, up))",
+        600,
+        &[],
     );
 }

@@ -724,6 +724,9 @@ impl MetricStore {
                     .map(|(t, _)| *t)
                     .try_fold(i64::MIN, |last, t| if t > last { Some(t) } else { None });
                 if in_order.is_some() {
+                    if chunks.len() == 1 {
+                        return (l, chunks.pop().unwrap_or_default());
+                    }
                     chunks.reverse();
                     return (l, chunks.concat());
                 }
