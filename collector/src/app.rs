@@ -78,6 +78,8 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::install()?;
     let data = DataDir::open(&cfg.data_dir)
         .with_context(|| format!("failed to open data dir {}", cfg.data_dir.display()))?;
+    // Held until serving ends: a second collector on this directory fails here.
+    let _lock = data.lock()?;
     let logs = LogStore::open(
         &data,
         LogStoreOptions {

@@ -42,6 +42,9 @@ pub enum StoreError {
     /// The WAL stopped accepting writes after an I/O failure or shutdown.
     #[error("write-ahead log unavailable: {0}")]
     WalClosed(String),
+    /// Another process holds the data directory's lock.
+    #[error("data dir {0} is in use by another process (it holds periscope.lock there)")]
+    Locked(PathBuf),
     /// An invalid tenant id.
     #[error(
         "invalid tenant id {0:?}: use 1-150 characters of [A-Za-z0-9_.-], not '.' or '..' or 'wal'"

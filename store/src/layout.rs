@@ -39,6 +39,26 @@ impl DataDir {
         })
     }
 
+    /// Locks the directory for this process (an advisory `flock` on
+    /// `periscope.lock`), so that a second collector on the same directory
+    /// fails at start instead of writing beside the first. Held until the
+    /// returned lock is dropped; the kernel releases it when the process
+    /// dies, kill -9 included.
+    pub fn lock(&self) -> Result<DirLock, StoreError> {
+        let path = self.root.join("periscope.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(StoreError::io("failed to open lock file", &path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(self.root.clone())),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io("failed to lock", &path)(e)),
+        }
+    }
+
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -53,6 +73,12 @@ impl DataDir {
     pub fn logs_dir(&self, tenant: &TenantId) -> PathBuf {
         self.root.join(tenant.as_str()).join("logs")
     }
+}
+
+/// The lock on a data directory; see [`DataDir::lock`].
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
 }
 
 /// Checks the version in a small JSON file (`key` must equal `expected`).
@@ -187,4 +213,26 @@ pub(crate) fn read_manifest<T: serde::de::DeserializeOwned + Default>(
         )));
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_locked_data_dir_refuses_a_second_lock_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        let held = data.lock().unwrap();
+        // A second open of the same directory (as a second collector would).
+        let other = DataDir::open(dir.path()).unwrap();
+        let err = other.lock().unwrap_err();
+        assert!(matches!(err, StoreError::Locked(_)), "{err}");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
+        drop(held);
+        other.lock().unwrap();
+    }
 }

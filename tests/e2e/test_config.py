@@ -240,3 +240,21 @@ def test_sigint_exits_0(collectors) -> None:
     c: Collector = collectors().start()
     rc = c.stop(signal.SIGINT)
     assert rc == 0, f"exit {rc} after SIGINT; stderr:\n{c.stderr_tail()}"
+
+
+def test_second_collector_on_the_same_data_dir_is_refused(collectors, tmp_path: Path) -> None:
+    data = tmp_path / "shared"
+    first: Collector = collectors(data_dir=data, name="first").start()
+    r = first.post_otlp("/v1/logs", logs_request([log_record("held by the first collector")]).SerializeToString())
+    assert r.status_code == 200, r.text
+    port = lambda: f"127.0.0.1:{free_port()}"  # noqa: E731
+    rc, _, err = run_failing(["--data-dir", str(data), "--otlp-grpc-addr", port(), "--otlp-http-addr", port(), "--http-addr", port()])
+    assert rc != 0, "a second collector started on a data dir in use"
+    assert "in use by another process" in err, err[-2000:]
+    # The first one is untouched and still serves.
+    r = first.post_otlp("/v1/logs", logs_request([log_record("still serving")]).SerializeToString())
+    assert r.status_code == 200, r.text
+    first.stop_ok()
+    # Once it has stopped, the directory opens again.
+    again: Collector = collectors(data_dir=data, name="again").start()
+    again.stop_ok()
