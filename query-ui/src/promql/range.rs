@@ -23,6 +23,7 @@ use super::QueryError;
 use super::binary::{float_op, is_comparison, signature};
 use super::eval::{Evaluator, drop_name, duration_ms, key};
 use super::functions::{keeps_name, range_function_floats};
+use super::source::Series;
 
 /// One series over the steps: `vals[i]` is its value at step `i` when
 /// `has[i]`.
@@ -55,8 +56,6 @@ pub(crate) enum Ranged {
 
 type Out = Option<Result<Ranged, QueryError>>;
 
-/// A selector's series as float points.
-type FloatSeries<'a> = (&'a Labels, Vec<(i64, f64)>);
 
 /// Unwraps an `Option<Result<..>>` inside a function returning [`Out`].
 macro_rules! tryo {
@@ -67,6 +66,20 @@ macro_rules! tryo {
             Some(Ok(v)) => v,
         }
     };
+}
+
+/// One series' samples as float points (converted a series at a time, so
+/// that only one copy is alive), staleness markers left out when asked.
+fn float_points(s: &Series, drop_stale: bool) -> Vec<(i64, f64)> {
+    let mut pts = Vec::with_capacity(s.samples.len());
+    for (t, v) in &s.samples {
+        if let SampleValue::Float(f) = v
+            && !(drop_stale && is_stale_nan(*f))
+        {
+            pts.push((*t, *f));
+        }
+    }
+    pts
 }
 
 impl Evaluator<'_> {
@@ -99,26 +112,23 @@ impl Evaluator<'_> {
         }
     }
 
-    /// Float samples of a selector's series; `None` when one holds a histogram.
-    fn float_series(&self, vs: &VectorSelector) -> Option<Vec<FloatSeries<'_>>> {
-        let mut out = Vec::new();
-        for s in self.data.get(&key(vs)).into_iter().flatten() {
-            let mut pts = Vec::with_capacity(s.samples.len());
-            for (t, v) in &s.samples {
-                match v {
-                    SampleValue::Float(f) => pts.push((*t, *f)),
-                    SampleValue::Histogram(_) => return None,
-                }
-            }
-            out.push((&s.labels, pts));
-        }
-        Some(out)
+    /// A selector's series, for walking as floats (see [`float_points`]);
+    /// `None` when one holds a histogram.
+    fn float_series(&self, vs: &VectorSelector) -> Option<&[Series]> {
+        let series = self.data.get(&key(vs)).map_or(&[][..], |v| v.as_slice());
+        let histogram = series.iter().any(|s| {
+            s.samples
+                .iter()
+                .any(|(_, v)| matches!(v, SampleValue::Histogram(_)))
+        });
+        (!histogram).then_some(series)
     }
 
     fn range_instant_selector(&self, vs: &VectorSelector, steps: &[i64]) -> Out {
         let lookback = self.opts.lookback_ms;
         let mut cols = Vec::new();
-        for (labels, pts) in self.float_series(vs)? {
+        for s in self.float_series(vs)? {
+            let (labels, pts) = (&s.labels, float_points(s, false));
             let mut col = Column::empty(labels.clone(), steps.len());
             let mut p = 0;
             for (i, t) in steps.iter().enumerate() {
@@ -178,9 +188,9 @@ impl Evaluator<'_> {
         let range = duration_ms(&ms.range);
         let vs = &ms.vs;
         let mut cols = Vec::new();
-        for (labels, mut pts) in self.float_series(vs)? {
+        for s in self.float_series(vs)? {
             // Range windows never include staleness markers.
-            pts.retain(|(_, v)| !is_stale_nan(*v));
+            let (labels, pts) = (&s.labels, float_points(s, true));
             let out_labels = if keeps_name(name) {
                 labels.clone()
             } else {

@@ -724,11 +724,13 @@ impl MetricStore {
                     .map(|(t, _)| *t)
                     .try_fold(i64::MIN, |last, t| if t > last { Some(t) } else { None });
                 if in_order.is_some() {
-                    if chunks.len() == 1 {
-                        return (l, chunks.pop().unwrap_or_default());
+                    // Moved, not cloned sample by sample.
+                    let mut all = chunks.pop().unwrap_or_default();
+                    all.reserve(chunks.iter().map(Vec::len).sum());
+                    while let Some(mut c) = chunks.pop() {
+                        all.append(&mut c);
                     }
-                    chunks.reverse();
-                    return (l, chunks.concat());
+                    return (l, all);
                 }
                 let mut samples = chunks.concat();
                 samples.sort_by_key(|(t, _)| *t);
