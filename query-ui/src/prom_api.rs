@@ -197,6 +197,18 @@ impl SeriesSource for StoreSource {
             .map(|(labels, samples)| Series { labels, samples })
             .collect())
     }
+
+    fn cache_id(&self) -> Option<String> {
+        Some(format!(
+            "{:p}/{}",
+            Arc::as_ptr(&self.store),
+            self.tenant.as_str()
+        ))
+    }
+
+    fn generation(&self, start_ms: i64, end_ms: i64) -> u64 {
+        self.store.generation(&self.tenant, start_ms, end_ms)
+    }
 }
 
 fn engine_options(p: &Params) -> Result<EngineOptions, PromError> {

@@ -120,13 +120,33 @@ pub fn range_query(
     // Chunks are independent and run on a few threads; their results are
     // merged in time order.
     let chunk_ms = (opts.range_chunk_ms / step_ms).max(1) * step_ms;
+    // With the start on the step grid, chunks end on multiples of the chunk
+    // length, so that a later query over a shifted window (a dashboard's
+    // refresh) meets the same chunks and finds them in the results cache.
+    let aligned = start_ms.rem_euclid(step_ms) == 0;
     let mut chunks = Vec::new();
     let mut from = start_ms;
     while from <= end_ms {
-        let to = (from + chunk_ms - step_ms).min(end_ms);
+        let to = if aligned {
+            ((from.div_euclid(chunk_ms) + 1) * chunk_ms - step_ms).min(end_ms)
+        } else {
+            (from + chunk_ms - step_ms).min(end_ms)
+        };
         chunks.push((from, to));
         from = to + step_ms;
     }
+    let cache_key = src.cache_id().map(|id| {
+        // `@ start()` and `@ end()` make a chunk depend on the whole range.
+        let range = if query.contains("start()") || query.contains("end()") {
+            format!("{start_ms}/{end_ms}")
+        } else {
+            String::new()
+        };
+        format!(
+            "{id}\u{0}{query}\u{0}{step_ms}\u{0}{}\u{0}{range}",
+            opts.lookback_ms
+        )
+    });
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, opts.range_threads.max(1))
@@ -145,14 +165,24 @@ pub fn range_query(
                         if i >= chunks.len() || failed.load(std::sync::atomic::Ordering::Relaxed) {
                             break;
                         }
-                        let r = eval_chunk(
+                        let r = cached_chunk(
+                            cache_key.as_deref(),
+                            chunks[i],
                             src,
                             &expr,
                             (start_ms, end_ms),
-                            chunks[i],
-                            step_ms,
-                            deadline,
                             opts,
+                            || {
+                                eval_chunk(
+                                    src,
+                                    &expr,
+                                    (start_ms, end_ms),
+                                    chunks[i],
+                                    step_ms,
+                                    deadline,
+                                    opts,
+                                )
+                            },
                         );
                         if r.is_err() {
                             failed.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -198,6 +228,105 @@ pub fn range_query(
 
 /// One series of a range query's result: labels and points.
 type MatrixSeries = (Labels, Vec<(i64, SampleValue)>);
+
+/// Range-query chunk results kept across queries, keyed by source, query,
+/// step and chunk, each with the source's generation for the samples the
+/// chunk read: a hit is exactly what evaluating again would give.
+#[derive(Default)]
+struct ChunkCache {
+    entries: HashMap<String, (u64, std::sync::Arc<Vec<MatrixSeries>>, usize)>,
+    order: std::collections::VecDeque<String>,
+    bytes: usize,
+}
+
+/// The most memory the chunk cache holds.
+const CHUNK_CACHE_MAX_BYTES: usize = 64 << 20;
+
+static CHUNK_CACHE: std::sync::LazyLock<std::sync::Mutex<ChunkCache>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// About what a chunk result takes in memory.
+fn result_bytes(r: &[MatrixSeries]) -> usize {
+    r.iter()
+        .map(|(l, s)| {
+            64 + l.iter().map(|(k, v)| 48 + k.len() + v.len()).sum::<usize>()
+                + s.len() * std::mem::size_of::<(i64, SampleValue)>()
+        })
+        .sum()
+}
+
+/// The source's generation for every range the chunk's selectors read.
+fn chunk_generation(
+    src: &dyn SeriesSource,
+    expr: &Expr,
+    (start, end): (i64, i64),
+    (from, to): (i64, i64),
+    opts: &EngineOptions,
+) -> u64 {
+    let ev = Evaluator {
+        opts,
+        start,
+        end,
+        data: HashMap::new(),
+        deadline: Instant::now(),
+    };
+    let mut wanted = Vec::new();
+    ev.plan(expr, from, to, &mut wanted);
+    wanted
+        .iter()
+        .map(|(_, lo, hi)| src.generation(*lo, *hi))
+        .max()
+        .unwrap_or(0)
+}
+
+/// A chunk's result from the cache when its samples have not changed since
+/// it was computed; otherwise `eval`'s, kept when small.
+fn cached_chunk(
+    key: Option<&str>,
+    (from, to): (i64, i64),
+    src: &dyn SeriesSource,
+    expr: &Expr,
+    range: (i64, i64),
+    opts: &EngineOptions,
+    eval: impl FnOnce() -> Result<Vec<MatrixSeries>, QueryError>,
+) -> Result<Vec<MatrixSeries>, QueryError> {
+    let Some(key) = key else {
+        return eval();
+    };
+    let key = format!("{key}\u{0}{from}\u{0}{to}");
+    // Read before evaluating: a write landing meanwhile makes the entry stale.
+    let generation = chunk_generation(src, expr, range, (from, to), opts);
+    let hit = CHUNK_CACHE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entries
+        .get(&key)
+        .filter(|(g, ..)| *g == generation)
+        .map(|(_, r, _)| r.clone());
+    if let Some(r) = hit {
+        return Ok((*r).clone());
+    }
+    let r = eval()?;
+    let bytes = result_bytes(&r);
+    if bytes <= CHUNK_CACHE_MAX_BYTES / 16 {
+        let mut c = CHUNK_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = (generation, std::sync::Arc::new(r.clone()), bytes);
+        match c.entries.insert(key.clone(), entry) {
+            Some((_, _, old)) => c.bytes -= old,
+            None => c.order.push_back(key),
+        }
+        c.bytes += bytes;
+        while c.bytes > CHUNK_CACHE_MAX_BYTES {
+            let Some(old) = c.order.pop_front() else {
+                break;
+            };
+            if let Some((_, _, b)) = c.entries.remove(&old) {
+                c.bytes -= b;
+            }
+        }
+    }
+    Ok(r)
+}
 
 /// One chunk `[from, to]` of a range query, loaded and evaluated on its own.
 fn eval_chunk(

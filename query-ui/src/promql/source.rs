@@ -56,6 +56,18 @@ pub trait SeriesSource: Send + Sync {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>, String>;
+
+    /// Names the data a source serves (a store and tenant) for caching
+    /// results across queries; `None` (the default) turns caching off.
+    fn cache_id(&self) -> Option<String> {
+        None
+    }
+
+    /// A number that changes whenever samples in `[start_ms, end_ms]` may
+    /// have changed; only read when [`SeriesSource::cache_id`] is `Some`.
+    fn generation(&self, _start_ms: i64, _end_ms: i64) -> u64 {
+        0
+    }
 }
 
 /// Series held in memory, for tests and small data sets.

@@ -1564,3 +1564,67 @@ fn more_functions() {
         &[],
     );
 }
+
+/// A source that counts its selects and names a generation, so range
+/// queries over it use the chunk cache.
+struct CachedSource {
+    inner: MemorySource,
+    id: String,
+    generation: std::sync::atomic::AtomicU64,
+    selects: std::sync::atomic::AtomicUsize,
+}
+
+impl SeriesSource for CachedSource {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, String> {
+        self.selects
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.select(matchers, start_ms, end_ms)
+    }
+
+    fn cache_id(&self) -> Option<String> {
+        Some(self.id.clone())
+    }
+
+    fn generation(&self, _: i64, _: i64) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn range_chunks_come_from_the_cache_until_their_samples_change() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let src = CachedSource {
+        inner: dataset(),
+        id: format!("cache-test-{:?}", std::thread::current().id()),
+        generation: 1.into(),
+        selects: 0.into(),
+    };
+    let opts = EngineOptions {
+        range_chunk_ms: 120_000,
+        ..EngineOptions::default()
+    };
+    let q = "sum by (job) (rate(http_requests_total[5m]))";
+    let first = range_query(&src, q, 0, 900_000, 60_000, &opts).unwrap();
+    let cold = src.selects.load(SeqCst);
+    assert!(cold > 0);
+    // The same query again: every chunk from the cache, the same answer.
+    let again = range_query(&src, q, 0, 900_000, 60_000, &opts).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(src.selects.load(SeqCst), cold, "nothing read again");
+    // A shifted window (a refresh) reads only the chunks it has not seen.
+    let shifted = range_query(&src, q, 120_000, 1_020_000, 60_000, &opts).unwrap();
+    assert!(src.selects.load(SeqCst) < 2 * cold);
+    let direct = range_query(&src.inner, q, 120_000, 1_020_000, 60_000, &opts).unwrap();
+    assert_eq!(shifted, direct);
+    // Samples changed: everything evaluated again.
+    src.generation.store(2, SeqCst);
+    let before = src.selects.load(SeqCst);
+    let after_write = range_query(&src, q, 0, 900_000, 60_000, &opts).unwrap();
+    assert_eq!(after_write, first);
+    assert_eq!(src.selects.load(SeqCst) - before, cold);
+}

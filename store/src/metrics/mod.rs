@@ -126,6 +126,11 @@ struct TenantHead {
     by_name: foldhash::HashMap<String, Vec<usize>>,
     metadata: BTreeMap<String, MetricMeta>,
     samples: u64,
+    /// Per hour (Unix ms / 1 h) of sample time, the write sequence of the
+    /// last append with a sample in that hour; see [`MetricStore::generation`].
+    written: BTreeMap<i64, u64>,
+    /// The write sequence of the last retention pass that dropped anything.
+    dropped: u64,
 }
 
 /// Counters for self-metrics.
@@ -138,6 +143,8 @@ pub struct MetricStoreStats {
 /// Every tenant's series.
 pub struct MetricStore {
     tenants: RwLock<HashMap<TenantId, Arc<RwLock<TenantHead>>>>,
+    /// Counts appends and retention drops, for [`MetricStore::generation`].
+    write_seq: AtomicU64,
     opts: MetricStoreOptions,
     stats: MetricStoreStats,
     /// Where files go; `None` keeps everything in memory (tests).
@@ -165,6 +172,7 @@ impl MetricStore {
     pub fn new(opts: MetricStoreOptions) -> Arc<MetricStore> {
         Arc::new(MetricStore {
             tenants: RwLock::new(HashMap::new()),
+            write_seq: AtomicU64::new(0),
             opts,
             stats: MetricStoreStats::default(),
             data: None,
@@ -577,7 +585,14 @@ impl MetricStore {
         for m in batch.metadata {
             h.metadata.insert(m.name.clone(), m);
         }
+        let seq = self.write_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut last_hour = None;
         for s in batch.samples {
+            let hour = s.timestamp_ms.div_euclid(HOUR_MS);
+            if last_hour != Some(hour) {
+                last_hour = Some(hour);
+                h.written.insert(hour, seq);
+            }
             let idx = match h.by_labels.get(&s.labels) {
                 Some(i) => *i,
                 None => {
@@ -741,6 +756,28 @@ impl MetricStore {
             .collect()
     }
 
+    /// A number that changes whenever the samples of `tenant` with a
+    /// timestamp in `[start_ms, end_ms]` may have changed: an append with a
+    /// sample in an hour of the range, or retention dropping anything.
+    /// Flushes and compaction move samples without changing them and leave
+    /// it alone. Lets a query cache results for data that has not changed.
+    pub fn generation(&self, tenant: &TenantId, start_ms: i64, end_ms: i64) -> u64 {
+        let Some(t) = self.tenant(tenant) else {
+            return 0;
+        };
+        let h = t.read().unwrap_or_else(|p| p.into_inner());
+        let (lo, hi) = (start_ms.div_euclid(HOUR_MS), end_ms.div_euclid(HOUR_MS));
+        if lo > hi {
+            return h.dropped;
+        }
+        h.written
+            .range(lo..=hi)
+            .map(|(_, seq)| *seq)
+            .max()
+            .unwrap_or(0)
+            .max(h.dropped)
+    }
+
     /// The label sets of the series `keep` accepts (only `name`'s when
     /// given) that may have samples in `[start_ms, end_ms]`, sorted. Reads
     /// labels only, never samples: head series count when they have a
@@ -871,7 +908,11 @@ impl MetricStore {
                     tracing::warn!(error = %e, "metric retention failed");
                     continue;
                 }
-                t.write().unwrap_or_else(|p| p.into_inner()).manifest = manifest;
+                {
+                    let mut h = t.write().unwrap_or_else(|p| p.into_inner());
+                    h.manifest = manifest;
+                    h.dropped = self.write_seq.fetch_add(1, Ordering::SeqCst) + 1;
+                }
                 for f in gone {
                     files::forget_series(&dir.join(&f.partition).join(&f.name));
                     let _ = std::fs::remove_file(dir.join(&f.partition).join(&f.name));
@@ -903,6 +944,7 @@ impl MetricStore {
                 }
             }
             if changed {
+                h.dropped = self.write_seq.fetch_add(1, Ordering::SeqCst) + 1;
                 let series: Vec<HeadSeries> = std::mem::take(&mut h.series)
                     .into_iter()
                     .filter(|s| !s.floats.is_empty() || !s.histograms.is_empty())
@@ -1028,6 +1070,39 @@ mod tests {
         store.apply_retention(1015);
         let got = store.select(&t, None, &|_| true, 0, 100);
         assert_eq!(got.len(), 1, "only up{{job=a}} has a sample at or after 15");
+    }
+
+    #[test]
+    fn generation_changes_only_for_the_hours_written_and_on_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        let store = MetricStore::open(&data, MetricStoreOptions::default()).unwrap();
+        let t = TenantId::default_tenant();
+        let hour = 3_600_000;
+        let one = |ts: i64| PromBatch {
+            samples: vec![s("up", "a", ts, 1.0)],
+            metadata: vec![],
+        };
+        assert_eq!(store.generation(&t, 0, 10 * hour), 0);
+        store.append(&t, one(hour + 5));
+        let g1 = store.generation(&t, hour, 2 * hour - 1);
+        assert!(g1 > 0);
+        assert_eq!(
+            store.generation(&t, 3 * hour, 4 * hour),
+            0,
+            "other hours untouched"
+        );
+        // A flush moves samples without changing them.
+        store.flush().unwrap();
+        assert_eq!(store.generation(&t, hour, 2 * hour - 1), g1);
+        store.append(&t, one(3 * hour));
+        assert_eq!(store.generation(&t, hour, 2 * hour - 1), g1);
+        assert!(store.generation(&t, 0, 10 * hour) > g1);
+        // Retention dropping anything changes every range.
+        let g2 = store.generation(&t, 0, 10 * hour);
+        let now = 2 * hour + MetricStoreOptions::default().retention.as_millis() as i64;
+        store.apply_retention(now);
+        assert!(store.generation(&t, 3 * hour, 4 * hour) > g2);
     }
 
     #[test]
