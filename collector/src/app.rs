@@ -80,6 +80,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         .with_context(|| format!("failed to open data dir {}", cfg.data_dir.display()))?;
     // Held until serving ends: a second collector on this directory fails here.
     let _lock = data.lock()?;
+    periscope_query::promql::set_results_cache_bytes(cfg.query_cache_bytes);
     let logs = LogStore::open(
         &data,
         LogStoreOptions {

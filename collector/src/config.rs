@@ -88,6 +88,9 @@ pub struct ServeArgs {
     /// The metric head is written to Parquet at least this often (or every million samples). Default `60s`.
     #[arg(long, env = "PERISCOPE_METRICS_FLUSH_INTERVAL")]
     pub metrics_flush_interval: Option<String>,
+    /// Memory for cached range-query results (bytes, KiB, MiB, GiB); `0` turns the cache off. Default `64MiB`.
+    #[arg(long, env = "PERISCOPE_QUERY_CACHE_BYTES")]
+    pub query_cache_bytes: Option<String>,
     /// How long spans are kept (s, m, h, d, w). Default `7d`.
     #[arg(long, env = "PERISCOPE_TRACES_RETENTION")]
     pub traces_retention: Option<String>,
@@ -131,6 +134,7 @@ struct FileConfig {
     traces_retention: Option<String>,
     metrics_retention: Option<String>,
     metrics_flush_interval: Option<String>,
+    query_cache_bytes: Option<toml::Value>,
     trace_idle: Option<String>,
     trace_max_age: Option<String>,
     trace_flush_interval: Option<String>,
@@ -153,6 +157,7 @@ pub struct Config {
     pub traces_retention: Duration,
     pub metrics_retention: Duration,
     pub metrics_flush_interval: Duration,
+    pub query_cache_bytes: usize,
     pub trace_idle: Duration,
     pub trace_max_age: Duration,
     pub trace_flush_interval: Duration,
@@ -322,6 +327,12 @@ impl ServeArgs {
             traces_retention,
             metrics_retention,
             metrics_flush_interval,
+            query_cache_bytes: size(
+                "query_cache_bytes",
+                self.query_cache_bytes,
+                file.query_cache_bytes,
+                "64MiB",
+            )?,
             trace_idle,
             trace_max_age,
             trace_flush_interval,

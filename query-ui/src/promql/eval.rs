@@ -239,8 +239,24 @@ struct ChunkCache {
     bytes: usize,
 }
 
-/// The most memory the chunk cache holds.
-const CHUNK_CACHE_MAX_BYTES: usize = 64 << 20;
+/// The most memory the chunk cache holds; see [`set_results_cache_bytes`].
+static CHUNK_CACHE_MAX_BYTES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(64 << 20);
+
+/// Sets the memory for cached range-query results (default 64 MiB); `0`
+/// turns the cache off and empties it.
+pub fn set_results_cache_bytes(bytes: usize) {
+    CHUNK_CACHE_MAX_BYTES.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    let mut c = CHUNK_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    while c.bytes > bytes {
+        let Some(old) = c.order.pop_front() else {
+            break;
+        };
+        if let Some((_, _, b)) = c.entries.remove(&old) {
+            c.bytes -= b;
+        }
+    }
+}
 
 static CHUNK_CACHE: std::sync::LazyLock<std::sync::Mutex<ChunkCache>> =
     std::sync::LazyLock::new(Default::default);
@@ -290,7 +306,8 @@ fn cached_chunk(
     opts: &EngineOptions,
     eval: impl FnOnce() -> Result<Vec<MatrixSeries>, QueryError>,
 ) -> Result<Vec<MatrixSeries>, QueryError> {
-    let Some(key) = key else {
+    let max_bytes = CHUNK_CACHE_MAX_BYTES.load(std::sync::atomic::Ordering::Relaxed);
+    let (Some(key), true) = (key, max_bytes > 0) else {
         return eval();
     };
     let key = format!("{key}\u{0}{from}\u{0}{to}");
@@ -308,7 +325,7 @@ fn cached_chunk(
     }
     let r = eval()?;
     let bytes = result_bytes(&r);
-    if bytes <= CHUNK_CACHE_MAX_BYTES / 16 {
+    if bytes <= max_bytes / 16 {
         let mut c = CHUNK_CACHE.lock().unwrap_or_else(|p| p.into_inner());
         let entry = (generation, std::sync::Arc::new(r.clone()), bytes);
         match c.entries.insert(key.clone(), entry) {
@@ -316,7 +333,7 @@ fn cached_chunk(
             None => c.order.push_back(key),
         }
         c.bytes += bytes;
-        while c.bytes > CHUNK_CACHE_MAX_BYTES {
+        while c.bytes > max_bytes {
             let Some(old) = c.order.pop_front() else {
                 break;
             };

@@ -26,7 +26,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use eval::{instant_query, range_query};
+pub use eval::{instant_query, range_query, set_results_cache_bytes};
 pub use source::{MatchOp, Matcher, MemorySource, Series, SeriesSource};
 pub use value::QueryValue;
 
