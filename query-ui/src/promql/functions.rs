@@ -263,9 +263,17 @@ fn deriv(pts: &[(i64, f64)]) -> Option<f64> {
     if pts.len() < 2 {
         return None;
     }
-    let t0 = pts[0].0;
+    Some(least_squares(pts, pts[0].0).0)
+}
+
+/// The least-squares line through the points, with time in seconds from
+/// `origin`: (slope, intercept).
+fn least_squares(pts: &[(i64, f64)], origin: i64) -> (f64, f64) {
     let n = pts.len() as f64;
-    let xs: Vec<f64> = pts.iter().map(|(t, _)| (t - t0) as f64 / 1000.0).collect();
+    let xs: Vec<f64> = pts
+        .iter()
+        .map(|(ts, _)| (ts - origin) as f64 / 1000.0)
+        .collect();
     let mx = xs.iter().sum::<f64>() / n;
     let my = pts.iter().map(|(_, v)| v).sum::<f64>() / n;
     let cov: f64 = xs
@@ -274,7 +282,8 @@ fn deriv(pts: &[(i64, f64)]) -> Option<f64> {
         .map(|(x, (_, y))| (x - mx) * (y - my))
         .sum();
     let var: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    Some(cov / var)
+    let slope = cov / var;
+    (slope, my - slope * mx)
 }
 
 /// The least-squares line through the points, evaluated `ahead` seconds
@@ -287,18 +296,7 @@ fn predict_linear(pts: &[(i64, f64)], t: i64, ahead: f64) -> Option<f64> {
     if pts.iter().all(|(_, v)| *v == y0) {
         return Some(if y0.is_infinite() { f64::NAN } else { y0 });
     }
-    let n = pts.len() as f64;
-    let xs: Vec<f64> = pts.iter().map(|(ts, _)| (ts - t) as f64 / 1000.0).collect();
-    let mx = xs.iter().sum::<f64>() / n;
-    let my = pts.iter().map(|(_, v)| v).sum::<f64>() / n;
-    let cov: f64 = xs
-        .iter()
-        .zip(pts)
-        .map(|(x, (_, y))| (x - mx) * (y - my))
-        .sum();
-    let var: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    let slope = cov / var;
-    let intercept = my - slope * mx;
+    let (slope, intercept) = least_squares(pts, t);
     Some(intercept + slope * ahead)
 }
 

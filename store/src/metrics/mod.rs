@@ -133,6 +133,22 @@ struct TenantHead {
     dropped: u64,
 }
 
+impl TenantHead {
+    /// Calls `f` with the head's series of metric `name` (every series when
+    /// `None`), then with every series being flushed (`f` checks their name).
+    fn each_series(&self, name: Option<&str>, mut f: impl FnMut(&HeadSeries)) {
+        match name {
+            Some(n) => {
+                for i in self.by_name.get(n).into_iter().flatten() {
+                    f(&self.series[*i]);
+                }
+            }
+            None => self.series.iter().for_each(&mut f),
+        }
+        self.flushing.iter().for_each(f);
+    }
+}
+
 /// Counters for self-metrics.
 #[derive(Debug, Default)]
 pub struct MetricStoreStats {
@@ -657,15 +673,7 @@ impl MetricStore {
                     merged.entry(s.labels.clone()).or_default().extend(samples);
                 }
             };
-            match name {
-                Some(n) => {
-                    for i in h.by_name.get(n).into_iter().flatten() {
-                        add(&h.series[*i]);
-                    }
-                }
-                None => h.series.iter().for_each(&mut add),
-            }
-            h.flushing.iter().for_each(&mut add);
+            h.each_series(name, &mut add);
             match &self.data {
                 // Newest first: the dedup below keeps the first copy of a
                 // sample written twice (the head's, then the newest file's).
@@ -805,15 +813,7 @@ impl MetricStore {
                     out.insert(s.labels.clone());
                 }
             };
-            match name {
-                Some(n) => {
-                    for i in h.by_name.get(n).into_iter().flatten() {
-                        add(&h.series[*i]);
-                    }
-                }
-                None => h.series.iter().for_each(&mut add),
-            }
-            h.flushing.iter().for_each(&mut add);
+            h.each_series(name, &mut add);
             match &self.data {
                 Some(data) => h
                     .manifest
