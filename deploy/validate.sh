@@ -25,9 +25,7 @@ python="${PYTHON:-$repo/.venv/bin/python}"
 read -r -a k8s_versions <<<"${K8S_VERSIONS:-1.30.0 1.37.0}"
 # Overlays that enable API-server enrichment: the only ones allowed to (and
 # required to) carry RBAC objects.
-# Overlays that may carry RBAC (API-server enrichment): none until the agent
-# implements it.
-rbac_overlays=()
+rbac_overlays=(cluster)
 
 fail() {
     echo "validate.sh: $*" >&2

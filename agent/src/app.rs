@@ -12,10 +12,11 @@ use anyhow::Context;
 
 use crate::batch::{Batch, BatchBuilder};
 use crate::checkpoint::{Committed, Store};
-use crate::config::Config;
+use crate::config::{Config, K8sApi};
 use crate::discover::{Globs, Wakeup};
 use crate::export::grpc::ClientOptions;
 use crate::export::{ExportOptions, Exporter};
+use crate::k8s::PodCache;
 use crate::parse::{FLUSH_TIMEOUT, ParseOptions};
 use crate::tail::{TailOptions, Tailer};
 use crate::telemetry::Stats;
@@ -46,6 +47,7 @@ pub fn tail_options(cfg: &Config) -> TailOptions {
         round_budget: 2 << 20,
         rotate_wait: Duration::from_secs(5),
         node_name: cfg.node_name.clone(),
+        pods: None,
         parse: ParseOptions {
             max_line_bytes: cfg.max_line_bytes,
             multiline_start: cfg.multiline_start.clone(),
@@ -88,6 +90,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 tenant: cfg.tenant.clone(),
                 bearer_token: cfg.bearer_token.clone(),
                 timeout: RPC_TIMEOUT,
+                tls: cfg.tls.clone(),
             },
             spool_dir: cfg.data_dir.join("spool"),
             spool_max_bytes: cfg.spool_max_bytes,
@@ -119,6 +122,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             Arc::clone(&shutdown),
         ))
         .context("cannot start the local OTLP relay")?;
+    let pods = cfg
+        .k8s_api
+        .as_ref()
+        .and_then(|k| start_pod_watch(k, &cfg.node_name, &stats, rt.handle()));
     if let Some(interval) = cfg.metrics_interval {
         rt.spawn(crate::hostmetrics::run(
             cfg.host_root.clone(),
@@ -161,7 +168,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .context("cannot start the checkpoint thread")?
     };
     let tailer = {
-        let opts = tail_options(&cfg);
+        let opts = TailOptions {
+            pods,
+            ..tail_options(&cfg)
+        };
         let (committed, stats, shutdown) =
             (committed.clone(), Arc::clone(&stats), Arc::clone(&shutdown));
         let (max_records, timeout) = (cfg.batch_max_records, cfg.batch_timeout);
@@ -198,6 +208,32 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the API-server pod watch; `None` (path metadata only, logged)
+/// when no API server can be named. Tailing never waits for the watch.
+fn start_pod_watch(
+    k: &K8sApi,
+    node: &str,
+    stats: &Arc<Stats>,
+    rt: &tokio::runtime::Handle,
+) -> Option<Arc<PodCache>> {
+    let client = match crate::k8s::Client::new(&k.api) {
+        Ok(c) => c,
+        Err(e) => {
+            Stats::add(&stats.k8s_watch_errors, 1);
+            tracing::error!(error = %e, "k8s_api_enrichment is on but there is no API server to watch; pods get the metadata from their log paths only");
+            return None;
+        }
+    };
+    let cache = Arc::new(PodCache::new(k.deleted_pod_grace));
+    rt.spawn(crate::k8s::watch_pods(
+        client,
+        node.to_owned(),
+        Arc::clone(&cache),
+        Arc::clone(stats),
+    ));
+    Some(cache)
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
@@ -217,7 +253,9 @@ async fn wait_for_signal() {
 fn persist_loop(store: &Store, committed: &Committed, shutdown: &AtomicBool) {
     let mut last = None;
     while !shutdown.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
+        // About once a second: a snapshot of thousands of files costs
+        // milliseconds, too much to take five times a second on an idle node.
+        std::thread::sleep(Duration::from_secs(1));
         let snap = committed.snapshot();
         if last.as_ref() == Some(&snap) {
             continue;
@@ -226,8 +264,6 @@ fn persist_loop(store: &Store, committed: &Committed, shutdown: &AtomicBool) {
             Ok(()) => last = Some(snap),
             Err(e) => tracing::error!(error = %e, "cannot persist checkpoints"),
         }
-        // About once a second.
-        std::thread::sleep(Duration::from_millis(800));
     }
 }
 

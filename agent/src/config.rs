@@ -10,6 +10,8 @@ use clap::Parser;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::export::grpc::TlsOptions;
+
 /// The Periscope node agent: tails logs, adds Kubernetes metadata, ships OTLP.
 #[derive(Debug, Parser, Default)]
 #[command(name = "periscope-agent", version, about)]
@@ -53,6 +55,18 @@ pub struct Cli {
     /// Bearer token sent as `authorization: Bearer ...`. Default none.
     #[arg(long, env = "PERISCOPE_AGENT_BEARER_TOKEN")]
     pub bearer_token: Option<String>,
+    /// CA certificates (PEM) trusted for an `https://` endpoint, besides the public web roots. Default none.
+    #[arg(long, env = "PERISCOPE_AGENT_TLS_CA_FILE")]
+    pub tls_ca_file: Option<String>,
+    /// Name the collector's certificate is checked against (and sent as SNI) instead of the endpoint's host, e.g. when connecting by IP. Default none.
+    #[arg(long, env = "PERISCOPE_AGENT_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+    /// Client certificate chain (PEM) for mutual TLS; needs `tls_client_key_file`. Default none.
+    #[arg(long, env = "PERISCOPE_AGENT_TLS_CLIENT_CERT_FILE")]
+    pub tls_client_cert_file: Option<String>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of the client certificate. Default none.
+    #[arg(long, env = "PERISCOPE_AGENT_TLS_CLIENT_KEY_FILE")]
+    pub tls_client_key_file: Option<String>,
     /// Upper bound of the disk spool (bytes or KiB/MiB/GiB); reading pauses at it. Default `1GiB`.
     #[arg(long, env = "PERISCOPE_AGENT_SPOOL_MAX_BYTES")]
     pub spool_max_bytes: Option<String>,
@@ -80,9 +94,21 @@ pub struct Cli {
     /// Parse JSON bodies into attributes. Default `false`.
     #[arg(long, env = "PERISCOPE_AGENT_PARSE_JSON")]
     pub parse_json: Option<bool>,
-    /// Enrich with labels from the Kubernetes API server. Default `false` (not supported yet).
+    /// Add pod labels, owner names and `service.name` from `app.kubernetes.io/name`, watched on the Kubernetes API server. Default `false`.
     #[arg(long, env = "PERISCOPE_AGENT_K8S_API_ENRICHMENT")]
     pub k8s_api_enrichment: Option<bool>,
+    /// API server URL (`https://host:port`, or `http://` e.g. for `kubectl proxy`). Default `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`.
+    #[arg(long, env = "PERISCOPE_AGENT_K8S_API_URL")]
+    pub k8s_api_url: Option<String>,
+    /// Bearer token file for the API server, read again at each connection; empty: no token. Default `/var/run/secrets/kubernetes.io/serviceaccount/token`.
+    #[arg(long, env = "PERISCOPE_AGENT_K8S_TOKEN_FILE")]
+    pub k8s_token_file: Option<String>,
+    /// CA bundle (PEM) the API server's certificate is checked against; empty: the public web roots. Default `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`.
+    #[arg(long, env = "PERISCOPE_AGENT_K8S_CA_FILE")]
+    pub k8s_ca_file: Option<String>,
+    /// How long a deleted pod's metadata is kept for the last lines of its files. Default `5m`.
+    #[arg(long, env = "PERISCOPE_AGENT_K8S_DELETED_POD_GRACE")]
+    pub k8s_deleted_pod_grace: Option<String>,
     /// Records per export batch. Default `2000`.
     #[arg(long, env = "PERISCOPE_AGENT_BATCH_MAX_RECORDS")]
     pub batch_max_records: Option<usize>,
@@ -109,6 +135,10 @@ struct FileConfig {
     node_name: Option<String>,
     tenant: Option<String>,
     bearer_token: Option<String>,
+    tls_ca_file: Option<String>,
+    tls_server_name: Option<String>,
+    tls_client_cert_file: Option<String>,
+    tls_client_key_file: Option<String>,
     spool_max_bytes: Option<toml::Value>,
     memory_queue_bytes: Option<toml::Value>,
     metrics_interval: Option<String>,
@@ -119,6 +149,10 @@ struct FileConfig {
     multiline_start: Option<String>,
     parse_json: Option<bool>,
     k8s_api_enrichment: Option<bool>,
+    k8s_api_url: Option<String>,
+    k8s_token_file: Option<String>,
+    k8s_ca_file: Option<String>,
+    k8s_deleted_pod_grace: Option<String>,
     batch_max_records: Option<usize>,
     batch_timeout: Option<String>,
     log_level: Option<String>,
@@ -158,6 +192,8 @@ pub struct Config {
     pub tenant: Option<String>,
     /// Bearer token.
     pub bearer_token: Option<String>,
+    /// TLS of an `https://` endpoint, PEM files read and checked.
+    pub tls: TlsOptions,
     /// Disk spool bound.
     pub spool_max_bytes: u64,
     /// In-memory queue bound.
@@ -176,12 +212,23 @@ pub struct Config {
     pub multiline_start: Option<Regex>,
     /// JSON body parsing.
     pub parse_json: bool,
+    /// API-server enrichment; `None` when off.
+    pub k8s_api: Option<K8sApi>,
     /// Records per batch.
     pub batch_max_records: usize,
     /// Batch age limit.
     pub batch_timeout: Duration,
     /// Log filter.
     pub log_level: String,
+}
+
+/// API-server enrichment settings.
+#[derive(Clone, Debug)]
+pub struct K8sApi {
+    /// Where and how to connect (URL `None`: in-cluster from the environment).
+    pub api: crate::k8s::ApiOptions,
+    /// How long deleted pods stay in the cache.
+    pub deleted_pod_grace: Duration,
 }
 
 /// A configuration problem: reported in one line, exit code 2.
@@ -261,6 +308,19 @@ impl Cli {
             Ok(_) => return Err(bad("endpoint", &endpoint, "scheme must be http or https")),
             Err(e) => return Err(bad("endpoint", &endpoint, e)),
         }
+        let tls = tls_options(
+            self.tls_ca_file.or(file.tls_ca_file),
+            self.tls_server_name.or(file.tls_server_name),
+            self.tls_client_cert_file.or(file.tls_client_cert_file),
+            self.tls_client_key_file.or(file.tls_client_key_file),
+        )?;
+        if tls.is_set() && !endpoint.starts_with("https://") {
+            return Err(bad(
+                "endpoint",
+                &endpoint,
+                "tls_* options are set but the endpoint is not https://",
+            ));
+        }
         let read_from_s = self
             .read_from
             .or(file.read_from)
@@ -339,15 +399,45 @@ impl Cli {
             ),
             _ => None,
         };
-        if self
+        // The API server settings are checked even while enrichment is off,
+        // so a typo surfaces before it is switched on.
+        let k8s_api_url = self
+            .k8s_api_url
+            .or(file.k8s_api_url)
+            .filter(|s| !s.trim().is_empty());
+        if let Some(u) = &k8s_api_url {
+            crate::k8s::validate_url(u).map_err(|e| bad("k8s_api_url", u, e))?;
+        }
+        // An empty path means "none".
+        let some_path = |p: Option<String>, d: &str| match p {
+            Some(p) if p.is_empty() => None,
+            Some(p) => Some(PathBuf::from(p)),
+            None => Some(PathBuf::from(d)),
+        };
+        let deleted_pod_grace = duration(
+            "k8s_deleted_pod_grace",
+            self.k8s_deleted_pod_grace,
+            file.k8s_deleted_pod_grace,
+            "5m",
+        )?;
+        let k8s_api = self
             .k8s_api_enrichment
             .or(file.k8s_api_enrichment)
             .unwrap_or(false)
-        {
-            return Err(ConfigError(
-                "k8s_api_enrichment: enrichment from the Kubernetes API server is not supported yet; metadata comes from the log path".into(),
-            ));
-        }
+            .then(|| K8sApi {
+                api: crate::k8s::ApiOptions {
+                    url: k8s_api_url,
+                    token_file: some_path(
+                        self.k8s_token_file.or(file.k8s_token_file),
+                        crate::k8s::IN_CLUSTER_TOKEN,
+                    ),
+                    ca_file: some_path(
+                        self.k8s_ca_file.or(file.k8s_ca_file),
+                        crate::k8s::IN_CLUSTER_CA,
+                    ),
+                },
+                deleted_pod_grace,
+            });
         let batch_max_records = self
             .batch_max_records
             .or(file.batch_max_records)
@@ -401,6 +491,7 @@ impl Cli {
                 .bearer_token
                 .or(file.bearer_token)
                 .filter(|s| !s.is_empty()),
+            tls,
             spool_max_bytes,
             memory_queue_bytes: memory_queue_bytes.max(1),
             metrics_interval: (!metrics_interval.is_zero()).then_some(metrics_interval),
@@ -413,11 +504,94 @@ impl Cli {
             max_open_files,
             multiline_start,
             parse_json: self.parse_json.or(file.parse_json).unwrap_or(false),
+            k8s_api,
             batch_max_records,
             batch_timeout,
             log_level,
         })
     }
+}
+
+/// Reads and checks the TLS files; an empty path or name means unset.
+fn tls_options(
+    ca_file: Option<String>,
+    server_name: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+) -> Result<TlsOptions, ConfigError> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let set = |p: Option<String>| p.filter(|p| !p.is_empty()).map(PathBuf::from);
+    let (ca_file, cert_file, key_file) = (set(ca_file), set(cert_file), set(key_file));
+    let read = |name: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| ConfigError(format!("cannot read {name} {}: {e}", path.display())))
+    };
+    let invalid = |name: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        ConfigError(format!("invalid {name} {}: {e}", path.display()))
+    };
+    let certs = |name: &str, path: &std::path::Path, pem: &[u8]| {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(name, path, &e))?;
+        if certs.is_empty() {
+            return Err(invalid(name, path, &"no PEM certificate in the file"));
+        }
+        Ok(certs)
+    };
+
+    let mut roots = RootCertStore::empty();
+    let ca_pem = match &ca_file {
+        Some(path) => {
+            let pem = read("tls_ca_file", path)?;
+            for cert in certs("tls_ca_file", path, &pem)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| invalid("tls_ca_file", path, &e))?;
+            }
+            Some(pem)
+        }
+        None => None,
+    };
+    let server_name = server_name.filter(|s| !s.trim().is_empty());
+    if let Some(n) = &server_name {
+        ServerName::try_from(n.as_str()).map_err(|e| bad("tls_server_name", n, e))?;
+    }
+    let client_identity = match (cert_file, key_file) {
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ConfigError(
+                "tls_client_cert_file and tls_client_key_file go together: set both or neither"
+                    .into(),
+            ));
+        }
+        (Some(cert_path), Some(key_path)) => {
+            let cert_pem = read("tls_client_cert_file", &cert_path)?;
+            let chain = certs("tls_client_cert_file", &cert_path, &cert_pem)?;
+            let key_pem = read("tls_client_key_file", &key_path)?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                .map_err(|e| invalid("tls_client_key_file", &key_path, &e))?;
+            // The same check the connection makes: a key the TLS library
+            // cannot use, or one that does not belong to the certificate,
+            // is refused here rather than at the first export.
+            let provider =
+                std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+            ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ConfigError(format!("tls: {e}")))?
+                .with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| invalid("tls_client_key_file", &key_path, &e))?;
+            Some((cert_pem, key_pem))
+        }
+    };
+    Ok(TlsOptions {
+        ca_pem,
+        server_name,
+        client_identity,
+    })
 }
 
 /// Parses `123`, `64KiB`, `16MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000).
@@ -518,10 +692,140 @@ mod tests {
             &["--multiline-start", "("],
             &["--http-addr", "nope"],
             &["--include", "[a"],
-            &["--k8s-api-enrichment", "true"],
+            &["--k8s-api-url", "ftp://10.0.0.1"],
+            &["--k8s-api-url", "10.0.0.1:443"],
+            &["--k8s-deleted-pod-grace", "5 minutes"],
         ] {
             assert!(cli(args).resolve().is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn k8s_api_enrichment() {
+        let off = cli(&["--node-name", "n"]).resolve().unwrap();
+        assert!(off.k8s_api.is_none());
+
+        let on = cli(&["--node-name", "n", "--k8s-api-enrichment", "true"])
+            .resolve()
+            .unwrap();
+        let k = on.k8s_api.unwrap();
+        assert_eq!(k.api.url, None, "in-cluster, from the environment at start");
+        assert_eq!(
+            k.api.token_file.as_deref(),
+            Some(std::path::Path::new(crate::k8s::IN_CLUSTER_TOKEN))
+        );
+        assert_eq!(
+            k.api.ca_file.as_deref(),
+            Some(std::path::Path::new(crate::k8s::IN_CLUSTER_CA))
+        );
+        assert_eq!(k.deleted_pod_grace, Duration::from_secs(300));
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "k8s_api_enrichment = true\nk8s_api_url = \"http://127.0.0.1:8001\"\nk8s_token_file = \"\"\nk8s_ca_file = \"/etc/ca.pem\"\nk8s_deleted_pod_grace = \"90s\""
+        )
+        .unwrap();
+        let c = cli(&[
+            "--config",
+            f.path().to_str().unwrap(),
+            "--k8s-deleted-pod-grace",
+            "2m",
+        ])
+        .resolve()
+        .unwrap();
+        let k = c.k8s_api.unwrap();
+        assert_eq!(k.api.url.as_deref(), Some("http://127.0.0.1:8001"));
+        assert_eq!(k.api.token_file, None, "empty: no token");
+        assert_eq!(
+            k.api.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(
+            k.deleted_pod_grace,
+            Duration::from_secs(120),
+            "flag over file"
+        );
+    }
+
+    #[test]
+    fn tls_options() {
+        let none = cli(&["--node-name", "n"]).resolve().unwrap();
+        assert!(!none.tls.is_set());
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["agent".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, crt, k) = (
+            dir.path().join("ca.pem"),
+            dir.path().join("client.pem"),
+            dir.path().join("client.key"),
+        );
+        std::fs::write(&ca, cert.pem()).unwrap();
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "endpoint = \"https://10.0.0.1:4317\"\ntls_ca_file = {:?}\ntls_server_name = \"from-file\"\ntls_client_cert_file = {:?}\ntls_client_key_file = {:?}",
+            ca.to_str().unwrap(),
+            crt.to_str().unwrap(),
+            k.to_str().unwrap()
+        )
+        .unwrap();
+        let file = f.path().to_str().unwrap();
+        let c = cli(&["--config", file, "--tls-server-name", "collector.svc"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.tls.ca_pem.as_deref(), Some(cert.pem().as_bytes()));
+        assert_eq!(
+            c.tls.server_name.as_deref(),
+            Some("collector.svc"),
+            "flag over file"
+        );
+        let (c_pem, k_pem) = c.tls.client_identity.as_ref().unwrap();
+        assert_eq!(c_pem, cert.pem().as_bytes());
+        assert_eq!(k_pem, key.serialize_pem().as_bytes());
+        assert!(
+            !format!("{c:?}").contains("PRIVATE KEY"),
+            "the key stays out of debug output"
+        );
+
+        // An empty flag unsets a file's value; a lone half of the pair fails.
+        let c = cli(&[
+            "--config",
+            file,
+            "--tls-ca-file",
+            "",
+            "--tls-server-name",
+            "",
+        ])
+        .resolve()
+        .unwrap();
+        assert!(c.tls.ca_pem.is_none() && c.tls.server_name.is_none());
+        let e = cli(&["--config", file, "--tls-client-key-file", ""])
+            .resolve()
+            .unwrap_err();
+        assert!(e.0.contains("set both or neither"), "{e}");
+        let e = cli(&["--config", file, "--endpoint", "http://10.0.0.1:4317"])
+            .resolve()
+            .unwrap_err();
+        assert!(e.0.contains("not https"), "{e}");
+        let e = cli(&[
+            "--endpoint",
+            "https://h:1",
+            "--tls-ca-file",
+            k.to_str().unwrap(),
+        ])
+        .resolve()
+        .unwrap_err();
+        assert!(
+            e.0.contains("client.key") && e.0.contains("tls_ca_file"),
+            "{e}"
+        );
     }
 
     #[test]

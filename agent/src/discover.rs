@@ -6,7 +6,8 @@
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 
 /// Include and exclude globs.
 #[derive(Debug, Clone)]
@@ -93,7 +94,18 @@ impl Wakeup {
         // One slot: events coalesce into a single pending wakeup.
         let (tx, rx) = sync_channel(1);
         let tx2 = tx.clone();
-        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Opening a file or directory says nothing new, and the scan
+            // itself opens every directory: waking on those would scan
+            // again at once, forever.
+            if let Ok(ev) = &res
+                && matches!(
+                    ev.kind,
+                    EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write)
+                )
+            {
+                return;
+            }
             let _ = tx2.try_send(());
         });
         let watcher = match watcher {

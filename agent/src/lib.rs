@@ -38,7 +38,9 @@ pub use discover::Globs;
 pub use export::spool::{Spool, SpoolError};
 pub use export::{ExportError, ExportOptions, Exporter, Finalizer};
 pub use hostmetrics::HostMetrics;
-pub use k8s::{PodLog, from_path as pod_log_from_path, resource_attributes};
+pub use k8s::{
+    Owner, PodCache, PodLog, PodMeta, from_path as pod_log_from_path, resource_attributes,
+};
 pub use parse::{FileParser, Line, ParseOptions, Record, Stream};
 pub use tail::{Sink, TailOptions, Tailer};
 pub use telemetry::Stats;

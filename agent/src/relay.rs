@@ -1,8 +1,9 @@
 //! The local OTLP relay: applications on the node send OTLP (gRPC and HTTP,
 //! protobuf or JSON) to the agent, which adds the node's attributes to every
 //! resource and forwards the requests through the same queue and spool as
-//! file logs. A full queue answers `RESOURCE_EXHAUSTED` / HTTP 429 so the
-//! client retries. Also serves the agent's own `/metrics` and `/healthz`.
+//! file logs. HTTP bodies may be gzip- or zstd-compressed. A full queue
+//! answers `RESOURCE_EXHAUSTED` / HTTP 429 so the client retries. Also
+//! serves the agent's own `/metrics` and `/healthz`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +31,9 @@ use periscope_proto::otlp::{
     ExportLogsServiceRequest, ExportLogsServiceResponse, ExportMetricsServiceRequest,
     ExportMetricsServiceResponse, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use periscope_proto::{Encoding, ExportRequest, Signal, decode_request};
+use periscope_proto::{
+    BodyError, ContentEncoding, Encoding, ExportRequest, Signal, decode_request, decompress_body,
+};
 use prost::Message;
 
 use crate::batch::{Batch, Payload};
@@ -38,7 +41,7 @@ use crate::config::Config;
 use crate::parse::enrich::kv_str;
 use crate::telemetry::Stats;
 
-/// Largest accepted relay request.
+/// Largest accepted relay request, compressed or decompressed.
 const MAX_REQUEST: usize = 16 << 20;
 
 /// Addresses the relay listens on.
@@ -161,16 +164,10 @@ async fn http_export(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v != "identity")
-    {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "compressed request bodies are not supported by the relay",
-        )
-            .into_response();
-    }
+    let body = match decompress(&headers, body).await {
+        Ok(b) => b,
+        Err((status, msg)) => return (status, msg).into_response(),
+    };
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -206,6 +203,30 @@ async fn http_export(
             (StatusCode::SERVICE_UNAVAILABLE, "agent shutting down").into_response()
         }
     }
+}
+
+/// The body as sent (`identity`) or decompressed (`gzip`, `zstd`) on a
+/// blocking thread, never past [`MAX_REQUEST`]: too large → 413, malformed
+/// → 400, another encoding → 415.
+async fn decompress(headers: &HeaderMap, body: Bytes) -> Result<Bytes, (StatusCode, String)> {
+    let err = |e: BodyError| {
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        (status, e.to_string())
+    };
+    let encoding = ContentEncoding::from_header(
+        headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map_err(err)?;
+    if encoding == ContentEncoding::Identity {
+        return Ok(body);
+    }
+    tokio::task::spawn_blocking(move || decompress_body(encoding, &body, MAX_REQUEST))
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map(Bytes::from)
+        .map_err(err)
 }
 
 /// Starts the relay listeners that are configured.
@@ -318,5 +339,145 @@ pub async fn serve_http_self(
         .with_state((stats, healthy));
     if let Err(e) = axum::serve(l, app).await {
         tracing::error!(error = %e, "metrics server stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::mpsc::Receiver;
+
+    use axum::http::HeaderValue;
+    use periscope_proto::otlp::common::v1::{AnyValue, any_value::Value};
+    use periscope_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    fn relay() -> (Relay, Receiver<Batch>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let relay = Relay {
+            tx,
+            stopping: Arc::new(AtomicBool::new(false)),
+            node: Arc::new(vec![kv_str("k8s.node.name", "n1")]),
+            stats: Arc::new(Stats::default()),
+        };
+        (relay, rx)
+    }
+
+    fn logs(body: &str) -> Vec<u8> {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        body: Some(AnyValue {
+                            value: Some(Value::StringValue(body.into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Posts `body` with `Content-Encoding: encoding` to the logs route;
+    /// returns the status and the response text.
+    fn post(relay: &Relay, encoding: Option<&str>, body: Vec<u8>) -> (StatusCode, String) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        if let Some(e) = encoding {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_str(e).unwrap());
+        }
+        rt.block_on(async {
+            let res = http_export(
+                State((relay.clone(), Signal::Logs)),
+                headers,
+                Bytes::from(body),
+            )
+            .await;
+            let status = res.status();
+            let text = axum::body::to_bytes(res.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&text).into_owned())
+        })
+    }
+
+    fn received_body(rx: &Receiver<Batch>) -> String {
+        let batch = rx.try_recv().expect("a forwarded request");
+        let Payload::Logs(req) = batch.payload else {
+            panic!("not logs");
+        };
+        let rl = &req.resource_logs[0];
+        assert!(
+            rl.resource
+                .as_ref()
+                .unwrap()
+                .attributes
+                .iter()
+                .any(|kv| kv.key == "k8s.node.name"),
+            "node attribute added"
+        );
+        match &rl.scope_logs[0].log_records[0].body {
+            Some(AnyValue {
+                value: Some(Value::StringValue(s)),
+            }) => s.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn gzip_zstd_and_identity_bodies_are_forwarded() {
+        let (relay, rx) = relay();
+        for (enc, body) in [
+            (None, logs("plain")),
+            (Some("identity"), logs("identity")),
+            (Some("gzip"), gzip(&logs("gzip"))),
+            (
+                Some("zstd"),
+                zstd::bulk::compress(&logs("zstd"), 3).unwrap(),
+            ),
+        ] {
+            let (status, text) = post(&relay, enc, body);
+            assert_eq!(status, StatusCode::OK, "{enc:?}: {text}");
+            let want = enc.unwrap_or("plain");
+            assert_eq!(received_body(&rx), want);
+        }
+        assert_eq!(relay.stats.relay_requests.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn bad_compressed_bodies_are_refused_with_a_message() {
+        let (relay, rx) = relay();
+        let (status, text) = post(&relay, Some("gzip"), b"not gzip at all".to_vec());
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.starts_with("invalid gzip body: "), "{text}");
+        let (status, text) = post(&relay, Some("zstd"), b"not zstd at all".to_vec());
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.starts_with("invalid zstd body: "), "{text}");
+        let (status, text) = post(&relay, Some("br"), logs("x"));
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(text.contains("\"br\""), "{text}");
+        // Compresses to a few KiB, expands past the relay's body limit.
+        let bomb = zstd::bulk::compress(&vec![0u8; MAX_REQUEST + 1], 3).unwrap();
+        assert!(bomb.len() < 64 << 10);
+        let (status, text) = post(&relay, Some("zstd"), bomb);
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+        assert!(text.contains(&MAX_REQUEST.to_string()), "{text}");
+        assert!(rx.try_recv().is_err(), "nothing forwarded");
     }
 }

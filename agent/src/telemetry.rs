@@ -44,6 +44,14 @@ pub struct Stats {
     pub relay_requests: AtomicU64,
     /// Host metric collections.
     pub host_metric_scrapes: AtomicU64,
+    /// Pods in the API-server cache (deleted ones within their grace period included).
+    pub k8s_pods_cached: AtomicU64,
+    /// Failed pod lists and watches.
+    pub k8s_watch_errors: AtomicU64,
+    /// Pod watch events received.
+    pub k8s_watch_events: AtomicU64,
+    /// Successful pod lists (the first and every relist).
+    pub k8s_relists: AtomicU64,
     /// Unread bytes per open file.
     pub read_lag: Mutex<Vec<(String, u64)>>,
 }
@@ -171,6 +179,30 @@ impl Stats {
             "counter",
             "Host metric collections.",
             &self.host_metric_scrapes,
+        );
+        m(
+            "periscope_agent_k8s_pods_cached",
+            "gauge",
+            "Pods in the API-server cache, deleted ones within their grace period included.",
+            &self.k8s_pods_cached,
+        );
+        m(
+            "periscope_agent_k8s_watch_errors_total",
+            "counter",
+            "Failed pod lists and watches against the API server.",
+            &self.k8s_watch_errors,
+        );
+        m(
+            "periscope_agent_k8s_watch_events_total",
+            "counter",
+            "Pod watch events received from the API server.",
+            &self.k8s_watch_events,
+        );
+        m(
+            "periscope_agent_k8s_lists_total",
+            "counter",
+            "Successful pod lists (the first and every relist).",
+            &self.k8s_relists,
         );
         out.push_str("# HELP periscope_agent_read_lag_bytes Unread bytes per open file.\n# TYPE periscope_agent_read_lag_bytes gauge\n");
         let lags = self.read_lag.lock().unwrap_or_else(|p| p.into_inner());

@@ -16,6 +16,7 @@
 //! assert_eq!(req.record_count(), 0);
 //! ```
 
+mod body;
 mod count;
 mod decode;
 mod error;
@@ -29,6 +30,7 @@ mod span;
 mod status;
 mod validate;
 
+pub use body::{BodyError, ContentEncoding, decompress_body};
 pub use count::count_records;
 pub use decode::{Encoding, ExportRequest, Signal, decode_request};
 pub use error::DecodeError;

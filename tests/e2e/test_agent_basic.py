@@ -7,10 +7,13 @@ sent; configuration errors exit 2 with one line.
 
 from __future__ import annotations
 
+import gzip
+import json
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
+import zstandard
 from agent_util import AGENT_BIN, Agent
 from conftest import unique
 from otlp_util import grpc_channel, grpc_export_logs, log_record, logs_request
@@ -114,14 +117,31 @@ def test_relay_and_host_metrics(collectors, tmp_path) -> None:  # noqa: ANN001
         # OTLP/gRPC to the relay.
         ch = grpc_channel(agent.listening["otlp_grpc"])
         grpc_export_logs(ch, logs_request([log_record(f"{token} via grpc")], service="payments"))
-        hits = collector.search_until(lambda h: len(h) >= 2, q=token)
-        assert sorted(h["service"] for h in hits) == ["checkout", "payments"]
+        # Compressed OTLP/HTTP: gzip protobuf and zstd JSON.
+        relay_logs = f"http://{agent.listening['otlp_http']}/v1/logs"
+        gz = gzip.compress(logs_request([log_record(f"{token} via gzip")], service="cart").SerializeToString())
+        r = agent.session.post(relay_logs, data=gz, headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}, timeout=10)
+        assert r.status_code == 200, r.text
+        body["resourceLogs"][0]["resource"]["attributes"][0]["value"]["stringValue"] = "search"
+        body["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["body"]["stringValue"] = f"{token} via zstd"
+        zs = zstandard.ZstdCompressor().compress(json.dumps(body).encode())
+        r = agent.session.post(relay_logs, data=zs, headers={"Content-Type": "application/json", "Content-Encoding": "zstd"}, timeout=10)
+        assert r.status_code == 200, r.text
+        hits = collector.search_until(lambda h: len(h) >= 4, q=token)
+        assert sorted(h["service"] for h in hits) == ["cart", "checkout", "payments", "search"]
         for h in hits:
             assert h["resource"]["k8s.node.name"] == "e2e-node"
-        assert agent.metric("periscope_agent_relay_requests_total") == 2
+        assert agent.metric("periscope_agent_relay_requests_total") == 4
         # Bad input gets a 400, not a crash.
-        r = agent.session.post(f"http://{agent.listening['otlp_http']}/v1/logs", data=b"{nope", headers={"Content-Type": "application/json"}, timeout=10)
+        r = agent.session.post(relay_logs, data=b"{nope", headers={"Content-Type": "application/json"}, timeout=10)
         assert r.status_code == 400
+        r = agent.session.post(relay_logs, data=b"not gzip", headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}, timeout=10)
+        assert r.status_code == 400 and "invalid gzip body" in r.text, r.text
+        # A body that expands past the relay's 16 MiB limit: 413.
+        bomb = zstandard.ZstdCompressor().compress(b"\0" * (17 << 20))
+        r = agent.session.post(relay_logs, data=bomb, headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "zstd"}, timeout=10)
+        assert r.status_code == 413, r.text
+        assert agent.metric("periscope_agent_relay_requests_total") == 4
 
         agent.wait_metric("periscope_agent_host_metric_scrapes_total", lambda v: v >= 2)
         deadline = time.monotonic() + 30
@@ -149,9 +169,13 @@ def test_config_errors_exit_2_and_check_config(tmp_path) -> None:  # noqa: ANN00
     bad = run("--config", str(cfg), "--check-config")
     assert bad.returncode == 2
     assert "not_a_key" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    for args in (["--read-from", "middle"], ["--spool-max-bytes", "lots"], ["--k8s-api-enrichment", "true"]):
+    for args in (["--read-from", "middle"], ["--spool-max-bytes", "lots"], ["--k8s-api-url", "ftp://10.0.0.1"]):
         r = run(*args, "--check-config")
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run("--k8s-api-url", "ftp://10.0.0.1", "--check-config")
+    assert "k8s_api_url" in r.stderr, r.stderr
+    # API-server enrichment is accepted without a cluster at hand: the API
+    # server is looked up when the agent runs, never by --check-config.
     r = run("--k8s-api-enrichment", "true", "--check-config")
-    assert "not supported yet" in r.stderr
+    assert r.returncode == 0, r.stderr

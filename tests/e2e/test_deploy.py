@@ -136,6 +136,24 @@ BROKEN = {
         "",
         "does not listen on container port otlp-grpc",
     ),
+    "cluster-without-enrichment": (
+        "overlays/cluster/kustomization.yaml",
+        "components:\n  - ../../components/api-enrichment\n",
+        "",
+        "no RBAC objects although this overlay is meant to enable API-server enrichment",
+    ),
+    "enrichment-off-with-rbac": (
+        "components/api-enrichment/agent.toml",
+        "k8s_api_enrichment = true\n",
+        "k8s_api_enrichment = false\n",
+        "k8s_api_enrichment is off but RBAC is present",
+    ),
+    "enrichment-without-token": (
+        "components/api-enrichment/agent-token.yaml",
+        "automountServiceAccountToken: true\n",
+        "automountServiceAccountToken: false\n",
+        "mounts no ServiceAccount token although API-server enrichment is on",
+    ),
     "deprecated-kustomize-field": (
         "overlays/cluster/kustomization.yaml",
         "resources:\n",
@@ -193,9 +211,9 @@ echo "configuration ok: endpoint x, data dir y, 1 include glob(s)"
 def test_config_the_agent_rejects_fails_validation(tmp_path: Path) -> None:
     agent = fake_agent(
         tmp_path,
-        'echo "periscope-agent: configuration error: k8s_api_enrichment: not supported" >&2\nexit 2\n',
+        'echo "periscope-agent: configuration error: invalid value \\"ftp://x\\" for k8s_api_url: scheme must be http or https" >&2\nexit 2\n',
     )
     proc = run_validate(DEPLOY, {"PERISCOPE_AGENT_BIN": str(agent)})
     assert proc.returncode != 0, output(proc)
     assert "--check-config rejects the config (exit 2)" in proc.stdout, output(proc)
-    assert "k8s_api_enrichment: not supported" in proc.stdout, output(proc)
+    assert "for k8s_api_url: scheme must be http or https" in proc.stdout, output(proc)

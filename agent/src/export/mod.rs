@@ -1,12 +1,17 @@
 //! The exporter: one thread that owns the in-memory queue, the disk spool and
 //! the gRPC client, and sends requests strictly oldest first, one at a time.
 //!
-//! Batches arrive on a bounded channel. A batch goes to the memory queue
-//! unless the queue is over `memory_queue_bytes` or the spool already holds
-//! something (then to the spool, so order is kept: memory, then spool, then
-//! newer arrivals). When the spool reaches `spool_max_bytes`, the exporter
-//! stops taking batches: the channel fills and the tailer waits
-//! (backpressure, nothing dropped).
+//! Batches arrive on a bounded channel and are queued encoded (protobuf
+//! bytes, sent as they are on every attempt). While exports succeed, the
+//! exporter takes a batch only when the memory queue holds less than 4 MiB
+//! and the spool is empty: a collector that is slower than reading makes the
+//! channel fill and the tailer wait, and nothing is written to the spool
+//! that the files still hold. While exports fail (retries), a batch goes to
+//! the memory queue unless the queue is over `memory_queue_bytes` or the
+//! spool already holds something (then to the spool, so order is kept:
+//! memory, then spool, then newer arrivals). When the spool reaches
+//! `spool_max_bytes`, the exporter stops taking batches: the channel fills
+//! and the tailer waits (backpressure, nothing dropped).
 //!
 //! Ack flow: every batch gets a sequence number; it is *safe* once the
 //! collector acknowledged it or it is fsynced in the spool. The
@@ -27,6 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
+use prost::bytes::Bytes;
 use rand::Rng;
 
 use crate::batch::{Batch, Payload};
@@ -38,6 +44,8 @@ use spool::Spool;
 /// Cap of the retry backoff.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Memory queue bound while exports succeed (see `Exporter::hold_back`).
+const HEALTHY_QUEUE_BYTES: usize = 4 << 20;
 
 /// Exporter options.
 #[derive(Debug, Clone)]
@@ -82,11 +90,16 @@ impl Finalizer {
     }
 }
 
+/// A queued request, held encoded: protobuf bytes are about half the
+/// memory of the decoded records, and every attempt sends them as they are.
 #[derive(Debug)]
 struct Item {
     seq: u64,
-    payload: Payload,
+    kind: u8,
+    records: u64,
+    body: Bytes,
     marks: Vec<Mark>,
+    /// Memory held: the encoding plus the marks.
     bytes: usize,
 }
 
@@ -108,6 +121,8 @@ pub struct Exporter {
     paused: bool,
     /// The last spool append failed.
     spool_failing: bool,
+    /// The last export attempt failed and is being retried.
+    export_failing: bool,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -168,6 +183,7 @@ impl Exporter {
             tail_done,
             paused: false,
             spool_failing: false,
+            export_failing: false,
         })
     }
 
@@ -193,16 +209,25 @@ impl Exporter {
     fn admit(&mut self, b: Batch) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        let records = b.payload.records() as u64;
         if let Payload::Logs(_) = &b.payload {
-            Stats::add(&self.stats.records_queued, b.payload.records() as u64);
+            Stats::add(&self.stats.records_queued, records);
         }
+        let (kind, body) = if records == 0 {
+            (b.payload.kind(), Bytes::new())
+        } else {
+            (b.payload.kind(), Bytes::from(b.payload.encode()))
+        };
+        drop(b.payload);
         let item = Item {
             seq,
-            payload: b.payload,
+            kind,
+            records,
+            bytes: body.len() + b.marks.len() * 64,
+            body,
             marks: b.marks,
-            bytes: b.bytes,
         };
-        if item.payload.records() == 0 {
+        if item.records == 0 {
             // Marks only: safe as soon as everything before it is.
             if self.mem.is_empty() {
                 self.finalizer.done(item.seq, item.marks);
@@ -226,7 +251,7 @@ impl Exporter {
     /// Writes an item to the spool; on failure keeps it in memory (the
     /// memory bound is then exceeded rather than anything dropped).
     fn spill(&mut self, item: Item) {
-        match self.spool.append(&item.payload) {
+        match self.spool.append_encoded(item.kind, &item.body) {
             Ok(_) => {
                 self.spool_failing = false;
                 Stats::add(&self.stats.spool_batches_written, 1);
@@ -241,9 +266,28 @@ impl Exporter {
         }
     }
 
-    /// Takes arrived batches without waiting, unless the spool is full.
+    /// The collector answers but more slowly than files are read: arrivals
+    /// wait in the channel (and reading pauses) while the memory queue is at
+    /// its bound or the spool still drains. The spool takes overflow only
+    /// while exports fail: then reading on keeps up with rotation, whereas
+    /// spooling what a healthy collector will take in a moment would only
+    /// write the files' bytes to disk a second time.
+    ///
+    /// While healthy, the memory queue is kept to [`HEALTHY_QUEUE_BYTES`]:
+    /// a few requests ready to go are all that sending needs, and the rest of
+    /// `memory_queue_bytes` stays free to absorb the start of an outage.
+    fn hold_back(&self) -> bool {
+        let bound = self.opts.memory_queue_bytes.min(HEALTHY_QUEUE_BYTES);
+        !self.export_failing && (!self.spool.is_empty() || self.mem_bytes >= bound)
+    }
+
+    /// Takes arrived batches without waiting, unless the spool is full or
+    /// the exporter holds back.
     fn intake(&mut self) {
         while self.rx_open {
+            if self.hold_back() {
+                return;
+            }
             if self.spool_full() {
                 if !self.paused {
                     self.paused = true;
@@ -274,7 +318,7 @@ impl Exporter {
                 return;
             }
             let step = (until - now).min(Duration::from_millis(50));
-            if !self.rx_open || self.spool_full() {
+            if !self.rx_open || self.spool_full() || self.hold_back() {
                 std::thread::sleep(step);
                 continue;
             }
@@ -297,12 +341,13 @@ impl Exporter {
                 break;
             }
             // The oldest item: memory first, then the spool.
+            // Encoded straight from the queued request: no copy of its records.
             let from_mem = !self.mem.is_empty();
-            let payload = if let Some(i) = self.mem.front() {
-                i.payload.clone()
+            let (kind, records, body) = if let Some(i) = self.mem.front() {
+                (i.kind, i.records, i.body.clone())
             } else {
                 match self.spool.peek() {
-                    Ok(Some(s)) => s.payload,
+                    Ok(Some(s)) => encoded(&s.payload),
                     Ok(None) => {
                         self.stats
                             .spool_corrupt_records
@@ -324,16 +369,16 @@ impl Exporter {
             self.stats
                 .spool_corrupt_records
                 .store(self.spool.corrupt_records(), Ordering::Relaxed);
-            let records = payload.records() as u64;
             if records == 0 {
                 self.finish_front(from_mem);
                 continue;
             }
             Stats::add(&self.stats.records_sent, records);
-            let outcome = self.rt.block_on(self.client.send(&payload));
+            let outcome = self.rt.block_on(self.client.send_encoded(kind, body));
             match outcome {
                 Outcome::Acked { rejected } => {
                     backoff = MIN_BACKOFF;
+                    self.export_failing = false;
                     Stats::add(
                         &self.stats.records_acked,
                         records.saturating_sub(rejected.max(0) as u64),
@@ -349,12 +394,14 @@ impl Exporter {
                 }
                 Outcome::Rejected { reason } => {
                     backoff = MIN_BACKOFF;
+                    self.export_failing = false;
                     Stats::add(&self.stats.records_rejected, records);
                     tracing::error!(records, reason = %reason, "collector refused a batch permanently; dropping it");
                     self.finish_front(from_mem);
                 }
                 Outcome::Retry { hint, reason } => {
                     Stats::add(&self.stats.export_retries, 1);
+                    self.export_failing = true;
                     let delay = match hint {
                         Some(h) => h.min(MAX_BACKOFF),
                         None => {
@@ -401,7 +448,11 @@ impl Exporter {
         self.mem_bytes = 0;
         let n = items.len();
         for item in items {
-            if let Err(e) = self.spool.append(&item.payload) {
+            if item.records == 0 {
+                self.finalizer.done(item.seq, item.marks);
+                continue;
+            }
+            if let Err(e) = self.spool.append_encoded(item.kind, &item.body) {
                 tracing::error!(error = %e, "cannot spool at shutdown; these records will be read again from their files");
                 continue;
             }
@@ -412,6 +463,11 @@ impl Exporter {
         }
         self.publish();
     }
+}
+
+/// A request's kind, record count and protobuf encoding.
+fn encoded(p: &Payload) -> (u8, u64, Bytes) {
+    (p.kind(), p.records() as u64, p.encode().into())
 }
 
 #[cfg(test)]

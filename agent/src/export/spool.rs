@@ -147,6 +147,12 @@ impl Spool {
 
     /// Appends a request durably (fsynced before returning).
     pub fn append(&mut self, payload: &Payload) -> Result<u64, SpoolError> {
+        self.append_encoded(payload.kind(), &payload.encode())
+    }
+
+    /// Appends a request already encoded as protobuf, of kind `kind`
+    /// ([`Payload::kind`]), durably (fsynced before returning).
+    pub fn append_encoded(&mut self, kind: u8, encoded: &[u8]) -> Result<u64, SpoolError> {
         let need_new = match (self.writer.as_ref(), self.segments.back()) {
             (Some(_), Some(last)) => last.size >= SEGMENT_BYTES,
             _ => true,
@@ -171,13 +177,15 @@ impl Spool {
             self.segments.push_back(Segment { id, path, size: 0 });
             self.writer = Some(f);
         }
-        let mut body = Vec::with_capacity(1 + payload.records() * 64);
-        body.push(payload.kind());
-        body.extend_from_slice(&payload.encode());
-        let mut rec = Vec::with_capacity(body.len() + HEADER as usize);
-        rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        rec.extend_from_slice(&body);
+        let len = 1 + encoded.len();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&[kind]);
+        crc.update(encoded);
+        let mut rec = Vec::with_capacity(len + HEADER as usize);
+        rec.extend_from_slice(&(len as u32).to_le_bytes());
+        rec.extend_from_slice(&crc.finalize().to_le_bytes());
+        rec.push(kind);
+        rec.extend_from_slice(encoded);
         let seg = self.segments.back_mut().ok_or_else(|| SpoolError::Io {
             path: self.dir.clone(),
             source: std::io::Error::other("no segment"),

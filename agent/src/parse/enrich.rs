@@ -5,13 +5,18 @@ use periscope_proto::otlp::common::v1::{AnyValue, KeyValue, any_value::Value};
 
 /// OTLP severity numbers (logs data model) with their text.
 pub fn severity_of_word(w: &str) -> Option<(i32, &'static str)> {
-    let s = match w.to_ascii_lowercase().as_str() {
-        "trace" => (1, "TRACE"),
-        "debug" | "dbg" => (5, "DEBUG"),
-        "info" | "information" | "notice" => (9, "INFO"),
-        "warn" | "warning" => (13, "WARN"),
-        "error" | "err" => (17, "ERROR"),
-        "fatal" | "critical" | "crit" | "panic" | "emerg" | "alert" => (21, "FATAL"),
+    // The longest word is 11 bytes: lower-case on the stack.
+    let mut buf = [0u8; 11];
+    let lower = buf.get_mut(..w.len())?;
+    lower.copy_from_slice(w.as_bytes());
+    lower.make_ascii_lowercase();
+    let s = match &*lower {
+        b"trace" => (1, "TRACE"),
+        b"debug" | b"dbg" => (5, "DEBUG"),
+        b"info" | b"information" | b"notice" => (9, "INFO"),
+        b"warn" | b"warning" => (13, "WARN"),
+        b"error" | b"err" => (17, "ERROR"),
+        b"fatal" | b"critical" | b"crit" | b"panic" | b"emerg" | b"alert" => (21, "FATAL"),
         _ => return None,
     };
     Some(s)
@@ -20,34 +25,114 @@ pub fn severity_of_word(w: &str) -> Option<(i32, &'static str)> {
 /// Severity from a level word in the first bytes of a body: only upper-case
 /// words (`ERROR`, `[WARN]`, `level=info` style `INFO`), so prose like
 /// "no error" does not count.
+///
+/// The first 200 characters are looked at: first for an upper-case level
+/// word of 4 to 11 letters (words are runs of ASCII letters), then for the
+/// first `level=`, `lvl=` and `severity=`, in that order, whose value (quotes
+/// skipped) is a level word. This runs once per line: it jumps from one
+/// upper-case letter to the next and from one `=` to the next, eight bytes
+/// at a time, and allocates nothing.
 pub fn severity_from_text(body: &str) -> Option<(i32, &'static str)> {
-    let head = match body.char_indices().nth(200) {
-        Some((i, _)) => &body[..i],
-        None => body,
-    };
-    for tok in head.split(|c: char| !c.is_ascii_alphabetic()) {
-        if tok.len() >= 4
-            && tok.len() <= 11
-            && tok.bytes().all(|b| b.is_ascii_uppercase())
-            && let Some(s) = severity_of_word(tok)
+    let head = head_chars(body, 200).as_bytes();
+    let mut from = 0;
+    while let Some(u) = find(head, from, upper_mask) {
+        // The word holding that letter (it starts at or after `from`).
+        let start = u - head[from..u]
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_alphabetic())
+            .count();
+        let end = u + head[u..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphabetic())
+            .count();
+        let word = &head[start..end];
+        if (4..=11).contains(&word.len())
+            && word.iter().all(u8::is_ascii_uppercase)
+            && let Some(s) = std::str::from_utf8(word).ok().and_then(severity_of_word)
+        {
+            return Some(s);
+        }
+        from = end;
+    }
+    // `level=info` in logfmt: the first occurrence of each key.
+    const KEYS: [&[u8]; 3] = [b"level=", b"lvl=", b"severity="];
+    let mut first: [Option<usize>; 3] = [None; 3];
+    let mut from = 0;
+    while let Some(eq) = find(head, from, eq_mask) {
+        for (k, key) in KEYS.iter().enumerate() {
+            if first[k].is_none() && head[..=eq].ends_with(key) {
+                first[k] = Some(eq + 1);
+            }
+        }
+        from = eq + 1;
+    }
+    for value_at in first.into_iter().flatten() {
+        let rest = &head[value_at..];
+        let rest = &rest[rest.iter().take_while(|b| **b == b'"').count()..];
+        let n = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+        if let Some(s) = std::str::from_utf8(&rest[..n])
+            .ok()
+            .and_then(severity_of_word)
         {
             return Some(s);
         }
     }
-    // `level=info` in logfmt.
-    for key in ["level=", "lvl=", "severity="] {
-        if let Some(i) = head.find(key) {
-            let v: String = head[i + key.len()..]
-                .trim_start_matches('"')
-                .chars()
-                .take_while(|c| c.is_ascii_alphabetic())
-                .collect();
-            if let Some(s) = severity_of_word(&v) {
-                return Some(s);
-            }
-        }
-    }
     None
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// Bit 7 of each byte of `w` that is an ASCII upper-case letter. No carry
+/// crosses a byte, so every flagged byte is a real match.
+fn upper_mask(w: u64) -> u64 {
+    let low7 = w & (0x7f * ONES);
+    let at_least_a = low7 + 0x3f * ONES; // bit 7 set iff the byte >= b'A'
+    let above_z = low7 + 0x25 * ONES; // bit 7 set iff the byte > b'Z'
+    at_least_a & !above_z & !w & (0x80 * ONES)
+}
+
+/// Bit 7 of each byte of `w` that is `=`.
+fn eq_mask(w: u64) -> u64 {
+    let x = w ^ (u64::from(b'=') * ONES);
+    // Bit 7 clear exactly for the zero bytes of x.
+    !(((x & (0x7f * ONES)) + 0x7f * ONES) | x) & (0x80 * ONES)
+}
+
+/// The first index at or after `from` whose byte `mask` flags, eight bytes
+/// at a time.
+fn find(h: &[u8], from: usize, mask: fn(u64) -> u64) -> Option<usize> {
+    let mut i = from;
+    while let Some(chunk) = h.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let m = mask(u64::from_le_bytes(w));
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    let mut w = [0u8; 8];
+    let tail = h.get(i..).unwrap_or_default();
+    w[..tail.len()].copy_from_slice(tail);
+    // Padding zeros are neither letters nor `=`.
+    let m = mask(u64::from_le_bytes(w));
+    (m != 0).then(|| i + (m.trailing_zeros() / 8) as usize)
+}
+
+/// The first `n` characters of `s`.
+fn head_chars(s: &str, n: usize) -> &str {
+    let b = s.as_bytes();
+    if b.len() <= n {
+        return s;
+    }
+    if b[..n].is_ascii() {
+        return &s[..n];
+    }
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
 }
 
 const LEVEL_KEYS: [&str; 5] = ["level", "severity", "lvl", "log.level", "loglevel"];

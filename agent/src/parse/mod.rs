@@ -10,6 +10,7 @@
 pub mod enrich;
 pub mod format;
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use periscope_proto::otlp::common::v1::KeyValue;
@@ -93,10 +94,10 @@ impl Pending {
 }
 
 /// A joined entry moving from the join stage to the multiline stage.
-struct Joined {
+struct Joined<'a> {
     time_ns: u64,
     stream: Stream,
-    msg: Vec<u8>,
+    msg: Cow<'a, [u8]>,
     start: u64,
     truncated: bool,
     format: Format,
@@ -122,18 +123,32 @@ impl FileParser {
 
     /// Feeds one line; complete records are appended to `out`.
     pub fn push(&mut self, line: Line, now: Instant, out: &mut Vec<Record>) {
-        let entry = format::decode(&line.bytes);
+        self.push_bytes(&line.bytes, line.truncated, line.start, now, out);
+    }
+
+    /// Feeds one line given by its bytes (without the newline, at most
+    /// `max_line_bytes`), whether it was cut, and the offset of its first
+    /// byte. Nothing is copied but the message of a complete record.
+    pub fn push_bytes(
+        &mut self,
+        bytes: &[u8],
+        truncated: bool,
+        start: u64,
+        now: Instant,
+        out: &mut Vec<Record>,
+    ) {
+        let entry = format::decode(bytes);
         let i = entry.stream.index();
         let cap = self.opts.max_line_bytes;
         let p = &mut self.partial[i];
         if entry.partial {
             if p.is_empty() {
-                p.start = line.start;
+                p.start = start;
                 p.time_ns = entry.time_ns;
                 p.format = Some(entry.format);
             }
             p.push(&entry.msg, b"", cap);
-            p.truncated |= line.truncated;
+            p.truncated |= truncated;
             p.last = Some(now);
             return;
         }
@@ -142,8 +157,8 @@ impl FileParser {
                 time_ns: entry.time_ns,
                 stream: entry.stream,
                 msg: entry.msg,
-                start: line.start,
-                truncated: line.truncated,
+                start,
+                truncated,
                 format: entry.format,
             }
         } else {
@@ -152,16 +167,16 @@ impl FileParser {
             Joined {
                 time_ns: p.time_ns,
                 stream: entry.stream,
-                msg: p.buf,
+                msg: Cow::Owned(p.buf),
                 start: p.start,
-                truncated: p.truncated || line.truncated,
+                truncated: p.truncated || truncated,
                 format: entry.format,
             }
         };
         self.multiline(joined, now, out);
     }
 
-    fn multiline(&mut self, j: Joined, now: Instant, out: &mut Vec<Record>) {
+    fn multiline(&mut self, j: Joined<'_>, now: Instant, out: &mut Vec<Record>) {
         let i = j.stream.index();
         let Some(re) = &self.opts.multiline_start else {
             out.push(self.finish(j.stream, j.format, j.time_ns, j.msg, j.truncated));
@@ -203,7 +218,7 @@ impl FileParser {
                 let j = Joined {
                     time_ns: p.time_ns,
                     stream,
-                    msg: p.buf,
+                    msg: Cow::Owned(p.buf),
                     start: p.start,
                     truncated: p.truncated,
                     format: p.format.unwrap_or(Format::Plain),
@@ -233,7 +248,7 @@ impl FileParser {
             stream,
             p.format.unwrap_or(Format::Plain),
             p.time_ns,
-            p.buf,
+            Cow::Owned(p.buf),
             p.truncated,
         )
     }
@@ -243,10 +258,10 @@ impl FileParser {
         stream: Stream,
         format: Format,
         time_ns: u64,
-        msg: Vec<u8>,
+        msg: Cow<'_, [u8]>,
         truncated: bool,
     ) -> Record {
-        let mut body = match String::from_utf8(msg) {
+        let mut body = match String::from_utf8(msg.into_owned()) {
             Ok(s) => s,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };

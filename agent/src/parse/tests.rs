@@ -157,7 +157,7 @@ fn decode_table() {
                 time_ns: *t,
                 stream: *stream,
                 partial: *partial,
-                msg: msg.to_vec(),
+                msg: msg.to_vec().into(),
                 format: *format
             },
             "{}",
@@ -363,4 +363,196 @@ fn json_body_and_severity() {
     assert_eq!(out[2].severity, (5, "DEBUG"));
     assert_eq!(out[3].severity, (0, ""), "lower-case prose is not a level");
     assert_eq!(out[4].severity, (17, "ERROR"));
+}
+
+/// The hand-written path for the common timestamp shape agrees with the
+/// `time` crate's RFC 3339 parser, including on invalid dates and offsets.
+#[test]
+fn fast_timestamp_parse_agrees_with_the_full_parser() {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    let full = |s: &str| {
+        OffsetDateTime::parse(s, &Rfc3339)
+            .ok()
+            .and_then(|t| u64::try_from(t.unix_timestamp_nanos()).ok())
+    };
+    let fixed = [
+        "2026-11-22T10:00:00.123456789Z",
+        "2026-11-22T10:00:00Z",
+        "2024-02-29T23:59:59.9+01:00",
+        "2023-02-29T00:00:00Z",
+        "2100-02-29T00:00:00Z",
+        "2000-02-29T00:00:00Z",
+        "1970-01-01T00:00:00Z",
+        "1970-01-01T00:00:00+00:01",
+        "1969-12-31T23:59:59Z",
+        "2026-04-31T00:00:00Z",
+        "2026-11-22T24:00:00Z",
+        "2026-11-22T10:60:00Z",
+        "2026-11-22T10:00:60Z",
+        "2026-11-22T10:00:00.Z",
+        "2026-11-22T10:00:00.1234567891Z",
+        "2026-11-22T10:00:00+24:00",
+        "2026-11-22T10:00:00+01:60",
+        "2026-11-22T10:00:00+0100",
+        "2026-11-22t10:00:00z",
+        "2026-11-22 10:00:00Z",
+        "9999-12-31T23:59:59.999999999-23:59",
+        "2554-07-21T23:34:33.709551615Z",
+        "2554-07-21T23:34:33.709551616Z",
+        "2026-1a-22T10:00:00Z",
+        "2026-11-22T10:00:00Zx",
+    ];
+    for s in fixed {
+        assert_eq!(format::parse_rfc3339_ns(s), full(s), "{s}");
+    }
+    // Pseudo-random timestamps of the common shape, valid and not.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for _ in 0..20_000 {
+        let frac_digits = next(11) as usize;
+        let frac = if frac_digits == 0 {
+            String::new()
+        } else {
+            let d = next(1_000_000_000).to_string();
+            format!(".{:0>9}", d)[..=frac_digits.min(9)].to_owned()
+        };
+        let offset = match next(3) {
+            0 => "Z".to_owned(),
+            _ => format!(
+                "{}{:02}:{:02}",
+                if next(2) == 0 { '+' } else { '-' },
+                next(25),
+                next(61)
+            ),
+        };
+        let s = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{frac}{offset}",
+            1960 + next(700),
+            next(14),
+            next(33),
+            next(25),
+            next(61),
+            next(61)
+        );
+        assert_eq!(format::parse_rfc3339_ns(&s), full(&s), "{s}");
+    }
+}
+
+/// The reference the single-pass severity scan must agree with: the first
+/// 200 characters, upper-case level words first, then `level=`, `lvl=`,
+/// `severity=` (first occurrence of each) in logfmt.
+fn severity_reference(body: &str) -> Option<(i32, &'static str)> {
+    let head = match body.char_indices().nth(200) {
+        Some((i, _)) => &body[..i],
+        None => body,
+    };
+    for tok in head.split(|c: char| !c.is_ascii_alphabetic()) {
+        if tok.len() >= 4
+            && tok.len() <= 11
+            && tok.bytes().all(|b| b.is_ascii_uppercase())
+            && let Some(s) = enrich::severity_of_word(tok)
+        {
+            return Some(s);
+        }
+    }
+    for key in ["level=", "lvl=", "severity="] {
+        if let Some(i) = head.find(key) {
+            let v: String = head[i + key.len()..]
+                .trim_start_matches('"')
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            if let Some(s) = enrich::severity_of_word(&v) {
+                return Some(s);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn severity_scan_agrees_with_the_reference() {
+    let fixed: Vec<String> = [
+        "",
+        "ERROR db down",
+        "[WARN] slow",
+        "no error here",
+        "level=info msg=x",
+        "loglevel=debug x",
+        "lvl=\"\"warn\" x",
+        "severity=CRITICAL",
+        "level=nonsense lvl=error",
+        "INFORMATION only",
+        "INFORMATIONAL is too long",
+        "Über ERROR",
+        "a=b level=fatal",
+        "level=",
+        "=level=error",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain([
+        "é".repeat(199) + " ERROR",
+        "é".repeat(196) + "WARN",
+        "x".repeat(196) + " WARN",
+        "x".repeat(197) + " WARN",
+        "x".repeat(300),
+    ])
+    .collect();
+    for s in &fixed {
+        assert_eq!(
+            enrich::severity_from_text(s),
+            severity_reference(s),
+            "{s:?}"
+        );
+    }
+    let pieces = [
+        "ERROR",
+        "error",
+        "WARN",
+        "Warn",
+        "INFO",
+        "level=",
+        "lvl=",
+        "severity=",
+        "\"",
+        "=",
+        " ",
+        "[",
+        "]",
+        "x",
+        "DEBUG",
+        "notice",
+        "NOTICE",
+        "é",
+        "ab",
+        "CRIT",
+        "PANICKED",
+        "0",
+        "FATAL",
+        "loglevel=",
+        "INFORMATION",
+    ];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    for _ in 0..50_000 {
+        let n = next(60);
+        let s: String = (0..n).map(|_| pieces[next(pieces.len())]).collect();
+        assert_eq!(
+            enrich::severity_from_text(&s),
+            severity_reference(&s),
+            "{s:?}"
+        );
+    }
 }

@@ -4,15 +4,34 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
-
-use periscope_proto::otlp::common::v1::KeyValue;
 
 use super::{FINGERPRINT_BYTES, Sink, TailOptions, fingerprint, fingerprint_matches};
 use crate::checkpoint::{FileId, Fingerprint, Mark};
 use crate::k8s;
 use crate::parse::{FileParser, Line, Record};
+
+/// The index of the first `\n` at or after `from`, eight bytes at a time.
+fn find_newline(data: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut i = from;
+    while let Some(chunk) = data.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w) ^ (u64::from(b'\n') * ONES);
+        // Bit 7 set exactly in the bytes of x that are zero (no carry
+        // crosses a byte).
+        let zero = !(((x & (0x7f * ONES)) + 0x7f * ONES) | x) & (0x80 * ONES);
+        if zero != 0 {
+            return Some(i + (zero.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    data.get(i..)?
+        .iter()
+        .position(|b| *b == b'\n')
+        .map(|p| i + p)
+}
 use crate::telemetry::Stats;
 
 #[derive(Debug)]
@@ -35,7 +54,7 @@ pub(super) struct Tracked {
     /// Modification time at the last look.
     mtime_seen: Option<std::time::SystemTime>,
     parser: FileParser,
-    resource: Arc<Vec<KeyValue>>,
+    resource: k8s::FileResource,
     pub gone_since: Option<Instant>,
     pub last_activity: Instant,
     /// Offset of the last mark handed out.
@@ -69,10 +88,11 @@ impl Tracked {
         let real = std::fs::canonicalize(&path)
             .ok()
             .filter(|r| k8s::from_path(r).is_some());
-        let resource = Arc::new(k8s::resource_attributes(
+        let resource = k8s::FileResource::new(
             real.as_deref().unwrap_or(&path),
             &opts.node_name,
-        ));
+            opts.pods.as_ref(),
+        );
         Tracked {
             id,
             path,
@@ -142,6 +162,11 @@ impl Tracked {
         self.size_seen.saturating_sub(self.read_pos)
     }
 
+    /// The parser holds lines not yet emitted.
+    pub fn has_pending(&self) -> bool {
+        self.parser.pending_start().is_some()
+    }
+
     /// Offset below which every line has gone to the sink.
     pub fn safe_offset(&self) -> u64 {
         match self.parser.pending_start() {
@@ -200,8 +225,12 @@ impl Tracked {
     }
 
     fn drain_out(&mut self, sink: &mut dyn Sink) {
+        if self.out.is_empty() {
+            return;
+        }
+        let resource = self.resource.get();
         for rec in self.out.drain(..) {
-            sink.record(self.id, &self.resource, rec);
+            sink.record(self.id, resource, rec);
         }
     }
 
@@ -290,8 +319,7 @@ impl Tracked {
         self.read_pos += data.len() as u64;
         let mut start = 0;
         let mut lines = 0u64;
-        while let Some(i) = data[start..].iter().position(|b| *b == b'\n') {
-            let nl = start + i;
+        while let Some(nl) = find_newline(data, start) {
             let piece = &data[start..nl];
             let line_start = self.line_end;
             self.line_end = base + nl as u64 + 1;
@@ -300,29 +328,28 @@ impl Tracked {
                 self.skipping = false;
                 continue;
             }
+            // The line is handed over as a slice of the read buffer unless
+            // it began in an earlier read.
+            let joined;
             let mut bytes = if self.partial.is_empty() {
-                piece.to_vec()
+                piece
             } else {
                 let mut b = std::mem::take(&mut self.partial);
                 b.extend_from_slice(piece);
-                b
+                joined = b;
+                &joined[..]
             };
-            if bytes.last() == Some(&b'\r') {
-                bytes.pop();
+            if let [rest @ .., b'\r'] = bytes {
+                bytes = rest;
             }
             let truncated = bytes.len() > max;
             if truncated {
-                bytes.truncate(max);
+                bytes = &bytes[..max];
                 Stats::add(&stats.lines_truncated, 1);
             }
             lines += 1;
-            let line = Line {
-                bytes,
-                truncated,
-                start: line_start,
-                end: self.line_end,
-            };
-            self.parser.push(line, now, &mut self.out);
+            self.parser
+                .push_bytes(bytes, truncated, line_start, now, &mut self.out);
         }
         let rest = &data[start..];
         if self.skipping {
@@ -357,6 +384,32 @@ impl Tracked {
             let from_held = n.min(held.len());
             self.hash_prefix(&held[..from_held]);
             self.hash_prefix(&data[..n - from_held]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod newline_tests {
+    use super::find_newline;
+
+    #[test]
+    fn finds_the_first_newline_from_any_start() {
+        let mut x: u32 = 12345;
+        for len in 0..40 {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    // Newlines, bytes around them and high bytes.
+                    [b'\n', b'\x0b', b'\t', 0x8a, 0xff, b'a', 0][(x >> 16) as usize % 7]
+                })
+                .collect();
+            for from in 0..=len {
+                let want = data[from..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map(|p| from + p);
+                assert_eq!(find_newline(&data, from), want, "{data:?} from {from}");
+            }
         }
     }
 }

@@ -13,7 +13,7 @@
 
 mod file;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,16 @@ use file::{Prefix, Tracked};
 
 /// Bytes of a file's start covered by its fingerprint.
 pub const FINGERPRINT_BYTES: u32 = 256;
+
+/// A scan slower than this spaces the following ones out.
+pub const CHEAP_SCAN: Duration = Duration::from_millis(5);
+/// Gap between slow scans, as a multiple of the last one's duration.
+pub const SCAN_COST_FACTOR: u32 = 100;
+/// Longest gap between scans.
+pub const MAX_SCAN_GAP: Duration = Duration::from_secs(30);
+
+/// How stale a checkpoint's `seen` time may get before a scan refreshes it.
+const SEEN_REFRESH_SECS: u64 = 60;
 
 /// Truncation prefixes remembered for copy detection.
 const RECENT_PREFIXES: usize = 64;
@@ -68,6 +78,8 @@ pub struct TailOptions {
     pub rotate_wait: Duration,
     /// Node name for resource attributes.
     pub node_name: String,
+    /// Pod metadata from the API server, when enrichment is on.
+    pub pods: Option<Arc<crate::k8s::PodCache>>,
     /// Parser options.
     pub parse: ParseOptions,
 }
@@ -88,6 +100,13 @@ pub struct Tailer {
     /// No checkpoint file existed: files of the first scan honour `read_from`.
     first_start: bool,
     scanned: bool,
+    /// Scans are skipped until then (see [`Tailer::scan`]).
+    next_scan: Option<Instant>,
+    /// Files whose safe offset may have moved since the last
+    /// [`Tailer::marks`], or whose parser holds pending lines: the only ones
+    /// `marks` and `flush_idle` look at, so that thousands of idle files
+    /// cost nothing per round.
+    active: BTreeSet<FileId>,
     stats: Arc<Stats>,
 }
 
@@ -165,6 +184,8 @@ impl Tailer {
             committed,
             first_start,
             scanned: false,
+            next_scan: None,
+            active: BTreeSet::new(),
             stats,
         }
     }
@@ -177,7 +198,28 @@ impl Tailer {
     /// Discovers files: new ones are tracked, known ones refreshed, tracked
     /// ones no longer at any matching path marked gone, idle-closed ones that
     /// changed reopened.
+    ///
+    /// A scan walks every matching directory and stats every file, so its
+    /// cost grows with the tree (10,000 pod logs: 20,000 directories). When a
+    /// scan found nothing new (no new file, none gone, none to reopen) and
+    /// took longer than [`CHEAP_SCAN`], calls within [`SCAN_COST_FACTOR`]
+    /// times its duration (at most [`MAX_SCAN_GAP`]) return at once: an idle
+    /// large node then spends at most about 1 % of a core on scans. Small trees,
+    /// and trees that change, are scanned at every call.
     pub fn scan(&mut self, now: Instant) {
+        if self.next_scan.is_some_and(|next| now < next) {
+            return;
+        }
+        let started = Instant::now();
+        let changed = self.scan_now(now);
+        let cost = started.elapsed();
+        self.next_scan = (!changed && cost > CHEAP_SCAN)
+            .then(|| now + cost.saturating_mul(SCAN_COST_FACTOR).min(MAX_SCAN_GAP));
+    }
+
+    /// One full scan; true if it found anything new.
+    fn scan_now(&mut self, now: Instant) -> bool {
+        let mut changed = false;
         let paths = self.opts.globs.expand();
         let mut seen: HashSet<FileId> = HashSet::with_capacity(paths.len());
         for path in paths {
@@ -197,28 +239,37 @@ impl Tailer {
                     t.path = path;
                 }
                 if !t.is_open() && meta.len() != t.read_pos() {
+                    changed = true;
                     self.reopen(id, now);
                 }
                 continue;
             }
+            changed = true;
             self.track(id, path, now);
         }
         let secs = unix_secs();
         {
             let mut c = self.committed.lock();
             for id in &seen {
-                if let Some(e) = c.get_mut(id) {
+                // Refreshed once a minute, not at every scan: a changed
+                // entry makes the checkpoint file be written again, and the
+                // time only matters against the 24 h TTL.
+                if let Some(e) = c.get_mut(id)
+                    && secs.saturating_sub(e.seen) >= SEEN_REFRESH_SECS
+                {
                     e.seen = secs;
                 }
             }
         }
         for (id, t) in self.files.iter_mut() {
             if t.gone_since.is_none() && !seen.contains(id) {
+                changed = true;
                 t.gone_since = Some(now);
             }
         }
         self.scanned = true;
         self.publish();
+        changed
     }
 
     fn publish(&self) {
@@ -297,6 +348,7 @@ impl Tailer {
             t.file = Some(f);
         }
         self.files.insert(id, t);
+        self.active.insert(id);
     }
 
     /// Closes the idle open file that was quiet the longest; false if none.
@@ -338,23 +390,37 @@ impl Tailer {
     /// One round: up to a quantum from each open file, starting after the
     /// file where the last round stopped. Returns the bytes read.
     pub fn poll(&mut self, now: Instant, sink: &mut dyn Sink) -> usize {
+        // Closed files that are still at a matching path have nothing to do
+        // here (a scan reopens them when they change): with thousands of
+        // idle files, a round visits only the open and the gone ones.
+        let visit = |(id, t): (&FileId, &file::Tracked)| {
+            (t.is_open() || t.gone_since.is_some()).then_some(*id)
+        };
         let mut ids: Vec<FileId> = match self.cursor {
             Some(c) => self
                 .files
                 .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
                 .chain(self.files.range(..=c))
-                .map(|(id, _)| *id)
+                .filter_map(visit)
                 .collect(),
-            None => self.files.keys().copied().collect(),
+            None => self.files.iter().filter_map(visit).collect(),
         };
-        // Rotated-away files first, so their last lines precede the new file's.
-        ids.sort_by_key(|id| self.files.get(id).is_none_or(|t| t.gone_since.is_none()));
+        // Rotated-away files first, so their last lines precede the new
+        // file's (a stable partition, without a lookup per comparison).
+        if self.files.values().any(|t| t.gone_since.is_some()) {
+            let (mut gone, live): (Vec<FileId>, Vec<FileId>) = ids
+                .into_iter()
+                .partition(|id| self.files.get(id).is_some_and(|t| t.gone_since.is_some()));
+            gone.extend(live);
+            ids = gone;
+        }
         let mut total = 0;
         let mut drop_ids = Vec::new();
         for id in ids {
             let Some(t) = self.files.get_mut(&id) else {
                 continue;
             };
+            self.active.insert(id);
             match t.read_some(&self.opts, now, sink, &self.stats, &mut self.recent) {
                 Ok(n) => total += n,
                 Err(e) => {
@@ -421,21 +487,30 @@ impl Tailer {
 
     /// Emits multiline and partial records that waited past their timeout.
     pub fn flush_idle(&mut self, now: Instant, sink: &mut dyn Sink) {
-        for t in self.files.values_mut() {
-            t.parser_flush(now, false, sink);
+        for id in &self.active {
+            if let Some(t) = self.files.get_mut(id) {
+                t.parser_flush(now, false, sink);
+            }
         }
     }
 
     /// Checkpoint marks of every file whose safe offset moved since the last call.
     pub fn marks(&mut self) -> Vec<Mark> {
         let mut out = std::mem::take(&mut self.finished);
-        for t in self.files.values_mut() {
+        let files = &mut self.files;
+        self.active.retain(|id| {
+            let Some(t) = files.get_mut(id) else {
+                return false;
+            };
             let safe = t.safe_offset();
             if t.marked != Some(safe) {
                 t.marked = Some(safe);
                 out.push(t.mark());
             }
-        }
+            // Nothing can move until the file is read again (and so
+            // visited), unless a parser still holds lines to flush.
+            t.has_pending()
+        });
         out
     }
 

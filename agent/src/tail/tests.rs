@@ -27,6 +27,7 @@ fn opts(dir: &Path, max_line: usize) -> TailOptions {
         round_budget: 1 << 20,
         rotate_wait: Duration::ZERO,
         node_name: "node".into(),
+        pods: None,
         parse: ParseOptions {
             max_line_bytes: max_line,
             multiline_start: None,

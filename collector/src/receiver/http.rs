@@ -2,7 +2,6 @@
 //! JSON bodies, optionally gzip- or zstd-compressed. Errors are
 //! `google.rpc.Status` in the request's encoding.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use axum::Router;
@@ -12,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use periscope_proto::{Encoding, RpcStatus, Signal};
+use periscope_proto::{BodyError, ContentEncoding, Encoding, RpcStatus, Signal, decompress_body};
 use periscope_store::TenantId;
 use prost::Message;
 
@@ -103,66 +102,27 @@ async fn read_body(
             )
         }
     })?;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity")
-        .trim()
-        .to_ascii_lowercase();
-    let compressed_len = raw.len();
-    let decoder: Box<dyn Read + Send> = match encoding.as_str() {
-        "" | "identity" => return Ok(raw),
-        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(std::io::Cursor::new(raw))),
-        "zstd" => {
-            let mut d = zstd::stream::read::Decoder::new(std::io::Cursor::new(raw))
-                .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid zstd body: {e}")))?;
-            // A frame may ask for a window of up to 2 GiB; cap it at 16 MiB.
-            d.window_log_max(24)
-                .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid zstd body: {e}")))?;
-            Box::new(d)
-        }
-        other => {
-            return Err((
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported content-encoding {other:?}: use gzip or zstd"),
-            ));
-        }
-    };
+    let encoding = ContentEncoding::from_header(
+        headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map_err(body_error)?;
+    if encoding == ContentEncoding::Identity {
+        return Ok(raw);
+    }
     // Decompress on a blocking thread, never past the cap (a zip bomb stops
-    // at max + 1 bytes). The buffer starts at a typical compression ratio and
-    // grows at most once, straight to the cap: no chain of doubled copies.
-    tokio::task::spawn_blocking(move || {
-        let mut reader = decoder.take(max as u64 + 1);
-        let mut out: Vec<u8> =
-            Vec::with_capacity((compressed_len.saturating_mul(8)).clamp(64 << 10, max + 1));
-        let mut chunk = vec![0u8; 64 << 10];
-        loop {
-            let n = match reader.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err((
-                        StatusCode::BAD_REQUEST,
-                        format!("invalid {encoding} body: {e}"),
-                    ));
-                }
-            };
-            if out.capacity() - out.len() < n {
-                out.reserve_exact(max + 1 - out.len());
-            }
-            out.extend_from_slice(&chunk[..n]);
-        }
-        if out.len() > max {
-            return Err((
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("decompressed body larger than {max} bytes"),
-            ));
-        }
-        Ok(Bytes::from(out))
-    })
-    .await
-    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    // at max + 1 bytes).
+    tokio::task::spawn_blocking(move || decompress_body(encoding, &raw, max))
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map(Bytes::from)
+        .map_err(body_error)
+}
+
+fn body_error(e: BodyError) -> (StatusCode, String) {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, e.to_string())
 }
 
 async fn export(

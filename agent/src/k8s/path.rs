@@ -1,6 +1,7 @@
 //! Kubernetes metadata from the kubelet's log path, available immediately
 //! without the API server:
 //! `/var/log/pods/<namespace>_<pod>_<uid>/<container>/<restart>.log[.<suffix>]`.
+//! The pod UID found here is the key into the API-server cache (`pods.rs`).
 
 use std::path::Path;
 

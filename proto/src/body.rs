@@ -1,0 +1,235 @@
+//! Compressed request bodies at the HTTP edge: the `Content-Encoding`s OTLP
+//! clients send (`gzip`, `zstd`, `identity`) and their decompression, capped
+//! at a size so that a small body cannot expand into unbounded memory.
+
+use std::io::Read;
+
+/// The `Content-Encoding` of a request body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentEncoding {
+    /// Not compressed.
+    Identity,
+    /// gzip (RFC 1952); several members are read one after another.
+    Gzip,
+    /// A zstd frame.
+    Zstd,
+}
+
+/// Why a request body could not be decompressed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The header names an encoding that is not supported (HTTP 415).
+    #[error("unsupported content-encoding {0:?}: use gzip or zstd")]
+    Unsupported(String),
+    /// The body decompresses to more than the limit (HTTP 413).
+    #[error("decompressed body larger than {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The compressed data is malformed (HTTP 400).
+    #[error("invalid {encoding} body: {source}")]
+    Malformed {
+        /// `gzip` or `zstd`.
+        encoding: &'static str,
+        /// What the decoder reported.
+        source: std::io::Error,
+    },
+}
+
+impl BodyError {
+    /// The HTTP status that answers this error: 415, 413 or 400.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            BodyError::Unsupported(_) => 415,
+            BodyError::TooLarge { .. } => 413,
+            BodyError::Malformed { .. } => 400,
+        }
+    }
+}
+
+/// Largest zstd window accepted (log2): 16 MiB. A frame may ask for up to
+/// 2 GiB of window, which the decoder would allocate before producing a byte.
+const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+
+impl ContentEncoding {
+    /// Parses a `Content-Encoding` header value; `None`, empty and
+    /// `identity` mean no compression. Case and surrounding spaces are ignored.
+    pub fn from_header(value: Option<&str>) -> Result<Self, BodyError> {
+        let v = value.unwrap_or("").trim();
+        if v.is_empty() || v.eq_ignore_ascii_case("identity") {
+            Ok(ContentEncoding::Identity)
+        } else if v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip") {
+            Ok(ContentEncoding::Gzip)
+        } else if v.eq_ignore_ascii_case("zstd") {
+            Ok(ContentEncoding::Zstd)
+        } else {
+            Err(BodyError::Unsupported(v.to_owned()))
+        }
+    }
+
+    /// The encoding's name as in the header.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContentEncoding::Identity => "identity",
+            ContentEncoding::Gzip => "gzip",
+            ContentEncoding::Zstd => "zstd",
+        }
+    }
+}
+
+/// Decompresses `body` to at most `max` bytes; a body that would expand past
+/// `max` stops there (reading `max + 1` bytes at most) with
+/// [`BodyError::TooLarge`]. `Identity` bodies are copied, so callers usually
+/// keep those as they are. CPU-bound: async callers run it on a blocking thread.
+pub fn decompress_body(
+    encoding: ContentEncoding,
+    body: &[u8],
+    max: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let name = encoding.name();
+    let malformed = |source: std::io::Error| BodyError::Malformed {
+        encoding: name,
+        source,
+    };
+    let decoder: Box<dyn Read + '_> = match encoding {
+        ContentEncoding::Identity => {
+            if body.len() > max {
+                return Err(BodyError::TooLarge { limit: max });
+            }
+            return Ok(body.to_vec());
+        }
+        ContentEncoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        ContentEncoding::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(body).map_err(malformed)?;
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(malformed)?;
+            Box::new(d)
+        }
+    };
+    // At most one byte past the cap is read: enough to tell "too large".
+    let cap = max.saturating_add(1);
+    let mut reader = decoder.take(cap as u64);
+    // The buffer starts at a typical compression ratio and grows at most
+    // once, straight to the cap: no chain of doubled copies.
+    let mut out: Vec<u8> = Vec::with_capacity(body.len().saturating_mul(8).max(64 << 10).min(cap));
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(malformed(e)),
+        };
+        if out.capacity() - out.len() < n {
+            out.reserve_exact(cap - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    if out.len() > max {
+        return Err(BodyError::TooLarge { limit: max });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn header_values() {
+        for (v, want) in [
+            (None, ContentEncoding::Identity),
+            (Some(""), ContentEncoding::Identity),
+            (Some("identity"), ContentEncoding::Identity),
+            (Some(" GZIP "), ContentEncoding::Gzip),
+            (Some("x-gzip"), ContentEncoding::Gzip),
+            (Some("zstd"), ContentEncoding::Zstd),
+        ] {
+            assert_eq!(ContentEncoding::from_header(v).unwrap(), want, "{v:?}");
+        }
+        let e = ContentEncoding::from_header(Some("br")).unwrap_err();
+        assert_eq!(e.http_status(), 415);
+        assert!(e.to_string().contains("\"br\""), "{e}");
+    }
+
+    #[test]
+    fn round_trips() {
+        let data = b"hello otlp ".repeat(1000);
+        let g = decompress_body(ContentEncoding::Gzip, &gzip(&data), data.len()).unwrap();
+        assert_eq!(g, data);
+        // Two gzip members, as `cat a.gz b.gz` makes.
+        let mut two = gzip(b"ab");
+        two.extend(gzip(b"cd"));
+        assert_eq!(
+            decompress_body(ContentEncoding::Gzip, &two, 10).unwrap(),
+            b"abcd"
+        );
+        let z = zstd::bulk::compress(&data, 3).unwrap();
+        assert_eq!(
+            decompress_body(ContentEncoding::Zstd, &z, data.len()).unwrap(),
+            data
+        );
+        assert_eq!(
+            decompress_body(ContentEncoding::Identity, b"abc", 3).unwrap(),
+            b"abc"
+        );
+    }
+
+    #[test]
+    fn cap_is_exact() {
+        let data = vec![0u8; 100_000];
+        for (enc, body) in [
+            (ContentEncoding::Gzip, gzip(&data)),
+            (
+                ContentEncoding::Zstd,
+                zstd::bulk::compress(&data, 3).unwrap(),
+            ),
+            (ContentEncoding::Identity, data.clone()),
+        ] {
+            assert_eq!(decompress_body(enc, &body, 100_000).unwrap().len(), 100_000);
+            let e = decompress_body(enc, &body, 99_999).unwrap_err();
+            assert!(matches!(e, BodyError::TooLarge { limit: 99_999 }), "{e}");
+            assert_eq!(e.http_status(), 413);
+        }
+    }
+
+    #[test]
+    fn bomb_stops_at_the_cap() {
+        // 256 MiB of zeros compress to a few hundred KiB; decoding stops at 1 MiB.
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            e.write_all(&zeros).unwrap();
+        }
+        let bomb = e.finish().unwrap();
+        let err = decompress_body(ContentEncoding::Gzip, &bomb, 1 << 20).unwrap_err();
+        assert!(matches!(err, BodyError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn malformed_bodies() {
+        for enc in [ContentEncoding::Gzip, ContentEncoding::Zstd] {
+            let e = decompress_body(enc, b"definitely not compressed", 1 << 20).unwrap_err();
+            assert_eq!(e.http_status(), 400, "{enc:?}: {e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("invalid {} body: ", enc.name())),
+                "{e}"
+            );
+        }
+        // Truncated: the stream ends mid-frame.
+        let g = gzip(&b"x".repeat(10_000));
+        let e = decompress_body(ContentEncoding::Gzip, &g[..g.len() / 2], 1 << 20).unwrap_err();
+        assert_eq!(e.http_status(), 400, "{e}");
+        let z = zstd::bulk::compress(&b"y".repeat(10_000), 3).unwrap();
+        let e = decompress_body(ContentEncoding::Zstd, &z[..z.len() - 4], 1 << 20).unwrap_err();
+        assert_eq!(e.http_status(), 400, "{e}");
+    }
+}
