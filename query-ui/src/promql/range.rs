@@ -56,7 +56,6 @@ pub(crate) enum Ranged {
 
 type Out = Option<Result<Ranged, QueryError>>;
 
-
 /// Unwraps an `Option<Result<..>>` inside a function returning [`Out`].
 macro_rules! tryo {
     ($e:expr) => {
