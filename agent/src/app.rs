@@ -21,7 +21,8 @@ use crate::parse::{FLUSH_TIMEOUT, ParseOptions};
 use crate::tail::{TailOptions, Tailer};
 use crate::telemetry::Stats;
 
-/// How often the include globs are expanded even without file events.
+/// How often the tailer is offered a periodic scan (it spaces slow scans
+/// further, see `Tailer::scan`); file events ask for scans sooner.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait between reads of quiet files.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
@@ -253,15 +254,15 @@ async fn wait_for_signal() {
 fn persist_loop(store: &Store, committed: &Committed, shutdown: &AtomicBool) {
     let mut last = None;
     while !shutdown.load(Ordering::Relaxed) {
-        // About once a second: a snapshot of thousands of files costs
-        // milliseconds, too much to take five times a second on an idle node.
+        // About once a second, and only when an entry may have moved: a
+        // snapshot of thousands of files costs milliseconds.
         std::thread::sleep(Duration::from_secs(1));
-        let snap = committed.snapshot();
-        if last.as_ref() == Some(&snap) {
+        let generation = committed.generation();
+        if last == Some(generation) {
             continue;
         }
-        match store.save(snap.clone()) {
-            Ok(()) => last = Some(snap),
+        match store.save(committed.snapshot()) {
+            Ok(()) => last = Some(generation),
             Err(e) => tracing::error!(error = %e, "cannot persist checkpoints"),
         }
     }
@@ -286,13 +287,22 @@ fn tail_loop(
     let mut bb = BatchBuilder::default();
     let mut last_scan: Option<Instant> = None;
     let mut last_cut = Instant::now();
-    let mut woke = false;
     loop {
         if shutdown.load(Ordering::Relaxed) {
             break;
         }
         let now = Instant::now();
-        if woke || last_scan.is_none_or(|t| now.duration_since(t) >= SCAN_INTERVAL) {
+        // Files that appeared, moved or went away ask for a scan; changes
+        // of known files only need those files looked at (a walk of the
+        // whole tree on every write would cost a core on a large node).
+        let woken = wake.take();
+        if woken.rescan {
+            tailer.request_scan();
+        }
+        tailer.touched(&woken.changed, now);
+        if tailer.scan_requested()
+            || last_scan.is_none_or(|t| now.duration_since(t) >= SCAN_INTERVAL)
+        {
             tailer.scan(now);
             last_scan = Some(now);
         }
@@ -312,11 +322,9 @@ fn tail_loop(
                 }
             }
         }
-        woke = if n == 0 {
-            wake.wait(IDLE_WAIT.min(batch_timeout))
-        } else {
-            false
-        };
+        if n == 0 {
+            wake.wait(IDLE_WAIT.min(batch_timeout));
+        }
     }
     let marks = tailer.marks();
     if !bb.is_empty() || !marks.is_empty() {

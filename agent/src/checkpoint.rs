@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -114,30 +115,82 @@ pub fn unix_secs() -> u64 {
 
 /// Acknowledged offsets shared by the tailer (which registers files and
 /// refreshes `seen`) and the exporter's finalizer (which advances offsets).
+///
+/// A generation counter moves with every change, so the writer can skip the
+/// snapshot (a copy and sort of every entry) when nothing moved.
 #[derive(Clone, Debug, Default)]
-pub struct Committed(Arc<Mutex<HashMap<FileId, Entry>>>);
+pub struct Committed(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    map: Mutex<HashMap<FileId, Entry>>,
+    generation: AtomicU64,
+}
 
 impl Committed {
     /// Starts from persisted entries.
     pub fn from_entries(entries: Vec<Entry>) -> Self {
-        Committed(Arc::new(Mutex::new(
-            entries.into_iter().map(|e| (e.id(), e)).collect(),
-        )))
+        Committed(Arc::new(Shared {
+            map: Mutex::new(entries.into_iter().map(|e| (e.id(), e)).collect()),
+            generation: AtomicU64::new(0),
+        }))
     }
 
-    /// Locks the map (a poisoned lock still holds valid offsets).
+    fn lock_quiet(&self) -> MutexGuard<'_, HashMap<FileId, Entry>> {
+        self.0.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.0.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Locks the map for changes (a poisoned lock still holds valid
+    /// offsets); counts as a change of the generation.
     pub fn lock(&self) -> MutexGuard<'_, HashMap<FileId, Entry>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        let m = self.lock_quiet();
+        // Moved while the lock is held: a writer that reads the new
+        // generation takes its snapshot after this change.
+        self.bump();
+        m
+    }
+
+    /// A number that differs from any earlier one whenever the entries may
+    /// have changed since (read it before taking the snapshot it stands for).
+    pub fn generation(&self) -> u64 {
+        self.0.generation.load(Ordering::Acquire)
     }
 
     /// A copy of one entry.
     pub fn get(&self, id: FileId) -> Option<Entry> {
-        self.lock().get(&id).cloned()
+        self.lock_quiet().get(&id).cloned()
+    }
+
+    /// Sets `seen` to `secs` on the entries of `ids` last seen at least
+    /// `min_age` seconds earlier; the generation moves only if one did.
+    pub fn refresh_seen<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a FileId>,
+        secs: u64,
+        min_age: u64,
+    ) {
+        let mut m = self.lock_quiet();
+        let mut changed = false;
+        for id in ids {
+            if let Some(e) = m.get_mut(id)
+                && secs.saturating_sub(e.seen) >= min_age
+            {
+                e.seen = secs;
+                changed = true;
+            }
+        }
+        if changed {
+            self.bump();
+        }
     }
 
     /// Applies a mark: the file is acknowledged up to `offset`.
     pub fn apply(&self, mark: &Mark) {
-        let mut m = self.lock();
+        let mut m = self.lock_quiet();
         let e = m.entry(mark.id).or_insert_with(|| Entry {
             dev: mark.id.dev,
             ino: mark.id.ino,
@@ -151,12 +204,13 @@ impl Committed {
         e.fp_len = mark.fingerprint.len;
         e.fp_crc = mark.fingerprint.crc;
         e.path.clone_from(&mark.path);
+        self.bump();
     }
 
     /// All entries, without those unseen for longer than `TTL` (24 h).
     pub fn snapshot(&self) -> Vec<Entry> {
         let now = unix_secs();
-        let mut m = self.lock();
+        let mut m = self.lock_quiet();
         m.retain(|_, e| now.saturating_sub(e.seen) <= TTL.as_secs());
         let mut v: Vec<Entry> = m.values().cloned().collect();
         v.sort_by_key(|e| (e.dev, e.ino));
@@ -276,5 +330,29 @@ mod tests {
         assert_eq!(loaded[0].fingerprint(), Fingerprint { len: 10, crc: 7 });
         std::fs::write(dir.path().join(FILE_NAME), b"{nope").unwrap();
         assert!(store.load().is_err());
+    }
+
+    #[test]
+    fn generation_moves_only_on_changes() {
+        let c = Committed::default();
+        let id = FileId { dev: 1, ino: 2 };
+        let g0 = c.generation();
+        assert!(c.get(id).is_none());
+        let _ = c.snapshot();
+        assert_eq!(c.generation(), g0, "reads change nothing");
+        c.apply(&Mark {
+            id,
+            fingerprint: Fingerprint { len: 1, crc: 1 },
+            path: "/x.log".into(),
+            offset: 5,
+        });
+        let g1 = c.generation();
+        assert_ne!(g1, g0);
+        let seen = c.get(id).unwrap().seen;
+        c.refresh_seen([&id], seen + 10, 60);
+        assert_eq!(c.generation(), g1, "too recent to refresh");
+        c.refresh_seen([&id], seen + 60, 60);
+        assert_ne!(c.generation(), g1);
+        assert_eq!(c.get(id).unwrap().seen, seen + 60);
     }
 }

@@ -34,10 +34,14 @@ pub const FINGERPRINT_BYTES: u32 = 256;
 
 /// A scan slower than this spaces the following ones out.
 pub const CHEAP_SCAN: Duration = Duration::from_millis(5);
-/// Gap between slow scans, as a multiple of the last one's duration.
-pub const SCAN_COST_FACTOR: u32 = 100;
-/// Longest gap between scans.
-pub const MAX_SCAN_GAP: Duration = Duration::from_secs(30);
+/// Gap between slow periodic scans, as a multiple of the last one's
+/// duration (file events ask for the scans that matter sooner).
+pub const SCAN_COST_FACTOR: u32 = 300;
+/// Longest gap between periodic scans.
+pub const MAX_SCAN_GAP: Duration = Duration::from_secs(60);
+/// Shortest gap between asked-for scans, as a multiple of the last scan's
+/// duration: a tree that changes all the time costs at most 1/20 of a core.
+pub const ASKED_SCAN_FACTOR: u32 = 20;
 
 /// How stale a checkpoint's `seen` time may get before a scan refreshes it.
 const SEEN_REFRESH_SECS: u64 = 60;
@@ -102,6 +106,14 @@ pub struct Tailer {
     scanned: bool,
     /// Scans are skipped until then (see [`Tailer::scan`]).
     next_scan: Option<Instant>,
+    /// A scan was asked for (see [`Tailer::request_scan`]).
+    scan_wanted: bool,
+    /// Start and duration of the last scan.
+    last_scan: Option<(Instant, Duration)>,
+    /// Every file that is open or gone (and maybe a few that no longer
+    /// are): the only ones a round visits, so that thousands of idle closed
+    /// files cost nothing per round.
+    live: BTreeSet<FileId>,
     /// Files whose safe offset may have moved since the last
     /// [`Tailer::marks`], or whose parser holds pending lines: the only ones
     /// `marks` and `flush_idle` look at, so that thousands of idle files
@@ -185,6 +197,9 @@ impl Tailer {
             first_start,
             scanned: false,
             next_scan: None,
+            scan_wanted: false,
+            last_scan: None,
+            live: BTreeSet::new(),
             active: BTreeSet::new(),
             stats,
         }
@@ -192,7 +207,49 @@ impl Tailer {
 
     /// Files held open.
     pub fn open_files(&self) -> usize {
-        self.files.values().filter(|t| t.is_open()).count()
+        self.live
+            .iter()
+            .filter(|id| self.files.get(id).is_some_and(|t| t.is_open()))
+            .count()
+    }
+
+    /// Asks for a scan at the next [`Tailer::scan`], as soon as the last
+    /// scan's cost allows ([`ASKED_SCAN_FACTOR`]): files appeared, moved or
+    /// went away.
+    pub fn request_scan(&mut self) {
+        self.scan_wanted = true;
+    }
+
+    /// Whether an asked-for scan has not been made yet.
+    pub fn scan_requested(&self) -> bool {
+        self.scan_wanted
+    }
+
+    /// Looks at files whose content or metadata changed: a known file that
+    /// was closed and changed size is reopened; a matching file not known
+    /// yet asks for a scan (its creation event was lost or not seen yet).
+    pub fn touched(&mut self, paths: &[PathBuf], now: Instant) {
+        for path in paths {
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let id = file_id(&meta);
+            match self.files.get(&id) {
+                Some(t) => {
+                    if !t.is_open() && t.gone_since.is_none() && meta.len() != t.read_pos() {
+                        self.reopen(id, now);
+                    }
+                }
+                None => {
+                    if self.opts.globs.matches(path) {
+                        self.scan_wanted = true;
+                    }
+                }
+            }
+        }
     }
 
     /// Discovers files: new ones are tracked, known ones refreshed, tracked
@@ -203,16 +260,25 @@ impl Tailer {
     /// cost grows with the tree (10,000 pod logs: 20,000 directories). When a
     /// scan found nothing new (no new file, none gone, none to reopen) and
     /// took longer than [`CHEAP_SCAN`], calls within [`SCAN_COST_FACTOR`]
-    /// times its duration (at most [`MAX_SCAN_GAP`]) return at once: an idle
-    /// large node then spends at most about 1 % of a core on scans. Small trees,
-    /// and trees that change, are scanned at every call.
+    /// times its duration (at most [`MAX_SCAN_GAP`]) return at once, unless
+    /// a scan was asked for ([`Tailer::request_scan`]) and [`ASKED_SCAN_FACTOR`]
+    /// times the last scan's duration passed: an idle large node then spends
+    /// about 0.3 % of a core on scans. Small trees, and trees that change,
+    /// are scanned at every call.
     pub fn scan(&mut self, now: Instant) {
-        if self.next_scan.is_some_and(|next| now < next) {
+        let periodic = self.next_scan.is_none_or(|next| now >= next);
+        let asked = self.scan_wanted
+            && self
+                .last_scan
+                .is_none_or(|(at, cost)| now >= at + cost.saturating_mul(ASKED_SCAN_FACTOR));
+        if !periodic && !asked {
             return;
         }
         let started = Instant::now();
         let changed = self.scan_now(now);
         let cost = started.elapsed();
+        self.scan_wanted = false;
+        self.last_scan = Some((now, cost));
         self.next_scan = (!changed && cost > CHEAP_SCAN)
             .then(|| now + cost.saturating_mul(SCAN_COST_FACTOR).min(MAX_SCAN_GAP));
     }
@@ -247,24 +313,16 @@ impl Tailer {
             changed = true;
             self.track(id, path, now);
         }
-        let secs = unix_secs();
-        {
-            let mut c = self.committed.lock();
-            for id in &seen {
-                // Refreshed once a minute, not at every scan: a changed
-                // entry makes the checkpoint file be written again, and the
-                // time only matters against the 24 h TTL.
-                if let Some(e) = c.get_mut(id)
-                    && secs.saturating_sub(e.seen) >= SEEN_REFRESH_SECS
-                {
-                    e.seen = secs;
-                }
-            }
-        }
+        // Refreshed once a minute, not at every scan: a changed entry
+        // makes the checkpoint file be written again, and the time only
+        // matters against the 24 h TTL.
+        self.committed
+            .refresh_seen(&seen, unix_secs(), SEEN_REFRESH_SECS);
         for (id, t) in self.files.iter_mut() {
             if t.gone_since.is_none() && !seen.contains(id) {
                 changed = true;
                 t.gone_since = Some(now);
+                self.live.insert(*id);
             }
         }
         self.scanned = true;
@@ -281,8 +339,9 @@ impl Tailer {
             .tracked_files
             .store(self.files.len() as u64, Relaxed);
         let lags = self
-            .files
-            .values()
+            .live
+            .iter()
+            .filter_map(|id| self.files.get(id))
             .filter(|t| t.is_open())
             .map(|t| (t.path.display().to_string(), t.lag()))
             .collect();
@@ -348,14 +407,16 @@ impl Tailer {
             t.file = Some(f);
         }
         self.files.insert(id, t);
+        self.live.insert(id);
         self.active.insert(id);
     }
 
     /// Closes the idle open file that was quiet the longest; false if none.
     fn make_room(&mut self) -> bool {
         let victim = self
-            .files
+            .live
             .iter()
+            .filter_map(|id| self.files.get(id).map(|t| (id, t)))
             .filter(|(_, t)| t.is_open() && t.gone_since.is_none() && t.at_eof())
             .min_by_key(|(_, t)| t.last_activity)
             .map(|(id, _)| *id);
@@ -382,6 +443,7 @@ impl Tailer {
             Ok(m) if file_id(&m) == id => {
                 t.file = Some(f);
                 t.last_activity = now;
+                self.live.insert(id);
             }
             _ => {}
         }
@@ -391,23 +453,30 @@ impl Tailer {
     /// file where the last round stopped. Returns the bytes read.
     pub fn poll(&mut self, now: Instant, sink: &mut dyn Sink) -> usize {
         // Closed files that are still at a matching path have nothing to do
-        // here (a scan reopens them when they change): with thousands of
-        // idle files, a round visits only the open and the gone ones.
-        let visit = |(id, t): (&FileId, &file::Tracked)| {
-            (t.is_open() || t.gone_since.is_some()).then_some(*id)
-        };
+        // here (a scan or a change event reopens them when they change):
+        // with thousands of idle files, a round visits only the open and
+        // the gone ones, kept apart in `live`.
+        let files = &self.files;
+        self.live.retain(|id| {
+            files
+                .get(id)
+                .is_some_and(|t| t.is_open() || t.gone_since.is_some())
+        });
         let mut ids: Vec<FileId> = match self.cursor {
             Some(c) => self
-                .files
+                .live
                 .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
-                .chain(self.files.range(..=c))
-                .filter_map(visit)
+                .chain(self.live.range(..=c))
+                .copied()
                 .collect(),
-            None => self.files.iter().filter_map(visit).collect(),
+            None => self.live.iter().copied().collect(),
         };
         // Rotated-away files first, so their last lines precede the new
         // file's (a stable partition, without a lookup per comparison).
-        if self.files.values().any(|t| t.gone_since.is_some()) {
+        if ids
+            .iter()
+            .any(|id| self.files.get(id).is_some_and(|t| t.gone_since.is_some()))
+        {
             let (mut gone, live): (Vec<FileId>, Vec<FileId>) = ids
                 .into_iter()
                 .partition(|id| self.files.get(id).is_some_and(|t| t.gone_since.is_some()));

@@ -666,3 +666,41 @@ fn ten_mib_line_through_the_tailer() {
     let m = t.marks();
     assert_eq!(m[0].offset, std::fs::metadata(&p).unwrap().len());
 }
+
+#[test]
+fn change_event_reopens_an_idle_closed_file_without_a_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("0.log");
+    append(&path, &["a".to_owned()]);
+    let mut o = opts(dir.path(), 1 << 20);
+    o.idle_close = Duration::ZERO;
+    let mut t = Tailer::new(o, Committed::default(), true, Arc::new(Stats::default()));
+    let mut out = Vec::new();
+    drain(&mut t, &mut out);
+    assert_eq!(t.open_files(), 0, "idle file closed");
+    assert!(!t.scan_requested());
+
+    append(&path, &["b".to_owned()]);
+    // Rounds alone do not visit closed files.
+    t.poll(Instant::now(), &mut out);
+    assert_eq!(bodies(&out), ["a"]);
+    t.touched(std::slice::from_ref(&path), Instant::now());
+    for _ in 0..10 {
+        t.poll(Instant::now(), &mut out);
+    }
+    assert_eq!(bodies(&out), ["a", "b"]);
+    assert!(!t.scan_requested(), "a known file needs no scan");
+
+    // An excluded file does not ask for a scan; an unknown matching one does.
+    let gz = dir.path().join("1.log.gz");
+    append(&gz, &["z".to_owned()]);
+    t.touched(&[gz], Instant::now());
+    assert!(!t.scan_requested());
+    let new = dir.path().join("2.log");
+    append(&new, &["c".to_owned()]);
+    t.touched(std::slice::from_ref(&new), Instant::now());
+    assert!(t.scan_requested());
+    drain(&mut t, &mut out);
+    assert!(!t.scan_requested());
+    assert_eq!(bodies(&out), ["a", "b", "c"]);
+}
