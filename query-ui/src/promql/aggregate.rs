@@ -93,14 +93,9 @@ impl Evaluator<'_> {
         let mut out = Vec::new();
         match op.as_str() {
             "topk" | "bottomk" => {
-                let k = self.param_scalar(a, t)?;
-                if k.is_nan() {
-                    return Err(QueryError::execution("parameter value is NaN"));
-                }
-                if k < 1.0 {
+                let Some(k) = self.k_param(a, t)? else {
                     return Ok(Value::Vector(out));
-                }
-                let k = k.min(1e9) as usize;
+                };
                 let top = op == "topk";
                 for (_, members) in groups {
                     let mut members: Vec<(f64, Sample)> = members
@@ -119,14 +114,9 @@ impl Evaluator<'_> {
                 }
             }
             "limitk" => {
-                let k = self.param_scalar(a, t)?;
-                if k.is_nan() {
-                    return Err(QueryError::execution("parameter value is NaN"));
-                }
-                if k < 1.0 {
+                let Some(k) = self.k_param(a, t)? else {
                     return Ok(Value::Vector(out));
-                }
-                let k = k.min(1e9) as usize;
+                };
                 for (_, members) in groups {
                     out.extend(members.into_iter().take(k));
                 }
@@ -209,6 +199,16 @@ impl Evaluator<'_> {
             }
         }
         Ok(Value::Vector(out))
+    }
+
+    /// The `k` of `topk`, `bottomk` and `limitk`; `None` when below 1 (an
+    /// empty result), an error when NaN.
+    fn k_param(&self, a: &AggregateExpr, t: i64) -> Result<Option<usize>, QueryError> {
+        let k = self.param_scalar(a, t)?;
+        if k.is_nan() {
+            return Err(QueryError::execution("parameter value is NaN"));
+        }
+        Ok((k >= 1.0).then(|| k.min(1e9) as usize))
     }
 
     fn param_scalar(&self, a: &AggregateExpr, t: i64) -> Result<f64, QueryError> {
