@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use periscope_proto::NativeHistogram;
 
-use super::value::bucket_upper;
+use super::value::{bucket_upper, span_buckets};
 
 /// A native histogram with its buckets keyed by index.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,18 +28,7 @@ pub(crate) struct Sparse {
 }
 
 fn expand(spans: &[(i32, u32)], counts: &[f64]) -> BTreeMap<i32, f64> {
-    let mut out = BTreeMap::new();
-    let mut index = 0i32;
-    let mut counts = counts.iter();
-    for (i, (offset, len)) in spans.iter().enumerate() {
-        index = if i == 0 { *offset } else { index + offset };
-        for _ in 0..*len {
-            let Some(c) = counts.next() else { return out };
-            out.insert(index, *c);
-            index += 1;
-        }
-    }
-    out
+    span_buckets(spans, counts).collect()
 }
 
 fn compact(buckets: &BTreeMap<i32, f64>) -> (Vec<(i32, u32)>, Vec<f64>) {

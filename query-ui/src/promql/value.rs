@@ -168,6 +168,26 @@ pub(crate) fn bucket_upper(schema: i32, index: i32) -> f64 {
     }
 }
 
+/// `(index, count)` of the buckets of one sign, in index order, from
+/// their spans (the first offset absolute, the others relative to the
+/// previous span's end).
+pub(crate) fn span_buckets<'a>(
+    spans: &'a [(i32, u32)],
+    counts: &'a [f64],
+) -> impl Iterator<Item = (i32, f64)> + 'a {
+    let mut index = 0i32;
+    spans
+        .iter()
+        .enumerate()
+        .flat_map(move |(i, (offset, len))| {
+            index = if i == 0 { *offset } else { index + offset };
+            let first = index;
+            index += *len as i32;
+            first..index
+        })
+        .zip(counts.iter().copied())
+}
+
 /// `(lower, upper, count)` of the buckets of one sign, in index order,
 /// bounds taken as positive magnitudes.
 pub(crate) fn bucket_bounds(
@@ -175,20 +195,13 @@ pub(crate) fn bucket_bounds(
     spans: &[(i32, u32)],
     counts: &[f64],
 ) -> Vec<(f64, f64, f64)> {
-    let mut out = Vec::with_capacity(counts.len());
-    let mut index = 0i32;
-    let mut counts = counts.iter();
-    for (i, (offset, len)) in spans.iter().enumerate() {
-        index = if i == 0 { *offset } else { index + offset };
-        for _ in 0..*len {
-            let Some(c) = counts.next() else { return out };
-            out.push((
+    span_buckets(spans, counts)
+        .map(|(index, c)| {
+            (
                 bucket_upper(schema, index - 1),
                 bucket_upper(schema, index),
-                *c,
-            ));
-            index += 1;
-        }
-    }
-    out
+                c,
+            )
+        })
+        .collect()
 }
