@@ -25,7 +25,7 @@ mod metric_workload;
 mod trace_workload;
 mod workload;
 
-pub use metric_workload::{METRIC_SERVICES, MetricWorkload};
+pub use metric_workload::{METRIC_SERVICES, MetricEncoder, MetricWorkload};
 pub use trace_workload::{
     TRACE_SERVICE_COUNT, TRACE_SERVICES, TRACE_SPANS, TraceRef, TraceWorkload,
 };

@@ -165,11 +165,30 @@ impl MetricWorkload {
     /// One request holding samples `first_seq..first_seq + samples`, one
     /// `ResourceMetrics` per service and instance in it.
     pub fn request(&self, first_seq: u64, samples: u64) -> ExportMetricsServiceRequest {
+        self.request_with(first_seq, samples, |seq| self.time_and_value(seq))
+    }
+
+    /// The time (Unix ns) and value of sample `seq`.
+    fn time_and_value(&self, seq: u64) -> (u64, f64) {
+        let (round, index) = (seq / self.series, seq % self.series);
+        (
+            self.timestamp_ms(round) as u64 * 1_000_000,
+            self.value(index, round),
+        )
+    }
+
+    /// [`Self::request`] with the time and value of each sample from `point`.
+    fn request_with(
+        &self,
+        first_seq: u64,
+        samples: u64,
+        point: impl Fn(u64) -> (u64, f64),
+    ) -> ExportMetricsServiceRequest {
         let mut groups: Vec<PointGroup> = Vec::new();
         for seq in first_seq..first_seq + samples {
-            let (round, index) = (seq / self.series, seq % self.series);
+            let index = seq % self.series;
             let k = self.key(index);
-            let t_ns = self.timestamp_ms(round) as u64 * 1_000_000;
+            let (t_ns, value) = point(seq);
             let point = NumberDataPoint {
                 attributes: self
                     .labels(&k)
@@ -182,7 +201,7 @@ impl MetricWorkload {
                     0
                 },
                 time_unix_nano: t_ns,
-                value: Some(number_data_point::Value::AsDouble(self.value(index, round))),
+                value: Some(number_data_point::Value::AsDouble(value)),
                 ..Default::default()
             };
             let g = match groups
@@ -255,6 +274,110 @@ impl MetricWorkload {
     }
 }
 
+/// Encodes a workload's OTLP requests without building them: a request's
+/// protobuf depends on its samples' times and values only through
+/// fixed-width fields (`fixed64` time, `double` value), so the bytes of a
+/// request of the same shape (where its first sample falls in a round, and
+/// how many samples) serve as a template in which 16 bytes per sample are
+/// rewritten. The result is byte for byte what encoding
+/// [`MetricWorkload::request`] gives (a test checks it).
+#[derive(Clone, Debug)]
+pub struct MetricEncoder {
+    workload: MetricWorkload,
+    template: Option<Template>,
+}
+
+#[derive(Clone, Debug)]
+struct Template {
+    /// `first_seq % series` and the sample count it was made for.
+    shape: (u64, u64),
+    bytes: Vec<u8>,
+    /// Per sample, the offsets of its time and value (little-endian, 8 bytes).
+    slots: Vec<(usize, usize)>,
+}
+
+/// Marks in the template's time and value fields: the high 24 bits, with the
+/// sample's position in the request below them.
+const TIME_MARK: u64 = 0x005e_ed71 << 40;
+const VALUE_MARK: u64 = 0x005e_ed7a << 40;
+const MARK_MASK: u64 = 0xff_ffff << 40;
+/// Protobuf tags of `NumberDataPoint.time_unix_nano` (field 3, fixed64) and
+/// `as_double` (field 4, fixed64).
+const TIME_TAG: u8 = 3 << 3 | 1;
+const VALUE_TAG: u8 = 4 << 3 | 1;
+
+impl MetricEncoder {
+    pub fn new(workload: MetricWorkload) -> Self {
+        MetricEncoder {
+            workload,
+            template: None,
+        }
+    }
+
+    pub fn workload(&self) -> &MetricWorkload {
+        &self.workload
+    }
+
+    /// The encoded request for samples `first_seq..first_seq + samples`.
+    pub fn encode(&mut self, first_seq: u64, samples: u64) -> Vec<u8> {
+        use prost::Message;
+        let shape = (first_seq % self.workload.series, samples);
+        if self.template.as_ref().is_none_or(|t| t.shape != shape) {
+            self.template = self.make_template(first_seq, samples);
+        }
+        let Some(t) = &self.template else {
+            // No template (more samples than the marks can number).
+            return self.workload.request(first_seq, samples).encode_to_vec();
+        };
+        let mut out = t.bytes.clone();
+        for (i, &(time_at, value_at)) in t.slots.iter().enumerate() {
+            let (time, value) = self.workload.time_and_value(first_seq + i as u64);
+            out[time_at..time_at + 8].copy_from_slice(&time.to_le_bytes());
+            out[value_at..value_at + 8].copy_from_slice(&value.to_bits().to_le_bytes());
+        }
+        out
+    }
+
+    fn make_template(&self, first_seq: u64, samples: u64) -> Option<Template> {
+        use prost::Message;
+        // A zero time would not be encoded at all (proto3 default).
+        if samples >= 1 << 40 || self.workload.start_ms <= 0 {
+            return None;
+        }
+        let req = self.workload.request_with(first_seq, samples, |seq| {
+            let i = seq - first_seq;
+            (TIME_MARK | i, f64::from_bits(VALUE_MARK | i))
+        });
+        let bytes = req.encode_to_vec();
+        let mut slots = vec![(usize::MAX, usize::MAX); samples as usize];
+        let mut found = 0u64;
+        for at in 0..bytes.len().saturating_sub(8) {
+            let tag = bytes[at];
+            if tag != TIME_TAG && tag != VALUE_TAG {
+                continue;
+            }
+            let v = u64::from_le_bytes(bytes[at + 1..at + 9].try_into().expect("8 bytes"));
+            let (mark, i) = (v & MARK_MASK, (v & !MARK_MASK) as usize);
+            let slot = match (tag, mark) {
+                (TIME_TAG, TIME_MARK) => slots.get_mut(i).map(|s| &mut s.0),
+                (VALUE_TAG, VALUE_MARK) => slots.get_mut(i).map(|s| &mut s.1),
+                _ => None,
+            };
+            if let Some(slot) = slot
+                && *slot == usize::MAX
+            {
+                *slot = at + 1;
+                found += 1;
+            }
+        }
+        (found == 2 * samples).then_some(Template {
+            shape: (first_seq % self.workload.series, samples),
+            bytes,
+            slots,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +393,27 @@ mod tests {
                 _ => 0,
             })
             .sum()
+    }
+
+    #[test]
+    fn the_template_encoder_gives_the_bytes_of_the_built_request() {
+        use prost::Message;
+        let w = MetricWorkload::new("lgtest", 1_000, 1_700_000_000_000, 15_000);
+        let mut e = MetricEncoder::new(w.clone());
+        for (first, n) in [
+            (0, 1_000),
+            (1_000, 1_000),
+            (123_000, 1_000),
+            (10, 300),
+            (5_010, 300),
+        ] {
+            assert_eq!(
+                e.encode(first, n),
+                w.request(first, n).encode_to_vec(),
+                "{first}+{n}"
+            );
+            assert!(e.template.is_some());
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use periscope_proto::{ExportRequest, Signal};
 use periscope_query::{QueryState, ServiceRegistry};
 use periscope_store::{
@@ -38,6 +39,14 @@ struct OpsState {
     traces: Arc<TraceStore>,
     assembler: Arc<Assembler>,
     wal: Arc<Wal<WalItem>>,
+}
+
+/// Sets TCP_NODELAY on an accepted connection: responses are small and
+/// written in pieces, which Nagle's algorithm would hold back.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -184,7 +193,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     );
     let qt = query_token.clone();
     let query_server = tokio::spawn(async move {
-        axum::serve(http_l, query_app)
+        axum::serve(http_l.tap_io(no_delay), query_app)
             .with_graceful_shutdown(qt.cancelled_owned())
             .await
     });
@@ -357,8 +366,10 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         .add_service(ExportService::<MetricsSvc>::new(ingest.clone(), max));
     let t = otlp_token.clone();
     let grpc_server = tokio::spawn(async move {
+        // Without TCP_NODELAY a response's frames wait for the client's
+        // delayed ACK (about 40 ms per request).
         grpc.serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_l),
+            tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true)),
             t.cancelled_owned(),
         )
         .await
@@ -367,7 +378,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         .merge(crate::receiver::remote_write::router(ingest.clone(), max));
     let t = otlp_token.clone();
     let otlp_http_server = tokio::spawn(async move {
-        axum::serve(otlp_http_l, http_app)
+        axum::serve(otlp_http_l.tap_io(no_delay), http_app)
             .with_graceful_shutdown(t.cancelled_owned())
             .await
     });

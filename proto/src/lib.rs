@@ -25,6 +25,7 @@ mod lossy;
 mod metric;
 mod metric_convert;
 mod model;
+pub mod pre_encoded;
 mod remote_write;
 mod span;
 mod status;
@@ -37,10 +38,12 @@ pub use error::DecodeError;
 pub use json::{decode_logs_json, decode_metrics_json, decode_traces_json};
 pub use lossy::sanitize_utf8;
 pub use metric::{
-    Labels, MetricMeta, NAME_LABEL, NativeHistogram, PromBatch, PromSample, STALE_NAN_BITS,
-    SampleValue, is_stale_nan, label, normalize_labels,
+    Labels, MetricMeta, NAME_LABEL, NativeHistogram, PromBatch, PromSample, RefSample,
+    STALE_NAN_BITS, SampleValue, SeriesRef, is_stale_nan, label, normalize_labels,
 };
-pub use metric_convert::{DeltaStats, DeltaToCumulative, otlp_to_prometheus};
+pub use metric_convert::{
+    DeltaStats, DeltaToCumulative, SeriesCache, otlp_to_prometheus, otlp_to_prometheus_cached,
+};
 pub use model::{
     LogRecord, SeverityLevel, UNKNOWN_SERVICE, any_value_to_json, attributes_to_json, flatten_logs,
     service_name, unix_now_ns,

@@ -63,11 +63,54 @@ pub struct MetricMeta {
     pub help: String,
 }
 
+/// A series' labels with a number the converter gave them, so that a store
+/// finds the series by the number rather than by hashing and comparing its
+/// labels for every sample. Equal labels may carry different numbers (after
+/// the converter's cache was reset); a number never names two label sets.
+#[derive(Debug, PartialEq)]
+pub struct SeriesRef {
+    pub id: u64,
+    pub labels: Labels,
+}
+
+/// A float sample of a series known by reference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefSample {
+    pub series: std::sync::Arc<SeriesRef>,
+    pub timestamp_ms: i64,
+    pub value: f64,
+}
+
 /// What one request turns into.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PromBatch {
     pub samples: Vec<PromSample>,
+    /// Samples of series the converter's cache knew or learned; stores treat
+    /// them as `samples` with the series' labels.
+    pub ref_samples: Vec<RefSample>,
     pub metadata: Vec<MetricMeta>,
+}
+
+impl PromBatch {
+    /// Samples of both kinds.
+    pub fn len(&self) -> usize {
+        self.samples.len() + self.ref_samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every sample with its labels: `samples`, then `ref_samples`.
+    pub fn into_samples(self) -> Vec<PromSample> {
+        let mut out = self.samples;
+        out.extend(self.ref_samples.into_iter().map(|r| PromSample {
+            labels: r.series.labels.clone(),
+            timestamp_ms: r.timestamp_ms,
+            value: SampleValue::Float(r.value),
+        }));
+        out
+    }
 }
 
 /// Sorts labels by name and drops empty values (Prometheus treats an empty

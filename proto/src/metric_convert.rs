@@ -19,6 +19,7 @@
 //! - Delta sums and histograms are made cumulative by [`DeltaToCumulative`].
 //! - A point flagged "no recorded value" becomes Prometheus' staleness marker.
 
+mod cache;
 mod delta;
 mod names;
 mod native;
@@ -27,6 +28,7 @@ mod tests;
 
 use std::collections::HashSet;
 
+pub use cache::SeriesCache;
 use delta::HistogramTotal;
 pub use delta::{DeltaStats, DeltaToCumulative};
 use names::{FamilyKind, attribute_value, family_name, format_float, sanitize_label_name};
@@ -39,7 +41,7 @@ use crate::otlp::metrics::v1::{
 };
 use crate::otlp::resource::v1::Resource;
 use crate::{
-    Labels, MetricMeta, NAME_LABEL, PromBatch, PromSample, STALE_NAN_BITS, SampleValue,
+    Labels, MetricMeta, NAME_LABEL, PromBatch, PromSample, RefSample, STALE_NAN_BITS, SampleValue,
     normalize_labels,
 };
 
@@ -139,10 +141,31 @@ pub fn otlp_to_prometheus(
     req: &ExportMetricsServiceRequest,
     deltas: &mut DeltaToCumulative,
 ) -> PromBatch {
+    convert(req, deltas, None)
+}
+
+/// [`otlp_to_prometheus`] with a series cache: points of gauges and
+/// cumulative sums go into `ref_samples`, their series looked up in `cache`
+/// by their raw attributes. The same samples, with the same labels.
+pub fn otlp_to_prometheus_cached(
+    req: &ExportMetricsServiceRequest,
+    deltas: &mut DeltaToCumulative,
+    cache: &mut SeriesCache,
+) -> PromBatch {
+    convert(req, deltas, Some(cache))
+}
+
+fn convert(
+    req: &ExportMetricsServiceRequest,
+    deltas: &mut DeltaToCumulative,
+    cache: Option<&mut SeriesCache>,
+) -> PromBatch {
     let mut conv = Converter {
         batch: PromBatch::default(),
         families: HashSet::new(),
         deltas,
+        cache,
+        key: Vec::new(),
     };
     for rm in &req.resource_metrics {
         let (identity, info) = resource_labels(rm.resource.as_ref());
@@ -178,6 +201,9 @@ struct Converter<'a> {
     batch: PromBatch,
     families: HashSet<String>,
     deltas: &'a mut DeltaToCumulative,
+    cache: Option<&'a mut SeriesCache>,
+    /// The series key being built (reused).
+    key: Vec<u8>,
 }
 
 /// The labels of one data point, built once and extended per series.
@@ -197,6 +223,14 @@ impl Point<'_> {
         }
         l.push((NAME_LABEL.to_owned(), name.to_owned()));
         normalize_labels(l)
+    }
+}
+
+fn point<'b>(attrs: &[KeyValue], time_ns: u64, base: &'b Labels) -> Point<'b> {
+    Point {
+        attrs: attribute_labels(attrs),
+        base,
+        timestamp_ms: ns_to_ms(time_ns),
     }
 }
 
@@ -228,11 +262,7 @@ impl Converter<'_> {
     }
 
     fn point<'b>(&self, attrs: &[KeyValue], time_ns: u64, base: &'b Labels) -> Point<'b> {
-        Point {
-            attrs: attribute_labels(attrs),
-            base,
-            timestamp_ms: ns_to_ms(time_ns),
-        }
+        point(attrs, time_ns, base)
     }
 
     /// Converts one metric; returns the latest timestamp of its samples.
@@ -252,6 +282,7 @@ impl Converter<'_> {
             return None;
         }
         let before = self.batch.samples.len();
+        let before_refs = self.batch.ref_samples.len();
         match data {
             metric::Data::Gauge(g) => self.numbers(&g.data_points, &family, false, base),
             metric::Data::Sum(s) => {
@@ -273,17 +304,25 @@ impl Converter<'_> {
             }
             metric::Data::Summary(s) => self.summaries(&s.data_points, &family, base),
         }
-        if self.batch.samples.len() == before {
+        if self.batch.samples.len() == before && self.batch.ref_samples.len() == before_refs {
             return None;
         }
         self.meta(&family, kind, &unit, &m.description);
         self.batch.samples[before..]
             .iter()
             .map(|s| s.timestamp_ms)
+            .chain(
+                self.batch.ref_samples[before_refs..]
+                    .iter()
+                    .map(|s| s.timestamp_ms),
+            )
             .max()
     }
 
     fn numbers(&mut self, points: &[NumberDataPoint], name: &str, delta: bool, base: &Labels) {
+        if !delta && self.cache.is_some() {
+            return self.cached_numbers(points, name, base);
+        }
         for p in points {
             let pt = self.point(&p.attributes, p.time_unix_nano, base);
             let labels = pt.labels(name, None);
@@ -302,6 +341,40 @@ impl Converter<'_> {
                 }
             }
             self.push(labels, pt.timestamp_ms, SampleValue::Float(v));
+        }
+    }
+
+    /// Gauge and cumulative points through the series cache.
+    fn cached_numbers(&mut self, points: &[NumberDataPoint], name: &str, base: &Labels) {
+        let Some(cache) = self.cache.as_deref_mut() else {
+            return;
+        };
+        let key = &mut self.key;
+        key.clear();
+        cache::key_labels(key, base);
+        cache::key_name(key, name);
+        let prefix = key.len();
+        for p in points {
+            let value = if no_recorded_value(p.flags) {
+                f64::from_bits(STALE_NAN_BITS)
+            } else {
+                match number(p) {
+                    Some(v) => v,
+                    None => continue,
+                }
+            };
+            let labels = || point(&p.attributes, p.time_unix_nano, base).labels(name, None);
+            key.truncate(prefix);
+            let series = if cache::key_attributes(key, &p.attributes) {
+                cache.get_or_insert(key, labels)
+            } else {
+                cache.uncached(labels)
+            };
+            self.batch.ref_samples.push(RefSample {
+                series,
+                timestamp_ms: ns_to_ms(p.time_unix_nano),
+                value,
+            });
         }
     }
 

@@ -311,6 +311,7 @@ mod tests {
             PromBatch {
                 samples,
                 metadata: Vec::new(),
+                ..Default::default()
             },
         );
         let m = service_map(&store, &t, 30_000, 90_000);

@@ -7,15 +7,17 @@
 //! framed by hand on the tonic channel (tonic always uses level 3, a third
 //! slower for the same ratio on logs); gzip ones go through tonic's codec.
 
-use std::marker::PhantomData;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use periscope_proto::otlp::{
     ExportLogsServiceResponse, ExportMetricsServiceResponse, ExportTraceServiceResponse,
 };
-use prost::bytes::{BufMut, Bytes};
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use periscope_proto::pre_encoded::{
+    LOGS_EXPORT_PATH, METRICS_EXPORT_PATH, PreEncoded, TRACES_EXPORT_PATH,
+};
+use prost::bytes::Bytes;
+use tonic::codec::CompressionEncoding;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -175,15 +177,15 @@ impl Client {
             let enc = self.encoding;
             let res = match kind {
                 1 => self
-                    .call::<ExportLogsServiceResponse>(LOGS_EXPORT, enc, &body)
+                    .call::<ExportLogsServiceResponse>(LOGS_EXPORT_PATH, enc, &body)
                     .await
                     .map(|r| r.partial_success.map_or(0, |p| p.rejected_log_records)),
                 2 => self
-                    .call::<ExportMetricsServiceResponse>(METRICS_EXPORT, enc, &body)
+                    .call::<ExportMetricsServiceResponse>(METRICS_EXPORT_PATH, enc, &body)
                     .await
                     .map(|r| r.partial_success.map_or(0, |p| p.rejected_data_points)),
                 3 => self
-                    .call::<ExportTraceServiceResponse>(TRACES_EXPORT, enc, &body)
+                    .call::<ExportTraceServiceResponse>(TRACES_EXPORT_PATH, enc, &body)
                     .await
                     .map(|r| r.partial_success.map_or(0, |p| p.rejected_spans)),
                 k => {
@@ -328,59 +330,6 @@ pub const ZSTD_LEVEL: i32 = 1;
 
 /// Largest response read (an export response is a few bytes).
 const MAX_RESPONSE: usize = 1 << 20;
-
-const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-const METRICS_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
-const TRACES_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-
-/// A codec whose requests are protobuf bytes encoded beforehand and whose
-/// responses are decoded as `R`.
-struct PreEncoded<R>(PhantomData<fn() -> R>);
-
-impl<R> Default for PreEncoded<R> {
-    fn default() -> Self {
-        PreEncoded(PhantomData)
-    }
-}
-
-struct BytesEncoder;
-
-struct MessageDecoder<R>(PhantomData<fn() -> R>);
-
-impl Encoder for BytesEncoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl<R: prost::Message + Default> Decoder for MessageDecoder<R> {
-    type Item = R;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<R>, Status> {
-        R::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("invalid response: {e}")))
-    }
-}
-
-impl<R> Codec for PreEncoded<R>
-where
-    R: prost::Message + Default + Send + 'static,
-{
-    type Encode = Bytes;
-    type Decode = R;
-    type Encoder = BytesEncoder;
-    type Decoder = MessageDecoder<R>;
-    fn encoder(&mut self) -> BytesEncoder {
-        BytesEncoder
-    }
-    fn decoder(&mut self) -> MessageDecoder<R> {
-        MessageDecoder(PhantomData)
-    }
-}
 
 fn compression_refused(s: &Status) -> bool {
     s.code() == Code::Unimplemented && {

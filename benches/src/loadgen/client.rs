@@ -8,15 +8,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use periscope_benches::{MetricWorkload, TraceRef, TraceWorkload, Workload, unix_nanos};
-use periscope_proto::otlp::client::{LogsServiceClient, MetricsServiceClient, TraceServiceClient};
+use periscope_benches::{MetricEncoder, TraceRef, TraceWorkload, Workload, unix_nanos};
 use periscope_proto::otlp::{
-    ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest,
+    ExportLogsServiceResponse, ExportMetricsServiceResponse, ExportTraceServiceResponse,
+};
+use periscope_proto::pre_encoded::{
+    LOGS_EXPORT_PATH, METRICS_EXPORT_PATH, PreEncoded, TRACES_EXPORT_PATH,
 };
 use prost::Message;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -72,7 +76,7 @@ enum Generator {
     Logs(Workload),
     Traces(TraceWorkload),
     /// Metric samples, as OTLP or (`true`) as a remote-write body.
-    Metrics(MetricWorkload, bool),
+    Metrics(MetricEncoder, bool),
 }
 
 /// A generated request and what the run needs to know of it.
@@ -85,18 +89,20 @@ struct Batch {
 }
 
 enum Request {
-    Logs(ExportLogsServiceRequest),
-    Traces(ExportTraceServiceRequest),
-    Metrics(ExportMetricsServiceRequest),
+    /// An OTLP export request, encoded once and resent as is by retries.
+    Otlp(bytes::Bytes),
     /// A snappy-compressed remote-write `WriteRequest`.
     RemoteWrite(bytes::Bytes),
 }
 
-/// The gRPC client of the run's signal.
+/// The client of the run's signal.
 enum Exporter {
-    Logs(LogsServiceClient<Channel>),
-    Traces(TraceServiceClient<Channel>),
-    Metrics(MetricsServiceClient<Channel>),
+    /// OTLP/gRPC export of pre-encoded requests.
+    Grpc {
+        channel: Channel,
+        compression: Option<CompressionEncoding>,
+        signal: Signal,
+    },
     RemoteWrite(reqwest::Client, reqwest::Url),
 }
 
@@ -104,14 +110,14 @@ impl Generator {
     fn generate(&mut self, first_seq: u64, records: u64, now_ns: u64) -> Batch {
         match self {
             Generator::Logs(w) => Batch {
-                request: Request::Logs(w.request(first_seq, records as usize, now_ns)),
+                request: Request::Otlp(encode(&w.request(first_seq, records as usize, now_ns))),
                 records,
                 traces: Vec::new(),
             },
             Generator::Traces(w) => {
                 let (request, traces) = w.request(records as usize, now_ns);
                 Batch {
-                    request: Request::Traces(request),
+                    request: Request::Otlp(encode(&request)),
                     records: traces.iter().map(|t| u64::from(t.spans)).sum(),
                     traces,
                 }
@@ -119,11 +125,12 @@ impl Generator {
             Generator::Metrics(w, remote_write) => Batch {
                 request: if *remote_write {
                     // Already snappy-compressed.
-                    let body =
-                        periscope_proto::encode_remote_write(&w.prom_samples(first_seq, records));
+                    let body = periscope_proto::encode_remote_write(
+                        &w.workload().prom_samples(first_seq, records),
+                    );
                     Request::RemoteWrite(body.into())
                 } else {
-                    Request::Metrics(w.request(first_seq, records))
+                    Request::Otlp(w.encode(first_seq, records).into())
                 },
                 records,
                 traces: Vec::new(),
@@ -132,13 +139,14 @@ impl Generator {
     }
 }
 
+fn encode(message: &impl Message) -> bytes::Bytes {
+    message.encode_to_vec().into()
+}
+
 impl Request {
     fn encoded_len(&self) -> usize {
         match self {
-            Request::Logs(r) => r.encoded_len(),
-            Request::Traces(r) => r.encoded_len(),
-            Request::Metrics(r) => r.encoded_len(),
-            Request::RemoteWrite(b) => b.len(),
+            Request::Otlp(b) | Request::RemoteWrite(b) => b.len(),
         }
     }
 }
@@ -148,20 +156,10 @@ impl Exporter {
         if let Some(url) = &plan.remote_write_url {
             return Exporter::RemoteWrite(reqwest::Client::new(), url.clone());
         }
-        let channel = plan.endpoint.connect_lazy();
-        match (plan.signal, plan.compression) {
-            (Signal::Logs, None) => Exporter::Logs(LogsServiceClient::new(channel)),
-            (Signal::Logs, Some(c)) => {
-                Exporter::Logs(LogsServiceClient::new(channel).send_compressed(c))
-            }
-            (Signal::Traces, None) => Exporter::Traces(TraceServiceClient::new(channel)),
-            (Signal::Traces, Some(c)) => {
-                Exporter::Traces(TraceServiceClient::new(channel).send_compressed(c))
-            }
-            (Signal::Metrics, None) => Exporter::Metrics(MetricsServiceClient::new(channel)),
-            (Signal::Metrics, Some(c)) => {
-                Exporter::Metrics(MetricsServiceClient::new(channel).send_compressed(c))
-            }
+        Exporter::Grpc {
+            channel: plan.endpoint.connect_lazy(),
+            compression: plan.compression,
+            signal: plan.signal,
         }
     }
 
@@ -173,31 +171,65 @@ impl Exporter {
         tenant: Option<&AsciiMetadataValue>,
     ) -> Result<u64, Status> {
         match (self, request) {
-            (Exporter::Logs(client), Request::Logs(r)) => {
-                client.export(grpc_request(r, tenant)).await.map(|resp| {
-                    resp.into_inner()
-                        .partial_success
-                        .map_or(0, |p| p.rejected_log_records.max(0) as u64)
-                })
-            }
-            (Exporter::Traces(client), Request::Traces(r)) => {
-                client.export(grpc_request(r, tenant)).await.map(|resp| {
-                    resp.into_inner()
-                        .partial_success
-                        .map_or(0, |p| p.rejected_spans.max(0) as u64)
-                })
-            }
-            (Exporter::Metrics(client), Request::Metrics(r)) => {
-                client.export(grpc_request(r, tenant)).await.map(|resp| {
-                    resp.into_inner()
-                        .partial_success
-                        .map_or(0, |p| p.rejected_data_points.max(0) as u64)
-                })
+            (
+                Exporter::Grpc {
+                    channel,
+                    compression,
+                    signal,
+                },
+                Request::Otlp(body),
+            ) => {
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                if let Some(c) = compression {
+                    grpc = grpc.send_compressed(*c);
+                }
+                grpc.ready()
+                    .await
+                    .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
+                let request = grpc_request(body.clone(), tenant);
+                match signal {
+                    Signal::Logs => grpc
+                        .unary(
+                            request,
+                            PathAndQuery::from_static(LOGS_EXPORT_PATH),
+                            PreEncoded::<ExportLogsServiceResponse>::default(),
+                        )
+                        .await
+                        .map(|resp| {
+                            resp.into_inner()
+                                .partial_success
+                                .map_or(0, |p| p.rejected_log_records.max(0) as u64)
+                        }),
+                    Signal::Traces => grpc
+                        .unary(
+                            request,
+                            PathAndQuery::from_static(TRACES_EXPORT_PATH),
+                            PreEncoded::<ExportTraceServiceResponse>::default(),
+                        )
+                        .await
+                        .map(|resp| {
+                            resp.into_inner()
+                                .partial_success
+                                .map_or(0, |p| p.rejected_spans.max(0) as u64)
+                        }),
+                    Signal::Metrics => grpc
+                        .unary(
+                            request,
+                            PathAndQuery::from_static(METRICS_EXPORT_PATH),
+                            PreEncoded::<ExportMetricsServiceResponse>::default(),
+                        )
+                        .await
+                        .map(|resp| {
+                            resp.into_inner()
+                                .partial_success
+                                .map_or(0, |p| p.rejected_data_points.max(0) as u64)
+                        }),
+                }
             }
             (Exporter::RemoteWrite(http, url), Request::RemoteWrite(body)) => {
                 remote_write(http, url, body.clone(), tenant).await
             }
-            _ => unreachable!("a client generates requests of its own signal"),
+            _ => unreachable!("a client generates requests of its own transport"),
         }
     }
 }
@@ -238,8 +270,11 @@ async fn remote_write(
     })
 }
 
-fn grpc_request<T: Clone>(message: &T, tenant: Option<&AsciiMetadataValue>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message.clone());
+fn grpc_request(
+    body: bytes::Bytes,
+    tenant: Option<&AsciiMetadataValue>,
+) -> tonic::Request<bytes::Bytes> {
+    let mut request = tonic::Request::new(body);
     request.set_timeout(REQUEST_TIMEOUT);
     if let Some(tenant) = tenant {
         request
@@ -258,7 +293,7 @@ pub async fn run(index: usize, plan: Arc<Plan>, shared: Arc<Shared>) -> Vec<Trac
         Signal::Logs => Generator::Logs(Workload::new(seed, plan.run_id.clone())),
         Signal::Traces => Generator::Traces(TraceWorkload::new(seed, plan.run_id.clone())),
         Signal::Metrics => Generator::Metrics(
-            plan.metrics.clone().expect("metric plans carry a workload"),
+            MetricEncoder::new(plan.metrics.clone().expect("metric plans carry a workload")),
             plan.remote_write_url.is_some(),
         ),
     };

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use periscope_proto::otlp::ExportMetricsServiceRequest;
 use periscope_proto::{
-    DeltaToCumulative, ExportRequest, LogRecord, PromBatch, Signal, Span, flatten_logs,
-    flatten_traces, otlp_to_prometheus, service_name,
+    DeltaToCumulative, ExportRequest, LogRecord, PromBatch, SeriesCache, Signal, Span,
+    flatten_logs, flatten_traces, otlp_to_prometheus_cached, service_name,
 };
 use periscope_query::ServiceRegistry;
 use periscope_store::{IndexBatch, MetricStore, TenantId};
@@ -113,10 +113,13 @@ pub fn spawn_metric_ingest(
         .name("metric-ingest".into())
         .spawn(move || {
             let mut deltas = DeltaToCumulative::default();
+            let mut series = SeriesCache::default();
             for work in rx {
                 let batch = match work.payload {
                     Some(Payload::Prom(batch)) => batch,
-                    Some(Payload::Metrics(req)) => otlp_to_prometheus(&req, &mut deltas),
+                    Some(Payload::Metrics(req)) => {
+                        otlp_to_prometheus_cached(&req, &mut deltas, &mut series)
+                    }
                     Some(Payload::Logs(_) | Payload::Spans(_)) | None => {
                         if let Some(done) = work.done {
                             let _ = done.send(());

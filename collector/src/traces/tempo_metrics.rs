@@ -207,6 +207,7 @@ impl TempoMetrics {
                     value: SampleValue::Float(v),
                 }))
                 .collect(),
+            ref_samples: Vec::new(),
             metadata: Vec::new(),
         }
     }

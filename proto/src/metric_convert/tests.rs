@@ -75,8 +75,94 @@ fn gauge(points: Vec<NumberDataPoint>) -> metric::Data {
     })
 }
 
+/// Converts without the series cache, and checks that the cached
+/// conversion gives the same samples, both when it learns the series and
+/// when it knows them.
 fn convert(req: &ExportMetricsServiceRequest) -> PromBatch {
-    otlp_to_prometheus(req, &mut DeltaToCumulative::default())
+    let plain = otlp_to_prometheus(req, &mut DeltaToCumulative::default());
+    let mut cache = SeriesCache::default();
+    for round in 0..2 {
+        let cached = otlp_to_prometheus_cached(req, &mut DeltaToCumulative::default(), &mut cache);
+        assert_eq!(cached.metadata, plain.metadata);
+        assert_eq!(
+            comparable(cached.into_samples()),
+            comparable(plain.samples.clone()),
+            "cached conversion, round {round}"
+        );
+    }
+    plain
+}
+
+/// Samples sorted, values by their bits (NaN equals itself).
+fn comparable(samples: Vec<PromSample>) -> Vec<(Labels, i64, String)> {
+    let mut out: Vec<_> = samples
+        .into_iter()
+        .map(|s| {
+            let v = match s.value {
+                SampleValue::Float(f) => format!("{:x}", f.to_bits()),
+                SampleValue::Histogram(h) => format!("{h:?}"),
+            };
+            (s.labels, s.timestamp_ms, v)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn the_series_cache_numbers_each_label_set_once() {
+    let attrs = |a: &str, b: &str| vec![kv("k.a", a), kv("k.b", b)];
+    let req = |t: u64| {
+        request(
+            vec![kv("service.name", "svc")],
+            vec![metric(
+                "g",
+                "",
+                gauge(vec![
+                    num(t, 1.0, attrs("x", "y")),
+                    num(t, 2.0, attrs("x", "z")),
+                    // Same labels as the first, attributes in another order.
+                    num(t + 1, 3.0, vec![kv("k.b", "y"), kv("k.a", "x")]),
+                    // An array attribute: not cached, still converted.
+                    num(
+                        t,
+                        4.0,
+                        vec![KeyValue {
+                            key: "list".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::ArrayValue(Default::default())),
+                            }),
+                            ..Default::default()
+                        }],
+                    ),
+                ]),
+            )],
+        )
+    };
+    let mut cache = SeriesCache::default();
+    let mut deltas = DeltaToCumulative::default();
+    let first = otlp_to_prometheus_cached(&req(1_000), &mut deltas, &mut cache);
+    let second = otlp_to_prometheus_cached(&req(2_000), &mut deltas, &mut cache);
+    assert_eq!(first.ref_samples.len(), 4);
+    assert_eq!(cache.len(), 3);
+    let ids = |b: &PromBatch| {
+        b.ref_samples
+            .iter()
+            .map(|r| r.series.id)
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (ids(&first), ids(&second));
+    // Known series keep their numbers; the uncached one gets a new one.
+    assert_eq!(a[..3], b[..3]);
+    assert_ne!(a[3], b[3]);
+    assert_ne!(a[0], a[1]);
+    // Different keys, equal labels: two numbers, one label set.
+    assert_ne!(a[0], a[2]);
+    assert_eq!(
+        first.ref_samples[0].series.labels,
+        first.ref_samples[2].series.labels
+    );
+    assert_eq!(label(&first.ref_samples[1].series.labels, "k_b"), Some("z"));
 }
 
 /// `(name, value)` of float samples, name with extra labels like `le`.

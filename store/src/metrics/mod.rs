@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use periscope_proto::{
-    Labels, MetricMeta, NAME_LABEL, NativeHistogram, PromBatch, SampleValue, label,
+    Labels, MetricMeta, NAME_LABEL, NativeHistogram, PromBatch, SampleValue, SeriesRef, label,
 };
 
 use crate::{DataDir, StoreError, TenantId};
@@ -123,6 +123,8 @@ struct TenantHead {
     manifest: files::Manifest,
     series: Vec<HeadSeries>,
     by_labels: foldhash::HashMap<Labels, usize>,
+    /// Series by the number the converter gave their labels ([`SeriesRef`]).
+    by_ref: foldhash::HashMap<u64, usize>,
     by_name: foldhash::HashMap<String, Vec<usize>>,
     metadata: BTreeMap<String, MetricMeta>,
     samples: u64,
@@ -134,6 +136,39 @@ struct TenantHead {
 }
 
 impl TenantHead {
+    /// The index of the series with `labels`, added when new.
+    fn series_index(&mut self, labels: &Labels, stats: &MetricStoreStats) -> usize {
+        if let Some(i) = self.by_labels.get(labels) {
+            return *i;
+        }
+        let i = self.series.len();
+        let name = label(labels, NAME_LABEL).unwrap_or("").to_owned();
+        self.by_name.entry(name).or_default().push(i);
+        self.by_labels.insert(labels.clone(), i);
+        self.series.push(HeadSeries {
+            labels: labels.clone(),
+            ..Default::default()
+        });
+        stats
+            .series
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        i
+    }
+
+    /// The index of a series known by reference.
+    fn ref_index(&mut self, series: &SeriesRef, stats: &MetricStoreStats) -> usize {
+        if let Some(i) = self.by_ref.get(&series.id) {
+            return *i;
+        }
+        // Numbers of series the converter has forgotten pile up: start over.
+        if self.by_ref.len() > 2 * self.series.len() + 1024 {
+            self.by_ref.clear();
+        }
+        let i = self.series_index(&series.labels, stats);
+        self.by_ref.insert(series.id, i);
+        i
+    }
+
     /// Calls `f` with the head's series of metric `name` (every series when
     /// `None`), then with every series being flushed (`f` checks their name).
     fn each_series(&self, name: Option<&str>, mut f: impl FnMut(&HeadSeries)) {
@@ -597,39 +632,33 @@ impl MetricStore {
         };
         let t = map.get(tenant).expect("created above");
         let mut h = t.write().unwrap_or_else(|p| p.into_inner());
-        let n = batch.samples.len() as u64;
+        let n = batch.len() as u64;
         for m in batch.metadata {
             h.metadata.insert(m.name.clone(), m);
         }
         let seq = self.write_seq.fetch_add(1, Ordering::SeqCst) + 1;
         let mut last_hour = None;
-        for s in batch.samples {
-            let hour = s.timestamp_ms.div_euclid(HOUR_MS);
+        let mut written = |h: &mut TenantHead, ts: i64| {
+            let hour = ts.div_euclid(HOUR_MS);
             if last_hour != Some(hour) {
                 last_hour = Some(hour);
                 h.written.insert(hour, seq);
             }
-            let idx = match h.by_labels.get(&s.labels) {
-                Some(i) => *i,
-                None => {
-                    let i = h.series.len();
-                    let name = label(&s.labels, NAME_LABEL).unwrap_or("").to_owned();
-                    h.by_name.entry(name).or_default().push(i);
-                    h.by_labels.insert(s.labels.clone(), i);
-                    h.series.push(HeadSeries {
-                        labels: s.labels,
-                        ..Default::default()
-                    });
-                    self.stats.series.fetch_add(1, Relaxed);
-                    i
-                }
-            };
+        };
+        for s in batch.samples {
+            written(&mut h, s.timestamp_ms);
+            let idx = h.series_index(&s.labels, &self.stats);
             match s.value {
                 SampleValue::Float(v) => h.series[idx].insert_float(s.timestamp_ms, v),
                 SampleValue::Histogram(hist) => {
                     h.series[idx].insert_histogram(s.timestamp_ms, *hist)
                 }
             }
+        }
+        for s in batch.ref_samples {
+            written(&mut h, s.timestamp_ms);
+            let idx = h.ref_index(&s.series, &self.stats);
+            h.series[idx].insert_float(s.timestamp_ms, s.value);
         }
         h.samples += n;
         if let Some(lsn) = lsn {
@@ -950,6 +979,7 @@ impl MetricStore {
                     .filter(|s| !s.floats.is_empty() || !s.histograms.is_empty())
                     .collect();
                 h.by_labels.clear();
+                h.by_ref.clear();
                 h.by_name.clear();
                 for (i, s) in series.iter().enumerate() {
                     h.by_labels.insert(s.labels.clone(), i);
@@ -1026,6 +1056,53 @@ mod tests {
     }
 
     #[test]
+    fn samples_by_reference_land_in_the_series_of_their_labels() {
+        use periscope_proto::RefSample;
+        let store = MetricStore::new(MetricStoreOptions::default());
+        let t = TenantId::default_tenant();
+        let r = |id: u64, job: &str, ts: i64, v: f64| RefSample {
+            series: Arc::new(SeriesRef {
+                id,
+                labels: s("up", job, 0, 0.0).labels,
+            }),
+            timestamp_ms: ts,
+            value: v,
+        };
+        store.append(
+            &t,
+            PromBatch {
+                samples: vec![s("up", "a", 10, 1.0)],
+                ref_samples: vec![r(1, "a", 20, 2.0), r(2, "b", 20, 5.0), r(1, "a", 30, 3.0)],
+                ..Default::default()
+            },
+        );
+        // The converter forgot series 1 and numbered `a` again as 3.
+        store.append(
+            &t,
+            PromBatch {
+                ref_samples: vec![r(3, "a", 40, 4.0), r(2, "b", 40, 6.0)],
+                ..Default::default()
+            },
+        );
+        let mut got = store.select(&t, Some("up"), &|_| true, 0, 100);
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let values = |i: usize| -> Vec<(i64, f64)> {
+            got[i]
+                .1
+                .iter()
+                .map(|(t, v)| match v {
+                    SampleValue::Float(f) => (*t, *f),
+                    SampleValue::Histogram(_) => unreachable!(),
+                })
+                .collect()
+        };
+        assert_eq!(got.len(), 2);
+        assert_eq!(values(0), vec![(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)]);
+        assert_eq!(values(1), vec![(20, 5.0), (40, 6.0)]);
+        assert_eq!(store.stats().series.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
     fn append_select_out_of_order_and_retention() {
         let store = MetricStore::new(MetricStoreOptions {
             retention: Duration::from_millis(1000),
@@ -1041,6 +1118,7 @@ mod tests {
                     s("x", "a", 10, 5.0),
                 ],
                 metadata: vec![],
+                ..Default::default()
             },
         );
         store.append(
@@ -1048,6 +1126,7 @@ mod tests {
             PromBatch {
                 samples: vec![s("up", "a", 20, 2.0)],
                 metadata: vec![],
+                ..Default::default()
             },
         );
         let got = store.select(&t, Some("up"), &|l| label(l, "job") == Some("a"), 0, 100);
@@ -1082,6 +1161,7 @@ mod tests {
         let one = |ts: i64| PromBatch {
             samples: vec![s("up", "a", ts, 1.0)],
             metadata: vec![],
+            ..Default::default()
         };
         assert_eq!(store.generation(&t, 0, 10 * hour), 0);
         store.append(&t, one(hour + 5));
@@ -1116,6 +1196,7 @@ mod tests {
             PromBatch {
                 samples: vec![s("up", "a", 10, 1.0), s("up", "a", 20, 2.0)],
                 metadata: vec![],
+                ..Default::default()
             },
             5,
         );
@@ -1128,6 +1209,7 @@ mod tests {
             PromBatch {
                 samples: vec![s("up", "a", 30, 3.0)],
                 metadata: vec![],
+                ..Default::default()
             },
             6,
         );
@@ -1168,6 +1250,7 @@ mod tests {
                 PromBatch {
                     samples,
                     metadata: vec![],
+                    ..Default::default()
                 },
                 lsn,
             );
@@ -1226,6 +1309,7 @@ mod tests {
             PromBatch {
                 samples: vec![s("up", "c", 70, 7.0)],
                 metadata: vec![],
+                ..Default::default()
             },
             6,
         );
