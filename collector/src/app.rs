@@ -144,7 +144,11 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     let ingest = Arc::new(Ingest::new(
         wal.clone(),
         cfg.max_inflight_bytes,
-        cfg.logs_retention,
+        crate::pipeline::Retention {
+            logs: cfg.logs_retention,
+            traces: cfg.traces_retention,
+            metrics: cfg.metrics_retention,
+        },
         metrics.clone(),
     ));
     let ready = Arc::new(AtomicBool::new(false));

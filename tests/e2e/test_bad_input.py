@@ -432,6 +432,45 @@ def test_timestamp_older_than_retention_rejected(c: Collector) -> None:
     assert hits == [], hits
 
 
+def test_metric_points_are_kept_for_the_metrics_retention_not_the_logs_one(c: Collector) -> None:
+    """Ingest checks each signal against its own retention: metrics keep 30 days
+    by default (logs 7), so a ten-day-old point is stored and a forty-day-old one
+    rejected, alone."""
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    job = unique("ret")
+    day_ns = 24 * 3600 * 10**9
+    now = time.time_ns() // 10**9 * 10**9
+    ten_days_ago, forty_days_ago = now - 10 * day_ns, now - 40 * day_ns
+    points = [metrics_pb2.NumberDataPoint(time_unix_nano=t, as_double=v) for t, v in [(ten_days_ago, 1.5), (forty_days_ago, 2.5), (now, 3.5)]]
+    req = metrics_service_pb2.ExportMetricsServiceRequest(
+        resource_metrics=[
+            metrics_pb2.ResourceMetrics(
+                resource=resource_pb2.Resource(attributes=[kv("service.name", job)]),
+                scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[metrics_pb2.Metric(name="retention_probe", gauge=metrics_pb2.Gauge(data_points=points))])],
+            )
+        ]
+    )
+    r = c.post_otlp("/v1/metrics", req.SerializeToString())
+    assert r.status_code == 200, r.content
+    resp = metrics_service_pb2.ExportMetricsServiceResponse.FromString(r.content)
+    assert resp.partial_success.rejected_data_points == 1, resp
+    assert "older than the retention period" in resp.partial_success.error_message, resp
+
+    def value_at(t_ns: int) -> list:
+        r = c.session.get(c.http_url("/prometheus/api/v1/query"), params={"query": f'retention_probe{{job="{job}"}}', "time": t_ns / 1e9}, timeout=30)
+        assert r.status_code == 200, r.text
+        return [float(s["value"][1]) for s in r.json()["data"]["result"]]
+
+    deadline = time.time() + 10
+    while value_at(now) != [3.5] and time.time() < deadline:
+        time.sleep(0.1)
+    assert value_at(now) == [3.5]
+    assert value_at(ten_days_ago) == [1.5]
+    assert value_at(forty_days_ago) == []
+
+
 # ----- size limits ------------------------------------------------------------------
 
 

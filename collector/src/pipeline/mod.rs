@@ -50,8 +50,26 @@ pub struct Ingest {
     wal: Arc<Wal<WalItem>>,
     budget: Arc<Semaphore>,
     budget_bytes: usize,
-    retention: Duration,
+    retention: Retention,
     pub metrics: Arc<Metrics>,
+}
+
+/// How long each signal is kept: older records are rejected at ingest.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub logs: Duration,
+    pub traces: Duration,
+    pub metrics: Duration,
+}
+
+impl Retention {
+    fn of(&self, signal: Signal) -> Duration {
+        match signal {
+            Signal::Logs => self.logs,
+            Signal::Traces => self.traces,
+            Signal::Metrics => self.metrics,
+        }
+    }
 }
 
 pub use periscope_proto::unix_now_ns as now_ns;
@@ -60,7 +78,7 @@ impl Ingest {
     pub fn new(
         wal: Arc<Wal<WalItem>>,
         budget_bytes: usize,
-        retention: Duration,
+        retention: Retention,
         metrics: Arc<Metrics>,
     ) -> Ingest {
         Ingest {
@@ -110,7 +128,7 @@ impl Ingest {
         let now = now_ns();
         let limits = Limits {
             max_depth: MAX_DEPTH,
-            min_timestamp_ns: now - self.retention.as_nanos() as i64,
+            min_timestamp_ns: now - self.retention.of(signal).as_nanos() as i64,
             max_timestamp_ns: now + MAX_FUTURE.as_nanos() as i64,
         };
         let wal = self.wal.clone();
