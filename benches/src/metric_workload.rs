@@ -284,8 +284,13 @@ impl MetricWorkload {
 #[derive(Clone, Debug)]
 pub struct MetricEncoder {
     workload: MetricWorkload,
-    template: Option<Template>,
+    /// The templates of the shapes seen last, newest first.
+    templates: Vec<Template>,
 }
+
+/// Shapes kept: with `series` a multiple of the batch size, requests come in
+/// `series / batch` shapes.
+const TEMPLATES: usize = 8;
 
 #[derive(Clone, Debug)]
 struct Template {
@@ -310,7 +315,7 @@ impl MetricEncoder {
     pub fn new(workload: MetricWorkload) -> Self {
         MetricEncoder {
             workload,
-            template: None,
+            templates: Vec::new(),
         }
     }
 
@@ -322,13 +327,21 @@ impl MetricEncoder {
     pub fn encode(&mut self, first_seq: u64, samples: u64) -> Vec<u8> {
         use prost::Message;
         let shape = (first_seq % self.workload.series, samples);
-        if self.template.as_ref().is_none_or(|t| t.shape != shape) {
-            self.template = self.make_template(first_seq, samples);
+        match self.templates.iter().position(|t| t.shape == shape) {
+            Some(i) => {
+                let t = self.templates.remove(i);
+                self.templates.insert(0, t);
+            }
+            None => match self.make_template(first_seq, samples) {
+                Some(t) => {
+                    self.templates.truncate(TEMPLATES - 1);
+                    self.templates.insert(0, t);
+                }
+                // No template (more samples than the marks can number).
+                None => return self.workload.request(first_seq, samples).encode_to_vec(),
+            },
         }
-        let Some(t) = &self.template else {
-            // No template (more samples than the marks can number).
-            return self.workload.request(first_seq, samples).encode_to_vec();
-        };
+        let t = &self.templates[0];
         let mut out = t.bytes.clone();
         for (i, &(time_at, value_at)) in t.slots.iter().enumerate() {
             let (time, value) = self.workload.time_and_value(first_seq + i as u64);
@@ -412,7 +425,7 @@ mod tests {
                 w.request(first, n).encode_to_vec(),
                 "{first}+{n}"
             );
-            assert!(e.template.is_some());
+            assert_eq!(e.templates[0].shape, (first % 1_000, n));
         }
     }
 
