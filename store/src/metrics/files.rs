@@ -437,7 +437,55 @@ struct SeriesEntry {
     name: String,
     first_row: u64,
     rows: u64,
-    labels: Labels,
+    /// Shared by every cached file holding the series (see [`LabelSets`]).
+    labels: Arc<Labels>,
+}
+
+/// The label sets of cached series files, each kept once: a series is in
+/// one file per hour, and a day of 20,000 series of 9 labels took ~300 MiB
+/// as separate copies, more than the cache's budget, so that every query
+/// parsed the files again.
+#[derive(Default)]
+struct LabelSets {
+    by_hash: foldhash::HashMap<u64, Vec<Arc<Labels>>>,
+}
+
+impl LabelSets {
+    /// The shared copy of the label set `pairs`, and whether it is new.
+    fn intern<'a>(
+        &mut self,
+        pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> (Arc<Labels>, bool) {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = foldhash::fast::FixedState::with_seed(0x5e71e5).build_hasher();
+        for (k, v) in pairs.clone() {
+            h.write(k.as_bytes());
+            h.write_u8(0xff);
+            h.write(v.as_bytes());
+            h.write_u8(0xfe);
+        }
+        let bucket = self.by_hash.entry(h.finish()).or_default();
+        let same = |l: &Labels| {
+            let mut it = pairs.clone();
+            l.iter()
+                .all(|(k, v)| it.next().is_some_and(|(a, b)| a == k && b == v))
+                && it.next().is_none()
+        };
+        if let Some(l) = bucket.iter().find(|l| same(l)) {
+            return (l.clone(), false);
+        }
+        let l: Arc<Labels> = Arc::new(pairs.map(|(k, v)| (k.to_owned(), v.to_owned())).collect());
+        bucket.push(l.clone());
+        (l, true)
+    }
+
+    /// Forgets label sets no cached file holds any more.
+    fn sweep(&mut self) {
+        self.by_hash.retain(|_, sets| {
+            sets.retain(|l| Arc::strong_count(l) > 1);
+            !sets.is_empty()
+        });
+    }
 }
 
 /// A series file, parsed.
@@ -455,6 +503,7 @@ struct SeriesCache {
     tables: std::collections::HashMap<std::path::PathBuf, Arc<SeriesTable>>,
     order: std::collections::VecDeque<std::path::PathBuf>,
     bytes: usize,
+    labels: LabelSets,
 }
 
 /// The most memory the cache holds (about 600 bytes a series of 7 labels).
@@ -474,6 +523,8 @@ pub(crate) fn forget_series(samples_path: &Path) {
     if let Some(t) = c.tables.remove(&series_path) {
         c.bytes -= t.bytes;
         c.order.retain(|p| *p != series_path);
+        drop(t);
+        c.labels.sweep();
     }
 }
 
@@ -494,6 +545,9 @@ fn series_table(path: &Path) -> Result<Option<Arc<SeriesTable>>, StoreError> {
     let perr =
         |e: parquet::errors::ParquetError| format_err(path, format!("unreadable parquet: {e}"));
     let mut entries = Vec::new();
+    // About what the table takes in memory: its entries, and the label sets
+    // it brought into the cache.
+    let mut bytes = 0;
     for b in builder.build().map_err(perr)? {
         let b = b.map_err(|e| format_err(path, format!("unreadable parquet: {e}")))?;
         let ids = b.column(0).as_primitive::<UInt64Type>();
@@ -501,44 +555,49 @@ fn series_table(path: &Path) -> Result<Option<Arc<SeriesTable>>, StoreError> {
         let first_rows = b.column(2).as_primitive::<UInt64Type>();
         let row_counts = b.column(3).as_primitive::<UInt64Type>();
         let maps = b.column(4).as_map();
+        let mut c = SERIES_CACHE.lock().unwrap_or_else(|p| p.into_inner());
         for i in 0..b.num_rows() {
             let entry = maps.value(i);
             let keys = entry.column(0).as_string::<i32>();
             let values = entry.column(1).as_string::<i32>();
+            let (labels, new) = c
+                .labels
+                .intern((0..keys.len()).map(|j| (keys.value(j), values.value(j))));
+            let name = names.value(i).to_owned();
+            bytes += 104 + name.len();
+            if new {
+                bytes += labels
+                    .iter()
+                    .map(|(k, v)| 48 + k.len() + v.len())
+                    .sum::<usize>();
+            }
             entries.push(SeriesEntry {
                 id: ids.value(i),
-                name: names.value(i).to_owned(),
+                name,
                 first_row: first_rows.value(i),
                 rows: row_counts.value(i),
-                labels: (0..keys.len())
-                    .map(|j| (keys.value(j).to_owned(), values.value(j).to_owned()))
-                    .collect(),
+                labels,
             });
         }
     }
-    let bytes = entries
-        .iter()
-        .map(|e| {
-            96 + e.name.len()
-                + e.labels
-                    .iter()
-                    .map(|(k, v)| 48 + k.len() + v.len())
-                    .sum::<usize>()
-        })
-        .sum();
     let table = Arc::new(SeriesTable { entries, bytes });
     let mut c = SERIES_CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if c.tables.insert(path.to_owned(), table.clone()).is_none() {
         c.bytes += table.bytes;
         c.order.push_back(path.to_owned());
     }
+    let mut evicted = false;
     while c.bytes > SERIES_CACHE_MAX_BYTES {
         let Some(old) = c.order.pop_front() else {
             break;
         };
         if let Some(t) = c.tables.remove(&old) {
             c.bytes -= t.bytes;
+            evicted = true;
         }
+    }
+    if evicted {
+        c.labels.sweep();
     }
     Ok(Some(table))
 }
@@ -560,7 +619,7 @@ pub(crate) fn series_labels(
         .entries
         .iter()
         .filter(|e| name.is_none_or(|n| e.name == n) && keep(&e.labels))
-        .map(|e| e.labels.clone())
+        .map(|e| Labels::clone(&e.labels))
         .collect())
 }
 
@@ -594,7 +653,7 @@ pub(crate) fn read_file(
             continue;
         }
         index.insert(e.id, out.len());
-        out.push((e.labels.clone(), Vec::new()));
+        out.push((Labels::clone(&e.labels), Vec::new()));
         ranges.push((e.first_row, e.rows));
     }
     if out.is_empty() {
