@@ -68,17 +68,18 @@ macro_rules! tryo {
 }
 
 /// One series' samples as float points (converted a series at a time, so
-/// that only one copy is alive), staleness markers left out when asked.
-fn float_points(s: &Series, drop_stale: bool) -> Vec<(i64, f64)> {
+/// that only one copy is alive), staleness markers left out when asked;
+/// `None` when it holds a histogram (left to the step evaluator).
+fn float_points(s: &Series, drop_stale: bool) -> Option<Vec<(i64, f64)>> {
     let mut pts = Vec::with_capacity(s.samples.len());
     for (t, v) in &s.samples {
-        if let SampleValue::Float(f) = v
-            && !(drop_stale && is_stale_nan(*f))
-        {
-            pts.push((*t, *f));
+        match v {
+            SampleValue::Float(f) if drop_stale && is_stale_nan(*f) => {}
+            SampleValue::Float(f) => pts.push((*t, *f)),
+            SampleValue::Histogram(_) => return None,
         }
     }
-    pts
+    Some(pts)
 }
 
 impl Evaluator<'_> {
@@ -111,23 +112,16 @@ impl Evaluator<'_> {
         }
     }
 
-    /// A selector's series, for walking as floats (see [`float_points`]);
-    /// `None` when one holds a histogram.
-    fn float_series(&self, vs: &VectorSelector) -> Option<&[Series]> {
-        let series = self.data.get(&key(vs)).map_or(&[][..], |v| v.as_slice());
-        let histogram = series.iter().any(|s| {
-            s.samples
-                .iter()
-                .any(|(_, v)| matches!(v, SampleValue::Histogram(_)))
-        });
-        (!histogram).then_some(series)
+    /// A selector's series, for walking as floats (see [`float_points`]).
+    fn float_series(&self, vs: &VectorSelector) -> &[Series] {
+        self.data.get(&key(vs)).map_or(&[][..], |v| v.as_slice())
     }
 
     fn range_instant_selector(&self, vs: &VectorSelector, steps: &[i64]) -> Out {
         let lookback = self.opts.lookback_ms;
         let mut cols = Vec::new();
-        for s in self.float_series(vs)? {
-            let (labels, pts) = (&s.labels, float_points(s, false));
+        for s in self.float_series(vs) {
+            let (labels, pts) = (&s.labels, float_points(s, false)?);
             let mut col = Column::empty(labels.clone(), steps.len());
             let mut p = 0;
             for (i, t) in steps.iter().enumerate() {
@@ -187,9 +181,9 @@ impl Evaluator<'_> {
         let range = duration_ms(&ms.range);
         let vs = &ms.vs;
         let mut cols = Vec::new();
-        for s in self.float_series(vs)? {
+        for s in self.float_series(vs) {
             // Range windows never include staleness markers.
-            let (labels, pts) = (&s.labels, float_points(s, true));
+            let (labels, pts) = (&s.labels, float_points(s, true)?);
             let out_labels = if keeps_name(name) {
                 labels.clone()
             } else {

@@ -646,6 +646,8 @@ pub(crate) fn read_file(
     let mut index: foldhash::HashMap<u64, usize> = Default::default();
     // (first row, rows) of each wanted series in the samples file.
     let mut ranges: Vec<(u64, u64)> = Vec::new();
+    // Rows of each wanted series, in `out`'s order.
+    let mut series_rows: Vec<u64> = Vec::new();
     let mut all = true;
     for e in &table.entries {
         if name.is_some_and(|n| e.name != n) || !keep(&e.labels) {
@@ -655,6 +657,7 @@ pub(crate) fn read_file(
         index.insert(e.id, out.len());
         out.push((Labels::clone(&e.labels), Vec::new()));
         ranges.push((e.first_row, e.rows));
+        series_rows.push(e.rows);
     }
     if out.is_empty() {
         return Ok(out);
@@ -708,6 +711,23 @@ pub(crate) fn read_file(
         .collect();
     if groups.is_empty() {
         return Ok(Vec::new());
+    }
+    // Room for each series' samples in the range (assuming them spread
+    // evenly over the file's time span), so that vectors do not grow.
+    let (mut file_min, mut file_max) = (i64::MAX, i64::MIN);
+    for rg in builder.metadata().row_groups() {
+        if let Some(Statistics::Int64(st)) = rg.column(2).statistics() {
+            file_min = file_min.min(st.min_opt().copied().unwrap_or(i64::MIN));
+            file_max = file_max.max(st.max_opt().copied().unwrap_or(i64::MAX));
+        }
+    }
+    if file_min <= file_max {
+        let span = (file_max as f64 - file_min as f64) + 1.0;
+        let overlap = (end_ms.min(file_max) as f64 - start_ms.max(file_min) as f64 + 1.0).max(0.0);
+        let share = (overlap / span).min(1.0);
+        for ((_, samples), rows) in out.iter_mut().zip(&series_rows) {
+            samples.reserve((*rows as f64 * share).ceil() as usize + 1);
+        }
     }
     // The histogram column is decoded only where some row holds one.
     let histograms = groups.iter().any(|i| {
