@@ -235,6 +235,10 @@ pub(crate) const FLUSH_ZSTD_LEVEL: i32 = 3;
 /// 10 % smaller than level 3 on counters and gauges.
 pub(crate) const COMPACT_ZSTD_LEVEL: i32 = 9;
 
+/// Rows per record batch decoded by readers (the reader's default is 1,024:
+/// larger batches spend less per batch).
+const READ_BATCH_ROWS: usize = 16 << 10;
+
 /// Rows per record batch handed to the Parquet writer.
 const WRITE_BATCH_ROWS: usize = 1 << 16;
 
@@ -751,7 +755,11 @@ pub(crate) fn read_file(
         &[1, 2, 3]
     };
     let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
-    let reader = builder.with_projection(mask).build().map_err(perr)?;
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(perr)?;
     for b in reader {
         let b = b.map_err(|e| format_err(path, format!("unreadable parquet: {e}")))?;
         let ids = b.column(0).as_primitive::<UInt64Type>();
