@@ -112,9 +112,10 @@ impl LogIndexer {
             }
         }
         self.commit_round();
-        for (_, w) in self.writers.drain() {
-            let _ = w.writer.wait_merging_threads();
-        }
+        // Everything is committed: merges still running are not waited for
+        // (they are redone after the next start; waiting for a large one
+        // could take longer than a shutdown may).
+        self.writers.clear();
     }
 
     fn apply(&mut self, batch: IndexBatch) -> Result<(), StoreError> {
@@ -184,6 +185,7 @@ impl LogIndexer {
                     "failed to open writer for {}",
                     partition.dir.display()
                 )))?;
+            writer.set_merge_policy(Box::new(merge_policy()));
             self.writers.insert(
                 key.clone(),
                 OpenWriter {
@@ -280,4 +282,12 @@ impl LogIndexer {
             .store(self.writers.len() as u64, Ordering::Relaxed);
         (self.on_commit)(lsn);
     }
+}
+
+/// Segments are merged 16 at a time (tantivy's default is 8): with a commit
+/// a second, each record is rewritten by fewer merge levels.
+fn merge_policy() -> tantivy::merge_policy::LogMergePolicy {
+    let mut p = tantivy::merge_policy::LogMergePolicy::default();
+    p.set_min_num_segments(16);
+    p
 }
