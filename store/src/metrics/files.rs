@@ -629,8 +629,8 @@ pub(crate) fn series_labels(
 
 /// Reads the series of one samples file that `keep` accepts (only `name`'s
 /// when given), grouped by series, with their samples in
-/// `[start_ms, end_ms]`. The series file is read first; the samples file
-/// only for row groups that may hold wanted rows.
+/// `[start_ms, end_ms]`, sorted by time. The series file is read first;
+/// the samples file only for row groups that may hold wanted rows.
 pub(crate) fn read_file(
     path: &Path,
     name: Option<&str>,
@@ -755,6 +755,7 @@ pub(crate) fn read_file(
         &[1, 2, 3]
     };
     let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
+    let mut unsorted = false;
     let reader = builder
         .with_projection(mask)
         .with_batch_size(READ_BATCH_ROWS)
@@ -793,10 +794,22 @@ pub(crate) fn read_file(
             } else {
                 continue;
             };
-            out[slot].1.push((t, v));
+            let samples = &mut out[slot].1;
+            if samples.last().is_some_and(|(last, _)| *last >= t) {
+                unsorted = true;
+            }
+            samples.push((t, v));
         }
     }
     out.retain(|(_, samples)| !samples.is_empty());
+    if unsorted {
+        // Files are written sorted by series and time; a file that is not
+        // still reads as sorted, with one sample per timestamp.
+        for (_, samples) in &mut out {
+            samples.sort_by_key(|(t, _)| *t);
+            samples.dedup_by_key(|(t, _)| *t);
+        }
+    }
     Ok(out)
 }
 
@@ -850,5 +863,24 @@ mod tests {
         let got = read_file(&path, None, &|l| picked.contains(l), 0, 5_000).unwrap();
         assert_eq!(got.len(), 3);
         assert!(got.iter().all(|(_, s)| s.len() == 6));
+    }
+
+    #[test]
+    fn a_file_written_out_of_order_still_reads_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples-1.parquet");
+        let l = labels("a", "j");
+        let rows = vec![SeriesRows {
+            labels: &l,
+            name: "a",
+            samples: [3, 1, 2, 2]
+                .iter()
+                .map(|t| (t * 1000, SampleValue::Float(*t as f64)))
+                .collect(),
+        }];
+        write_file(&path, rows, FLUSH_ZSTD_LEVEL).unwrap();
+        let got = read_file(&path, None, &|_| true, i64::MIN, i64::MAX).unwrap();
+        let times: Vec<i64> = got[0].1.iter().map(|(t, _)| *t).collect();
+        assert_eq!(times, vec![1000, 2000, 3000]);
     }
 }
