@@ -67,19 +67,19 @@ macro_rules! tryo {
     };
 }
 
-/// One series' samples as float points (converted a series at a time, so
-/// that only one copy is alive), staleness markers left out when asked;
-/// `None` when it holds a histogram (left to the step evaluator).
-fn float_points(s: &Series, drop_stale: bool) -> Option<Vec<(i64, f64)>> {
-    let mut pts = Vec::with_capacity(s.samples.len());
+/// One series' samples as float points into `pts` (converted a series at a
+/// time into one reused buffer), staleness markers left out when asked;
+/// false when it holds a histogram (left to the step evaluator).
+fn float_points(s: &Series, drop_stale: bool, pts: &mut Vec<(i64, f64)>) -> bool {
+    pts.clear();
     for (t, v) in &s.samples {
         match v {
             SampleValue::Float(f) if drop_stale && is_stale_nan(*f) => {}
             SampleValue::Float(f) => pts.push((*t, *f)),
-            SampleValue::Histogram(_) => return None,
+            SampleValue::Histogram(_) => return false,
         }
     }
-    Some(pts)
+    true
 }
 
 impl Evaluator<'_> {
@@ -120,8 +120,12 @@ impl Evaluator<'_> {
     fn range_instant_selector(&self, vs: &VectorSelector, steps: &[i64]) -> Out {
         let lookback = self.opts.lookback_ms;
         let mut cols = Vec::new();
+        let mut pts = Vec::new();
         for s in self.float_series(vs) {
-            let (labels, pts) = (&s.labels, float_points(s, false)?);
+            if !float_points(s, false, &mut pts) {
+                return None;
+            }
+            let labels = &s.labels;
             let mut col = Column::empty(labels.clone(), steps.len());
             let mut p = 0;
             for (i, t) in steps.iter().enumerate() {
@@ -181,9 +185,13 @@ impl Evaluator<'_> {
         let range = duration_ms(&ms.range);
         let vs = &ms.vs;
         let mut cols = Vec::new();
+        let mut pts = Vec::new();
         for s in self.float_series(vs) {
             // Range windows never include staleness markers.
-            let (labels, pts) = (&s.labels, float_points(s, true)?);
+            if !float_points(s, true, &mut pts) {
+                return None;
+            }
+            let labels = &s.labels;
             let out_labels = if keeps_name(name) {
                 labels.clone()
             } else {
