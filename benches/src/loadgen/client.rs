@@ -188,42 +188,24 @@ impl Exporter {
                     .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
                 let request = grpc_request(body.clone(), tenant);
                 match signal {
-                    Signal::Logs => grpc
-                        .unary(
-                            request,
-                            PathAndQuery::from_static(LOGS_EXPORT_PATH),
-                            PreEncoded::<ExportLogsServiceResponse>::default(),
-                        )
-                        .await
-                        .map(|resp| {
-                            resp.into_inner()
-                                .partial_success
+                    Signal::Logs => unary(&mut grpc, request, LOGS_EXPORT_PATH).await.map(
+                        |r: ExportLogsServiceResponse| {
+                            r.partial_success
                                 .map_or(0, |p| p.rejected_log_records.max(0) as u64)
-                        }),
-                    Signal::Traces => grpc
-                        .unary(
-                            request,
-                            PathAndQuery::from_static(TRACES_EXPORT_PATH),
-                            PreEncoded::<ExportTraceServiceResponse>::default(),
-                        )
-                        .await
-                        .map(|resp| {
-                            resp.into_inner()
-                                .partial_success
+                        },
+                    ),
+                    Signal::Traces => unary(&mut grpc, request, TRACES_EXPORT_PATH).await.map(
+                        |r: ExportTraceServiceResponse| {
+                            r.partial_success
                                 .map_or(0, |p| p.rejected_spans.max(0) as u64)
-                        }),
-                    Signal::Metrics => grpc
-                        .unary(
-                            request,
-                            PathAndQuery::from_static(METRICS_EXPORT_PATH),
-                            PreEncoded::<ExportMetricsServiceResponse>::default(),
-                        )
-                        .await
-                        .map(|resp| {
-                            resp.into_inner()
-                                .partial_success
+                        },
+                    ),
+                    Signal::Metrics => unary(&mut grpc, request, METRICS_EXPORT_PATH).await.map(
+                        |r: ExportMetricsServiceResponse| {
+                            r.partial_success
                                 .map_or(0, |p| p.rejected_data_points.max(0) as u64)
-                        }),
+                        },
+                    ),
                 }
             }
             (Exporter::RemoteWrite(http, url), Request::RemoteWrite(body)) => {
@@ -232,6 +214,24 @@ impl Exporter {
             _ => unreachable!("a client generates requests of its own transport"),
         }
     }
+}
+
+/// One OTLP export call of a pre-encoded request, its response decoded as `R`.
+async fn unary<R>(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    request: tonic::Request<bytes::Bytes>,
+    path: &'static str,
+) -> Result<R, Status>
+where
+    R: Message + Default + Send + 'static,
+{
+    grpc.unary(
+        request,
+        PathAndQuery::from_static(path),
+        PreEncoded::<R>::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
 }
 
 /// POSTs one remote-write body. Like Prometheus' sender: 5xx and 429 are
