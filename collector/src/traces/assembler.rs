@@ -34,7 +34,7 @@ pub struct AssemblerOptions {
     pub flush_interval: Duration,
     pub max_spans_per_trace: usize,
     /// Memory for traces not yet written; above it the oldest are written early,
-    /// above twice it new spans wait.
+    /// above 1.25 times it new spans wait.
     pub buffer_bytes: usize,
     /// A flush starts once this many spans are ready.
     pub flush_spans: usize,
@@ -160,10 +160,11 @@ impl Assembler {
     }
 
     /// Takes in the spans of WAL entry `lsn` (possibly none). Waits while
-    /// buffered traces use more than twice the memory budget.
+    /// buffered traces use more than 1.25 times the memory budget.
     pub fn add(&self, lsn: u64, tenant: &TenantId, spans: Vec<Span>) {
         let mut st = self.lock();
-        while st.bytes > 2 * self.opts.buffer_bytes && !st.closing {
+        let limit = self.opts.buffer_bytes + self.opts.buffer_bytes / 4;
+        while st.bytes > limit && !st.closing {
             st = self
                 .freed
                 .wait_timeout(st, Duration::from_millis(100))
