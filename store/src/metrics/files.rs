@@ -767,6 +767,16 @@ pub(crate) fn read_file(
         let ts = b.column(1).as_primitive::<TimestampMillisecondType>();
         let vals = b.column(2).as_primitive::<Float64Type>();
         let hists = histograms.then(|| b.column(3).as_string::<i32>());
+        if hists.is_none() && vals.null_count() == 0 {
+            unsorted |= read_float_runs(
+                (ids.values(), ts.values(), vals.values()),
+                &index,
+                &mut out,
+                start_ms,
+                end_ms,
+            );
+            continue;
+        }
         let mut last: Option<(u64, usize)> = None;
         for i in 0..b.num_rows() {
             let t = ts.value(i);
@@ -811,6 +821,53 @@ pub(crate) fn read_file(
         }
     }
     Ok(out)
+}
+
+/// The rows of a batch of float samples (ids, times, values), taken a run
+/// of one series at a time: one index lookup a run, the run's times in
+/// range found by binary search when they are sorted, and the samples
+/// copied as a slice. True when some series' samples were not in order.
+fn read_float_runs(
+    (ids, ts, vals): (&[u64], &[i64], &[f64]),
+    index: &foldhash::HashMap<u64, usize>,
+    out: &mut [super::SeriesSamples],
+    start_ms: i64,
+    end_ms: i64,
+) -> bool {
+    let mut unsorted = false;
+    let mut i = 0;
+    while i < ids.len() {
+        let id = ids[i];
+        let j = i + ids[i..].iter().take_while(|x| **x == id).count();
+        if let Some(slot) = index.get(&id) {
+            let samples = &mut out[*slot].1;
+            let (times, values) = (&ts[i..j], &vals[i..j]);
+            if times.is_sorted_by(|a, b| a < b) {
+                let lo = times.partition_point(|t| *t < start_ms);
+                let hi = times.partition_point(|t| *t <= end_ms);
+                if lo < hi && samples.last().is_some_and(|(last, _)| *last >= times[lo]) {
+                    unsorted = true;
+                }
+                samples.extend(
+                    times[lo..hi]
+                        .iter()
+                        .zip(&values[lo..hi])
+                        .map(|(t, v)| (*t, SampleValue::Float(*v))),
+                );
+            } else {
+                unsorted = true;
+                samples.extend(
+                    times
+                        .iter()
+                        .zip(values)
+                        .filter(|(t, _)| (start_ms..=end_ms).contains(*t))
+                        .map(|(t, v)| (*t, SampleValue::Float(*v))),
+                );
+            }
+        }
+        i = j;
+    }
+    unsorted
 }
 
 #[cfg(test)]
