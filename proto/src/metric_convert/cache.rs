@@ -18,16 +18,34 @@ const END_NAME: u8 = 0xff;
 const END_VALUE: u8 = 0xfe;
 
 /// Known series by key; see the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SeriesCache {
     map: foldhash::HashMap<Box<[u8]>, Arc<SeriesRef>>,
     key_bytes: usize,
+    max_key_bytes: usize,
     next_id: u64,
     /// Resets because the cache was full.
     pub resets: u64,
 }
 
+impl Default for SeriesCache {
+    fn default() -> Self {
+        SeriesCache::with_max_key_bytes(MAX_KEY_BYTES)
+    }
+}
+
 impl SeriesCache {
+    /// A cache that starts over once its keys take `max_key_bytes`.
+    pub fn with_max_key_bytes(max_key_bytes: usize) -> Self {
+        SeriesCache {
+            map: Default::default(),
+            key_bytes: 0,
+            max_key_bytes,
+            next_id: 0,
+            resets: 0,
+        }
+    }
+
     /// The series of `key`, made with `labels` and numbered when new.
     pub(crate) fn get_or_insert(
         &mut self,
@@ -37,7 +55,7 @@ impl SeriesCache {
         if let Some(s) = self.map.get(key) {
             return s.clone();
         }
-        if self.key_bytes + key.len() > MAX_KEY_BYTES {
+        if self.key_bytes + key.len() > self.max_key_bytes {
             self.map = Default::default();
             self.key_bytes = 0;
             self.resets += 1;

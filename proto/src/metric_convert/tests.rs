@@ -1025,3 +1025,32 @@ fn delta_totals_match_a_model() {
         }
     }
 }
+
+#[test]
+fn a_full_series_cache_starts_over_and_converts_the_same() {
+    let req = request(
+        vec![kv("service.name", "svc")],
+        vec![metric(
+            "g",
+            "",
+            gauge(
+                (0..50)
+                    .map(|i| num(1_000, i as f64, vec![kv("n", &i.to_string())]))
+                    .collect(),
+            ),
+        )],
+    );
+    let plain = otlp_to_prometheus(&req, &mut DeltaToCumulative::default());
+    // Room for about a dozen keys: the cache starts over several times a request.
+    let mut cache = SeriesCache::with_max_key_bytes(300);
+    let mut deltas = DeltaToCumulative::default();
+    for _ in 0..2 {
+        let cached = otlp_to_prometheus_cached(&req, &mut deltas, &mut cache);
+        assert_eq!(
+            comparable(cached.into_samples()),
+            comparable(plain.samples.clone())
+        );
+    }
+    assert!(cache.resets >= 5, "{}", cache.resets);
+    assert!(cache.len() < 20, "{}", cache.len());
+}
