@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 
 use crate::api::{QueryState, tenant};
 use crate::promql::{
-    EngineOptions, MatchOp, Matcher, QueryError, Series, SeriesSource, instant_query, range_query,
+    EngineOptions, FloatVisitor, MatchOp, Matcher, QueryError, Series, SeriesSource, instant_query,
+    range_query,
 };
 
 /// The routes.
@@ -196,6 +197,30 @@ impl SeriesSource for StoreSource {
             .into_iter()
             .map(|(labels, samples)| Series { labels, samples })
             .collect())
+    }
+
+    fn scan_floats(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        parts: usize,
+        visit: &FloatVisitor<'_>,
+    ) -> Result<bool, String> {
+        let name = matchers
+            .iter()
+            .find(|m| m.name == NAME_LABEL && matches!(m.op, MatchOp::Equal))
+            .map(|m| m.value.as_str());
+        let scan = self.store.scan_floats(
+            &self.tenant,
+            name,
+            &|l| all_match(matchers, l),
+            start_ms,
+            end_ms,
+            parts,
+            visit,
+        )?;
+        Ok(scan == periscope_store::FloatScan::Done)
     }
 
     fn cache_id(&self) -> Option<String> {

@@ -25,7 +25,9 @@ pub use logs::{
     Cursor, HistogramRequest, IndexBatch, IndexStats, LogHit, LogIndexer, LogSearch, LogStore,
     LogStoreOptions, SearchPage, hour_partition,
 };
-pub use metrics::{HeadSeries, MetricStore, MetricStoreOptions, MetricStoreStats};
+pub use metrics::{
+    FloatScan, FloatVisitor, HeadSeries, MetricStore, MetricStoreOptions, MetricStoreStats,
+};
 pub use tenant::TenantId;
 pub use traces::{
     EdgeRow, FileSet, FlushBatch, Fragment, LATENCY_BOUNDS_MS, LatencyHistogram, NODE_KINDS,

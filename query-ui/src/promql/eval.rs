@@ -147,6 +147,21 @@ pub fn range_query(
             opts.lookback_ms
         )
     });
+    if opts.series_at_a_time
+        && super::range::streams(&expr)
+        && let Some(r) = stream_chunks(
+            src,
+            &expr,
+            cache_key.as_deref(),
+            &chunks,
+            (start_ms, end_ms),
+            step_ms,
+            deadline,
+            opts,
+        )
+    {
+        return assemble(r?.into_iter().map(Ok), opts);
+    }
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, opts.range_threads.max(1))
@@ -199,14 +214,19 @@ pub fn range_query(
             }
         }
     });
+    // Left undone after another chunk failed; that error comes first.
+    assemble(results.into_iter().flatten(), opts)
+}
+
+/// A range query's result from its chunks' (in time order).
+fn assemble(
+    chunks: impl Iterator<Item = Result<Vec<MatrixSeries>, QueryError>>,
+    opts: &EngineOptions,
+) -> Result<QueryValue, QueryError> {
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut series: Vec<(Labels, Vec<(i64, SampleValue)>)> = Vec::new();
     let mut points = 0usize;
-    for r in results {
-        let Some(r) = r else {
-            // Left undone after another chunk failed; that error comes first.
-            continue;
-        };
+    for r in chunks {
         for (labels, samples) in r? {
             points += samples.len();
             if points > opts.max_samples {
@@ -285,6 +305,7 @@ fn chunk_generation(
         end,
         data: HashMap::new(),
         deadline: Instant::now(),
+        stream: None,
     };
     let mut wanted = Vec::new();
     ev.plan(expr, from, to, &mut wanted);
@@ -306,43 +327,138 @@ fn cached_chunk(
     opts: &EngineOptions,
     eval: impl FnOnce() -> Result<Vec<MatrixSeries>, QueryError>,
 ) -> Result<Vec<MatrixSeries>, QueryError> {
-    let max_bytes = CHUNK_CACHE_MAX_BYTES.load(std::sync::atomic::Ordering::Relaxed);
-    let (Some(key), true) = (key, max_bytes > 0) else {
+    let Some(key) = cache_key(key, (from, to)) else {
         return eval();
     };
-    let key = format!("{key}\u{0}{from}\u{0}{to}");
     // Read before evaluating: a write landing meanwhile makes the entry stale.
     let generation = chunk_generation(src, expr, range, (from, to), opts);
+    if let Some(r) = cache_get(&key, generation) {
+        return Ok(r);
+    }
+    let r = eval()?;
+    cache_put(key, generation, &r);
+    Ok(r)
+}
+
+/// The cache key of chunk `[from, to]` of a query, `None` when results are
+/// not cached.
+fn cache_key(query_key: Option<&str>, (from, to): (i64, i64)) -> Option<String> {
+    let max_bytes = CHUNK_CACHE_MAX_BYTES.load(std::sync::atomic::Ordering::Relaxed);
+    let key = query_key.filter(|_| max_bytes > 0)?;
+    Some(format!("{key}\u{0}{from}\u{0}{to}"))
+}
+
+/// A cached chunk result computed at `generation`.
+fn cache_get(key: &str, generation: u64) -> Option<Vec<MatrixSeries>> {
     let hit = CHUNK_CACHE
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .entries
-        .get(&key)
+        .get(key)
         .filter(|(g, ..)| *g == generation)
-        .map(|(_, r, _)| r.clone());
-    if let Some(r) = hit {
-        return Ok((*r).clone());
+        .map(|(_, r, _)| r.clone())?;
+    Some((*hit).clone())
+}
+
+/// Keeps a chunk result computed from the samples of `generation`, when
+/// small enough.
+fn cache_put(key: String, generation: u64, r: &[MatrixSeries]) {
+    let max_bytes = CHUNK_CACHE_MAX_BYTES.load(std::sync::atomic::Ordering::Relaxed);
+    let bytes = result_bytes(r);
+    if bytes > max_bytes / 16 {
+        return;
     }
-    let r = eval()?;
-    let bytes = result_bytes(&r);
-    if bytes <= max_bytes / 16 {
-        let mut c = CHUNK_CACHE.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = (generation, std::sync::Arc::new(r.clone()), bytes);
-        match c.entries.insert(key.clone(), entry) {
-            Some((_, _, old)) => c.bytes -= old,
-            None => c.order.push_back(key),
+    let mut c = CHUNK_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = (generation, std::sync::Arc::new(r.to_vec()), bytes);
+    match c.entries.insert(key.clone(), entry) {
+        Some((_, _, old)) => c.bytes -= old,
+        None => c.order.push_back(key),
+    }
+    c.bytes += bytes;
+    while c.bytes > max_bytes {
+        let Some(old) = c.order.pop_front() else {
+            break;
+        };
+        if let Some((_, _, b)) = c.entries.remove(&old) {
+            c.bytes -= b;
         }
-        c.bytes += bytes;
-        while c.bytes > max_bytes {
-            let Some(old) = c.order.pop_front() else {
-                break;
-            };
-            if let Some((_, _, b)) = c.entries.remove(&old) {
-                c.bytes -= b;
+    }
+}
+
+/// The chunks of a range query evaluated a series at a time in one pass
+/// (`range.rs` with the source's [`SeriesSource::scan_floats`]): every
+/// chunk not in the cache, from the first to the last, at once, so that
+/// each selector reads its samples once for the whole span instead of once
+/// a chunk, and only one series at a time is held. The results are split
+/// into chunks again for the cache. `None` when the expression turns out
+/// to need the chunked evaluation (a histogram sample, say).
+#[allow(clippy::too_many_arguments)]
+fn stream_chunks(
+    src: &dyn SeriesSource,
+    expr: &Expr,
+    query_key: Option<&str>,
+    chunks: &[(i64, i64)],
+    (start, end): (i64, i64),
+    step_ms: i64,
+    deadline: Instant,
+    opts: &EngineOptions,
+) -> Option<Result<Vec<Vec<MatrixSeries>>, QueryError>> {
+    let mut results: Vec<Option<Vec<MatrixSeries>>> = vec![None; chunks.len()];
+    let mut keys: Vec<Option<(String, u64)>> = vec![None; chunks.len()];
+    for (i, chunk) in chunks.iter().enumerate() {
+        if let Some(key) = cache_key(query_key, *chunk) {
+            // Read before evaluating, as in `cached_chunk`.
+            let generation = chunk_generation(src, expr, (start, end), *chunk, opts);
+            results[i] = cache_get(&key, generation);
+            keys[i] = Some((key, generation));
+        }
+    }
+    let first = results.iter().position(Option::is_none);
+    let last = results.iter().rposition(Option::is_none);
+    if let (Some(first), Some(last)) = (first, last) {
+        let (from, to) = (chunks[first].0, chunks[last].1);
+        let ev = Evaluator {
+            opts,
+            start,
+            end,
+            data: HashMap::new(),
+            deadline,
+            stream: Some(src),
+        };
+        let steps: Vec<i64> = (0..)
+            .map(|i| from + i * step_ms)
+            .take_while(|t| *t <= to)
+            .collect();
+        let series = match ev.eval_range(expr, &steps)? {
+            Ok(r) => ranged_series(r, &steps),
+            Err(e) => Err(e),
+        };
+        let series = match series {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        for i in first..=last {
+            let (lo, hi) = chunks[i];
+            let part: Vec<MatrixSeries> = series
+                .iter()
+                .filter_map(|(labels, samples)| {
+                    let a = samples.partition_point(|(t, _)| *t < lo);
+                    let b = samples.partition_point(|(t, _)| *t <= hi);
+                    (a < b).then(|| (labels.clone(), samples[a..b].to_vec()))
+                })
+                .collect();
+            if results[i].is_none()
+                && let Some((key, generation)) = keys[i].take()
+            {
+                cache_put(key, generation, &part);
             }
+            results[i] = Some(part);
         }
     }
-    Ok(r)
+    Some(Ok(results
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect()))
 }
 
 /// One chunk `[from, to]` of a range query, loaded and evaluated on its own.
@@ -475,6 +591,9 @@ pub(crate) struct Evaluator<'a> {
     /// (the tree is borrowed, unmoved, for the whole query).
     pub(crate) data: HashMap<usize, Vec<Series>>,
     deadline: Instant,
+    /// Where selectors not in `data` are read from a series at a time
+    /// (see `range.rs`); `None` when everything was loaded up front.
+    pub(crate) stream: Option<&'a dyn SeriesSource>,
 }
 
 pub(crate) fn key(vs: &VectorSelector) -> usize {
@@ -499,6 +618,7 @@ impl<'a> Evaluator<'a> {
             end,
             data: HashMap::new(),
             deadline,
+            stream: None,
         };
         let mut wanted = Vec::new();
         ev.plan(expr, from, to, &mut wanted);
@@ -760,14 +880,9 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-/// Loads one selector's series, with its name and `or` groups turned into
-/// matchers.
-fn select(
-    src: &dyn SeriesSource,
-    vs: &VectorSelector,
-    lo: i64,
-    hi: i64,
-) -> Result<Vec<Series>, QueryError> {
+/// A selector's matchers, with its name as one: a group for each `or`
+/// alternative (one when it has none).
+pub(crate) fn matcher_groups(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
     let convert = |ms: &[promql_parser::label::Matcher]| -> Vec<Matcher> {
         let mut out: Vec<Matcher> = ms
             .iter()
@@ -791,11 +906,21 @@ fn select(
         }
         out
     };
-    let groups: Vec<Vec<Matcher>> = if vs.matchers.or_matchers.is_empty() {
+    if vs.matchers.or_matchers.is_empty() {
         vec![convert(&vs.matchers.matchers)]
     } else {
         vs.matchers.or_matchers.iter().map(|g| convert(g)).collect()
-    };
+    }
+}
+
+/// Loads one selector's series.
+fn select(
+    src: &dyn SeriesSource,
+    vs: &VectorSelector,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<Series>, QueryError> {
+    let groups = matcher_groups(vs);
     let mut all: Vec<Series> = Vec::new();
     // A series matched by several `or` groups is loaded once.
     let mut seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();

@@ -91,9 +91,7 @@ fn extrapolated_rate(
     if pts.len() < 2 {
         return None;
     }
-    let (first_t, first) = pts[0];
-    let (last_t, last) = pts[pts.len() - 1];
-    let mut result = last - first;
+    let mut result = pts[pts.len() - 1].1 - pts[0].1;
     if counter {
         for w in pts.windows(2) {
             if w[1].1 < w[0].1 {
@@ -101,6 +99,58 @@ fn extrapolated_rate(
             }
         }
     }
+    Some(extrapolate(pts, result, start, end, counter, per_second))
+}
+
+/// The places of a series' counter resets: each `i` where `pts[i]` is below
+/// `pts[i - 1]`, for [`counter_rate_window`].
+pub(crate) fn counter_resets(pts: &[(i64, f64)], out: &mut Vec<usize>) {
+    out.clear();
+    out.extend((1..pts.len()).filter(|i| pts[*i].1 < pts[*i - 1].1));
+}
+
+/// `rate` (`per_second`) or `increase` over the window `pts[lo..hi]` of a
+/// series whose resets [`counter_resets`] found: the same additions in the
+/// same order as [`range_function_floats`], without looking at every
+/// sample of every window.
+pub(crate) fn counter_rate_window(
+    pts: &[(i64, f64)],
+    (lo, hi): (usize, usize),
+    resets: &[usize],
+    start: i64,
+    end: i64,
+    per_second: bool,
+) -> Option<f64> {
+    if hi < lo + 2 {
+        return None;
+    }
+    let mut result = pts[hi - 1].1 - pts[lo].1;
+    let a = resets.partition_point(|i| *i <= lo);
+    for i in resets[a..].iter().take_while(|i| **i < hi) {
+        result += pts[*i - 1].1;
+    }
+    Some(extrapolate(
+        &pts[lo..hi],
+        result,
+        start,
+        end,
+        true,
+        per_second,
+    ))
+}
+
+/// The change `result` between a window's first and last sample,
+/// extrapolated towards the window's edges.
+fn extrapolate(
+    pts: &[(i64, f64)],
+    result: f64,
+    start: i64,
+    end: i64,
+    counter: bool,
+    per_second: bool,
+) -> f64 {
+    let (first_t, first) = pts[0];
+    let last_t = pts[pts.len() - 1].0;
     let window = Extrapolation {
         first_t,
         last_t,
@@ -108,7 +158,7 @@ fn extrapolated_rate(
         start,
         end,
     };
-    Some(result * window.factor(counter, first, result, per_second))
+    result * window.factor(counter, first, result, per_second)
 }
 
 /// Where the samples of a window lie within it, for extrapolating a change.

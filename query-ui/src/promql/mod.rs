@@ -27,7 +27,7 @@ mod tests;
 use std::time::Duration;
 
 pub use eval::{instant_query, range_query, set_results_cache_bytes};
-pub use source::{MatchOp, Matcher, MemorySource, Series, SeriesSource};
+pub use source::{FloatVisitor, MatchOp, Matcher, MemorySource, Series, SeriesSource};
 pub use value::QueryValue;
 
 /// Limits and defaults of query evaluation.

@@ -13,21 +13,23 @@
 //! the caller falls back to the step evaluator.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use periscope_proto::{Labels, SampleValue, is_stale_nan};
 use promql_parser::parser::{
-    AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, VectorMatchCardinality, VectorSelector,
+    AggregateExpr, BinaryExpr, Expr, LabelModifier, VectorMatchCardinality, VectorSelector,
 };
 
 use super::QueryError;
 use super::binary::{float_op, is_comparison, signature};
-use super::eval::{Evaluator, drop_name, duration_ms, key};
-use super::functions::{keeps_name, range_function_floats};
+use super::eval::{Evaluator, drop_name, duration_ms, key, matcher_groups};
+use super::functions::{counter_rate_window, counter_resets, keeps_name, range_function_floats};
 use super::source::Series;
 
 /// One series over the steps: `vals[i]` is its value at step `i` when
 /// `has[i]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Column {
     pub labels: Labels,
     pub vals: Vec<f64>,
@@ -46,6 +48,16 @@ impl Column {
     fn any(&self) -> bool {
         self.has.iter().any(|h| *h)
     }
+}
+
+/// What computing a leaf's column reuses from one series to the next.
+#[derive(Default)]
+struct Scratch {
+    col: Column,
+    /// The samples without staleness markers, when there are some.
+    kept: Vec<(i64, f64)>,
+    /// Where the series' counter resets are.
+    resets: Vec<usize>,
 }
 
 /// A range-evaluated expression.
@@ -104,8 +116,7 @@ impl Evaluator<'_> {
                         .collect(),
                 ))),
             },
-            Expr::VectorSelector(vs) => self.range_instant_selector(vs, steps),
-            Expr::Call(c) => self.range_call(c, steps),
+            Expr::VectorSelector(_) | Expr::Call(_) => self.leaf_vector(leaf(expr)?, steps),
             Expr::Aggregate(a) => self.range_aggregate(a, steps),
             Expr::Binary(b) => self.range_binary(b, steps),
             _ => None,
@@ -117,137 +128,278 @@ impl Evaluator<'_> {
         self.data.get(&key(vs)).map_or(&[][..], |v| v.as_slice())
     }
 
-    fn range_instant_selector(&self, vs: &VectorSelector, steps: &[i64]) -> Out {
-        let lookback = self.opts.lookback_ms;
-        let mut cols = Vec::new();
-        let mut pts = Vec::new();
-        for s in self.float_series(vs) {
-            if !float_points(s, false, &mut pts) {
-                return None;
-            }
-            let labels = &s.labels;
-            let mut col = Column::empty(labels.clone(), steps.len());
-            let mut p = 0;
-            for (i, t) in steps.iter().enumerate() {
-                let rt = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), *t);
-                if p > 0 && pts[p - 1].0 > rt {
-                    // `@` and `offset` keep reference times in step order;
-                    // anything else is left to the step evaluator.
-                    return None;
-                }
-                while p < pts.len() && pts[p].0 <= rt {
-                    p += 1;
-                }
-                if p == 0 {
-                    continue;
-                }
-                let (ts, v) = pts[p - 1];
-                if ts <= rt - lookback || is_stale_nan(v) {
-                    continue;
-                }
-                col.vals[i] = v;
-                col.has[i] = true;
-            }
-            if col.any() {
-                cols.push(col);
-            }
-        }
-        Some(Ok(Ranged::Vector(cols)))
-    }
-
-    fn range_call(&self, c: &Call, steps: &[i64]) -> Out {
-        let name = c.func.name;
-        if !matches!(
-            name,
-            "rate"
-                | "increase"
-                | "delta"
-                | "irate"
-                | "idelta"
-                | "deriv"
-                | "resets"
-                | "changes"
-                | "avg_over_time"
-                | "min_over_time"
-                | "max_over_time"
-                | "sum_over_time"
-                | "count_over_time"
-                | "last_over_time"
-                | "stddev_over_time"
-                | "stdvar_over_time"
-                | "present_over_time"
-        ) {
-            return None;
-        }
-        let Some(Expr::MatrixSelector(ms)) = c.args.args.first().map(|a| a.as_ref()) else {
-            return None;
-        };
-        let range = duration_ms(&ms.range);
-        let vs = &ms.vs;
-        let mut cols = Vec::new();
-        let mut pts = Vec::new();
-        for s in self.float_series(vs) {
-            // Range windows never include staleness markers.
-            if !float_points(s, true, &mut pts) {
-                return None;
-            }
-            let labels = &s.labels;
-            let out_labels = if keeps_name(name) {
-                labels.clone()
-            } else {
-                drop_name(labels.clone())
-            };
-            let mut col = Column::empty(out_labels, steps.len());
-            let (mut lo, mut hi) = (0, 0);
-            let mut last_rt = i64::MIN;
-            for (i, t) in steps.iter().enumerate() {
-                let rt = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), *t);
-                if rt < last_rt {
-                    return None;
-                }
-                last_rt = rt;
-                while lo < pts.len() && pts[lo].0 <= rt - range {
-                    lo += 1;
-                }
-                hi = hi.max(lo);
-                while hi < pts.len() && pts[hi].0 <= rt {
-                    hi += 1;
-                }
-                if lo == hi {
-                    continue;
-                }
-                if let Some(v) = range_function_floats(name, &pts[lo..hi], f64::NAN, rt - range, rt)
-                {
+    /// A leaf's values at every step from one series' samples (staleness
+    /// markers included), into `sc.col`; whether it has any. `Err` when
+    /// that is left to the step evaluator.
+    fn leaf_column(
+        &self,
+        leaf: Leaf<'_>,
+        labels: &Labels,
+        pts: &[(i64, f64)],
+        steps: &[i64],
+        sc: &mut Scratch,
+    ) -> Result<bool, ()> {
+        let col = &mut sc.col;
+        col.vals.resize(steps.len(), 0.0);
+        col.has.clear();
+        col.has.resize(steps.len(), false);
+        match leaf {
+            Leaf::Instant(vs) => {
+                col.labels = labels.clone();
+                let lookback = self.opts.lookback_ms;
+                let mut p = 0;
+                for (i, t) in steps.iter().enumerate() {
+                    let rt = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), *t);
+                    if p > 0 && pts[p - 1].0 > rt {
+                        // `@` and `offset` keep reference times in step
+                        // order; anything else is left to the step evaluator.
+                        return Err(());
+                    }
+                    while p < pts.len() && pts[p].0 <= rt {
+                        p += 1;
+                    }
+                    if p == 0 {
+                        continue;
+                    }
+                    let (ts, v) = pts[p - 1];
+                    if ts <= rt - lookback || is_stale_nan(v) {
+                        continue;
+                    }
                     col.vals[i] = v;
                     col.has[i] = true;
                 }
             }
-            if col.any() {
-                cols.push(col);
+            Leaf::Range { func, vs, range } => {
+                // Range windows never include staleness markers.
+                let pts = if pts.iter().any(|(_, v)| is_stale_nan(*v)) {
+                    sc.kept.clear();
+                    sc.kept
+                        .extend(pts.iter().filter(|(_, v)| !is_stale_nan(*v)).copied());
+                    &sc.kept[..]
+                } else {
+                    pts
+                };
+                col.labels = if keeps_name(func) {
+                    labels.clone()
+                } else {
+                    drop_name(labels.clone())
+                };
+                // `rate` and `increase` add the value before each counter
+                // reset in the window: found once for the series.
+                let counter = matches!(func, "rate" | "increase");
+                if counter {
+                    counter_resets(pts, &mut sc.resets);
+                }
+                let (mut lo, mut hi) = (0, 0);
+                let mut last_rt = i64::MIN;
+                for (i, t) in steps.iter().enumerate() {
+                    let rt = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), *t);
+                    if rt < last_rt {
+                        return Err(());
+                    }
+                    last_rt = rt;
+                    while lo < pts.len() && pts[lo].0 <= rt - range {
+                        lo += 1;
+                    }
+                    hi = hi.max(lo);
+                    while hi < pts.len() && pts[hi].0 <= rt {
+                        hi += 1;
+                    }
+                    if lo == hi {
+                        continue;
+                    }
+                    let v = if counter {
+                        counter_rate_window(
+                            pts,
+                            (lo, hi),
+                            &sc.resets,
+                            rt - range,
+                            rt,
+                            func == "rate",
+                        )
+                    } else {
+                        range_function_floats(func, &pts[lo..hi], f64::NAN, rt - range, rt)
+                    };
+                    if let Some(v) = v {
+                        col.vals[i] = v;
+                        col.has[i] = true;
+                    }
+                }
             }
         }
-        Some(Ok(Ranged::Vector(cols)))
+        Ok(col.any())
+    }
+
+    /// How many threads a scan may read on.
+    fn parts(&self) -> usize {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, self.opts.range_threads.max(1))
+    }
+
+    /// Computes a leaf's column for each of its series and hands it to `f`
+    /// with the part it was read in (below [`Evaluator::parts`]): from the
+    /// series loaded up front, or from a scan of the source, which holds
+    /// one series per thread at a time.
+    fn leaf_columns(
+        &self,
+        leaf: Leaf<'_>,
+        steps: &[i64],
+        f: &(dyn Fn(usize, &Column) -> Result<(), QueryError> + Sync),
+    ) -> Option<Result<(), QueryError>> {
+        let vs = leaf.vs();
+        let Some(src) = self.stream else {
+            let mut pts = Vec::new();
+            let mut sc = Scratch::default();
+            for s in self.float_series(vs) {
+                if !float_points(s, false, &mut pts) {
+                    return None;
+                }
+                match self.leaf_column(leaf, &s.labels, &pts, steps, &mut sc) {
+                    Err(()) => return None,
+                    Ok(true) => {
+                        if let Err(e) = f(0, &sc.col) {
+                            return Some(Err(e));
+                        }
+                    }
+                    Ok(false) => {}
+                }
+            }
+            return Some(Ok(()));
+        };
+        let groups = matcher_groups(vs);
+        let [matchers] = groups.as_slice() else {
+            return None;
+        };
+        let (first, last) = (*steps.first()?, *steps.last()?);
+        let reach = match leaf {
+            Leaf::Instant(_) => self.opts.lookback_ms,
+            Leaf::Range { range, .. } => range,
+        };
+        let lo = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), first) - reach;
+        let hi = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), last);
+        let failed: Mutex<Option<QueryError>> = Mutex::new(None);
+        let unsupported = AtomicBool::new(false);
+        let fail = |e: QueryError| {
+            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            String::new()
+        };
+        let parts = self.parts();
+        let scratch: Vec<Mutex<Scratch>> = (0..parts).map(|_| Mutex::default()).collect();
+        let visit = |part: usize, labels: &Labels, pts: &[(i64, f64)]| -> Result<(), String> {
+            self.check_deadline().map_err(fail)?;
+            let mut sc = scratch[part].lock().unwrap_or_else(|p| p.into_inner());
+            match self.leaf_column(leaf, labels, pts, steps, &mut sc) {
+                Err(()) => {
+                    unsupported.store(true, Ordering::Relaxed);
+                    Err(String::new())
+                }
+                Ok(true) => f(part, &sc.col).map_err(fail),
+                Ok(false) => Ok(()),
+            }
+        };
+        match src.scan_floats(matchers, lo, hi, parts, &visit) {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(_) if unsupported.load(Ordering::Relaxed) => None,
+            Err(msg) => Some(Err(failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_else(|| {
+                    QueryError::execution(format!("failed to select series: {msg}"))
+                }))),
+        }
+    }
+
+    /// A leaf's columns, all of them.
+    fn leaf_vector(&self, leaf: Leaf<'_>, steps: &[i64]) -> Out {
+        let parts: Vec<Mutex<Vec<Column>>> = (0..self.parts()).map(|_| Mutex::default()).collect();
+        let points = AtomicUsize::new(0);
+        tryo!(self.leaf_columns(leaf, steps, &|part, c| {
+            let n = points.fetch_add(steps.len(), Ordering::Relaxed) + steps.len();
+            self.check_samples(n)?;
+            parts[part]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(c.clone());
+            Ok(())
+        }));
+        Some(Ok(Ranged::Vector(
+            parts
+                .into_iter()
+                .flat_map(|p| p.into_inner().unwrap_or_else(|p| p.into_inner()))
+                .collect(),
+        )))
+    }
+
+    /// `sum`, `avg`, `min`, `max`, `count` or `group` of a leaf, each
+    /// series' column folded into its group as it comes (per part, then the
+    /// parts together), so that the leaf's columns are never all held.
+    fn fold_aggregate(
+        &self,
+        op: &str,
+        modifier: Option<&LabelModifier>,
+        leaf: Leaf<'_>,
+        steps: &[i64],
+    ) -> Out {
+        let n = steps.len();
+        let parts: Vec<Mutex<Groups>> = (0..self.parts()).map(|_| Mutex::default()).collect();
+        tryo!(self.leaf_columns(leaf, steps, &|part, c| {
+            let mut g = parts[part].lock().unwrap_or_else(|p| p.into_inner());
+            let acc = g.group(group_labels(&c.labels, modifier), n);
+            for i in 0..n {
+                if c.has[i] {
+                    combine(op, &mut acc.vals[i], &mut acc.count[i], c.vals[i], 1);
+                }
+            }
+            Ok(())
+        }));
+        let mut all = Groups::default();
+        for p in parts {
+            let p = p.into_inner().unwrap_or_else(|p| p.into_inner());
+            for (labels, g) in p.groups {
+                let acc = all.group(labels, n);
+                for i in 0..n {
+                    combine(
+                        op,
+                        &mut acc.vals[i],
+                        &mut acc.count[i],
+                        g.vals[i],
+                        g.count[i],
+                    );
+                }
+            }
+        }
+        let out = all
+            .groups
+            .into_iter()
+            .filter_map(|(labels, g)| {
+                let mut col = Column::empty(labels, n);
+                for i in 0..n {
+                    if g.count[i] == 0 {
+                        continue;
+                    }
+                    col.vals[i] = match op {
+                        "avg" => g.vals[i] / f64::from(g.count[i]),
+                        "count" => f64::from(g.count[i]),
+                        "group" => 1.0,
+                        _ => g.vals[i],
+                    };
+                    col.has[i] = true;
+                }
+                col.any().then_some(col)
+            })
+            .collect();
+        Some(Ok(Ranged::Vector(out)))
     }
 
     fn range_aggregate(&self, a: &AggregateExpr, steps: &[i64]) -> Out {
-        let op = a.op.to_string().to_lowercase();
+        let (op, k) = aggregate_op(a)?;
         let topk = matches!(op.as_str(), "topk" | "bottomk");
-        if !topk
-            && !matches!(
-                op.as_str(),
-                "sum" | "avg" | "min" | "max" | "count" | "group"
-            )
-        {
-            return None;
+        if !topk && let Some(leaf) = leaf(&a.expr) {
+            return self.fold_aggregate(&op, a.modifier.as_ref(), leaf, steps);
         }
-        let k = if topk {
-            match a.param.as_deref() {
-                Some(Expr::NumberLiteral(n)) => n.val,
-                _ => return None,
-            }
-        } else {
-            f64::NAN
-        };
         let Ranged::Vector(input) = tryo!(self.eval_range(&a.expr, steps)) else {
             return None;
         };
@@ -334,10 +486,10 @@ impl Evaluator<'_> {
     }
 
     fn range_binary(&self, b: &BinaryExpr, steps: &[i64]) -> Out {
-        let op = b.op.to_string().to_lowercase();
-        if matches!(op.as_str(), "and" | "or" | "unless") || float_op(&op, 0.0, 0.0).is_none() {
+        if !binary_supported(b) {
             return None;
         }
+        let op = b.op.to_string().to_lowercase();
         let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
         let cmp = is_comparison(&op);
         let lhs = tryo!(self.eval_range(&b.lhs, steps));
@@ -455,6 +607,161 @@ impl Evaluator<'_> {
             }
         }
     }
+}
+
+/// A leaf of the expressions evaluated here: the series it reads, and what
+/// it computes from each one at every step.
+#[derive(Clone, Copy)]
+enum Leaf<'e> {
+    /// An instant selector: the latest sample within the lookback.
+    Instant(&'e VectorSelector),
+    /// A range function over a matrix selector.
+    Range {
+        func: &'static str,
+        vs: &'e VectorSelector,
+        range: i64,
+    },
+}
+
+impl Leaf<'_> {
+    fn vs(&self) -> &VectorSelector {
+        match self {
+            Leaf::Instant(vs) | Leaf::Range { vs, .. } => vs,
+        }
+    }
+}
+
+/// The range functions evaluated here.
+const RANGE_FUNCTIONS: &[&str] = &[
+    "rate",
+    "increase",
+    "delta",
+    "irate",
+    "idelta",
+    "deriv",
+    "resets",
+    "changes",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "last_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "present_over_time",
+];
+
+fn leaf(expr: &Expr) -> Option<Leaf<'_>> {
+    match expr {
+        Expr::VectorSelector(vs) => Some(Leaf::Instant(vs)),
+        Expr::Call(c) if RANGE_FUNCTIONS.contains(&c.func.name) => {
+            match c.args.args.first().map(|a| a.as_ref()) {
+                Some(Expr::MatrixSelector(ms)) => Some(Leaf::Range {
+                    func: c.func.name,
+                    vs: &ms.vs,
+                    range: duration_ms(&ms.range),
+                }),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The aggregations evaluated here: the operator, and `k` of `topk` and
+/// `bottomk` (NaN for the others).
+fn aggregate_op(a: &AggregateExpr) -> Option<(String, f64)> {
+    let op = a.op.to_string().to_lowercase();
+    match op.as_str() {
+        "topk" | "bottomk" => match a.param.as_deref() {
+            Some(Expr::NumberLiteral(n)) => Some((op, n.val)),
+            _ => None,
+        },
+        "sum" | "avg" | "min" | "max" | "count" | "group" => Some((op, f64::NAN)),
+        _ => None,
+    }
+}
+
+/// Arithmetic and comparisons, with one-to-one matching between vectors.
+fn binary_supported(b: &BinaryExpr) -> bool {
+    let op = b.op.to_string().to_lowercase();
+    !matches!(op.as_str(), "and" | "or" | "unless")
+        && float_op(&op, 0.0, 0.0).is_some()
+        && b.modifier
+            .as_ref()
+            .is_none_or(|m| matches!(m.card, VectorMatchCardinality::OneToOne))
+}
+
+/// Whether the expression is one `range_query` can evaluate here reading
+/// its selectors a series at a time (`SeriesSource::scan_floats`). Some
+/// data still sends it back to the chunked evaluation: histogram samples,
+/// or vectors with repeated match groups.
+pub(crate) fn streams(expr: &Expr) -> bool {
+    match expr {
+        Expr::NumberLiteral(_) => true,
+        Expr::Paren(p) => streams(&p.expr),
+        Expr::Unary(u) => streams(&u.expr),
+        Expr::VectorSelector(_) | Expr::Call(_) => {
+            leaf(expr).is_some_and(|l| l.vs().matchers.or_matchers.is_empty())
+        }
+        Expr::Aggregate(a) => aggregate_op(a).is_some() && streams(&a.expr),
+        Expr::Binary(b) => binary_supported(b) && streams(&b.lhs) && streams(&b.rhs),
+        _ => false,
+    }
+}
+
+/// Per group of an aggregation: a running value and how many series have
+/// a value, at each step.
+#[derive(Default)]
+struct Groups {
+    index: HashMap<Labels, usize>,
+    groups: Vec<(Labels, Acc)>,
+}
+
+struct Acc {
+    vals: Vec<f64>,
+    count: Vec<u32>,
+}
+
+impl Groups {
+    fn group(&mut self, labels: Labels, steps: usize) -> &mut Acc {
+        let i = match self.index.get(&labels) {
+            Some(i) => *i,
+            None => {
+                self.index.insert(labels.clone(), self.groups.len());
+                self.groups.push((
+                    labels,
+                    Acc {
+                        vals: vec![0.0; steps],
+                        count: vec![0; steps],
+                    },
+                ));
+                self.groups.len() - 1
+            }
+        };
+        &mut self.groups[i].1
+    }
+}
+
+/// Adds `n` values folded into `v` to a running value: the first value as
+/// is, then sums (for `sum` and `avg`), or the smaller or larger, NaN only
+/// while every value is NaN (`min`, `max`), as the step evaluator does.
+fn combine(op: &str, acc: &mut f64, count: &mut u32, v: f64, n: u32) {
+    if n == 0 {
+        return;
+    }
+    if *count == 0 {
+        *acc = v;
+    } else {
+        match op {
+            "sum" | "avg" => *acc += v,
+            "min" if acc.is_nan() || v < *acc => *acc = v,
+            "max" if acc.is_nan() || v > *acc => *acc = v,
+            _ => {}
+        }
+    }
+    *count += n;
 }
 
 /// Whether an expression evaluates to an instant vector (rather than a

@@ -47,6 +47,10 @@ pub struct Series {
     pub samples: Vec<(i64, SampleValue)>,
 }
 
+/// Receives the series of [`SeriesSource::scan_floats`]: part, labels,
+/// samples `(ms, value)` sorted by time.
+pub type FloatVisitor<'a> = dyn Fn(usize, &Labels, &[(i64, f64)]) -> Result<(), String> + Sync + 'a;
+
 /// A store of series the engine can query.
 pub trait SeriesSource: Send + Sync {
     /// Series matching every matcher that have a sample in [start_ms, end_ms] (inclusive); only those samples, sorted.
@@ -56,6 +60,39 @@ pub trait SeriesSource: Send + Sync {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>, String>;
+
+    /// Hands each series [`SeriesSource::select`] would return to `visit`,
+    /// with its samples as floats (staleness markers included), from up to
+    /// `parts` threads: `visit` gets the part (below `parts`) and sees one
+    /// part's series one at a time. A source that can read series one by
+    /// one keeps only those in memory. `Ok(false)` when some sample is a
+    /// histogram: what was visited is then incomplete. An error from
+    /// `visit` stops the scan and is returned.
+    fn scan_floats(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        _parts: usize,
+        visit: &FloatVisitor<'_>,
+    ) -> Result<bool, String> {
+        let series = self.select(matchers, start_ms, end_ms)?;
+        let mut floats = Vec::with_capacity(series.len());
+        for s in &series {
+            let mut pts = Vec::with_capacity(s.samples.len());
+            for (t, v) in &s.samples {
+                match v {
+                    SampleValue::Float(f) => pts.push((*t, *f)),
+                    SampleValue::Histogram(_) => return Ok(false),
+                }
+            }
+            floats.push(pts);
+        }
+        for (s, pts) in series.iter().zip(&floats) {
+            visit(0, &s.labels, pts)?;
+        }
+        Ok(true)
+    }
 
     /// Names the data a source serves (a store and tenant) for caching
     /// results across queries; `None` (the default) turns caching off.

@@ -1572,6 +1572,8 @@ struct CachedSource {
     id: String,
     generation: std::sync::atomic::AtomicU64,
     selects: std::sync::atomic::AtomicUsize,
+    /// The time ranges selected.
+    reads: std::sync::Mutex<Vec<(i64, i64)>>,
 }
 
 impl SeriesSource for CachedSource {
@@ -1583,6 +1585,7 @@ impl SeriesSource for CachedSource {
     ) -> Result<Vec<Series>, String> {
         self.selects
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.reads.lock().unwrap().push((start_ms, end_ms));
         self.inner.select(matchers, start_ms, end_ms)
     }
 
@@ -1598,33 +1601,87 @@ impl SeriesSource for CachedSource {
 #[test]
 fn range_chunks_come_from_the_cache_until_their_samples_change() {
     use std::sync::atomic::Ordering::SeqCst;
-    let src = CachedSource {
-        inner: dataset(),
-        id: format!("cache-test-{:?}", std::thread::current().id()),
-        generation: 1.into(),
-        selects: 0.into(),
-    };
-    let opts = EngineOptions {
-        range_chunk_ms: 120_000,
-        ..EngineOptions::default()
-    };
-    let q = "sum by (job) (rate(http_requests_total[5m]))";
-    let first = range_query(&src, q, 0, 900_000, 60_000, &opts).unwrap();
-    let cold = src.selects.load(SeqCst);
-    assert!(cold > 0);
-    // The same query again: every chunk from the cache, the same answer.
-    let again = range_query(&src, q, 0, 900_000, 60_000, &opts).unwrap();
-    assert_eq!(again, first);
-    assert_eq!(src.selects.load(SeqCst), cold, "nothing read again");
-    // A shifted window (a refresh) reads only the chunks it has not seen.
-    let shifted = range_query(&src, q, 120_000, 1_020_000, 60_000, &opts).unwrap();
-    assert!(src.selects.load(SeqCst) < 2 * cold);
-    let direct = range_query(&src.inner, q, 120_000, 1_020_000, 60_000, &opts).unwrap();
-    assert_eq!(shifted, direct);
-    // Samples changed: everything evaluated again.
-    src.generation.store(2, SeqCst);
-    let before = src.selects.load(SeqCst);
-    let after_write = range_query(&src, q, 0, 900_000, 60_000, &opts).unwrap();
-    assert_eq!(after_write, first);
-    assert_eq!(src.selects.load(SeqCst) - before, cold);
+    // Evaluated a series at a time in one pass, and in chunks.
+    for q in [
+        "sum by (job) (rate(http_requests_total[5m]))",
+        "sum by (job) (rate(http_requests_total[5m])) and on() vector(1)",
+    ] {
+        let src = CachedSource {
+            inner: dataset(),
+            id: format!("cache-test-{:?}-{q}", std::thread::current().id()),
+            generation: 1.into(),
+            selects: 0.into(),
+            reads: Default::default(),
+        };
+        let opts = EngineOptions {
+            range_chunk_ms: 120_000,
+            ..EngineOptions::default()
+        };
+        let first = range_query(&src, q, 0, 900_000, 60_000, &opts).unwrap();
+        let cold = src.selects.load(SeqCst);
+        assert!(cold > 0);
+        // The same query again: every chunk from the cache, the same answer.
+        let again = range_query(&src, q, 0, 900_000, 60_000, &opts).unwrap();
+        assert_eq!(again, first);
+        assert_eq!(src.selects.load(SeqCst), cold, "nothing read again");
+        // A shifted window (a refresh) reads only what the chunk it has not
+        // seen needs: [960 s, 1,020 s] with 5 minutes before.
+        src.reads.lock().unwrap().clear();
+        let shifted = range_query(&src, q, 120_000, 1_020_000, 60_000, &opts).unwrap();
+        let reads = src.reads.lock().unwrap().clone();
+        assert!(!reads.is_empty());
+        assert!(reads.iter().all(|(lo, _)| *lo >= 660_000), "{q}: {reads:?}");
+        let direct = range_query(&src.inner, q, 120_000, 1_020_000, 60_000, &opts).unwrap();
+        assert_eq!(shifted, direct);
+        // Samples changed: everything evaluated again.
+        src.generation.store(2, SeqCst);
+        let before = src.selects.load(SeqCst);
+        let after_write = range_query(&src, q, 0, 900_000, 60_000, &opts).unwrap();
+        assert_eq!(after_write, first);
+        assert_eq!(src.selects.load(SeqCst) - before, cold);
+    }
+}
+
+#[test]
+fn counter_rate_windows_match_the_rate_of_their_samples_exactly() {
+    use super::functions::{counter_rate_window, counter_resets, range_function_floats};
+    // Resets (including to the same and to a higher-than-zero value), a NaN
+    // and repeated values.
+    let values = [
+        1.0,
+        4.0,
+        4.0,
+        2.0,
+        9.5,
+        f64::NAN,
+        3.0,
+        3.0,
+        0.0,
+        7.25,
+        1e12,
+        5.0,
+        6.0,
+    ];
+    let pts: Vec<(i64, f64)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64 * 15_000 + (i as i64 % 3) * 700, *v))
+        .collect();
+    let mut resets = Vec::new();
+    counter_resets(&pts, &mut resets);
+    assert_eq!(resets, vec![3, 8, 11]);
+    for lo in 0..pts.len() {
+        for hi in lo..=pts.len() {
+            for (name, per_second) in [("rate", true), ("increase", false)] {
+                let (start, end) = (pts[lo].0 - 4_000, pts[hi.max(1) - 1].0 + 9_000);
+                let fast = counter_rate_window(&pts, (lo, hi), &resets, start, end, per_second);
+                let slow = range_function_floats(name, &pts[lo..hi], f64::NAN, start, end);
+                assert_eq!(
+                    fast.map(f64::to_bits),
+                    slow.map(f64::to_bits),
+                    "{name} over [{lo}, {hi})"
+                );
+            }
+        }
+    }
 }

@@ -122,7 +122,7 @@ pub(crate) fn series_file_name(name: &str) -> String {
     }
 }
 
-fn format_err(path: &Path, message: impl Into<String>) -> StoreError {
+pub(super) fn format_err(path: &Path, message: impl Into<String>) -> StoreError {
     StoreError::Format {
         path: path.to_owned(),
         message: message.into(),
@@ -404,7 +404,7 @@ pub(crate) fn write_file(
     Ok(series_bytes + file.metadata().map(|m| m.len()).unwrap_or(0))
 }
 
-fn open_parquet(
+pub(super) fn open_parquet(
     path: &Path,
     schema: &SchemaRef,
     page_index: bool,
@@ -436,13 +436,13 @@ fn open_parquet(
 }
 
 /// One row of a series file.
-struct SeriesEntry {
-    id: u64,
-    name: String,
-    first_row: u64,
-    rows: u64,
+pub(super) struct SeriesEntry {
+    pub id: u64,
+    pub name: String,
+    pub first_row: u64,
+    pub rows: u64,
     /// Shared by every cached file holding the series (see [`LabelSets`]).
-    labels: Arc<Labels>,
+    pub labels: Arc<Labels>,
 }
 
 /// The label sets of cached series files, each kept once: a series is in
@@ -493,8 +493,8 @@ impl LabelSets {
 }
 
 /// A series file, parsed.
-struct SeriesTable {
-    entries: Vec<SeriesEntry>,
+pub(super) struct SeriesTable {
+    pub entries: Vec<SeriesEntry>,
     /// About what it takes in memory.
     bytes: usize,
 }
@@ -534,7 +534,7 @@ pub(crate) fn forget_series(samples_path: &Path) {
 
 /// The parsed series file at `path`, from the cache or read now; `None`
 /// when the file is gone.
-fn series_table(path: &Path) -> Result<Option<Arc<SeriesTable>>, StoreError> {
+pub(super) fn series_table(path: &Path) -> Result<Option<Arc<SeriesTable>>, StoreError> {
     if let Some(t) = SERIES_CACHE
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -9,6 +9,7 @@
 //! the files.
 
 mod files;
+mod scan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ use periscope_proto::{
 };
 
 use crate::{DataDir, StoreError, TenantId};
+
+pub use scan::{FloatScan, FloatVisitor};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -703,6 +706,15 @@ impl MetricStore {
                 }
             };
             h.each_series(name, &mut add);
+            // A series both in the head and being flushed has the head's
+            // samples first: sorted, with the head's (newer) copy of a
+            // repeated time kept.
+            for samples in merged.values_mut() {
+                if !samples.is_sorted_by(|a, b| a.0 < b.0) {
+                    samples.sort_by_key(|(t, _)| *t);
+                    samples.dedup_by_key(|(t, _)| *t);
+                }
+            }
             match &self.data {
                 // Newest first: the dedup below keeps the first copy of a
                 // sample written twice (the head's, then the newest file's).
