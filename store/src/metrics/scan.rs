@@ -524,7 +524,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
 
-    use periscope_proto::{NativeHistogram, PromBatch, PromSample, SampleValue, normalize_labels};
+    use periscope_proto::{PromBatch, PromSample, SampleValue, normalize_labels};
 
     use super::*;
     use crate::DataDir;
