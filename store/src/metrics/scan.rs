@@ -44,7 +44,7 @@ pub enum FloatScan {
 pub type FloatVisitor<'a> = dyn Fn(usize, &Labels, &[(i64, f64)]) -> Result<(), String> + Sync + 'a;
 
 /// Rows read at once from a file.
-const SCAN_BATCH_ROWS: usize = 16 << 10;
+const SCAN_BATCH_ROWS: usize = 4 << 10;
 
 /// One file of a scan: its wanted series (indexes into the table's
 /// entries), in the table's order.
@@ -55,20 +55,15 @@ struct ScanFile {
     order: u64,
     table: Arc<SeriesTable>,
     wanted: Vec<u32>,
-}
-
-impl ScanFile {
-    fn key(&self, i: u32) -> (&str, u64) {
-        let e = &self.table.entries[i as usize];
-        (e.name.as_str(), e.id)
-    }
+    /// The wanted series' places in the shared order.
+    keys: Vec<(u32, u64)>,
 }
 
 /// A series of the scan: its place in the shared order, labels, and its
 /// samples in the head if any.
 struct Key<'a> {
-    name: &'a str,
-    id: u64,
+    /// The metric name's rank among the scan's names, and the series id.
+    key: (u32, u64),
     labels: &'a Labels,
     head: Option<usize>,
 }
@@ -278,11 +273,48 @@ impl MetricStore {
                 order,
                 table,
                 wanted,
+                keys: Vec::new(),
             };
             if !in_shared_order(&f) {
                 return Ok(FloatScan::Unsupported);
             }
             files.push(f);
+        }
+        // Metric names by rank, so that series compare as integers.
+        let mut names: Vec<String> = head.iter().map(|h| h.0.clone()).collect();
+        for f in &files {
+            let mut last: Option<&str> = None;
+            for i in &f.wanted {
+                let name = f.table.entries[*i as usize].name.as_str();
+                if last != Some(name) {
+                    names.push(name.to_owned());
+                    last = Some(name);
+                }
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        let rank = |name: &str| {
+            names
+                .binary_search_by(|n| n.as_str().cmp(name))
+                .unwrap_or(0) as u32
+        };
+        for f in &mut files {
+            let mut last: Option<(&str, u32)> = None;
+            let keys = f
+                .wanted
+                .iter()
+                .map(|i| {
+                    let e = &f.table.entries[*i as usize];
+                    let r = match last {
+                        Some((n, r)) if n == e.name => r,
+                        _ => rank(&e.name),
+                    };
+                    last = Some((&e.name, r));
+                    (r, e.id)
+                })
+                .collect();
+            f.keys = keys;
         }
         // Every wanted series once, in the shared order; a series in the
         // head sorts before its copies in files, and the first copy stays.
@@ -290,27 +322,20 @@ impl MetricStore {
             .iter()
             .enumerate()
             .map(|(i, (name, id, labels, _))| Key {
-                name,
-                id: *id,
+                key: (rank(name), *id),
                 labels,
                 head: Some(i),
             })
             .collect();
         for f in &files {
-            keys.extend(f.wanted.iter().map(|i| {
-                let e = &f.table.entries[*i as usize];
-                Key {
-                    name: &e.name,
-                    id: e.id,
-                    labels: &e.labels,
-                    head: None,
-                }
+            keys.extend(f.wanted.iter().zip(&f.keys).map(|(i, key)| Key {
+                key: *key,
+                labels: &f.table.entries[*i as usize].labels,
+                head: None,
             }));
         }
-        keys.sort_unstable_by(|a, b| {
-            (a.name, a.id, a.head.is_none()).cmp(&(b.name, b.id, b.head.is_none()))
-        });
-        keys.dedup_by(|later, kept| (later.name, later.id) == (kept.name, kept.id));
+        keys.sort_unstable_by_key(|k| (k.key, k.head.is_none()));
+        keys.dedup_by_key(|k| k.key);
         if keys.is_empty() {
             return Ok(FloatScan::Done);
         }
@@ -430,18 +455,18 @@ fn scan_part(
     let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
         return Ok(FloatScan::Done);
     };
-    let (lo_key, hi_key) = ((first.name, first.id), (last.name, last.id));
+    let (lo_key, hi_key) = (first.key, last.key);
     // Per file: its cursor, its wanted series within this part, the next
     // one to take.
     let mut cursors = Vec::new();
     for f in files {
-        let lo = f.wanted.partition_point(|i| f.key(*i) < lo_key);
-        let hi = f.wanted.partition_point(|i| f.key(*i) <= hi_key);
+        let lo = f.keys.partition_point(|k| *k < lo_key);
+        let hi = f.keys.partition_point(|k| *k <= hi_key);
         if lo == hi {
             continue;
         }
-        let wanted = &f.wanted[lo..hi];
-        let rows = wanted.iter().map(|i| {
+        let wanted = (&f.wanted[lo..hi], &f.keys[lo..hi]);
+        let rows = wanted.0.iter().map(|i| {
             let e = &f.table.entries[*i as usize];
             (e.first_row, e.rows)
         });
@@ -463,8 +488,8 @@ fn scan_part(
         runs.clear();
         let mut in_order = true;
         for (f, cursor, wanted, next) in &mut cursors {
-            while let Some(i) = wanted.get(*next).copied() {
-                if f.key(i) > (key.name, key.id) {
+            while let Some(i) = wanted.0.get(*next).copied() {
+                if wanted.1[*next] > key.key {
                     break;
                 }
                 *next += 1;
