@@ -28,7 +28,8 @@ use arrow_array::types::{Float64Type, TimestampMillisecondType, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::arrow_reader::{
-    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+    RowSelector,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -435,6 +436,63 @@ pub(super) fn open_parquet(
     Ok(Some(builder))
 }
 
+/// Opens a samples file for reading, its footer and page index from
+/// [`FOOTERS`] when read before; `None` when the file is gone.
+pub(super) fn open_samples(
+    path: &Path,
+) -> Result<Option<ParquetRecordBatchReaderBuilder<File>>, StoreError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        // Deleted under the reader (a merge's inputs past their grace).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io("failed to open", path)(e)),
+    };
+    let cached = FOOTERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .map
+        .get(path)
+        .cloned();
+    if let Some(md) = cached {
+        return Ok(Some(ParquetRecordBatchReaderBuilder::new_with_metadata(
+            file, md,
+        )));
+    }
+    let Some(builder) = open_parquet(path, &SAMPLES_SCHEMA, true)? else {
+        return Ok(None);
+    };
+    let md = ArrowReaderMetadata::try_new(
+        builder.metadata().clone(),
+        ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+    )
+    .map_err(|e| format_err(path, format!("unreadable parquet: {e}")))?;
+    let mut c = FOOTERS.lock().unwrap_or_else(|p| p.into_inner());
+    if c.map.insert(path.to_owned(), md).is_none() {
+        c.order.push_back(path.to_owned());
+    }
+    while c.map.len() > FOOTER_CACHE_FILES {
+        let Some(old) = c.order.pop_front() else {
+            break;
+        };
+        c.map.remove(&old);
+    }
+    Ok(Some(builder))
+}
+
+/// Parsed footers of samples files (with their page indexes): files never
+/// change once written, and parsing a footer cost about a millisecond, most
+/// of a query over a few series of a day. Oldest out first.
+#[derive(Default)]
+struct FooterCache {
+    map: std::collections::HashMap<std::path::PathBuf, ArrowReaderMetadata>,
+    order: std::collections::VecDeque<std::path::PathBuf>,
+}
+
+/// The most footers kept (a few dozen KiB each for a file of an hour).
+const FOOTER_CACHE_FILES: usize = 2048;
+
+static FOOTERS: LazyLock<std::sync::Mutex<FooterCache>> = LazyLock::new(Default::default);
+
 /// One row of a series file.
 pub(super) struct SeriesEntry {
     pub id: u64,
@@ -523,6 +581,12 @@ pub(crate) fn forget_series(samples_path: &Path) {
             .unwrap_or_default()
             .to_string_lossy(),
     ));
+    {
+        let mut f = FOOTERS.lock().unwrap_or_else(|p| p.into_inner());
+        if f.map.remove(samples_path).is_some() {
+            f.order.retain(|p| p != samples_path);
+        }
+    }
     let mut c = SERIES_CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(t) = c.tables.remove(&series_path) {
         c.bytes -= t.bytes;
@@ -666,7 +730,7 @@ pub(crate) fn read_file(
     if out.is_empty() {
         return Ok(out);
     }
-    let Some(mut builder) = open_parquet(path, &SAMPLES_SCHEMA, !all)? else {
+    let Some(mut builder) = open_samples(path)? else {
         return Ok(Vec::new());
     };
     if !all {

@@ -22,7 +22,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, RowSelection, RowSelector};
 use periscope_proto::{Labels, NAME_LABEL, label};
 
-use super::files::{self, SAMPLES_SCHEMA, SeriesTable, format_err, open_parquet, series_table};
+use super::files::{self, SeriesTable, format_err, open_samples, series_table};
 use super::{MetricStore, TenantHead, metrics_dir};
 use crate::{StoreError, TenantId};
 
@@ -83,7 +83,7 @@ impl RowCursor {
         path: &Path,
         rows: impl Iterator<Item = (u64, u64)>,
     ) -> Result<Option<RowCursor>, StoreError> {
-        let Some(builder) = open_parquet(path, &SAMPLES_SCHEMA, true)? else {
+        let Some(builder) = open_samples(path)? else {
             return Ok(None);
         };
         let total = builder.metadata().file_metadata().num_rows() as u64;
@@ -246,35 +246,31 @@ impl MetricStore {
             listed.sort_by_key(|(min, order, _)| (*min, *order));
             (head, listed)
         };
-        let mut files = Vec::with_capacity(listed.len());
-        for (_, order, path) in listed {
-            let series_path = path.with_file_name(files::series_file_name(
-                &path.file_name().unwrap_or_default().to_string_lossy(),
-            ));
-            let table = match series_table(&series_path) {
-                Ok(Some(t)) => t,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "failed to read metric file");
-                    continue;
-                }
-            };
-            let wanted: Vec<u32> = (0..table.entries.len() as u32)
-                .filter(|i| {
-                    let e = &table.entries[*i as usize];
-                    name.is_none_or(|n| e.name == n) && keep(&e.labels)
+        // Each file's series table (parsed on first use) and wanted series,
+        // on up to `parts` threads.
+        let per_thread = listed.len().div_ceil(parts.max(1)).max(1);
+        let opened: Vec<Option<ScanFile>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = listed
+                .chunks(per_thread)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        // Files of the same series share their label sets:
+                        // each set is matched once.
+                        let mut kept = foldhash::HashMap::default();
+                        chunk
+                            .iter()
+                            .map(|(_, order, path)| scan_file(path, *order, name, keep, &mut kept))
+                            .collect::<Vec<_>>()
+                    })
                 })
                 .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let f = ScanFile {
-                path,
-                order,
-                table,
-                wanted,
-                keys: Vec::new(),
-            };
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let mut files = Vec::with_capacity(opened.len());
+        for f in opened.into_iter().flatten() {
             if !in_shared_order(&f) {
                 return Ok(FloatScan::Unsupported);
             }
@@ -376,6 +372,45 @@ impl MetricStore {
         }
         Ok(out)
     }
+}
+
+/// A file's wanted series; `None` when it has none, or is gone or
+/// unreadable (as `select` does, with a warning).
+fn scan_file(
+    path: &Path,
+    order: u64,
+    name: Option<&str>,
+    keep: &(dyn Fn(&Labels) -> bool + Sync),
+    kept: &mut foldhash::HashMap<*const Labels, (Arc<Labels>, bool)>,
+) -> Option<ScanFile> {
+    let series_path = path.with_file_name(files::series_file_name(
+        &path.file_name().unwrap_or_default().to_string_lossy(),
+    ));
+    let table = match series_table(&series_path) {
+        Ok(t) => t?,
+        Err(e) => {
+            tracing::warn!(error = %e, "failed to read metric file");
+            return None;
+        }
+    };
+    let wanted: Vec<u32> = (0..table.entries.len() as u32)
+        .filter(|i| {
+            let e = &table.entries[*i as usize];
+            // The memo holds the label set, so its address is not reused.
+            name.is_none_or(|n| e.name == n)
+                && kept
+                    .entry(Arc::as_ptr(&e.labels))
+                    .or_insert_with(|| (e.labels.clone(), keep(&e.labels)))
+                    .1
+        })
+        .collect();
+    (!wanted.is_empty()).then(|| ScanFile {
+        path: path.to_owned(),
+        order,
+        table,
+        wanted,
+        keys: Vec::new(),
+    })
 }
 
 /// A series of the head for a scan: name, id, labels, float samples.
