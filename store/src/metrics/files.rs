@@ -452,7 +452,7 @@ pub(super) fn open_samples(
         .unwrap_or_else(|p| p.into_inner())
         .map
         .get(path)
-        .cloned();
+        .map(|(md, _)| md.clone());
     if let Some(md) = cached {
         return Ok(Some(ParquetRecordBatchReaderBuilder::new_with_metadata(
             file, md,
@@ -466,15 +466,20 @@ pub(super) fn open_samples(
         ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
     )
     .map_err(|e| format_err(path, format!("unreadable parquet: {e}")))?;
+    let bytes = md.metadata().memory_size();
     let mut c = FOOTERS.lock().unwrap_or_else(|p| p.into_inner());
-    if c.map.insert(path.to_owned(), md).is_none() {
-        c.order.push_back(path.to_owned());
+    match c.map.insert(path.to_owned(), (md, bytes)) {
+        Some((_, old)) => c.bytes -= old,
+        None => c.order.push_back(path.to_owned()),
     }
-    while c.map.len() > FOOTER_CACHE_FILES {
+    c.bytes += bytes;
+    while c.bytes > FOOTER_CACHE_BYTES {
         let Some(old) = c.order.pop_front() else {
             break;
         };
-        c.map.remove(&old);
+        if let Some((_, b)) = c.map.remove(&old) {
+            c.bytes -= b;
+        }
     }
     Ok(Some(builder))
 }
@@ -484,12 +489,14 @@ pub(super) fn open_samples(
 /// of a query over a few series of a day. Oldest out first.
 #[derive(Default)]
 struct FooterCache {
-    map: std::collections::HashMap<std::path::PathBuf, ArrowReaderMetadata>,
+    map: std::collections::HashMap<std::path::PathBuf, (ArrowReaderMetadata, usize)>,
     order: std::collections::VecDeque<std::path::PathBuf>,
+    /// What the footers take in memory.
+    bytes: usize,
 }
 
-/// The most footers kept (a few dozen KiB each for a file of an hour).
-const FOOTER_CACHE_FILES: usize = 2048;
+/// The most memory the footers take.
+const FOOTER_CACHE_BYTES: usize = 64 << 20;
 
 static FOOTERS: LazyLock<std::sync::Mutex<FooterCache>> = LazyLock::new(Default::default);
 
@@ -583,7 +590,8 @@ pub(crate) fn forget_series(samples_path: &Path) {
     ));
     {
         let mut f = FOOTERS.lock().unwrap_or_else(|p| p.into_inner());
-        if f.map.remove(samples_path).is_some() {
+        if let Some((_, b)) = f.map.remove(samples_path) {
+            f.bytes -= b;
             f.order.retain(|p| p != samples_path);
         }
     }
