@@ -876,7 +876,7 @@ fn histogram_quantile(q: f64, v: Vec<Sample>) -> Vec<Sample> {
 
 /// The quantile of cumulative classic buckets `(upper bound, count)`,
 /// interpolating linearly within the bucket the rank falls in.
-fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
+pub(crate) fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }

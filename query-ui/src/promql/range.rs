@@ -1,14 +1,17 @@
 //! Series-at-a-time evaluation of range queries, for the expressions
 //! dashboards use most: selectors, range functions over a selector,
 //! arithmetic and comparisons with scalars or one-to-one vector matching,
-//! and the common aggregations.
+//! the common aggregations, and `histogram_quantile` over classic buckets.
 //!
 //! The step-by-step evaluator rebuilds every series' labels and copies its
 //! window at each step; here each series is walked once across all steps
 //! (window bounds only move forward), labels and match groups are computed
-//! once per series, and a step's value is a slot in a column. The results
-//! are the step evaluator's, bit for bit (a test runs both over the whole
-//! conformance suite). Anything outside this subset — histograms, subqueries,
+//! once per series, and a step's value is a slot in a column. With a
+//! source to scan (`Evaluator::stream`), selectors are read a series at a
+//! time for the whole range, and an aggregation folds each series' column
+//! into its group as it comes. The results are the step evaluator's (a test
+//! runs both over the whole conformance suite; sums may add in another
+//! order). Anything outside this subset — native histograms, subqueries,
 //! set operators, `group_left`, functions not listed — returns `None` and
 //! the caller falls back to the step evaluator.
 
@@ -16,15 +19,17 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use periscope_proto::{Labels, SampleValue, is_stale_nan};
+use periscope_proto::{Labels, SampleValue, is_stale_nan, label};
 use promql_parser::parser::{
-    AggregateExpr, BinaryExpr, Expr, LabelModifier, VectorMatchCardinality, VectorSelector,
+    AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, VectorMatchCardinality, VectorSelector,
 };
 
 use super::QueryError;
 use super::binary::{float_op, is_comparison, signature};
 use super::eval::{Evaluator, drop_name, duration_ms, key, matcher_groups};
-use super::functions::{counter_rate_window, counter_resets, keeps_name, range_function_floats};
+use super::functions::{
+    bucket_quantile, counter_rate_window, counter_resets, keeps_name, range_function_floats,
+};
 use super::source::Series;
 
 /// One series over the steps: `vals[i]` is its value at step `i` when
@@ -116,6 +121,9 @@ impl Evaluator<'_> {
                         .collect(),
                 ))),
             },
+            Expr::Call(c) if c.func.name == "histogram_quantile" => {
+                self.range_histogram_quantile(c, steps)
+            }
             Expr::VectorSelector(_) | Expr::Call(_) => self.leaf_vector(leaf(expr)?, steps),
             Expr::Aggregate(a) => self.range_aggregate(a, steps),
             Expr::Binary(b) => self.range_binary(b, steps),
@@ -485,6 +493,55 @@ impl Evaluator<'_> {
         Some(Ok(Ranged::Vector(out)))
     }
 
+    /// `histogram_quantile` over classic buckets: the bucket columns grouped
+    /// once by their labels without `le`, then each step's quantile from
+    /// the buckets with a value at that step, as the step evaluator does.
+    fn range_histogram_quantile(&self, c: &Call, steps: &[i64]) -> Out {
+        let [phi, buckets] = c.args.args.as_slice() else {
+            return None;
+        };
+        let Ranged::Scalar(phi) = tryo!(self.eval_range(phi, steps)) else {
+            return None;
+        };
+        let Ranged::Vector(cols) = tryo!(self.eval_range(buckets, steps)) else {
+            return None;
+        };
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
+        for (i, col) in cols.iter().enumerate() {
+            let Some(le) = label(&col.labels, "le").and_then(|l| l.parse::<f64>().ok()) else {
+                continue;
+            };
+            let mut key = drop_name(col.labels.clone());
+            key.retain(|(k, _)| k != "le");
+            let g = *index.entry(key.clone()).or_insert_with(|| {
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push((le, i));
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        for (labels, members) in groups {
+            let mut col = Column::empty(labels, steps.len());
+            for (step, q) in phi.iter().enumerate() {
+                let present: Vec<(f64, f64)> = members
+                    .iter()
+                    .filter(|(_, i)| cols[*i].has[step])
+                    .map(|(le, i)| (*le, cols[*i].vals[step]))
+                    .collect();
+                if present.is_empty() {
+                    continue;
+                }
+                col.vals[step] = bucket_quantile(*q, present);
+                col.has[step] = true;
+            }
+            if col.any() {
+                out.push(col);
+            }
+        }
+        Some(Ok(Ranged::Vector(out)))
+    }
+
     fn range_binary(&self, b: &BinaryExpr, steps: &[i64]) -> Out {
         if !binary_supported(b) {
             return None;
@@ -702,6 +759,9 @@ pub(crate) fn streams(expr: &Expr) -> bool {
         Expr::NumberLiteral(_) => true,
         Expr::Paren(p) => streams(&p.expr),
         Expr::Unary(u) => streams(&u.expr),
+        Expr::Call(c) if c.func.name == "histogram_quantile" => {
+            c.args.args.len() == 2 && c.args.args.iter().all(|a| streams(a))
+        }
         Expr::VectorSelector(_) | Expr::Call(_) => {
             leaf(expr).is_some_and(|l| l.vs().matchers.or_matchers.is_empty())
         }

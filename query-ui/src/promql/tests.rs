@@ -1685,3 +1685,26 @@ fn counter_rate_windows_match_the_rate_of_their_samples_exactly() {
         }
     }
 }
+
+#[test]
+fn dashboard_expressions_are_evaluated_a_series_at_a_time() {
+    use super::range::streams;
+    for (q, want) in [
+        ("sum by (job) (rate(http_requests_total[5m]))", true),
+        (
+            "histogram_quantile(0.99, sum by (le) (rate(req_duration_bucket[5m])))",
+            true,
+        ),
+        (
+            r#"sum(rate(x{code=~"5.."}[5m])) / sum(rate(x[5m])) * 100"#,
+            true,
+        ),
+        ("topk(3, max by (job) (max_over_time(up[10m])))", true),
+        ("quantile(0.9, up)", false),
+        ("up and on() vector(1)", false),
+        ("rate(up[5m:1m])", false),
+    ] {
+        let expr = promql_parser::parser::parse(q).unwrap();
+        assert_eq!(streams(&expr), want, "{q}");
+    }
+}
