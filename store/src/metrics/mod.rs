@@ -1059,7 +1059,8 @@ mod tests {
 
     use super::*;
 
-    fn s(name: &str, job: &str, ts: i64, v: f64) -> PromSample {
+    /// A float sample of series `name{job=...}`.
+    pub(crate) fn s(name: &str, job: &str, ts: i64, v: f64) -> PromSample {
         PromSample {
             labels: normalize_labels(vec![
                 (NAME_LABEL.into(), name.into()),

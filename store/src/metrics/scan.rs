@@ -584,22 +584,12 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
 
-    use periscope_proto::{PromBatch, PromSample, SampleValue, normalize_labels};
+    use periscope_proto::{PromBatch, PromSample, SampleValue};
 
     use super::*;
     use crate::DataDir;
+    use crate::metrics::tests::s as sample;
     use crate::metrics::{HOUR_MS, MetricStoreOptions};
-
-    fn sample(name: &str, job: &str, ts: i64, v: f64) -> PromSample {
-        PromSample {
-            labels: normalize_labels(vec![
-                (NAME_LABEL.into(), name.into()),
-                ("job".into(), job.into()),
-            ]),
-            timestamp_ms: ts,
-            value: SampleValue::Float(v),
-        }
-    }
 
     fn append(store: &MetricStore, samples: Vec<PromSample>, lsn: u64) {
         let t = TenantId::default_tenant();
