@@ -739,29 +739,15 @@ impl MetricStore {
             .map_or(1, |n| n.get())
             .clamp(1, 4)
             .min(files.len().max(1));
-        let per_thread = files.len().div_ceil(threads).max(1);
-        let results: Vec<Vec<SeriesSamples>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = files
-                .chunks(per_thread)
-                .map(|chunk| {
-                    scope.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|(path, ..)| {
-                                files::read_file(path, name, keep, start_ms, end_ms).unwrap_or_else(
-                                    |e| {
-                                        tracing::warn!(error = %e, "failed to read metric file");
-                                        Vec::new()
-                                    },
-                                )
-                            })
-                            .collect::<Vec<_>>()
+        let results: Vec<Vec<SeriesSamples>> = on_threads(&files, threads, |chunk| {
+            chunk
+                .iter()
+                .map(|(path, ..)| {
+                    files::read_file(path, name, keep, start_ms, end_ms).unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "failed to read metric file");
+                        Vec::new()
                     })
                 })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
                 .collect()
         });
         let mut merged: foldhash::HashMap<Labels, Vec<Vec<(i64, SampleValue)>>> = merged
@@ -1051,6 +1037,29 @@ fn pick_merge(manifest: &files::Manifest, now_ms: i64) -> Option<Vec<files::Metr
         }
     }
     None
+}
+
+/// `f` over consecutive slices of `items` on up to `threads` threads, the
+/// results in the items' order.
+fn on_threads<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&[T]) -> Vec<R> + Sync,
+) -> Vec<R> {
+    let per_thread = items.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per_thread)
+            .map(|chunk| {
+                let f = &f;
+                scope.spawn(move || f(chunk))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 #[cfg(test)]

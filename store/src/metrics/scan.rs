@@ -23,7 +23,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, RowSelection, RowSe
 use periscope_proto::{Labels, NAME_LABEL, label};
 
 use super::files::{self, SeriesTable, format_err, open_samples, series_table};
-use super::{MetricStore, TenantHead, metrics_dir};
+use super::{MetricStore, TenantHead, metrics_dir, on_threads};
 use crate::{StoreError, TenantId};
 
 /// How a float scan ended.
@@ -248,25 +248,13 @@ impl MetricStore {
         };
         // Each file's series table (parsed on first use) and wanted series,
         // on up to `parts` threads.
-        let per_thread = listed.len().div_ceil(parts.max(1)).max(1);
-        let opened: Vec<Option<ScanFile>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = listed
-                .chunks(per_thread)
-                .map(|chunk| {
-                    scope.spawn(move || {
-                        // Files of the same series share their label sets:
-                        // each set is matched once.
-                        let mut kept = foldhash::HashMap::default();
-                        chunk
-                            .iter()
-                            .map(|(_, order, path)| scan_file(path, *order, name, keep, &mut kept))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
+        let opened: Vec<Option<ScanFile>> = on_threads(&listed, parts, |chunk| {
+            // Files of the same series share their label sets: each set is
+            // matched once.
+            let mut kept = foldhash::HashMap::default();
+            chunk
+                .iter()
+                .map(|(_, order, path)| scan_file(path, *order, name, keep, &mut kept))
                 .collect()
         });
         let mut files = Vec::with_capacity(opened.len());
