@@ -352,13 +352,14 @@ impl Evaluator<'_> {
         steps: &[i64],
     ) -> Out {
         let n = steps.len();
+        let fold = Fold::of(op);
         let parts: Vec<Mutex<Groups>> = (0..self.parts()).map(|_| Mutex::default()).collect();
         tryo!(self.leaf_columns(leaf, steps, &|part, c| {
             let mut g = parts[part].lock().unwrap_or_else(|p| p.into_inner());
             let acc = g.group(group_labels(&c.labels, modifier), n);
             for i in 0..n {
                 if c.has[i] {
-                    combine(op, &mut acc.vals[i], &mut acc.count[i], c.vals[i], 1);
+                    fold.combine(&mut acc.vals[i], &mut acc.count[i], c.vals[i], 1);
                 }
             }
             Ok(())
@@ -369,13 +370,7 @@ impl Evaluator<'_> {
             for (labels, g) in p.groups {
                 let acc = all.group(labels, n);
                 for i in 0..n {
-                    combine(
-                        op,
-                        &mut acc.vals[i],
-                        &mut acc.count[i],
-                        g.vals[i],
-                        g.count[i],
-                    );
+                    fold.combine(&mut acc.vals[i], &mut acc.count[i], g.vals[i], g.count[i]);
                 }
             }
         }
@@ -804,24 +799,46 @@ impl Groups {
     }
 }
 
-/// Adds `n` values folded into `v` to a running value: the first value as
-/// is, then sums (for `sum` and `avg`), or the smaller or larger, NaN only
-/// while every value is NaN (`min`, `max`), as the step evaluator does.
-fn combine(op: &str, acc: &mut f64, count: &mut u32, v: f64, n: u32) {
-    if n == 0 {
-        return;
-    }
-    if *count == 0 {
-        *acc = v;
-    } else {
+/// How an aggregation folds a value into its group's running value.
+#[derive(Clone, Copy)]
+enum Fold {
+    /// `sum` and `avg`.
+    Sum,
+    Min,
+    Max,
+    /// `count` and `group`: only the count matters.
+    Count,
+}
+
+impl Fold {
+    fn of(op: &str) -> Fold {
         match op {
-            "sum" | "avg" => *acc += v,
-            "min" if acc.is_nan() || v < *acc => *acc = v,
-            "max" if acc.is_nan() || v > *acc => *acc = v,
-            _ => {}
+            "sum" | "avg" => Fold::Sum,
+            "min" => Fold::Min,
+            "max" => Fold::Max,
+            _ => Fold::Count,
         }
     }
-    *count += n;
+
+    /// Adds `n` values folded into `v` to a running value: the first value
+    /// as is, then sums, or the smaller or larger, NaN only while every
+    /// value is NaN (`min`, `max`), as the step evaluator does.
+    fn combine(self, acc: &mut f64, count: &mut u32, v: f64, n: u32) {
+        if n == 0 {
+            return;
+        }
+        if *count == 0 {
+            *acc = v;
+        } else {
+            match self {
+                Fold::Sum => *acc += v,
+                Fold::Min if acc.is_nan() || v < *acc => *acc = v,
+                Fold::Max if acc.is_nan() || v > *acc => *acc = v,
+                _ => {}
+            }
+        }
+        *count += n;
+    }
 }
 
 /// Whether an expression evaluates to an instant vector (rather than a
