@@ -1112,6 +1112,30 @@ fn timeout() {
     };
     let err = instant_query(&dataset(), "up", 600_000, &opts).unwrap_err();
     assert_eq!(err.kind, "timeout");
+    // A range query read a series at a time stops as well.
+    let q = "sum by (job) (rate(http_requests_total[5m]))";
+    assert!(super::range::streams(
+        &promql_parser::parser::parse(q).unwrap()
+    ));
+    let err = range_query(&dataset(), q, 0, 600_000, 60_000, &opts).unwrap_err();
+    assert_eq!(err.kind, "timeout");
+}
+
+#[test]
+fn a_range_query_read_a_series_at_a_time_keeps_to_the_sample_limit() {
+    // 3 series × 11 steps of output columns.
+    let q = "rate(http_requests_total[5m])";
+    let run = |max_samples| {
+        let opts = EngineOptions {
+            max_samples,
+            ..EngineOptions::default()
+        };
+        range_query(&dataset(), q, 0, 600_000, 60_000, &opts)
+    };
+    let err = run(20).unwrap_err();
+    assert_eq!(err.kind, "execution");
+    assert!(err.message.contains("too many samples"), "{}", err.message);
+    run(50_000_000).unwrap();
 }
 
 #[test]

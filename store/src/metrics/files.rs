@@ -405,17 +405,23 @@ pub(crate) fn write_file(
     Ok(series_bytes + file.metadata().map(|m| m.len()).unwrap_or(0))
 }
 
-pub(super) fn open_parquet(
+/// The file at `path`; `None` when it is gone (a merge's inputs deleted
+/// past their grace, under a reader that listed them).
+fn open_file(path: &Path) -> Result<Option<File>, StoreError> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io("failed to open", path)(e)),
+    }
+}
+
+/// A Parquet reader of `file` (at `path`), checked to have `schema`'s columns.
+fn open_parquet(
+    file: File,
     path: &Path,
     schema: &SchemaRef,
     page_index: bool,
-) -> Result<Option<ParquetRecordBatchReaderBuilder<File>>, StoreError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        // Deleted under the reader (a merge's inputs past their grace).
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::io("failed to open", path)(e)),
-    };
+) -> Result<ParquetRecordBatchReaderBuilder<File>, StoreError> {
     let options = ArrowReaderOptions::new().with_page_index_policy(if page_index {
         PageIndexPolicy::Optional
     } else {
@@ -433,7 +439,7 @@ pub(super) fn open_parquet(
             ),
         ));
     }
-    Ok(Some(builder))
+    Ok(builder)
 }
 
 /// Opens a samples file for reading, its footer and page index from
@@ -441,11 +447,8 @@ pub(super) fn open_parquet(
 pub(super) fn open_samples(
     path: &Path,
 ) -> Result<Option<ParquetRecordBatchReaderBuilder<File>>, StoreError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        // Deleted under the reader (a merge's inputs past their grace).
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::io("failed to open", path)(e)),
+    let Some(file) = open_file(path)? else {
+        return Ok(None);
     };
     let cached = FOOTERS
         .lock()
@@ -458,9 +461,7 @@ pub(super) fn open_samples(
             file, md,
         )));
     }
-    let Some(builder) = open_parquet(path, &SAMPLES_SCHEMA, true)? else {
-        return Ok(None);
-    };
+    let builder = open_parquet(file, path, &SAMPLES_SCHEMA, true)?;
     let md = ArrowReaderMetadata::try_new(
         builder.metadata().clone(),
         ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
@@ -615,9 +616,10 @@ pub(super) fn series_table(path: &Path) -> Result<Option<Arc<SeriesTable>>, Stor
     {
         return Ok(Some(t.clone()));
     }
-    let Some(builder) = open_parquet(path, &SERIES_SCHEMA, false)? else {
+    let Some(file) = open_file(path)? else {
         return Ok(None);
     };
+    let builder = open_parquet(file, path, &SERIES_SCHEMA, false)?;
     let perr =
         |e: parquet::errors::ParquetError| format_err(path, format!("unreadable parquet: {e}"));
     let mut entries = Vec::new();

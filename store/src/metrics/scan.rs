@@ -646,6 +646,36 @@ mod tests {
     }
 
     #[test]
+    fn rows_out_of_order_in_a_file_are_merged_sorted_with_the_newest_copy_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples-1.parquet");
+        let labels = sample("a", "j", 0, 0.0).labels;
+        let rows = vec![files::SeriesRows {
+            labels: &labels,
+            name: "a",
+            samples: [3, 1, 2, 2, 9]
+                .iter()
+                .map(|t| (t * 1000, SampleValue::Float(*t as f64)))
+                .collect(),
+        }];
+        files::write_file(&path, rows, files::FLUSH_ZSTD_LEVEL).unwrap();
+        let mut cursor = RowCursor::open(&path, [(0, 5)].into_iter())
+            .unwrap()
+            .unwrap();
+        let mut buf = Vec::new();
+        // Times in range only; reported as not increasing.
+        let sorted = cursor.take(&path, 5, (0, 5000), &mut buf).unwrap();
+        assert_eq!(sorted, Some(false));
+        assert_eq!(buf.len(), 4);
+        // The head's copy of time 2 (precedence above every file) is kept.
+        buf.push((2000, 20.0));
+        merge_runs(&mut buf, &[(0, 1), (4, u64::MAX)]);
+        assert_eq!(buf, vec![(1000, 1.0), (2000, 20.0), (3000, 3.0)]);
+        // A file naming rows the samples file does not have is an error.
+        assert!(RowCursor::open(&path, [(3, 5)].into_iter()).is_err());
+    }
+
+    #[test]
     fn a_scan_sees_what_select_sees_across_files_and_the_head() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::open(dir.path()).unwrap();
