@@ -89,15 +89,9 @@ pub(crate) fn check_version(
     expected: u32,
     what: &str,
 ) -> Result<bool, StoreError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(StoreError::io("failed to read", path)(e)),
+    let Some(v) = read_json(path)? else {
+        return Ok(false);
     };
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Format {
-        path: path.to_owned(),
-        message: format!("invalid json: {e}"),
-    })?;
     let found = v.get(key).and_then(|v| v.as_u64());
     if found != Some(u64::from(expected)) {
         return Err(StoreError::Format {
@@ -108,6 +102,28 @@ pub(crate) fn check_version(
         });
     }
     Ok(true)
+}
+
+/// The version number under `key` in the JSON file at `path`; `None` if the
+/// file does not exist or has no such number.
+pub(crate) fn read_version(path: &Path, key: &str) -> Result<Option<u32>, StoreError> {
+    Ok(read_json(path)?
+        .and_then(|v| v.get(key).and_then(|v| v.as_u64()))
+        .and_then(|v| u32::try_from(v).ok()))
+}
+
+fn read_json(path: &Path) -> Result<Option<serde_json::Value>, StoreError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io("failed to read", path)(e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StoreError::Format {
+            path: path.to_owned(),
+            message: format!("invalid json: {e}"),
+        })
 }
 
 /// Writes a small file atomically: temp file, fsync, rename, fsync the directory.

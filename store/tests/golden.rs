@@ -1,6 +1,8 @@
-//! The committed data dir in `golden/v1` was written by format version 1; the
-//! current code must still open it: WAL replay and log search included.
-//! Regenerate (only with a format version bump) with
+//! The committed data dirs in `golden/vN` were written by the log partition
+//! format version N; the current code must still open them, WAL replay and
+//! log search included. Version 1 partitions (FST term dictionaries) are
+//! rebuilt on open. Regenerate the current version's fixture (only with a
+//! format version bump, into a new `vN`) with
 //! `PERISCOPE_REGENERATE_GOLDEN=1 cargo test -p periscope-store --test golden`.
 
 use std::path::{Path, PathBuf};
@@ -16,8 +18,13 @@ use periscope_store::{
 /// 2026-01-01T00:00:00Z
 const BASE_NS: i64 = 1_767_225_600_000_000_000;
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1")
+/// The partition format version the current code writes.
+const CURRENT: u32 = 2;
+/// The fixture's only partition, relative to the data dir.
+const PARTITION: &str = "acme/logs/2026-01-01T00";
+
+fn golden_dir(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/v{version}"))
 }
 
 fn opts() -> LogStoreOptions {
@@ -106,14 +113,25 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn golden_v1_data_dir_still_opens() {
-    if std::env::var_os("PERISCOPE_REGENERATE_GOLDEN").is_some() {
-        regenerate(&golden_dir());
+/// A copy of fixture `version` in a temporary directory.
+fn fixture(version: u32) -> tempfile::TempDir {
+    if version == CURRENT && std::env::var_os("PERISCOPE_REGENERATE_GOLDEN").is_some() {
+        regenerate(&golden_dir(CURRENT));
     }
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&golden_dir(), tmp.path());
-    let data = DataDir::open(tmp.path()).unwrap();
+    copy_dir(&golden_dir(version), tmp.path());
+    tmp
+}
+
+fn partition_version(data: &Path) -> u64 {
+    let meta = std::fs::read(data.join(PARTITION).join("partition.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    v["version"].as_u64().unwrap()
+}
+
+/// Opens the data dir in `dir` and checks that it holds what `regenerate` wrote.
+fn check_fixture(dir: &Path) {
+    let data = DataDir::open(dir).unwrap();
     let store = LogStore::open(&data, opts()).unwrap();
     assert_eq!(store.max_committed_lsn(), 1);
     let tenant = TenantId::parse("acme").unwrap();
@@ -128,6 +146,18 @@ fn golden_v1_data_dir_still_opens() {
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].body, "golden record 2");
     assert_eq!(hits[0].trace_id, "0102030405060708090a0b0c0d0e0f10");
+    let all = LogSearch {
+        query: "trace_id:0102030405060708090a0b0c0d0e0f10".into(),
+        ..s
+    };
+    let hits = store.search(&tenant, &all).unwrap().hits;
+    let bodies: Vec<_> = hits.iter().map(|h| h.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        ["golden record 2", "golden record 1", "golden record 0"]
+    );
+    drop(store);
+    assert_eq!(partition_version(dir), u64::from(CURRENT));
 
     let wal = Wal::<()>::open(&data.wal_dir(), WalOptions::default(), 2).unwrap();
     let mut entries = Vec::new();
@@ -143,4 +173,60 @@ fn golden_v1_data_dir_still_opens() {
             (2, Signal::Traces, b"spans-body".to_vec())
         ]
     );
+}
+
+/// The entries of the fixture partition's `logs` directory.
+fn logs_dir_entries(data: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data.join("acme/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn golden_current_data_dir_still_opens() {
+    let tmp = fixture(CURRENT);
+    check_fixture(tmp.path());
+}
+
+#[test]
+fn golden_v1_partitions_are_rebuilt_on_open() {
+    let tmp = fixture(1);
+    assert_eq!(partition_version(tmp.path()), 1);
+    check_fixture(tmp.path());
+    assert_eq!(logs_dir_entries(tmp.path()), ["2026-01-01T00"]);
+    // Opened again: nothing left to rebuild.
+    check_fixture(tmp.path());
+}
+
+#[test]
+fn a_rebuild_interrupted_before_the_swap_starts_again() {
+    let tmp = fixture(1);
+    let logs = tmp.path().join("acme/logs");
+    // A crash after the old partition was moved aside, before the new one
+    // took its place: the new one may be incomplete.
+    std::fs::rename(
+        logs.join("2026-01-01T00"),
+        logs.join("2026-01-01T00.v1-old"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(logs.join("2026-01-01T00.migrating")).unwrap();
+    std::fs::write(logs.join("2026-01-01T00.migrating/meta.json"), b"{").unwrap();
+    check_fixture(tmp.path());
+    assert_eq!(logs_dir_entries(tmp.path()), ["2026-01-01T00"]);
+}
+
+#[test]
+fn a_rebuild_interrupted_after_the_swap_finishes() {
+    let tmp = fixture(CURRENT);
+    let logs = tmp.path().join("acme/logs");
+    // A crash after the new partition took its place, before the old one was deleted.
+    copy_dir(
+        &golden_dir(1).join(PARTITION),
+        &logs.join("2026-01-01T00.v1-old"),
+    );
+    check_fixture(tmp.path());
+    assert_eq!(logs_dir_entries(tmp.path()), ["2026-01-01T00"]);
 }

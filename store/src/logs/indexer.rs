@@ -12,7 +12,7 @@ use periscope_proto::LogRecord;
 use tantivy::IndexWriter;
 
 use super::schema::to_document;
-use super::{CommitPayload, LogStore, Partition, hour_partition};
+use super::{LogStore, Partition, hour_partition};
 use crate::{StoreError, TenantId};
 
 /// Records of one WAL entry, to index. Sent through a bounded channel, so a
@@ -225,11 +225,7 @@ impl LogIndexer {
     /// then makes the new documents visible to searches.
     fn commit_round(&mut self) {
         let lsn = self.applied_lsn;
-        let payload = serde_json::to_string(&CommitPayload {
-            version: super::PARTITION_VERSION,
-            wal_lsn: lsn,
-        })
-        .unwrap_or_default();
+        let payload = super::commit_payload(lsn);
         let mut ok = true;
         for w in self.writers.values_mut().filter(|w| w.dirty) {
             let res = w.writer.prepare_commit().and_then(|mut c| {

@@ -7,6 +7,7 @@
 //! searches. Retention deletes whole partitions.
 
 mod indexer;
+mod migrate;
 mod schema;
 mod search;
 #[cfg(test)]
@@ -24,7 +25,7 @@ pub use search::{Cursor, HistogramRequest, LogHit, LogSearch, SearchPage};
 use tantivy::directory::MmapDirectory;
 use tantivy::{Index, IndexReader, ReloadPolicy};
 
-use crate::layout::{check_version, write_atomic};
+use crate::layout::{check_version, read_version, write_atomic};
 use crate::{DataDir, StoreError, TenantId};
 
 pub(crate) const HOUR_NS: i64 = 3_600_000_000_000;
@@ -125,6 +126,9 @@ impl Partition {
 
     fn open_or_create(dir: &Path, hour_ns: i64) -> Result<Partition, StoreError> {
         let meta_path = dir.join("partition.json");
+        if read_version(&meta_path, "version")? == Some(migrate::FROM_VERSION) {
+            migrate::rebuild(dir, hour_ns)?;
+        }
         let existed = check_version(&meta_path, "version", PARTITION_VERSION, "log partition")?;
         if !existed {
             std::fs::create_dir_all(dir)
@@ -140,27 +144,10 @@ impl Partition {
                 dir.display()
             )))?
         } else {
-            let settings = tantivy::IndexSettings {
-                docstore_compression: tantivy::store::Compressor::Zstd(
-                    tantivy::store::ZstdCompressor {
-                        compression_level: Some(3),
-                    },
-                ),
-                docstore_blocksize: 128 << 10,
-                ..Default::default()
-            };
-            Index::builder()
-                .schema(schema::schema())
-                .settings(settings)
-                .open_or_create(mmap)
-                .map_err(StoreError::index(format!(
-                    "failed to create index {}",
-                    dir.display()
-                )))?
+            create_index(mmap, dir)?
         };
         if !existed {
-            let body = serde_json::json!({"version": PARTITION_VERSION, "kind": "logs", "hour_start_ns": hour_ns});
-            write_atomic(&meta_path, body.to_string().as_bytes())?;
+            write_partition_json(dir, hour_ns)?;
         }
         schema::register_tokenizers(&index);
         let fields = Fields::new(&index.schema());
@@ -179,6 +166,40 @@ impl Partition {
             committed_lsn: AtomicU64::new(committed_lsn),
         })
     }
+}
+
+/// A new, empty partition index in `dir`.
+fn create_index(mmap: MmapDirectory, dir: &Path) -> Result<Index, StoreError> {
+    let settings = tantivy::IndexSettings {
+        docstore_compression: tantivy::store::Compressor::Zstd(tantivy::store::ZstdCompressor {
+            compression_level: Some(3),
+        }),
+        docstore_blocksize: 128 << 10,
+        ..Default::default()
+    };
+    Index::builder()
+        .schema(schema::schema())
+        .settings(settings)
+        .open_or_create(mmap)
+        .map_err(StoreError::index(format!(
+            "failed to create index {}",
+            dir.display()
+        )))
+}
+
+fn write_partition_json(dir: &Path, hour_ns: i64) -> Result<(), StoreError> {
+    let body =
+        serde_json::json!({"version": PARTITION_VERSION, "kind": "logs", "hour_start_ns": hour_ns});
+    write_atomic(&dir.join("partition.json"), body.to_string().as_bytes())
+}
+
+/// The commit payload recording that everything up to `lsn` is durable.
+fn commit_payload(lsn: u64) -> String {
+    serde_json::to_string(&CommitPayload {
+        version: PARTITION_VERSION,
+        wal_lsn: lsn,
+    })
+    .unwrap_or_default()
 }
 
 fn read_payload_lsn(index: &Index, dir: &Path) -> Result<u64, StoreError> {
@@ -228,6 +249,7 @@ impl LogStore {
             if !logs.is_dir() {
                 continue;
             }
+            migrate::recover(&logs)?;
             for p in std::fs::read_dir(&logs)
                 .map_err(StoreError::io("failed to list", &logs))?
                 .flatten()

@@ -11,8 +11,11 @@ use tantivy::schema::{
 use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer};
 use tantivy::{Index, TantivyDocument};
 
-/// Version of the partition format (schema + payload). Bump on any change.
-pub(crate) const PARTITION_VERSION: u32 = 1;
+/// Version of the partition format (schema, payload, term dictionary kind).
+/// Bump on any change. 1: FST term dictionaries; 2: SSTable term
+/// dictionaries (same schema). Version 1 partitions are rebuilt on open
+/// (`migrate.rs`).
+pub(crate) const PARTITION_VERSION: u32 = 2;
 
 /// Untokenized but case-insensitive: for severity text.
 const RAW_LOWER: &str = "raw_lower";

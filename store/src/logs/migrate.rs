@@ -1,0 +1,163 @@
+//! Rebuilds partitions of format version 1 as version 2.
+//!
+//! Version 1 kept tantivy's term dictionaries as FSTs; version 2 keeps them as
+//! SSTables (cheaper to build, which is most of what indexing costs on logs
+//! with several unique values per record). This build cannot read an FST
+//! term dictionary, but it can read everything else, and every field of a
+//! log document is stored, so a version 1 partition is re-indexed from its
+//! document store into a sibling directory which then takes its place:
+//!
+//! 1. `<hour>.migrating` is built and committed with the old commit's WAL position;
+//! 2. `<hour>` is renamed to `<hour>.v1-old`, then `<hour>.migrating` to `<hour>`;
+//! 3. `<hour>.v1-old` is deleted.
+//!
+//! [`recover`] finishes or undoes a rebuild a crash interrupted, so that a
+//! partition is always either the old one (rebuilt again) or the new one.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tantivy::directory::MmapDirectory;
+use tantivy::{Index, IndexWriter, ReloadPolicy, TantivyDocument};
+
+use super::schema;
+use crate::StoreError;
+use crate::layout::sync_dir;
+
+/// The partition version this module rebuilds.
+pub(crate) const FROM_VERSION: u32 = 1;
+
+const BUILDING: &str = ".migrating";
+const REPLACED: &str = ".v1-old";
+
+/// Threads and memory of the writer that rebuilds a partition.
+const WRITER_THREADS: usize = 2;
+const WRITER_MEMORY: usize = 128 << 20;
+
+fn with_suffix(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_owned();
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+/// Cleans up after a rebuild interrupted in `logs_dir` (a tenant's `logs`
+/// directory): an unfinished new index is deleted; a replaced partition is
+/// deleted if its successor is in place, and put back otherwise.
+pub(crate) fn recover(logs_dir: &Path) -> Result<(), StoreError> {
+    let entries: Vec<_> = std::fs::read_dir(logs_dir)
+        .map_err(StoreError::io("failed to list", logs_dir))?
+        .flatten()
+        .collect();
+    for entry in entries {
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.ends_with(BUILDING) {
+            tracing::warn!(dir = %path.display(), "deleting an unfinished partition rebuild");
+            std::fs::remove_dir_all(&path)
+                .map_err(StoreError::io("failed to delete", path.clone()))?;
+        }
+    }
+    for entry in std::fs::read_dir(logs_dir)
+        .map_err(StoreError::io("failed to list", logs_dir))?
+        .flatten()
+    {
+        let path = entry.path();
+        let Some(base) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(REPLACED))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        let current = logs_dir.join(base);
+        if current.exists() {
+            std::fs::remove_dir_all(&path)
+                .map_err(StoreError::io("failed to delete", path.clone()))?;
+        } else {
+            tracing::warn!(dir = %current.display(), "a partition rebuild was interrupted; starting it again");
+            std::fs::rename(&path, &current)
+                .map_err(StoreError::io("failed to rename", path.clone()))?;
+            sync_dir(logs_dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// Re-indexes the version 1 partition in `dir` (hour `hour_ns`) as the
+/// current version, keeping its records and its commit's WAL position.
+pub(crate) fn rebuild(dir: &Path, hour_ns: i64) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let old = Index::open_in_dir(dir).map_err(StoreError::index(format!(
+        "failed to open index {}",
+        dir.display()
+    )))?;
+    if old.schema() != schema::schema() {
+        return Err(StoreError::Format {
+            path: dir.to_owned(),
+            message: "a version 1 partition with an unexpected schema".into(),
+        });
+    }
+    let lsn = super::read_payload_lsn(&old, dir)?;
+    let building = with_suffix(dir, BUILDING);
+    if building.exists() {
+        std::fs::remove_dir_all(&building)
+            .map_err(StoreError::io("failed to delete", building.clone()))?;
+    }
+    std::fs::create_dir_all(&building)
+        .map_err(StoreError::io("failed to create", building.clone()))?;
+    let mmap = MmapDirectory::open(&building).map_err(|e| StoreError::Format {
+        path: building.clone(),
+        message: e.to_string(),
+    })?;
+    let index = super::create_index(mmap, &building)?;
+    schema::register_tokenizers(&index);
+    let records = copy_documents(&old, &index, lsn).map_err(StoreError::index(format!(
+        "failed to rebuild {}",
+        dir.display()
+    )))?;
+    drop(old);
+    super::write_partition_json(&building, hour_ns)?;
+
+    let replaced = with_suffix(dir, REPLACED);
+    std::fs::rename(dir, &replaced).map_err(StoreError::io("failed to rename", dir))?;
+    std::fs::rename(&building, dir).map_err(StoreError::io("failed to rename", building))?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    std::fs::remove_dir_all(&replaced).map_err(StoreError::io("failed to delete", replaced))?;
+    tracing::info!(
+        partition = %dir.display(),
+        records,
+        took_ms = started.elapsed().as_millis() as u64,
+        "rebuilt a version {FROM_VERSION} log partition as version {}",
+        schema::PARTITION_VERSION
+    );
+    Ok(())
+}
+
+/// Adds every live stored document of `from` to `to` and commits with WAL
+/// position `lsn`. Returns how many documents were copied.
+fn copy_documents(from: &Index, to: &Index, lsn: u64) -> tantivy::Result<u64> {
+    let reader = from
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    let searcher = reader.searcher();
+    let mut writer: IndexWriter = to.writer_with_num_threads(WRITER_THREADS, WRITER_MEMORY)?;
+    let mut n = 0u64;
+    for segment in searcher.segment_readers() {
+        let store = segment.get_store_reader(1)?;
+        for doc in store.iter::<TantivyDocument>(segment.alive_bitset()) {
+            writer.add_document(doc?)?;
+            n += 1;
+        }
+    }
+    let mut commit = writer.prepare_commit()?;
+    commit.set_payload(&super::commit_payload(lsn));
+    commit.commit()?;
+    writer.wait_merging_threads()?;
+    Ok(n)
+}
