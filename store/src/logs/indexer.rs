@@ -280,10 +280,18 @@ impl LogIndexer {
     }
 }
 
+/// Segments of at least this many documents are not merged again.
+const MERGED_SEGMENT_DOCS: usize = 500_000;
+
 /// Segments are merged 16 at a time (tantivy's default is 8): with a commit
-/// a second, each record is rewritten by fewer merge levels.
+/// a second, each record is rewritten by fewer merge levels. Merged segments
+/// stop growing at [`MERGED_SEGMENT_DOCS`]: at high rates (a commit's segment
+/// holds tens of thousands of records) a record is rewritten once, not twice
+/// on its way to tantivy's default of 10 M documents, at the price of more
+/// segments for a search to visit (about 20 per 10 M records).
 fn merge_policy() -> tantivy::merge_policy::LogMergePolicy {
     let mut p = tantivy::merge_policy::LogMergePolicy::default();
     p.set_min_num_segments(16);
+    p.set_max_docs_before_merge(MERGED_SEGMENT_DOCS);
     p
 }

@@ -1,12 +1,10 @@
 //! The tantivy schema of a log partition and the conversion of records into
 //! documents. See DESIGN.md "Data model".
 
-use std::collections::BTreeMap;
-
 use periscope_proto::LogRecord;
 use tantivy::schema::{
-    FAST, Field, IndexRecordOption, JsonObjectOptions, NumericOptions, OwnedValue, STORED, STRING,
-    Schema, TextFieldIndexing, TextOptions,
+    FAST, Field, IndexRecordOption, JsonObjectOptions, NumericOptions, STORED, STRING, Schema,
+    TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer};
 use tantivy::{Index, TantivyDocument};
@@ -134,12 +132,6 @@ pub(crate) fn register_tokenizers(index: &Index) {
     );
 }
 
-fn object(map: serde_json::Map<String, serde_json::Value>) -> BTreeMap<String, OwnedValue> {
-    map.into_iter()
-        .map(|(k, v)| (k, OwnedValue::from(v)))
-        .collect()
-}
-
 /// Builds the document of one record. `seq` orders records with equal timestamps.
 pub(crate) fn to_document(f: &Fields, r: LogRecord, seq: u64) -> TantivyDocument {
     let mut d = TantivyDocument::default();
@@ -156,8 +148,9 @@ pub(crate) fn to_document(f: &Fields, r: LogRecord, seq: u64) -> TantivyDocument
     if !r.span_id.is_empty() {
         d.add_text(f.span_id, &r.span_id);
     }
-    d.add_object(f.attributes, object(r.attributes));
-    d.add_object(f.resource, object(r.resource));
+    // Straight from the JSON values, without an intermediate `OwnedValue` tree.
+    d.add_field_value(f.attributes, &serde_json::Value::Object(r.attributes));
+    d.add_field_value(f.resource, &serde_json::Value::Object(r.resource));
     d.add_text(f.scope, &r.scope);
     d
 }
