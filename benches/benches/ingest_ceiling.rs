@@ -47,7 +47,7 @@ fn requests() -> Vec<Vec<u8>> {
 
 fn decode_flatten(bytes: &[u8], now_ns: i64) -> Vec<periscope_proto::LogRecord> {
     let req = ExportLogsServiceRequest::decode(bytes).expect("generated request decodes");
-    flatten_logs(&req, now_ns)
+    flatten_logs(req, now_ns)
 }
 
 /// Decodes, flattens and indexes every request into a new store under `dir`;

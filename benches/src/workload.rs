@@ -454,7 +454,7 @@ mod tests {
     #[test]
     fn flattens_with_the_run_attribute() {
         let req = Workload::new(3, "lgflat").request(0, 50, unix_nanos());
-        let flat = periscope_proto::flatten_logs(&req, 0);
+        let flat = periscope_proto::flatten_logs(req, 0);
         assert_eq!(flat.len(), 50);
         assert!(
             flat.iter()

@@ -45,8 +45,8 @@ pub use metric_convert::{
     DeltaStats, DeltaToCumulative, SeriesCache, otlp_to_prometheus, otlp_to_prometheus_cached,
 };
 pub use model::{
-    LogRecord, SeverityLevel, UNKNOWN_SERVICE, any_value_to_json, attributes_to_json, flatten_logs,
-    service_name, unix_now_ns,
+    LogRecord, SeverityLevel, UNKNOWN_SERVICE, any_value_into_json, any_value_to_json,
+    attributes_into_json, attributes_to_json, flatten_logs, service_name, unix_now_ns,
 };
 pub use remote_write::{MAX_REMOTE_WRITE_DECOMPRESSED, decode_remote_write, encode_remote_write};
 pub use span::{

@@ -126,44 +126,52 @@ pub fn service_name(resource: Option<&Resource>) -> &str {
 /// Converts an `AnyValue` into JSON: bytes become lowercase hex, non-finite
 /// doubles their names as strings (JSON has no NaN).
 pub fn any_value_to_json(v: &AnyValue) -> Value {
-    match &v.value {
+    any_value_into_json(v.clone())
+}
+
+/// [`any_value_to_json`] taking the value, so strings move instead of being copied.
+pub fn any_value_into_json(v: AnyValue) -> Value {
+    match v.value {
         None => Value::Null,
-        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => Value::from(*i),
-        Some(any_value::Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+        Some(any_value::Value::StringValue(s)) => Value::String(s),
+        Some(any_value::Value::BoolValue(b)) => Value::Bool(b),
+        Some(any_value::Value::IntValue(i)) => Value::from(i),
+        Some(any_value::Value::DoubleValue(d)) => serde_json::Number::from_f64(d)
             .map(Value::Number)
             .unwrap_or_else(|| Value::String(d.to_string())),
         Some(any_value::Value::BytesValue(b)) => Value::String(hex::encode(b)),
         Some(any_value::Value::ArrayValue(a)) => {
-            Value::Array(a.values.iter().map(any_value_to_json).collect())
+            Value::Array(a.values.into_iter().map(any_value_into_json).collect())
         }
-        Some(any_value::Value::KvlistValue(kv)) => Value::Object(attributes_to_json(&kv.values)),
+        Some(any_value::Value::KvlistValue(kv)) => Value::Object(attributes_into_json(kv.values)),
         // A string-table index only means something inside OTLP profiles.
-        Some(any_value::Value::StringValueStrindex(i)) => Value::from(*i),
+        Some(any_value::Value::StringValueStrindex(i)) => Value::from(i),
     }
 }
 
 /// Converts a list of key/values into a JSON object (a repeated key keeps its last value).
 pub fn attributes_to_json(attrs: &[KeyValue]) -> Map<String, Value> {
+    attributes_into_json(attrs.to_vec())
+}
+
+/// [`attributes_to_json`] taking the list, so keys and strings move instead of being copied.
+pub fn attributes_into_json(attrs: Vec<KeyValue>) -> Map<String, Value> {
     attrs
-        .iter()
+        .into_iter()
         .map(|kv| {
-            let v = kv
-                .value
-                .as_ref()
-                .map(any_value_to_json)
-                .unwrap_or(Value::Null);
-            (kv.key.clone(), v)
+            let v = kv.value.map(any_value_into_json).unwrap_or(Value::Null);
+            (kv.key, v)
         })
         .collect()
 }
 
-fn body_text(body: Option<&AnyValue>) -> String {
-    match body.and_then(|b| b.value.as_ref()) {
-        None => String::new(),
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(_) => any_value_to_json(body.unwrap_or(&AnyValue::default())).to_string(),
+fn body_text(body: Option<AnyValue>) -> String {
+    match body {
+        None | Some(AnyValue { value: None }) => String::new(),
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(s)),
+        }) => s,
+        Some(other) => any_value_into_json(other).to_string(),
     }
 }
 
@@ -172,7 +180,7 @@ fn nonzero(ns: u64) -> Option<i64> {
 }
 
 fn flatten_one(
-    r: &OtlpLogRecord,
+    r: OtlpLogRecord,
     service: &str,
     resource: &Map<String, Value>,
     scope: &str,
@@ -184,39 +192,41 @@ fn flatten_one(
             .map(|l| l.as_str().to_owned())
             .unwrap_or_default()
     } else {
-        r.severity_text.clone()
+        r.severity_text
     };
     LogRecord {
         timestamp_ns: nonzero(r.time_unix_nano).unwrap_or(observed),
         observed_timestamp_ns: observed,
         severity_number: r.severity_number,
         severity_text,
-        body: body_text(r.body.as_ref()),
+        body: body_text(r.body),
         service: service.to_owned(),
         trace_id: hex::encode(&r.trace_id),
         span_id: hex::encode(&r.span_id),
-        attributes: attributes_to_json(&r.attributes),
+        attributes: attributes_into_json(r.attributes),
         resource: resource.clone(),
         scope: scope.to_owned(),
     }
 }
 
 /// Flattens every log record of a request, in request order. `received_ns`
-/// stands in for missing timestamps, as the OTLP spec asks.
-pub fn flatten_logs(req: &ExportLogsServiceRequest, received_ns: i64) -> Vec<LogRecord> {
+/// stands in for missing timestamps, as the OTLP spec asks. Takes the
+/// request so that its strings move into the records.
+pub fn flatten_logs(req: ExportLogsServiceRequest, received_ns: i64) -> Vec<LogRecord> {
     let mut out = Vec::new();
-    for rl in &req.resource_logs {
-        let service = service_name(rl.resource.as_ref());
+    for rl in req.resource_logs {
+        let service = service_name(rl.resource.as_ref()).to_owned();
         let resource = rl
             .resource
-            .as_ref()
-            .map(|r| attributes_to_json(&r.attributes))
+            .map(|r| attributes_into_json(r.attributes))
             .unwrap_or_default();
-        for sl in &rl.scope_logs {
-            let scope = sl.scope.as_ref().map(|s| s.name.as_str()).unwrap_or("");
-            for r in &sl.log_records {
-                out.push(flatten_one(r, service, &resource, scope, received_ns));
-            }
+        for sl in rl.scope_logs {
+            let scope = sl.scope.map(|s| s.name).unwrap_or_default();
+            out.extend(
+                sl.log_records
+                    .into_iter()
+                    .map(|r| flatten_one(r, &service, &resource, &scope, received_ns)),
+            );
         }
     }
     out
@@ -267,7 +277,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let recs = flatten_logs(&req, 99);
+        let recs = flatten_logs(req, 99);
         assert_eq!(recs.len(), 1);
         let r = &recs[0];
         assert_eq!((r.timestamp_ns, r.observed_timestamp_ns), (7, 7));
@@ -288,7 +298,7 @@ mod tests {
                 },
             )),
         };
-        assert_eq!(body_text(Some(&body)), r#"{"a":"NaN"}"#);
+        assert_eq!(body_text(Some(body)), r#"{"a":"NaN"}"#);
         assert_eq!(service_name(None), UNKNOWN_SERVICE);
     }
 

@@ -46,7 +46,7 @@ impl WalItem {
         permit: Option<OwnedSemaphorePermit>,
     ) -> WalItem {
         let payload = match req {
-            ExportRequest::Logs(r) => Payload::Logs(flatten_logs(&r, received_ns)),
+            ExportRequest::Logs(r) => Payload::Logs(flatten_logs(r, received_ns)),
             ExportRequest::Traces(r) => Payload::Spans(flatten_traces(r)),
             ExportRequest::Metrics(r) => Payload::Metrics(r),
         };
