@@ -21,7 +21,7 @@ pub fn unix_now_ns() -> i64 {
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
 /// One log record, flattened. Timestamps are Unix nanoseconds.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogRecord {
     /// When the event happened (`time_unix_nano`, else `observed_time_unix_nano`, else receipt).
     pub timestamp_ns: i64,

@@ -146,6 +146,7 @@ fn check_fixture(dir: &Path) {
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].body, "golden record 2");
     assert_eq!(hits[0].trace_id, "0102030405060708090a0b0c0d0e0f10");
+    assert_eq!(hits[0].timestamp_ns, BASE_NS + 2);
     let all = LogSearch {
         query: "trace_id:0102030405060708090a0b0c0d0e0f10".into(),
         ..s

@@ -3,9 +3,10 @@
 //! Version 1 kept tantivy's term dictionaries as FSTs; version 2 keeps them as
 //! SSTables (cheaper to build, which is most of what indexing costs on logs
 //! with several unique values per record). This build cannot read an FST
-//! term dictionary, but it can read everything else, and every field of a
-//! log document is stored, so a version 1 partition is re-indexed from its
-//! document store into a sibling directory which then takes its place:
+//! term dictionary, but it can read everything else: a version 1 partition is
+//! re-indexed from its document store (plus the fields kept only as fast
+//! fields, `timestamp` and `seq`) into a sibling directory which then takes
+//! its place:
 //!
 //! 1. `<hour>.migrating` is built and committed with the old commit's WAL position;
 //! 2. `<hour>` is renamed to `<hour>.v1-old`, then `<hour>.migrating` to `<hour>`;
@@ -94,10 +95,10 @@ pub(crate) fn rebuild(dir: &Path, hour_ns: i64) -> Result<(), StoreError> {
         "failed to open index {}",
         dir.display()
     )))?;
-    if old.schema() != schema::schema() {
+    if fields(&old.schema()) != fields(&schema::schema()) {
         return Err(StoreError::Format {
             path: dir.to_owned(),
-            message: "a version 1 partition with an unexpected schema".into(),
+            message: "a version 1 partition with unexpected fields".into(),
         });
     }
     let lsn = super::read_payload_lsn(&old, dir)?;
@@ -138,6 +139,16 @@ pub(crate) fn rebuild(dir: &Path, hour_ns: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Names and value types of a schema's fields, in field id order: stored
+/// documents of one schema can be added to an index of the other when they
+/// agree (indexing options may differ).
+fn fields(schema: &tantivy::schema::Schema) -> Vec<(String, tantivy::schema::Type)> {
+    schema
+        .fields()
+        .map(|(_, e)| (e.name().to_owned(), e.field_type().value_type()))
+        .collect()
+}
+
 /// Adds every live stored document of `from` to `to` and commits with WAL
 /// position `lsn`. Returns how many documents were copied.
 fn copy_documents(from: &Index, to: &Index, lsn: u64) -> tantivy::Result<u64> {
@@ -148,10 +159,27 @@ fn copy_documents(from: &Index, to: &Index, lsn: u64) -> tantivy::Result<u64> {
     let searcher = reader.searcher();
     let mut writer: IndexWriter = to.writer_with_num_threads(WRITER_THREADS, WRITER_MEMORY)?;
     let mut n = 0u64;
+    let schema = from.schema();
+    let (timestamp, seq) = (schema.get_field("timestamp")?, schema.get_field("seq")?);
     for segment in searcher.segment_readers() {
         let store = segment.get_store_reader(1)?;
-        for doc in store.iter::<TantivyDocument>(segment.alive_bitset()) {
-            writer.add_document(doc?)?;
+        // Fields kept only as fast fields are not in the stored documents.
+        let timestamps = segment.fast_fields().i64("timestamp")?;
+        let seqs = segment.fast_fields().u64("seq")?;
+        let docs = store.iter::<TantivyDocument>(segment.alive_bitset());
+        for (id, doc) in segment.doc_ids_alive().zip(docs) {
+            let mut doc = doc?;
+            if doc.get_first(timestamp).is_none()
+                && let Some(v) = timestamps.first(id)
+            {
+                doc.add_i64(timestamp, v);
+            }
+            if doc.get_first(seq).is_none()
+                && let Some(v) = seqs.first(id)
+            {
+                doc.add_u64(seq, v);
+            }
+            writer.add_document(doc)?;
             n += 1;
         }
     }
@@ -160,4 +188,69 @@ fn copy_documents(from: &Index, to: &Index, lsn: u64) -> tantivy::Result<u64> {
     commit.commit()?;
     writer.wait_merging_threads()?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use periscope_proto::LogRecord;
+    use tantivy::Index;
+
+    use super::*;
+
+    fn index() -> Index {
+        let index = Index::create_in_ram(schema::schema());
+        schema::register_tokenizers(&index);
+        index
+    }
+
+    /// (timestamp, seq, body) of every document, from fast fields and the store.
+    fn contents(index: &Index) -> BTreeSet<(i64, u64, String)> {
+        use tantivy::schema::Value;
+        let searcher = index.reader().unwrap().searcher();
+        let body = index.schema().get_field("body").unwrap();
+        let mut out = BTreeSet::new();
+        for segment in searcher.segment_readers() {
+            let ts = segment.fast_fields().i64("timestamp").unwrap();
+            let seq = segment.fast_fields().u64("seq").unwrap();
+            let store = segment.get_store_reader(1).unwrap();
+            for id in segment.doc_ids_alive() {
+                let doc: TantivyDocument = store.get(id).unwrap();
+                let text = doc.get_first(body).and_then(|v| v.as_str()).unwrap();
+                out.insert((
+                    ts.first(id).unwrap(),
+                    seq.first(id).unwrap(),
+                    text.to_owned(),
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn copied_documents_keep_their_fast_only_fields() {
+        let from = index();
+        let fields = schema::Fields::new(&from.schema());
+        let mut w: IndexWriter = from.writer_with_num_threads(1, 15_000_000).unwrap();
+        for i in 0..50i64 {
+            let r = LogRecord {
+                timestamp_ns: 1_000 + i * 7,
+                body: format!("record {i}"),
+                ..Default::default()
+            };
+            w.add_document(schema::to_document(&fields, r, 100 + i as u64))
+                .unwrap();
+        }
+        w.commit().unwrap();
+        let to = index();
+        assert_eq!(copy_documents(&from, &to, 9).unwrap(), 50);
+        let copied = contents(&to);
+        assert_eq!(copied, contents(&from));
+        assert!(copied.contains(&(1_000 + 49 * 7, 149, "record 49".to_owned())));
+        assert_eq!(
+            super::super::read_payload_lsn(&to, Path::new("")).unwrap(),
+            9
+        );
+    }
 }

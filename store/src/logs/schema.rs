@@ -3,7 +3,7 @@
 
 use periscope_proto::LogRecord;
 use tantivy::schema::{
-    FAST, Field, IndexRecordOption, JsonObjectOptions, NumericOptions, STORED, STRING, Schema,
+    FAST, Field, IndexRecordOption, JsonObjectOptions, NumericOptions, STORED, Schema,
     TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer};
@@ -11,8 +11,8 @@ use tantivy::{Index, TantivyDocument};
 
 /// Version of the partition format (schema, payload, term dictionary kind).
 /// Bump on any change. 1: FST term dictionaries; 2: SSTable term
-/// dictionaries (same schema). Version 1 partitions are rebuilt on open
-/// (`migrate.rs`).
+/// dictionaries, no field norms, `timestamp` and `seq` only as fast fields
+/// (same fields). Version 1 partitions are rebuilt on open (`migrate.rs`).
 pub(crate) const PARTITION_VERSION: u32 = 2;
 
 /// Untokenized but case-insensitive: for severity text.
@@ -35,20 +35,31 @@ pub(crate) struct Fields {
     pub scope: Field,
 }
 
+/// Indexed whole (one term per value), stored. No field norms: they only
+/// serve relevance scoring, and hits are ordered by time.
+fn keyword() -> TextOptions {
+    TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("raw")
+                .set_index_option(IndexRecordOption::Basic)
+                .set_fieldnorms(false),
+        )
+        .set_stored()
+}
+
 pub(crate) fn schema() -> Schema {
     let mut b = Schema::builder();
     // Timestamps are nearly unique per record: a term per value would double
     // the term dictionary. Range filters run on the fast field instead.
-    b.add_i64_field(
-        "timestamp",
-        NumericOptions::default().set_fast().set_stored(),
-    );
+    // Not stored either: hits read it from the fast field (as they order by it).
+    b.add_i64_field("timestamp", NumericOptions::default().set_fast());
     let num = NumericOptions::default()
         .set_indexed()
         .set_fast()
         .set_stored();
     b.add_i64_field("observed_timestamp", STORED);
-    b.add_u64_field("seq", FAST | STORED);
+    b.add_u64_field("seq", FAST);
     b.add_i64_field("severity_number", num);
     b.add_text_field(
         "severity_text",
@@ -56,7 +67,8 @@ pub(crate) fn schema() -> Schema {
             .set_indexing_options(
                 TextFieldIndexing::default()
                     .set_tokenizer(RAW_LOWER)
-                    .set_index_option(IndexRecordOption::Basic),
+                    .set_index_option(IndexRecordOption::Basic)
+                    .set_fieldnorms(false),
             )
             .set_stored(),
     );
@@ -66,13 +78,14 @@ pub(crate) fn schema() -> Schema {
             .set_indexing_options(
                 TextFieldIndexing::default()
                     .set_tokenizer("default")
-                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions)
+                    .set_fieldnorms(false),
             )
             .set_stored(),
     );
-    b.add_text_field("service", STRING | FAST | STORED);
-    b.add_text_field("trace_id", STRING | STORED);
-    b.add_text_field("span_id", STRING | STORED);
+    b.add_text_field("service", keyword().set_fast("raw"));
+    b.add_text_field("trace_id", keyword());
+    b.add_text_field("span_id", keyword());
     // Record attributes hold free text too (messages, routes): words and phrases.
     let attributes = JsonObjectOptions::default()
         .set_stored()
@@ -80,7 +93,8 @@ pub(crate) fn schema() -> Schema {
         .set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer("default")
-                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions)
+                .set_fieldnorms(false),
         );
     b.add_json_field("attributes", attributes);
     // Resource attributes are identifiers (service, pod, namespace, host)
@@ -91,10 +105,11 @@ pub(crate) fn schema() -> Schema {
         .set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer(RAW_LOWER)
-                .set_index_option(IndexRecordOption::Basic),
+                .set_index_option(IndexRecordOption::Basic)
+                .set_fieldnorms(false),
         );
     b.add_json_field("resource", resource);
-    b.add_text_field("scope", STRING | STORED);
+    b.add_text_field("scope", keyword());
     b.build()
 }
 

@@ -330,7 +330,9 @@ impl LogSearch {
     }
 }
 
-fn hit_from_doc(p: &Partition, doc: &TantivyDocument) -> LogHit {
+/// The hit of stored document `doc` with timestamp `timestamp_ns` (a fast
+/// field, not stored).
+fn hit_from_doc(p: &Partition, doc: &TantivyDocument, timestamp_ns: i64) -> LogHit {
     let f = &p.fields;
     let text = |field| {
         doc.get_first(field)
@@ -345,7 +347,7 @@ fn hit_from_doc(p: &Partition, doc: &TantivyDocument) -> LogHit {
             .unwrap_or_else(|| serde_json::Value::Object(Default::default()))
     };
     LogHit {
-        timestamp_ns: int(f.timestamp),
+        timestamp_ns,
         observed_timestamp_ns: int(f.observed_timestamp),
         severity_text: text(f.severity_text),
         severity_number: int(f.severity_number),
@@ -432,13 +434,13 @@ impl LogStore {
             .then(|| best.last().map(|(k, _, _)| Cursor { ts: k.0, seq: k.1 }))
             .flatten();
         let mut hits = Vec::with_capacity(best.len());
-        for (_, p, addr) in &best {
+        for ((ts, _), p, addr) in &best {
             let doc: TantivyDocument = p
                 .reader
                 .searcher()
                 .doc(*addr)
                 .map_err(StoreError::index("failed to read document"))?;
-            hits.push(hit_from_doc(p, &doc));
+            hits.push(hit_from_doc(p, &doc, *ts));
         }
         Ok(SearchPage { hits, next_cursor })
     }
