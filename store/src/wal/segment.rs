@@ -74,6 +74,15 @@ impl EncodedEntry {
     }
 }
 
+/// Level 1: the WAL is short-lived; speed matters more than ratio.
+const WAL_ZSTD_LEVEL: i32 = 1;
+
+thread_local! {
+    /// One compression context per thread, instead of one per entry.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Compressor::new(WAL_ZSTD_LEVEL).ok());
+}
+
 impl WalEntry {
     /// Serializes and zstd-compresses the entry.
     pub fn encode(&self) -> EncodedEntry {
@@ -83,9 +92,11 @@ impl WalEntry {
         // TenantId guarantees at most 150 bytes.
         payload.push(tenant.len() as u8);
         payload.extend_from_slice(tenant);
-        // Level 1: the WAL is short-lived; speed matters more than ratio.
-        let compressed = zstd::bulk::compress(&self.body, 1).unwrap_or_else(|_| Vec::new());
-        payload.extend_from_slice(&compressed);
+        let compressed = COMPRESSOR.with_borrow_mut(|c| match c {
+            Some(c) => c.compress(&self.body),
+            None => zstd::bulk::compress(&self.body, WAL_ZSTD_LEVEL),
+        });
+        payload.extend_from_slice(&compressed.unwrap_or_default());
         EncodedEntry {
             signal: self.signal,
             payload,
