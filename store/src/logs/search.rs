@@ -1,11 +1,13 @@
 //! Log search: newest first with cursor paging, and count-over-time histograms.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use tantivy::collector::{HistogramCollector, TopDocs};
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::collector::HistogramCollector;
+use tantivy::query::{
+    AllQuery, BooleanQuery, EnableScoring, Occur, Query, QueryParser, RangeQuery, TermQuery,
+};
 use tantivy::schema::{IndexRecordOption, OwnedValue, Value};
 use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
 
@@ -363,9 +365,14 @@ fn hit_from_doc(p: &Partition, doc: &TantivyDocument, timestamp_ns: i64) -> LogH
 
 type Key = (i64, u64);
 
-/// The newest `limit` matches in one partition strictly before `cursor`.
+/// The newest `limit` matches in one partition strictly before `cursor`,
+/// newest first.
+///
+/// Nothing is scored. Segments are visited newest first (by their largest
+/// timestamp); once `limit` hits are held, a segment whose newest record is
+/// older than all of them cannot contribute, and neither can the ones after
+/// it, so they are not searched.
 fn top_in_partition(
-    p: &Partition,
     searcher: &Searcher,
     query: &dyn Query,
     limit: usize,
@@ -374,34 +381,54 @@ fn top_in_partition(
     let below: Key = cursor
         .map(|c| (c.ts, c.seq))
         .unwrap_or((i64::MAX, u64::MAX));
-    let collector = TopDocs::with_limit(limit).tweak_score(move |seg: &tantivy::SegmentReader| {
-        let ts = seg
-            .fast_fields()
-            .i64("timestamp")
-            .ok()
-            .map(|c| c.first_or_default_col(0));
-        let seq = seg
-            .fast_fields()
-            .u64("seq")
-            .ok()
-            .map(|c| c.first_or_default_col(0));
-        move |doc: tantivy::DocId, _score: tantivy::Score| -> Key {
-            let key = (
-                ts.as_ref().map(|c| c.get_val(doc)).unwrap_or(0),
-                seq.as_ref().map(|c| c.get_val(doc)).unwrap_or(0),
-            );
-            // Ties with the cursor's timestamp fall below every real hit and are dropped.
-            if key < below { key } else { (i64::MIN, 0) }
-        }
-    });
-    let _ = p;
-    let top = searcher
-        .search(query, &collector)
+    let weight = query
+        .weight(EnableScoring::disabled_from_searcher(searcher))
         .map_err(StoreError::index("search failed"))?;
-    Ok(top
-        .into_iter()
-        .filter(|(k, _)| *k != (i64::MIN, 0))
-        .collect())
+    let readers = searcher.segment_readers();
+    let mut segments = Vec::with_capacity(readers.len());
+    for (ord, reader) in readers.iter().enumerate() {
+        let fast = reader.fast_fields();
+        let ts = fast
+            .i64("timestamp")
+            .map_err(StoreError::index("failed to read timestamps"))?
+            .first_or_default_col(0);
+        let seq = fast
+            .u64("seq")
+            .map_err(StoreError::index("failed to read sequence numbers"))?
+            .first_or_default_col(0);
+        segments.push((ts.max_value(), ord as u32, ts, seq));
+    }
+    segments.sort_by_key(|s| std::cmp::Reverse(s.0));
+    // The best `limit` so far; the worst of them on top.
+    let mut best: BinaryHeap<std::cmp::Reverse<(Key, DocAddress)>> =
+        BinaryHeap::with_capacity(limit + 1);
+    for (newest, ord, ts, seq) in segments {
+        if best.len() >= limit && best.peek().is_some_and(|w| (newest, u64::MAX) < w.0.0) {
+            break;
+        }
+        let reader = &readers[ord as usize];
+        let alive = reader.alive_bitset();
+        weight
+            .for_each_no_score(reader, &mut |docs| {
+                for &doc in docs {
+                    if alive.is_some_and(|a| !a.is_alive(doc)) {
+                        continue;
+                    }
+                    let key = (ts.get_val(doc), seq.get_val(doc));
+                    if key >= below {
+                        continue;
+                    }
+                    if best.len() < limit {
+                        best.push(std::cmp::Reverse((key, DocAddress::new(ord, doc))));
+                    } else if best.peek().is_some_and(|w| key > w.0.0) {
+                        best.pop();
+                        best.push(std::cmp::Reverse((key, DocAddress::new(ord, doc))));
+                    }
+                }
+            })
+            .map_err(StoreError::index("search failed"))?;
+    }
+    Ok(best.into_sorted_vec().into_iter().map(|r| r.0).collect())
 }
 
 impl LogStore {
@@ -416,7 +443,9 @@ impl LogStore {
         self.check_query(s)?;
         let limit = s.limit.clamp(1, 10_000);
         let upper = s.cursor.map(|c| c.ts.min(s.end_ns)).unwrap_or(s.end_ns);
-        let mut best: Vec<(Key, Arc<Partition>, DocAddress)> = Vec::new();
+        // Each hit keeps the searcher that found it: a commit or merge may
+        // reload the partition's reader meanwhile, and renumber its segments.
+        let mut best: Vec<(Key, Arc<Partition>, Searcher, DocAddress)> = Vec::new();
         for p in self.partitions_in(tenant, s.start_ns, upper) {
             // Partitions come newest first: once full, an older hour cannot contribute.
             if best.len() >= limit && best[limit - 1].0.0 >= p.hour_ns + HOUR_NS {
@@ -424,20 +453,18 @@ impl LogStore {
             }
             let searcher = p.reader.searcher();
             let query = s.build_query(&p, upper)?;
-            for (k, addr) in top_in_partition(&p, &searcher, query.as_ref(), limit, s.cursor)? {
-                best.push((k, p.clone(), addr));
+            for (k, addr) in top_in_partition(&searcher, query.as_ref(), limit, s.cursor)? {
+                best.push((k, p.clone(), searcher.clone(), addr));
             }
             best.sort_by_key(|b| std::cmp::Reverse(b.0));
             best.truncate(limit);
         }
         let next_cursor = (best.len() == limit)
-            .then(|| best.last().map(|(k, _, _)| Cursor { ts: k.0, seq: k.1 }))
+            .then(|| best.last().map(|(k, _, _, _)| Cursor { ts: k.0, seq: k.1 }))
             .flatten();
         let mut hits = Vec::with_capacity(best.len());
-        for ((ts, _), p, addr) in &best {
-            let doc: TantivyDocument = p
-                .reader
-                .searcher()
+        for ((ts, _), p, searcher, addr) in &best {
+            let doc: TantivyDocument = searcher
                 .doc(*addr)
                 .map_err(StoreError::index("failed to read document"))?;
             hits.push(hit_from_doc(p, &doc, *ts));

@@ -250,3 +250,72 @@ fn retention_deletes_whole_old_partitions() {
     );
     assert_eq!(std::fs::read_dir(data.logs_dir(&t)).unwrap().count(), 1);
 }
+
+#[test]
+fn newest_first_over_many_segments_pages_every_match_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    let store = LogStore::open(&data, LogStoreOptions::default()).unwrap();
+    let base = now() - 1_800_000_000_000;
+    // (ts, lsn, index in batch, body): seq orders equal timestamps by lsn, then index.
+    let mut expected: Vec<(i64, u64, usize, String)> = Vec::new();
+    let mut lsn = 0;
+    let mut add = |store: &Arc<LogStore>, ts: &mut dyn Iterator<Item = i64>| {
+        lsn += 1;
+        let records: Vec<LogRecord> = ts
+            .enumerate()
+            .map(|(i, t)| {
+                let parity = if i % 2 == 0 { "even" } else { "odd" };
+                let body = format!("record {lsn}-{i} {parity}");
+                expected.push((t, lsn, i, body.clone()));
+                rec(t, &body, "svc")
+            })
+            .collect();
+        // Each call ends with a commit, so each batch is a segment of its own.
+        index(store, vec![(lsn, records)]);
+    };
+    // Interleaved segments: none can be skipped.
+    for k in 0..4 {
+        add(&store, &mut (0..30).map(|i| base + i * 1_000 + k * 7));
+    }
+    // Older segments, skipped once a page is full of newer hits.
+    for k in 0..3 {
+        add(
+            &store,
+            &mut (0..20).map(|i| base - 600_000_000_000 - k * 100_000 - i),
+        );
+    }
+    // Equal timestamps in two segments.
+    add(&store, &mut std::iter::repeat_n(base + 15_000, 5));
+    add(&store, &mut std::iter::repeat_n(base + 15_000, 5));
+    expected.sort_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
+    let segments: usize = store
+        .partitions_in(&TenantId::default_tenant(), base - 3_600_000_000_000, base)
+        .iter()
+        .map(|p| p.reader.searcher().segment_readers().len())
+        .sum();
+    assert!(segments >= 9, "{segments} segments");
+
+    for (query, limit) in [("", 7), ("", 1), ("even", 4), ("odd", 100)] {
+        let want: Vec<(i64, String)> = expected
+            .iter()
+            .filter(|e| query.is_empty() || e.3.ends_with(query))
+            .map(|e| (e.0, e.3.clone()))
+            .collect();
+        let mut got = Vec::new();
+        let mut s = LogSearch {
+            limit,
+            ..search(&store, query)
+        };
+        loop {
+            let page = store.search(&TenantId::default_tenant(), &s).unwrap();
+            assert!(page.hits.len() <= limit);
+            got.extend(page.hits.into_iter().map(|h| (h.timestamp_ns, h.body)));
+            match page.next_cursor {
+                Some(c) => s.cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "query {query:?}, limit {limit}");
+    }
+}
