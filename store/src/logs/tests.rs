@@ -288,7 +288,7 @@ fn newest_first_over_many_segments_pages_every_match_once() {
     // Equal timestamps in two segments.
     add(&store, &mut std::iter::repeat_n(base + 15_000, 5));
     add(&store, &mut std::iter::repeat_n(base + 15_000, 5));
-    expected.sort_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
+    expected.sort_by_key(|e| std::cmp::Reverse((e.0, e.1, e.2)));
     let segments: usize = store
         .partitions_in(&TenantId::default_tenant(), base - 3_600_000_000_000, base)
         .iter()
