@@ -229,6 +229,28 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_with_other_fields_is_not_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("2026-01-01T00");
+        std::fs::create_dir_all(&part).unwrap();
+        let mut b = tantivy::schema::Schema::builder();
+        b.add_text_field("body", tantivy::schema::TEXT);
+        Index::create_in_dir(&part, b.build()).unwrap();
+        let err = rebuild(&part, 0).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Format { path, .. } if path == &part),
+            "{err}"
+        );
+        assert!(err.to_string().contains("unexpected fields"), "{err}");
+        // Nothing was moved or left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["2026-01-01T00"]);
+    }
+
+    #[test]
     fn copied_documents_keep_their_fast_only_fields() {
         let from = index();
         let fields = schema::Fields::new(&from.schema());
