@@ -170,7 +170,12 @@ def test_with_agent_ships_the_pods_container_logs(demos) -> None:  # noqa: ANN00
     started = time.monotonic()
     d = demos("--with-agent").start()
     pods = d.data_dir / "demo" / "pods"
-    files = poll("pod log files", started + 15, lambda: sorted(pods.glob("shop_*/*/0.log")))
+    def all_pods() -> list[Path] | None:
+        # Pods start one after another: wait for every service's file.
+        files = sorted(pods.glob("shop_*/*/0.log"))
+        return files if {f.parent.name for f in files} == set(SERVICES) else None
+
+    files = poll("a log file for every pod", started + 15, all_pods)
     assert {f.parent.name for f in files} == set(SERVICES), files
     first = poll("a CRI line", started + 15, lambda: next((f.read_text().splitlines()[:1] for f in files if f.stat().st_size), None))
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) F level=", first[0]), first
