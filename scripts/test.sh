@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The UI is built first so that the binary embeds it.
 (cd query-ui/web && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; } && npm run build && npm test)
-cargo build -p periscope-collector -p periscope-agent
+# One build for everything: building the binaries alone would resolve
+# dependency features without the dev-dependencies and compile most of the
+# dependency graph a second time for the tests.
+cargo build --workspace --bins --tests
 cargo nextest run --workspace --no-fail-fast
 bash tests/run_e2e.sh
 SKIP_BUILD=1 bash tests/browser/run.sh
