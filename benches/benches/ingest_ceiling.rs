@@ -26,15 +26,13 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::hint::black_box;
-use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
-use periscope_benches::{Workload, unix_nanos};
+use periscope_benches::{encoded_log_requests, index_log_requests, unix_nanos};
 use periscope_proto::flatten_logs;
 use periscope_proto::otlp::ExportLogsServiceRequest;
-use periscope_store::{DataDir, IndexBatch, LogIndexer, LogStore, LogStoreOptions, TenantId};
 use prost::Message;
 
 const REQUESTS: u64 = 100;
@@ -42,46 +40,10 @@ const RECORDS_PER_REQUEST: u64 = 500;
 const RECORDS: u64 = REQUESTS * RECORDS_PER_REQUEST;
 const SUSTAINED_REQUESTS: u64 = 4000;
 const SUSTAINED_RECORDS: u64 = SUSTAINED_REQUESTS * RECORDS_PER_REQUEST;
-/// Bound of the queue into the indexer thread (batches, not records).
-const INDEX_QUEUE: usize = 64;
-
-fn requests(count: u64) -> Vec<Vec<u8>> {
-    let mut w = Workload::new(0x5eed, "lgbench");
-    let now = unix_nanos();
-    (0..count)
-        .map(|i| {
-            w.request(i * RECORDS_PER_REQUEST, RECORDS_PER_REQUEST as usize, now)
-                .encode_to_vec()
-        })
-        .collect()
-}
 
 fn decode_flatten(bytes: &[u8], now_ns: i64) -> Vec<periscope_proto::LogRecord> {
     let req = ExportLogsServiceRequest::decode(bytes).expect("generated request decodes");
     flatten_logs(req, now_ns)
-}
-
-/// Decodes, flattens and indexes every request into a new store under `dir`;
-/// returns once the indexer made everything durable and searchable.
-fn ingest(encoded: &[Vec<u8>], dir: &std::path::Path) {
-    let data = DataDir::open(dir).expect("open data dir");
-    let store = LogStore::open(&data, LogStoreOptions::default()).expect("open log store");
-    let (tx, rx) = sync_channel(INDEX_QUEUE);
-    let indexer = LogIndexer::spawn(store, rx, |_lsn| {}).expect("spawn indexer");
-    let now = unix_nanos() as i64;
-    for (lsn, bytes) in (1..).zip(encoded) {
-        let records = decode_flatten(bytes, now);
-        let batch = IndexBatch {
-            lsn,
-            tenant: TenantId::default_tenant(),
-            records,
-            hold: Box::new(()),
-            acked_at: Instant::now(),
-        };
-        tx.send(batch).expect("indexer alive");
-    }
-    drop(tx);
-    indexer.join().expect("indexer thread panicked");
 }
 
 /// Records/s of each timed run, for the summary printed at the end.
@@ -119,7 +81,7 @@ fn bench_ingest(
             for _ in 0..iters {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let t0 = Instant::now();
-                ingest(encoded, dir.path());
+                index_log_requests(encoded, dir.path()).expect("index requests");
                 let took = t0.elapsed();
                 rates.0.push(records as f64 / took.as_secs_f64());
                 total += took;
@@ -169,7 +131,7 @@ fn report(what: &str, rates: &Rates, bytes_per_record: f64) {
 }
 
 fn main() {
-    let encoded = requests(SUSTAINED_REQUESTS);
+    let encoded = encoded_log_requests(SUSTAINED_REQUESTS, RECORDS_PER_REQUEST);
     let otlp_bytes: usize = encoded.iter().map(Vec::len).sum();
     let bytes_per_record = otlp_bytes as f64 / SUSTAINED_RECORDS as f64;
     let burst = &encoded[..REQUESTS as usize];

@@ -12,47 +12,20 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
-use periscope_benches::{Workload, unix_nanos};
-use periscope_proto::flatten_logs;
-use periscope_proto::otlp::ExportLogsServiceRequest;
-use periscope_store::{DataDir, IndexBatch, LogIndexer, LogStore, LogStoreOptions, TenantId};
-use prost::Message;
+use periscope_benches::{encoded_log_requests, index_log_requests};
 
 fn main() {
     let n: u64 = std::env::var("REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let mut w = Workload::new(0x5eed, "lgbench");
-    let now = unix_nanos();
-    let encoded: Vec<Vec<u8>> = (0..n)
-        .map(|i| w.request(i * 500, 500, now).encode_to_vec())
-        .collect();
+    let encoded = encoded_log_requests(n, 500);
     let otlp: usize = encoded.iter().map(Vec::len).sum();
     let dir = tempfile::tempdir().unwrap();
-    let data = DataDir::open(dir.path()).unwrap();
-    let store = LogStore::open(&data, LogStoreOptions::default()).unwrap();
-    let (tx, rx) = sync_channel(64);
-    let indexer = LogIndexer::spawn(store, rx, |_| {}).unwrap();
     let t0 = Instant::now();
-    let nowi = unix_nanos() as i64;
-    for (lsn, b) in (1..).zip(&encoded) {
-        let req = ExportLogsServiceRequest::decode(b.as_slice()).unwrap();
-        let records = flatten_logs(req, nowi);
-        tx.send(IndexBatch {
-            lsn,
-            tenant: TenantId::default_tenant(),
-            records,
-            hold: Box::new(()),
-            acked_at: Instant::now(),
-        })
-        .unwrap();
-    }
-    drop(tx);
-    indexer.join().unwrap();
+    index_log_requests(&encoded, dir.path()).unwrap();
     let took = t0.elapsed().as_secs_f64();
     let recs = (n * 500) as f64;
     // Merge everything into one segment per partition for a stable size.
