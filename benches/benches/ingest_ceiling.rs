@@ -30,21 +30,13 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
-use periscope_benches::{encoded_log_requests, index_log_requests, unix_nanos};
-use periscope_proto::flatten_logs;
-use periscope_proto::otlp::ExportLogsServiceRequest;
-use prost::Message;
+use periscope_benches::{decode_and_flatten, encoded_log_requests, index_log_requests, unix_nanos};
 
 const REQUESTS: u64 = 100;
 const RECORDS_PER_REQUEST: u64 = 500;
 const RECORDS: u64 = REQUESTS * RECORDS_PER_REQUEST;
 const SUSTAINED_REQUESTS: u64 = 4000;
 const SUSTAINED_RECORDS: u64 = SUSTAINED_REQUESTS * RECORDS_PER_REQUEST;
-
-fn decode_flatten(bytes: &[u8], now_ns: i64) -> Vec<periscope_proto::LogRecord> {
-    let req = ExportLogsServiceRequest::decode(bytes).expect("generated request decodes");
-    flatten_logs(req, now_ns)
-}
 
 /// Records/s of each timed run, for the summary printed at the end.
 #[derive(Default)]
@@ -67,7 +59,8 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>, measurement: Duration, re
         .throughput(Throughput::Elements(records));
 }
 
-/// Times `ingest` of `encoded` into a fresh directory per iteration.
+/// Times `index_log_requests` of `encoded` into a fresh directory per
+/// iteration, then waits (untimed) for leftover merges.
 fn bench_ingest(
     group: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
@@ -112,7 +105,7 @@ fn wait_until_idle() {
         std::thread::sleep(step);
         let now = cpu_ticks();
         // Clock ticks are 1/100 s: 5 ticks in 500 ms is a tenth of a core.
-        if now - before < 5 {
+        if now.saturating_sub(before) < 5 {
             return;
         }
         before = now;
@@ -157,7 +150,7 @@ fn main() {
             let t0 = Instant::now();
             for _ in 0..iters {
                 for bytes in burst {
-                    black_box(decode_flatten(bytes, now));
+                    black_box(decode_and_flatten(bytes, now).expect("generated request decodes"));
                 }
             }
             let took = t0.elapsed();

@@ -27,7 +27,7 @@ mod trace_workload;
 mod workload;
 
 pub use metric_workload::{METRIC_SERVICES, MetricEncoder, MetricWorkload};
-pub use store_ingest::{encoded_log_requests, index_log_requests};
+pub use store_ingest::{decode_and_flatten, encoded_log_requests, index_log_requests};
 pub use trace_workload::{
     TRACE_SERVICE_COUNT, TRACE_SERVICES, TRACE_SPANS, TraceRef, TraceWorkload,
 };

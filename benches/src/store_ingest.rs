@@ -29,6 +29,16 @@ pub fn encoded_log_requests(count: u64, records: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Decodes one encoded request and flattens it into the store's records,
+/// received at `now_ns`.
+pub fn decode_and_flatten(
+    bytes: &[u8],
+    now_ns: i64,
+) -> anyhow::Result<Vec<periscope_proto::LogRecord>> {
+    let req = ExportLogsServiceRequest::decode(bytes).context("decode request")?;
+    Ok(flatten_logs(req, now_ns))
+}
+
 /// Decodes, flattens and indexes `encoded` requests through the store's
 /// `LogIndexer` (which commits every second, as in the collector) into a new
 /// store under `dir`; returns once the indexer has committed everything.
@@ -40,11 +50,10 @@ pub fn index_log_requests(encoded: &[Vec<u8>], dir: &Path) -> anyhow::Result<()>
     let indexer = LogIndexer::spawn(store, rx, |_lsn| {}).context("spawn indexer")?;
     let now = unix_nanos() as i64;
     for (lsn, bytes) in (1..).zip(encoded) {
-        let req = ExportLogsServiceRequest::decode(bytes.as_slice()).context("decode request")?;
         let batch = IndexBatch {
             lsn,
             tenant: TenantId::default_tenant(),
-            records: flatten_logs(req, now),
+            records: decode_and_flatten(bytes, now)?,
             hold: Box::new(()),
             acked_at: Instant::now(),
         };
@@ -55,4 +64,39 @@ pub fn index_log_requests(encoded: &[Vec<u8>], dir: &Path) -> anyhow::Result<()>
     indexer
         .join()
         .map_err(|_| anyhow::anyhow!("indexer thread panicked"))
+}
+
+#[cfg(test)]
+mod tests {
+    use periscope_store::{HistogramRequest, LogSearch};
+
+    use super::*;
+
+    #[test]
+    fn every_generated_record_is_indexed_and_bad_bytes_are_an_error() {
+        let encoded = encoded_log_requests(3, 40);
+        let dir = tempfile::tempdir().unwrap();
+        index_log_requests(&encoded, dir.path()).unwrap();
+
+        let data = DataDir::open(dir.path()).unwrap();
+        let store = LogStore::open(&data, LogStoreOptions::default()).unwrap();
+        let now = unix_nanos() as i64;
+        let hour = 3_600_000_000_000;
+        let request = HistogramRequest {
+            search: LogSearch {
+                start_ns: now - hour,
+                end_ns: now + hour,
+                ..Default::default()
+            },
+            step_ns: 2 * hour + 1,
+        };
+        let buckets = store
+            .histogram(&TenantId::default_tenant(), &request)
+            .unwrap();
+        assert_eq!(buckets.iter().map(|(_, n)| n).sum::<u64>(), 120);
+
+        let other = tempfile::tempdir().unwrap();
+        let err = index_log_requests(&[vec![0xff, 0xff]], other.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("decode request"), "{err:#}");
+    }
 }
