@@ -211,7 +211,8 @@ mod tests {
     #[test]
     fn a_migration_cut_short_at_every_step_resumes() {
         // The states a crash can leave, each opened by the next start.
-        let cases: [(&str, fn(&Path)); 4] = [
+        type Crash = fn(&Path);
+        let cases: [(&str, Crash); 4] = [
             ("staging created, not renamed", |root| {
                 std::fs::create_dir_all(root.join(STAGING)).unwrap();
             }),
