@@ -38,7 +38,7 @@ def main() -> int:
     base, data_dir = sys.argv[1].rstrip("/"), Path(sys.argv[2])
     runs = int(sys.argv[3]) if len(sys.argv) > 3 else 20
     tenant = sys.argv[4] if len(sys.argv) > 4 else "default"
-    tdir = data_dir / tenant / "traces"
+    tdir = data_dir / "tenants" / tenant / "traces"
     manifest = json.loads((tdir / "manifest.json").read_text())
     summaries = [str(tdir / f["partition"] / f["summaries"]) for f in manifest["files"] if f.get("summaries")]
     spans_total = sum(f["span_count"] for f in manifest["files"])

@@ -254,17 +254,26 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         replay_done.clone(),
         cfg.metrics_flush_interval,
     );
+    let counters = metrics.clone();
     let metric_flusher = std::thread::Builder::new()
         .name("metric-flusher".into())
         .spawn(move || {
+            // Tenants flush independently: one that fails stays in memory
+            // and is retried after a backoff; the WAL is released only up
+            // to the oldest entry such a tenant still needs.
+            let mut last_log: Option<Instant> = None;
             loop {
                 let stopping = stop.load(Ordering::SeqCst);
                 if (stopping || m.flush_due(1_000_000, every)) && rd.load(Ordering::SeqCst) {
-                    match m.flush() {
-                        Ok(lsn) => w.release(Signal::Metrics, lsn),
-                        Err(e) => {
-                            tracing::error!(error = %e, "failed to write metrics; will retry")
-                        }
+                    let report = m.flush_tenants();
+                    w.release(Signal::Metrics, report.durable_lsn);
+                    counters.note_metric_flush(&report);
+                    if let Some((tenant, e)) = report.failed.first()
+                        && last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+                    {
+                        last_log = Some(Instant::now());
+                        tracing::error!(%tenant, error = %e, failed_tenants = report.failed.len(),
+                            "failed to write a tenant's metrics; other tenants are written, this one is retried");
                     }
                 }
                 if stopping {
@@ -501,6 +510,9 @@ async fn self_metrics(State(st): State<OpsState>) -> impl IntoResponse {
             .metrics
             .render(st.wal.stats(), st.logs.stats(), st.ingest.budget_bytes());
     crate::telemetry::render_traces(&mut body, &st.assembler.stats, st.traces.stats());
+    st.ingest
+        .metrics
+        .render_flush_failures(&mut body, &st.assembler.stats);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub invalid_requests: PerSignal,
     /// Bytes of the in-flight budget in use.
     pub inflight_bytes: AtomicU64,
+    /// Failed writes of one tenant's metrics (one per tenant and attempt).
+    pub metric_flush_failures: AtomicU64,
+    /// Tenants whose metrics are waiting to be retried after a failed write.
+    pub metric_failing_tenants: AtomicU64,
 }
 
 impl Metrics {
@@ -220,6 +224,50 @@ impl Metrics {
             ld(&index.open_writers),
         );
         o
+    }
+}
+
+impl Metrics {
+    /// Counts what a metric flush left unwritten.
+    pub fn note_metric_flush(&self, report: &periscope_store::MetricFlush) {
+        self.metric_flush_failures
+            .fetch_add(report.failed.len() as u64, Ordering::Relaxed);
+        self.metric_failing_tenants.store(
+            (report.failed.len() + report.deferred) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Appends the per-tenant flush failure metrics of traces and metrics
+    /// (labelled by signal only: a tenant label would be unbounded).
+    pub fn render_flush_failures(&self, o: &mut String, a: &crate::traces::AssemblerStats) {
+        let ld = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        for (name, help, kind, traces, metrics) in [
+            (
+                "periscope_flush_failures_total",
+                "Failed writes of one tenant's data to its store (retried with backoff; other tenants are not held up).",
+                "counter",
+                ld(&a.tenant_flush_failures),
+                ld(&self.metric_flush_failures),
+            ),
+            (
+                "periscope_flush_failing_tenants",
+                "Tenants whose last write failed, waiting to be retried.",
+                "gauge",
+                ld(&a.failing_tenants),
+                ld(&self.metric_failing_tenants),
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let _ = writeln!(o, "{name}{{signal=\"traces\"}} {traces}");
+            let _ = writeln!(o, "{name}{{signal=\"metrics\"}} {metrics}");
+        }
+        let name = "periscope_traces_deferred_to_replay_total";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Traces of failing tenants dropped from memory past a quarter of --trace-buffer-bytes; kept in the WAL and written after a restart.\n# TYPE {name} counter\n{name} {}",
+            ld(&a.traces_deferred_to_replay)
+        );
     }
 }
 

@@ -46,9 +46,7 @@ pub enum StoreError {
     #[error("data dir {0} is in use by another process (it holds periscope.lock there)")]
     Locked(PathBuf),
     /// An invalid tenant id.
-    #[error(
-        "invalid tenant id {0:?}: use 1-150 characters of [A-Za-z0-9_.-], not '.' or '..' or 'wal'"
-    )]
+    #[error("invalid tenant id {0:?}: use 1-150 characters of [A-Za-z0-9_.-], not '.' or '..'")]
     InvalidTenant(String),
 }
 

@@ -1,17 +1,29 @@
 //! The data directory: its version file and where each store lives.
 //!
 //! ```text
-//! <data-dir>/periscope.json              {"format_version": 1}
+//! <data-dir>/periscope.json              {"format_version": 2}
+//! <data-dir>/periscope.lock              held by the running collector
 //! <data-dir>/wal/<first-lsn>.wal         WAL segments
-//! <data-dir>/<tenant>/logs/<YYYY-MM-DDTHH>/   one tantivy index per hour
+//! <data-dir>/tenants/<tenant>/logs/<YYYY-MM-DDTHH>/   one tantivy index per hour
+//! <data-dir>/tenants/<tenant>/traces/    span store (see `traces`)
+//! <data-dir>/tenants/<tenant>/metrics/   metric store (see `metrics`)
 //! ```
+//!
+//! Tenants live in a directory of their own, so that no tenant id, whatever
+//! it is, names a file Periscope uses itself (format 1 kept them beside
+//! `periscope.json`, and a tenant called `periscope.json` broke every
+//! flush). Format 1 directories are migrated on open (`layout_migration`).
 
 use std::path::{Path, PathBuf};
 
 use crate::{StoreError, TenantId};
 
 /// The version of the data directory layout. Bump it with a migration.
-pub const DATA_FORMAT_VERSION: u32 = 1;
+/// 1: tenants beside `periscope.json`; 2: tenants under `tenants/`.
+pub const DATA_FORMAT_VERSION: u32 = 2;
+
+/// The directory holding one directory per tenant.
+pub(crate) const TENANTS_DIR: &str = "tenants";
 
 /// A data directory whose version has been checked.
 #[derive(Clone, Debug)]
@@ -25,14 +37,25 @@ impl DataDir {
     pub fn open(root: &Path) -> Result<DataDir, StoreError> {
         std::fs::create_dir_all(root).map_err(StoreError::io("failed to create data dir", root))?;
         let version_file = root.join("periscope.json");
+        if read_version(&version_file, "format_version")? == Some(1) {
+            // Under the directory's lock: not while a collector runs on it.
+            let _lock = lock_root(root)?;
+            if read_version(&version_file, "format_version")? == Some(1) {
+                crate::layout_migration::migrate_v1(root)?;
+            }
+        }
         if !check_version(
             &version_file,
             "format_version",
             DATA_FORMAT_VERSION,
             "data format",
         )? {
-            let body = format!("{{\"format_version\": {DATA_FORMAT_VERSION}}}\n");
-            write_atomic(&version_file, body.as_bytes())?;
+            // A new directory: the version file goes last, after `tenants/`.
+            let tenants = root.join(TENANTS_DIR);
+            std::fs::create_dir_all(&tenants)
+                .map_err(StoreError::io("failed to create", &tenants))?;
+            sync_dir(root)?;
+            write_version(root)?;
         }
         Ok(DataDir {
             root: root.to_owned(),
@@ -45,18 +68,7 @@ impl DataDir {
     /// returned lock is dropped; the kernel releases it when the process
     /// dies, kill -9 included.
     pub fn lock(&self) -> Result<DirLock, StoreError> {
-        let path = self.root.join("periscope.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(StoreError::io("failed to open lock file", &path))?;
-        match file.try_lock() {
-            Ok(()) => Ok(DirLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(self.root.clone())),
-            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io("failed to lock", &path)(e)),
-        }
+        lock_root(&self.root)
     }
 
     /// The root directory.
@@ -69,9 +81,51 @@ impl DataDir {
         self.root.join("wal")
     }
 
+    /// Where the tenants' directories live.
+    pub(crate) fn tenants_dir(&self) -> PathBuf {
+        self.root.join(TENANTS_DIR)
+    }
+
+    /// A tenant's directory: `tenants/<tenant>`, the only place a tenant
+    /// id becomes a path.
+    pub(crate) fn tenant_dir(&self, tenant: &TenantId) -> PathBuf {
+        self.tenants_dir().join(tenant.as_str())
+    }
+
     /// Where a tenant's log partitions live.
     pub fn logs_dir(&self, tenant: &TenantId) -> PathBuf {
-        self.root.join(tenant.as_str()).join("logs")
+        self.tenant_dir(tenant).join("logs")
+    }
+
+    /// Where a tenant's span store lives.
+    pub(crate) fn traces_dir(&self, tenant: &TenantId) -> PathBuf {
+        self.tenant_dir(tenant).join("traces")
+    }
+
+    /// Where a tenant's metric store lives.
+    pub(crate) fn metrics_dir(&self, tenant: &TenantId) -> PathBuf {
+        self.tenant_dir(tenant).join("metrics")
+    }
+}
+
+/// Writes the current format version to `<root>/periscope.json`.
+pub(crate) fn write_version(root: &Path) -> Result<(), StoreError> {
+    let body = format!("{{\"format_version\": {DATA_FORMAT_VERSION}}}\n");
+    write_atomic(&root.join("periscope.json"), body.as_bytes())
+}
+
+fn lock_root(root: &Path) -> Result<DirLock, StoreError> {
+    let path = root.join("periscope.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StoreError::io("failed to open lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(root.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io("failed to lock", &path)(e)),
     }
 }
 
@@ -149,24 +203,27 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(StoreError::io("failed to fsync directory", dir))
 }
 
-/// Tenants that have a `<tenant>/<store>` directory in the data dir.
+/// Tenants that have a `tenants/<tenant>/<store>` directory in the data dir.
 pub(crate) fn tenants_with(
     data: &DataDir,
     store: &str,
 ) -> Result<Vec<crate::TenantId>, StoreError> {
-    let root = data.root();
+    let dir = data.tenants_dir();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io("failed to list tenants dir", &dir)(e)),
+    };
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root)
-        .map_err(StoreError::io("failed to list data dir", root))?
-        .flatten()
-    {
+    for entry in entries.flatten() {
         let Some(Ok(tenant)) = entry.file_name().to_str().map(crate::TenantId::parse) else {
             continue;
         };
-        if root.join(tenant.as_str()).join(store).is_dir() {
+        if data.tenant_dir(&tenant).join(store).is_dir() {
             out.push(tenant);
         }
     }
+    out.sort();
     Ok(out)
 }
 

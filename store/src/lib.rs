@@ -13,6 +13,7 @@
 
 mod error;
 mod layout;
+mod layout_migration;
 mod logs;
 mod metrics;
 mod tenant;
@@ -26,7 +27,8 @@ pub use logs::{
     LogStoreOptions, SearchPage, hour_partition,
 };
 pub use metrics::{
-    FloatScan, FloatVisitor, HeadSeries, MetricStore, MetricStoreOptions, MetricStoreStats,
+    FloatScan, FloatVisitor, HeadSeries, MetricFlush, MetricStore, MetricStoreOptions,
+    MetricStoreStats,
 };
 pub use tenant::TenantId;
 pub use traces::{

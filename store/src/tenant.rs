@@ -4,7 +4,8 @@ use crate::StoreError;
 
 /// A validated tenant id, safe to use as a directory name. Follows the rules
 /// of Grafana's backends for `X-Scope-OrgID`, minus the characters that are
-/// awkward in paths.
+/// awkward in paths. Any such name is fine, `wal` or `periscope.json`
+/// included: tenant directories live apart, under `<data-dir>/tenants/`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TenantId(String);
 
@@ -18,7 +19,6 @@ impl TenantId {
             && s.len() <= 150
             && s != "."
             && s != ".."
-            && s != "wal"
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         if ok {
@@ -57,7 +57,9 @@ mod tests {
             ("", false),
             ("..", false),
             ("a/b", false),
-            ("wal", false),
+            ("wal", true),
+            ("periscope.json", true),
+            ("...", true),
             ("é", false),
             (&"x".repeat(151), false),
         ] {

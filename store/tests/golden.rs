@@ -1,8 +1,14 @@
-//! The committed data dirs in `golden/vN` were written by the log partition
-//! format version N; the current code must still open them, WAL replay and
-//! log search included. Version 1 partitions (FST term dictionaries) are
-//! rebuilt on open. Regenerate the current version's fixture (only with a
-//! format version bump, into a new `vN`) with
+//! Committed data dirs that the current code must still open, WAL replay
+//! and log search included:
+//!
+//! - `golden/v1` and `golden/v2`: written by log partition format 1 and 2,
+//!   in data dir format 1 (tenants beside `periscope.json`). Their tenant
+//!   directories move under `tenants/` on open; version 1 partitions (FST
+//!   term dictionaries) are rebuilt.
+//! - `golden/data2`: the current data dir format (2) and partition format (2).
+//!
+//! Regenerate the current fixture (only with a format version bump, into a
+//! new directory) with
 //! `PERISCOPE_REGENERATE_GOLDEN=1 cargo test -p periscope-store --test golden`.
 
 use std::path::{Path, PathBuf};
@@ -11,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use periscope_proto::{LogRecord, Signal};
 use periscope_store::{
-    DataDir, IndexBatch, LogIndexer, LogSearch, LogStore, LogStoreOptions, TenantId, Wal, WalEntry,
-    WalOptions,
+    DATA_FORMAT_VERSION, DataDir, IndexBatch, LogIndexer, LogSearch, LogStore, LogStoreOptions,
+    TenantId, Wal, WalEntry, WalOptions,
 };
 
 /// 2026-01-01T00:00:00Z
@@ -20,11 +26,13 @@ const BASE_NS: i64 = 1_767_225_600_000_000_000;
 
 /// The partition format version the current code writes.
 const CURRENT: u32 = 2;
-/// The fixture's only partition, relative to the data dir.
-const PARTITION: &str = "acme/logs/2026-01-01T00";
+/// The fixture of the current formats (data dir and partition).
+const CURRENT_FIXTURE: &str = "data2";
+/// The fixture's only partition, relative to the data dir once opened.
+const PARTITION: &str = "tenants/acme/logs/2026-01-01T00";
 
-fn golden_dir(version: u32) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/v{version}"))
+fn golden_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}"))
 }
 
 fn opts() -> LogStoreOptions {
@@ -113,18 +121,24 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A copy of fixture `version` in a temporary directory.
-fn fixture(version: u32) -> tempfile::TempDir {
-    if version == CURRENT && std::env::var_os("PERISCOPE_REGENERATE_GOLDEN").is_some() {
-        regenerate(&golden_dir(CURRENT));
+/// A copy of fixture `name` in a temporary directory.
+fn fixture(name: &str) -> tempfile::TempDir {
+    if name == CURRENT_FIXTURE && std::env::var_os("PERISCOPE_REGENERATE_GOLDEN").is_some() {
+        regenerate(&golden_dir(CURRENT_FIXTURE));
     }
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&golden_dir(version), tmp.path());
+    copy_dir(&golden_dir(name), tmp.path());
     tmp
 }
 
-fn partition_version(data: &Path) -> u64 {
-    let meta = std::fs::read(data.join(PARTITION).join("partition.json")).unwrap();
+fn data_format(data: &Path) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("periscope.json")).unwrap()).unwrap();
+    v["format_version"].as_u64().unwrap()
+}
+
+fn partition_version(partition: &Path) -> u64 {
+    let meta = std::fs::read(partition.join("partition.json")).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&meta).unwrap();
     v["version"].as_u64().unwrap()
 }
@@ -158,7 +172,7 @@ fn check_fixture(dir: &Path) {
         ["golden record 2", "golden record 1", "golden record 0"]
     );
     drop(store);
-    assert_eq!(partition_version(dir), u64::from(CURRENT));
+    assert_eq!(partition_version(&dir.join(PARTITION)), u64::from(CURRENT));
 
     let wal = Wal::<()>::open(&data.wal_dir(), WalOptions::default(), 2).unwrap();
     let mut entries = Vec::new();
@@ -178,7 +192,7 @@ fn check_fixture(dir: &Path) {
 
 /// The entries of the fixture partition's `logs` directory.
 fn logs_dir_entries(data: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(data.join("acme/logs"))
+    let mut names: Vec<String> = std::fs::read_dir(data.join("tenants/acme/logs"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -188,14 +202,18 @@ fn logs_dir_entries(data: &Path) -> Vec<String> {
 
 #[test]
 fn golden_current_data_dir_still_opens() {
-    let tmp = fixture(CURRENT);
+    let tmp = fixture(CURRENT_FIXTURE);
+    assert_eq!(data_format(tmp.path()), u64::from(DATA_FORMAT_VERSION));
     check_fixture(tmp.path());
 }
 
 #[test]
 fn golden_v1_partitions_are_rebuilt_on_open() {
-    let tmp = fixture(1);
-    assert_eq!(partition_version(tmp.path()), 1);
+    let tmp = fixture("v1");
+    assert_eq!(
+        partition_version(&tmp.path().join("acme/logs/2026-01-01T00")),
+        1
+    );
     check_fixture(tmp.path());
     assert_eq!(logs_dir_entries(tmp.path()), ["2026-01-01T00"]);
     // Opened again: nothing left to rebuild.
@@ -203,8 +221,32 @@ fn golden_v1_partitions_are_rebuilt_on_open() {
 }
 
 #[test]
+fn golden_format_1_data_dirs_move_their_tenants_under_tenants() {
+    for name in ["v1", "v2"] {
+        let tmp = fixture(name);
+        let root = tmp.path();
+        assert_eq!(data_format(root), 1, "{name}");
+        check_fixture(root);
+        assert_eq!(data_format(root), u64::from(DATA_FORMAT_VERSION), "{name}");
+        assert!(!root.join("acme").exists(), "{name}: acme left in the root");
+        let mut top: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        top.sort();
+        assert_eq!(
+            top,
+            ["periscope.json", "periscope.lock", "tenants", "wal"],
+            "{name}"
+        );
+        // Opened again: already format 2, nothing moves.
+        check_fixture(root);
+    }
+}
+
+#[test]
 fn a_rebuild_interrupted_before_the_swap_starts_again() {
-    let tmp = fixture(1);
+    let tmp = fixture("v1");
     let logs = tmp.path().join("acme/logs");
     // A crash after the old partition was moved aside, before the new one
     // took its place: the new one may be incomplete.
@@ -221,11 +263,11 @@ fn a_rebuild_interrupted_before_the_swap_starts_again() {
 
 #[test]
 fn a_rebuild_interrupted_after_the_swap_finishes() {
-    let tmp = fixture(CURRENT);
-    let logs = tmp.path().join("acme/logs");
+    let tmp = fixture(CURRENT_FIXTURE);
+    let logs = tmp.path().join("tenants/acme/logs");
     // A crash after the new partition took its place, before the old one was deleted.
     copy_dir(
-        &golden_dir(1).join(PARTITION),
+        &golden_dir("v1").join("acme/logs/2026-01-01T00"),
         &logs.join("2026-01-01T00.v1-old"),
     );
     check_fixture(tmp.path());

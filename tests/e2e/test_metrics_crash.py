@@ -64,7 +64,7 @@ def test_kill9_during_metric_ingest(collectors) -> None:  # noqa: ANN001
                     acked.add(b)
             time.sleep(0.02)
 
-    manifest = first.data_dir / "default" / "metrics" / "manifest.json"
+    manifest = first.data_dir / "tenants" / "default" / "metrics" / "manifest.json"
 
     def killer() -> None:
         # Once enough is acknowledged and at least one flush is listed.

@@ -18,11 +18,11 @@ ARGS = ["--metrics-flush-interval", "1s"]
 
 
 def listed_files(data_dir: Path, tenant: str = "default") -> list[str]:
-    m = data_dir / tenant / "metrics" / "manifest.json"
+    m = data_dir / "tenants" / tenant / "metrics" / "manifest.json"
     if not m.exists():
         return []
     manifest = json.loads(m.read_text())
-    return [str(data_dir / tenant / "metrics" / f["partition"] / f["name"]) for f in manifest["files"]]
+    return [str(data_dir / "tenants" / tenant / "metrics" / f["partition"] / f["name"]) for f in manifest["files"]]
 
 
 def promql(c: Collector, q: str, t: float) -> list:

@@ -295,7 +295,7 @@ def test_crash_plan_sends_every_span_once() -> None:
 
 def write_store(data_dir: Path, facts: dict[bytes, dict[str, Any]], sort: bool = True, bloom: bool = True) -> None:
     """A tenant `default` trace store in the documented layout: one flush, one partition."""
-    part = data_dir / "default" / "traces" / "2026-11-22T03"
+    part = data_dir / "tenants" / "default" / "traces" / "2026-11-22T03"
     part.mkdir(parents=True)
     rows = sorted(facts.items(), key=lambda kv: (kv[1]["trace_id"], kv[0])) if sort else list(facts.items())
     if not sort:
@@ -319,7 +319,7 @@ def write_store(data_dir: Path, facts: dict[bytes, dict[str, Any]], sort: bool =
     tids = sorted({f["trace_id"] for f in facts.values()})
     pq.write_table(pa.table({"trace_id": pa.array(tids, pa.binary(16))}), part / "summaries-1.parquet")
     pq.write_table(pa.table({"source": ["a"], "target": ["b"]}), part / "edges-1.parquet")
-    (data_dir / "default" / "traces" / "manifest.json").write_text(
+    (data_dir / "tenants" / "default" / "traces" / "manifest.json").write_text(
         json.dumps({"version": 1, "files": [{"partition": "2026-11-22T03", "spans": "spans-1.parquet", "summaries": "summaries-1.parquet", "edges": "edges-1.parquet"}]})
     )
     # An unlisted, half-written file must be ignored by every reader.

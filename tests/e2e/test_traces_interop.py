@@ -1,8 +1,8 @@
 """The trace Parquet files are readable by pyarrow and DuckDB, as written.
 
-Only files listed in `<data-dir>/<tenant>/traces/manifest.json` are read
+Only files listed in `<data-dir>/tenants/<tenant>/traces/manifest.json` are read
 (unlisted ones may be in progress). Checked: the layout
-(`<tenant>/traces/<YYYY-MM-DDTHH>/{spans,summaries,edges}-<n>.parquet`), the
+(`tenants/<tenant>/traces/<YYYY-MM-DDTHH>/{spans,summaries,edges}-<n>.parquet`), the
 spans schema (trace_id FixedSizeBinary(16), span_id FixedSizeBinary(8), times
 in ns, ...), every sent span once with the values sent, rows sorted by
 trace_id with a working bloom filter on it (DESIGN.md), one summary row per

@@ -7,7 +7,7 @@ trace only once it is complete (no span for `--trace-idle`) and written
 (at least every `--trace-flush-interval`). Tests start the collector with
 FAST_TRACE_ARGS and poll with deadlines, never fixed sleeps.
 
-On disk: `<data-dir>/<tenant>/traces/manifest.json` lists the finished files
+On disk: `<data-dir>/tenants/<tenant>/traces/manifest.json` lists the finished files
 of every flush; files not listed may still be in progress, so readers open
 only listed ones.
 """
@@ -369,7 +369,7 @@ def service_map_until(
 
 
 def traces_dir(data_dir: Path, tenant: str = "default") -> Path:
-    return Path(data_dir) / tenant / "traces"
+    return Path(data_dir) / "tenants" / tenant / "traces"
 
 
 def read_manifest(data_dir: Path, tenant: str = "default") -> dict[str, Any]:

@@ -11,6 +11,18 @@
 //! WAL positions: every (trace, WAL entry) pair is counted until the trace
 //! is written; the durable position for the WAL is one below the oldest
 //! entry still counted (or the last entry taken in when none is).
+//!
+//! Tenants fail alone: when the span store cannot write a tenant's traces
+//! (its directory is unwritable, say), the other tenants' traces of the
+//! same flush are written and stop counting; the failed tenant's stay
+//! counted, so the WAL keeps every entry they came from, and are retried
+//! with a backoff (1 s, doubling, at most a minute). So that a tenant that
+//! keeps failing cannot fill the buffer and stall everybody's ingest, its
+//! traces may hold at most a quarter of the buffer: past that the oldest
+//! are dropped from memory but stay counted ("deferred to replay"). Nothing
+//! acknowledged is lost: the WAL is not released past them, and the next
+//! start replays them into the store. Until then trace-by-id does not see
+//! them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +50,9 @@ pub struct AssemblerOptions {
     pub buffer_bytes: usize,
     /// A flush starts once this many spans are ready.
     pub flush_spans: usize,
+    /// The first wait before retrying a tenant whose write failed; doubles
+    /// with each failure in a row, up to a minute. Default 1 s.
+    pub retry_backoff: Duration,
 }
 
 impl Default for AssemblerOptions {
@@ -49,6 +64,7 @@ impl Default for AssemblerOptions {
             max_spans_per_trace: 100_000,
             buffer_bytes: 256 << 20,
             flush_spans: 250_000,
+            retry_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -63,6 +79,42 @@ pub struct AssemblerStats {
     pub flush_failures: AtomicU64,
     pub pending_traces: AtomicU64,
     pub buffered_bytes: AtomicU64,
+    /// Failed writes of one tenant's traces (one per tenant and attempt).
+    pub tenant_flush_failures: AtomicU64,
+    /// Tenants whose last write failed.
+    pub failing_tenants: AtomicU64,
+    /// Traces of failing tenants dropped from memory, kept in the WAL for replay.
+    pub traces_deferred_to_replay: AtomicU64,
+}
+
+/// A tenant whose traces could not be written, waiting to retry.
+#[derive(Debug)]
+struct Failing {
+    failures: u32,
+    not_before: Instant,
+}
+
+/// The wait before retrying a tenant that failed `failures` times in a row.
+fn retry_backoff(failures: u32, first: Duration) -> Duration {
+    first
+        .saturating_mul(1 << failures.saturating_sub(1).min(6))
+        .min(Duration::from_secs(60))
+}
+
+/// Logs at most one line per minute for a recurring failure.
+#[derive(Debug, Default)]
+struct LogLimiter(Option<Instant>);
+
+impl LogLimiter {
+    fn allow(&mut self, now: Instant) -> bool {
+        let ok = self
+            .0
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60));
+        if ok {
+            self.0 = Some(now);
+        }
+        ok
+    }
 }
 
 type Key = (TenantId, [u8; 16]);
@@ -96,6 +148,9 @@ struct State {
     last_lsn: u64,
     bytes: usize,
     closing: bool,
+    /// Tenants whose last write failed; their ready traces wait for `not_before`.
+    failing: HashMap<TenantId, Failing>,
+    log_limit: LogLimiter,
 }
 
 impl State {
@@ -103,6 +158,16 @@ impl State {
         match self.lsn_refs.keys().next() {
             Some(oldest) => oldest - 1,
             None => self.last_lsn,
+        }
+    }
+
+    /// A trace of WAL entry `lsn` is written: one reference fewer.
+    fn release_lsn(&mut self, lsn: u64) {
+        if let Some(n) = self.lsn_refs.get_mut(&lsn) {
+            *n -= 1;
+            if *n == 0 {
+                self.lsn_refs.remove(&lsn);
+            }
         }
     }
 
@@ -259,13 +324,21 @@ impl Assembler {
     pub fn flush_round(&self, store: &TraceStore, recent: &mut RecentSpans, all: bool) -> u64 {
         let (batch_done, max_lsn, durable_before) = {
             let mut st = self.lock();
-            if !self.sweep(&mut st, Instant::now(), all) {
+            let now = Instant::now();
+            self.defer_failing_to_replay(&mut st);
+            if !self.sweep(&mut st, now, all) {
                 return st.watermark();
             }
+            // Tenants waiting out a retry backoff keep their traces in the
+            // ready list (at shutdown every tenant gets one more try).
+            let (mut batch, waiting): (Vec<Done>, Vec<Done>) = std::mem::take(&mut st.ready)
+                .into_iter()
+                .partition(|d| all || st.failing.get(&d.key.0).is_none_or(|f| f.not_before <= now));
+            st.ready_spans = waiting.iter().map(|d| d.spans.len()).sum();
+            st.ready_since = (!waiting.is_empty()).then_some(now);
             // A trace in the batch takes its newer pending spans along: the
             // set's `max_lsn` claims every span of its traces up to the cut.
-            let late: Vec<Key> = st
-                .ready
+            let late: Vec<Key> = batch
                 .iter()
                 .filter(|d| st.pending.contains_key(&d.key))
                 .map(|d| d.key.clone())
@@ -273,10 +346,12 @@ impl Assembler {
             for k in late {
                 st.complete(k);
             }
-            let ready = std::mem::take(&mut st.ready);
-            st.ready_spans = 0;
-            st.ready_since = None;
-            let flushing = Arc::new(ready);
+            batch.append(&mut st.ready);
+            st.ready = waiting;
+            if batch.is_empty() {
+                return st.watermark();
+            }
+            let flushing = Arc::new(batch);
             st.flushing = flushing.clone();
             (flushing, st.last_lsn, st.watermark())
         };
@@ -308,22 +383,29 @@ impl Assembler {
         // A panic while writing (a bug, or a file system surprise) must not
         // take the flusher down with it: ingest would stop behind it.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.write(batch)));
-        let committed: HashSet<TenantId> = match outcome {
-            Ok(Ok(())) => {
-                self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-                all
-            }
-            Ok(Err(e)) => {
-                self.stats.flush_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "failed to write traces; will retry");
-                e.committed.into_iter().collect()
-            }
-            Err(_) => {
-                self.stats.flush_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("writing traces panicked; will retry");
-                HashSet::new()
-            }
+        let failed: Vec<(TenantId, String)> = match outcome {
+            Ok(Ok(())) => Vec::new(),
+            Ok(Err(e)) => e
+                .failed
+                .into_iter()
+                .map(|(t, e)| (t, e.to_string()))
+                .collect(),
+            Err(_) => all
+                .iter()
+                .map(|t| (t.clone(), "writing traces panicked".to_owned()))
+                .collect(),
         };
+        let failed_set: HashSet<&TenantId> = failed.iter().map(|(t, _)| t).collect();
+        let committed: HashSet<TenantId> = all
+            .iter()
+            .filter(|t| !failed_set.contains(t))
+            .cloned()
+            .collect();
+        if failed.is_empty() {
+            self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.flush_failures.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(metrics) = self.metrics.get() {
             let now_ms = periscope_proto::unix_now_ns().div_euclid(1_000_000);
             let mut tempo = self.tempo.lock().unwrap_or_else(|p| p.into_inner());
@@ -332,10 +414,11 @@ impl Assembler {
             }
         }
         let mut st = self.lock();
+        self.note_outcome(&mut st, &committed, &failed);
         let mut retry = Vec::new();
         for d in batch_done.iter() {
             if !committed.contains(&d.key.0) {
-                // Kept (visible, counted) and written again next round.
+                // Kept (visible, counted) and written again after the backoff.
                 retry.push(Done {
                     key: d.key.clone(),
                     spans: d.spans.clone(),
@@ -348,12 +431,7 @@ impl Assembler {
             self.stats.traces_written.fetch_add(1, Ordering::Relaxed);
             st.bytes -= d.bytes;
             for lsn in &d.lsns {
-                if let Some(n) = st.lsn_refs.get_mut(lsn) {
-                    *n -= 1;
-                    if *n == 0 {
-                        st.lsn_refs.remove(lsn);
-                    }
-                }
+                st.release_lsn(*lsn);
             }
         }
         if !retry.is_empty() {
@@ -364,11 +442,94 @@ impl Assembler {
         // Freeing a batch of spans takes a while: not under the lock, and
         // not on the flusher's own time.
         let written = std::mem::take(&mut st.flushing);
+        self.defer_failing_to_replay(&mut st);
         let _ = std::thread::Builder::new()
             .name("trace-free".into())
             .spawn(move || drop((written, batch_done)));
         self.freed.notify_all();
         st.watermark()
+    }
+
+    /// Records which tenants' writes failed (backoff, counters, a log line
+    /// at most once a minute) and which are healthy again.
+    fn note_outcome(
+        &self,
+        st: &mut State,
+        committed: &HashSet<TenantId>,
+        failed: &[(TenantId, String)],
+    ) {
+        let now = Instant::now();
+        for t in committed {
+            if let Some(f) = st.failing.remove(t) {
+                tracing::info!(tenant = %t, failures = f.failures, "traces of a tenant are written again");
+            }
+        }
+        for (t, _) in failed {
+            let f = st.failing.entry(t.clone()).or_insert(Failing {
+                failures: 0,
+                not_before: now,
+            });
+            f.failures += 1;
+            f.not_before = now + retry_backoff(f.failures, self.opts.retry_backoff);
+        }
+        self.stats
+            .tenant_flush_failures
+            .fetch_add(failed.len() as u64, Ordering::Relaxed);
+        self.stats
+            .failing_tenants
+            .store(st.failing.len() as u64, Ordering::Relaxed);
+        if let Some((tenant, error)) = failed.first()
+            && st.log_limit.allow(now)
+        {
+            tracing::error!(%tenant, %error, failed_tenants = failed.len(), failing_tenants = st.failing.len(),
+                "failed to write a tenant's traces; other tenants are written, this one is retried");
+        }
+    }
+
+    /// Bounds what failing tenants hold: past a quarter of the buffer,
+    /// their oldest ready traces leave memory but stay counted, so the WAL
+    /// keeps them and the next start replays them (see the module docs).
+    fn defer_failing_to_replay(&self, st: &mut State) {
+        if st.failing.is_empty() {
+            return;
+        }
+        let cap = self.opts.buffer_bytes / 4;
+        let mut held: usize = st
+            .ready
+            .iter()
+            .filter(|d| st.failing.contains_key(&d.key.0))
+            .map(|d| d.bytes)
+            .sum();
+        if held <= cap {
+            return;
+        }
+        let mut deferred = 0u64;
+        let failing = &st.failing;
+        let mut freed = 0usize;
+        let mut freed_spans = 0usize;
+        st.ready.retain(|d| {
+            if held <= cap || !failing.contains_key(&d.key.0) {
+                return true;
+            }
+            held -= d.bytes;
+            freed += d.bytes;
+            freed_spans += d.spans.len();
+            deferred += 1;
+            false
+        });
+        st.bytes -= freed;
+        st.ready_spans -= freed_spans;
+        self.stats
+            .traces_deferred_to_replay
+            .fetch_add(deferred, Ordering::Relaxed);
+        if st.log_limit.allow(Instant::now()) {
+            tracing::warn!(
+                traces = deferred,
+                bytes = freed,
+                "traces of failing tenants dropped from memory; they stay in the WAL and are written after a restart"
+            );
+        }
+        self.freed.notify_all();
     }
 
     /// Lets blocked `add`s through (shutdown: the flusher stops draining).
@@ -518,5 +679,87 @@ mod tests {
         let sets = store.file_sets(&t);
         assert_eq!((sets.len(), sets[0].max_lsn, sets[0].span_count), (1, 2, 2));
         assert!(a.spans(&t, &[1; 16]).is_empty());
+    }
+    /// A store where tenant `bad`'s `traces` directory is a regular file
+    /// (as root, permissions do not stop writes; this does).
+    fn store_with_obstacle() -> (tempfile::TempDir, Arc<TraceStore>, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let obstacle = dir.path().join("tenants/bad/traces");
+        let store = TraceStore::open(
+            &DataDir::open(dir.path()).unwrap(),
+            TraceStoreOptions::default(),
+        )
+        .unwrap();
+        std::fs::create_dir_all(obstacle.parent().unwrap()).unwrap();
+        std::fs::write(&obstacle, b"not a directory").unwrap();
+        (dir, store, obstacle)
+    }
+
+    fn eager(buffer_bytes: usize) -> AssemblerOptions {
+        AssemblerOptions {
+            idle: Duration::ZERO,
+            flush_spans: 1,
+            retry_backoff: Duration::ZERO,
+            buffer_bytes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_tenant_that_cannot_be_written_does_not_stop_the_others() {
+        let (_dir, store, obstacle) = store_with_obstacle();
+        let a = Assembler::new(eager(256 << 20), 0);
+        let (good, bad) = (
+            TenantId::parse("good").unwrap(),
+            TenantId::parse("bad").unwrap(),
+        );
+        let mut recent = RecentSpans::new(100);
+        a.add(1, &good, vec![span(1, 1, None)]);
+        a.add(2, &bad, vec![span(2, 1, None)]);
+        a.add(3, &good, vec![span(3, 1, None)]);
+        // The good tenant is written; the WAL position stays below entry 2.
+        assert_eq!(a.flush_round(&store, &mut recent, false), 1);
+        assert_eq!(store.trace(&good, &[3; 16]).unwrap().len(), 1);
+        assert!(store.trace(&bad, &[2; 16]).unwrap().is_empty());
+        assert_eq!(a.spans(&bad, &[2; 16]).len(), 1, "kept, still answered");
+        assert_eq!(a.stats.tenant_flush_failures.load(Ordering::Relaxed), 1);
+        assert_eq!(a.stats.failing_tenants.load(Ordering::Relaxed), 1);
+        // The good tenant keeps flushing while the bad one keeps failing.
+        a.add(4, &good, vec![span(4, 1, None)]);
+        assert_eq!(a.flush_round(&store, &mut recent, true), 1);
+        assert_eq!(store.trace(&good, &[4; 16]).unwrap().len(), 1);
+        assert_eq!(a.stats.tenant_flush_failures.load(Ordering::Relaxed), 2);
+        // The obstacle gone, the retry writes it and the WAL position moves on.
+        std::fs::remove_file(&obstacle).unwrap();
+        assert_eq!(a.flush_round(&store, &mut recent, true), 4);
+        assert_eq!(store.trace(&bad, &[2; 16]).unwrap().len(), 1);
+        assert_eq!(a.stats.failing_tenants.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_failing_tenant_cannot_fill_the_buffer_its_traces_wait_in_the_wal() {
+        let (_dir, store, _obstacle) = store_with_obstacle();
+        let one = span(1, 1, None).heap_bytes();
+        // A quarter of the buffer holds about two traces of the failing tenant.
+        let a = Assembler::new(eager(one * 10), 0);
+        let (good, bad) = (
+            TenantId::parse("good").unwrap(),
+            TenantId::parse("bad").unwrap(),
+        );
+        let mut recent = RecentSpans::new(100);
+        for i in 0..20u8 {
+            a.add(u64::from(i) + 1, &bad, vec![span(i + 1, 1, None)]);
+            a.add(u64::from(i) + 100, &good, vec![span(i + 101, 1, None)]);
+            // Never more than a quarter of the buffer held for the bad tenant,
+            // so `add` never waits (it would block this test forever).
+            assert_eq!(a.flush_round(&store, &mut recent, false), 0);
+            assert!(a.lock().bytes <= one * 10 / 4 + one, "{}", a.lock().bytes);
+        }
+        for i in 0..20u8 {
+            assert_eq!(store.trace(&good, &[i + 101; 16]).unwrap().len(), 1);
+        }
+        assert!(a.stats.traces_deferred_to_replay.load(Ordering::Relaxed) >= 17);
+        // Deferred traces still pin the WAL at the oldest of them.
+        assert_eq!(a.flush_round(&store, &mut recent, true), 0);
     }
 }

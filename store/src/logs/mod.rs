@@ -234,21 +234,8 @@ impl LogStore {
     /// Opens every partition found in the data directory.
     pub fn open(data: &DataDir, opts: LogStoreOptions) -> Result<Arc<LogStore>, StoreError> {
         let mut partitions: HashMap<TenantId, TenantPartitions> = HashMap::new();
-        let root = data.root();
-        for entry in std::fs::read_dir(root)
-            .map_err(StoreError::io("failed to list data dir", root))?
-            .flatten()
-        {
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let Ok(tenant) = TenantId::parse(&name) else {
-                continue;
-            };
+        for tenant in crate::layout::tenants_with(data, "logs")? {
             let logs = data.logs_dir(&tenant);
-            if !logs.is_dir() {
-                continue;
-            }
             migrate::recover(&logs)?;
             for p in std::fs::read_dir(&logs)
                 .map_err(StoreError::io("failed to list", &logs))?

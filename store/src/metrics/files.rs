@@ -1,6 +1,6 @@
 //! Metric samples in Parquet: one pair of files per flush (or merge),
-//! tenant and hour under `<data-dir>/<tenant>/metrics/<YYYY-MM-DDTHH>/`,
-//! listed in `<data-dir>/<tenant>/metrics/manifest.json` with the WAL
+//! tenant and hour under `<data-dir>/tenants/<tenant>/metrics/<YYYY-MM-DDTHH>/`,
+//! listed in `tenants/<tenant>/metrics/manifest.json` with the WAL
 //! position the tenant's files cover (`durable_lsn`, replaced by rename).
 //!
 //! - `samples-N.parquet`: `metric_name`, `series_id`, `timestamp`, `value`,

@@ -9,6 +9,8 @@
 //! the files.
 
 mod files;
+#[cfg(test)]
+mod flush_tests;
 mod scan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -39,7 +41,7 @@ const COMPACT_MAX_ROWS: u64 = 16_000_000;
 const DELETE_GRACE: Duration = Duration::from_secs(300);
 
 fn metrics_dir(data: &DataDir, tenant: &TenantId) -> PathBuf {
-    data.root().join(tenant.as_str()).join("metrics")
+    data.metrics_dir(tenant)
 }
 
 /// Tuning of the metric store.
@@ -136,6 +138,39 @@ struct TenantHead {
     written: BTreeMap<i64, u64>,
     /// The write sequence of the last retention pass that dropped anything.
     dropped: u64,
+    /// The oldest WAL entry with samples in `series` (not yet in files),
+    /// and the same for `flushing`: the WAL is released only below it.
+    first_lsn: Option<u64>,
+    flushing_first_lsn: Option<u64>,
+    /// Set while the tenant's flushes fail: the next attempt waits until then.
+    retry: Option<Retry>,
+}
+
+/// A tenant's failed flushes, for its retry backoff.
+#[derive(Debug)]
+struct Retry {
+    failures: u32,
+    not_before: Instant,
+}
+
+/// How long a tenant whose flush failed `failures` times in a row waits
+/// before the next attempt: 1 s, doubling, at most a minute.
+fn retry_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+/// What [`MetricStore::flush_tenants`] did.
+#[derive(Debug, Default)]
+pub struct MetricFlush {
+    /// The WAL position now durable for metrics: every metric entry at or
+    /// below it is in files. Below the oldest entry of a tenant whose
+    /// samples are still in memory (failed or waiting to retry).
+    pub durable_lsn: u64,
+    /// Tenants whose files or manifest could not be written, with why.
+    /// Their samples stay in memory and are retried after a backoff.
+    pub failed: Vec<(TenantId, StoreError)>,
+    /// Tenants not attempted this time: still waiting out a backoff.
+    pub deferred: usize,
 }
 
 impl TenantHead {
@@ -295,14 +330,33 @@ impl MetricStore {
     }
 
     /// Writes the head to files and publishes them; returns the WAL position
-    /// now durable for metrics (every metric entry at or below it).
+    /// now durable for metrics (every metric entry at or below it), or the
+    /// first tenant's error if any failed (see [`MetricStore::flush_tenants`]).
     pub fn flush(&self) -> Result<u64, StoreError> {
+        let report = self.flush_tenants();
+        match report.failed.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(report.durable_lsn),
+        }
+    }
+
+    /// Writes each tenant's head to files and publishes them, one tenant at
+    /// a time: a tenant that fails (its directory cannot be written, say)
+    /// keeps its samples in the head, is retried after a backoff and holds
+    /// back only the WAL position (see [`MetricFlush::durable_lsn`]); the
+    /// other tenants' files are written and published all the same.
+    pub fn flush_tenants(&self) -> MetricFlush {
         let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
         let Some(data) = self.data.clone() else {
-            return Ok(self.last_lsn.load(Ordering::SeqCst));
+            return MetricFlush {
+                durable_lsn: self.last_lsn.load(Ordering::SeqCst),
+                ..Default::default()
+            };
         };
-        // Cut: every tenant's head moves to `flushing` at one WAL position.
-        let tenants: Vec<(TenantId, Arc<RwLock<TenantHead>>)> = {
+        // Cut: every tenant's head (but those waiting out a retry backoff)
+        // moves to `flushing` at one WAL position.
+        let (tenants, deferred, cut) = {
             let map = self.tenants.write().unwrap_or_else(|p| p.into_inner());
             let cut = self.last_lsn.load(Ordering::SeqCst);
             self.unflushed.store(0, Ordering::Relaxed);
@@ -310,9 +364,14 @@ impl MetricStore {
                 .first_unflushed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = None;
-            let list: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            for (_, t) in &list {
+            let mut list = Vec::new();
+            let mut deferred = Vec::new();
+            for (k, t) in map.iter() {
                 let mut h = t.write().unwrap_or_else(|p| p.into_inner());
+                if h.retry.as_ref().is_some_and(|r| r.not_before > now) {
+                    deferred.push(t.clone());
+                    continue;
+                }
                 let snapshot: Vec<HeadSeries> = h
                     .series
                     .iter_mut()
@@ -324,56 +383,81 @@ impl MetricStore {
                     })
                     .collect();
                 h.flushing = snapshot;
+                h.flushing_first_lsn = h.first_lsn.take();
+                list.push((k.clone(), t.clone()));
             }
             drop(map);
             self.cut.store(cut, Ordering::SeqCst);
-            list
+            (list, deferred, cut)
         };
-        let cut = self.cut.load(Ordering::SeqCst);
-        // Phase 1: files. Phase 2: manifests.
-        let mut staged = Vec::new();
-        let mut result = Ok(());
-        for (tenant, t) in &tenants {
-            match self.write_tenant_files(&data, tenant, t, cut) {
-                Ok(m) => staged.push((tenant, t, m)),
+        let mut report = MetricFlush {
+            durable_lsn: cut,
+            failed: Vec::new(),
+            deferred: deferred.len(),
+        };
+        // Per tenant: files, then its manifest. A failure stays with its tenant.
+        let mut held_back = deferred;
+        for (tenant, t) in tenants {
+            let published = self
+                .write_tenant_files(&data, &tenant, &t, cut)
+                .and_then(|m| files::write_manifest(&data.metrics_dir(&tenant), &m).map(|()| m));
+            let mut h = t.write().unwrap_or_else(|p| p.into_inner());
+            match published {
+                Ok(manifest) => {
+                    h.manifest = manifest;
+                    h.flushing.clear();
+                    h.flushing_first_lsn = None;
+                    h.retry = None;
+                }
                 Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        if result.is_ok() {
-            for (tenant, t, manifest) in &staged {
-                let dir = metrics_dir(&data, tenant);
-                if let Err(e) = files::write_manifest(&dir, manifest) {
-                    result = Err(e);
-                    break;
-                }
-                let mut h = t.write().unwrap_or_else(|p| p.into_inner());
-                h.manifest = manifest.clone();
-                h.flushing.clear();
-            }
-        }
-        if let Err(e) = result {
-            // Whatever was not published goes back to the head, to be retried.
-            for (_, t) in &tenants {
-                let mut h = t.write().unwrap_or_else(|p| p.into_inner());
-                for s in std::mem::take(&mut h.flushing) {
-                    let idx = h.by_labels.get(&s.labels).copied();
-                    if let Some(i) = idx {
-                        for (ts, v) in s.floats {
-                            h.series[i].insert_float(ts, v);
-                        }
-                        for (ts, v) in s.histograms {
-                            h.series[i].insert_histogram(ts, v);
+                    // Back to the head, to be written by a later flush.
+                    for s in std::mem::take(&mut h.flushing) {
+                        if let Some(i) = h.by_labels.get(&s.labels).copied() {
+                            for (ts, v) in s.floats {
+                                h.series[i].insert_float(ts, v);
+                            }
+                            for (ts, v) in s.histograms {
+                                h.series[i].insert_histogram(ts, v);
+                            }
                         }
                     }
+                    if let Some(first) = h.flushing_first_lsn.take() {
+                        h.first_lsn = Some(h.first_lsn.map_or(first, |f| f.min(first)));
+                    }
+                    let failures = h.retry.as_ref().map_or(0, |r| r.failures) + 1;
+                    h.retry = Some(Retry {
+                        failures,
+                        not_before: now + retry_backoff(failures),
+                    });
+                    drop(h);
+                    report.failed.push((tenant, e));
+                    held_back.push(t);
                 }
             }
-            self.unflushed.fetch_add(1, Ordering::Relaxed);
-            return Err(e);
         }
-        Ok(cut)
+        // What stays in the head: re-arm the age trigger (a failed flush
+        // must be retried even if no new sample arrives), and release the
+        // WAL only below the oldest entry a held-back tenant still needs.
+        let mut pending = 0;
+        for t in &held_back {
+            let h = t.read().unwrap_or_else(|p| p.into_inner());
+            pending += h
+                .series
+                .iter()
+                .map(|s| (s.floats.len() + s.histograms.len()) as u64)
+                .sum::<u64>();
+            if let Some(first) = h.first_lsn {
+                report.durable_lsn = report.durable_lsn.min(first.saturating_sub(1));
+            }
+        }
+        if pending > 0 {
+            self.unflushed.fetch_add(pending, Ordering::Relaxed);
+            self.first_unflushed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(now);
+        }
+        report
     }
 
     fn write_tenant_files(
@@ -383,7 +467,7 @@ impl MetricStore {
         t: &Arc<RwLock<TenantHead>>,
         cut: u64,
     ) -> Result<files::Manifest, StoreError> {
-        let dir = metrics_dir(data, tenant);
+        let dir = data.metrics_dir(tenant);
         let h = t.read().unwrap_or_else(|p| p.into_inner());
         let mut manifest = h.manifest.clone();
         manifest.durable_lsn = manifest.durable_lsn.max(cut);
@@ -666,11 +750,18 @@ impl MetricStore {
         h.samples += n;
         if let Some(lsn) = lsn {
             self.last_lsn.fetch_max(lsn, Ordering::SeqCst);
+            if n > 0 {
+                h.first_lsn = Some(h.first_lsn.map_or(lsn, |f| f.min(lsn)));
+            }
         }
         drop(h);
         drop(map);
         self.stats.samples_appended.fetch_add(n, Relaxed);
-        if n > 0 && self.unflushed.fetch_add(n, Relaxed) == 0 {
+        if n > 0 {
+            self.unflushed.fetch_add(n, Relaxed);
+            // Armed whenever the head holds samples, not only on the first
+            // sample after a flush: after a failed flush `unflushed` is not
+            // zero, and the age trigger must still fire.
             self.first_unflushed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

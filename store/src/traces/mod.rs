@@ -1,5 +1,5 @@
 //! The span store: Parquet files per tenant and hour under
-//! `<data-dir>/<tenant>/traces/<YYYY-MM-DDTHH>/`, listed in a per-tenant
+//! `<data-dir>/tenants/<tenant>/traces/<YYYY-MM-DDTHH>/`, listed in a per-tenant
 //! manifest (`traces/manifest.json`, replaced by rename).
 //!
 //! Each write (a flush of completed traces by the collector's assembler)
@@ -111,22 +111,32 @@ pub struct FlushBatch {
 /// the next free file number.
 type StagedTenant = (Vec<LiveSet>, BTreeSet<(String, String)>, u64);
 
-/// A failed [`TraceStore::write`]: the tenants whose files were published
-/// before the failure (their part of the batch is stored), and the error.
+/// A [`TraceStore::write`] that failed for some tenants: their part of the
+/// batch is not stored (nothing of theirs was published); every other
+/// tenant's part is.
 #[derive(Debug)]
 pub struct WriteError {
-    pub committed: Vec<TenantId>,
-    pub error: StoreError,
+    pub failed: Vec<(TenantId, StoreError)>,
 }
 
 impl std::fmt::Display for WriteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} ({} tenants stored before it)",
-            self.error,
-            self.committed.len()
-        )
+        match self.failed.first() {
+            Some((tenant, e)) => write!(
+                f,
+                "failed to write the traces of {} tenant(s), first {tenant}: {e}",
+                self.failed.len()
+            ),
+            None => f.write_str("no tenant failed"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.failed
+            .first()
+            .map(|(_, e)| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -234,7 +244,7 @@ impl std::fmt::Debug for TraceStore {
 }
 
 fn traces_dir(data: &DataDir, tenant: &TenantId) -> PathBuf {
-    data.root().join(tenant.as_str()).join("traces")
+    data.traces_dir(tenant)
 }
 
 fn format_err(path: &Path, message: impl Into<String>) -> StoreError {
@@ -316,40 +326,34 @@ impl TraceStore {
         Ok(out)
     }
 
-    /// Writes a flush: per tenant and partition one file set, then each
-    /// tenant's manifest. Returns once everything is durable.
+    /// Writes a flush: per tenant and partition one file set, then the
+    /// tenant's manifest. Tenants are independent: one whose files or
+    /// manifest cannot be written (its directory is unwritable, say) is
+    /// reported in the error with nothing of it published, and the others
+    /// are written all the same. Returns once everything written is durable.
     pub fn write(&self, batch: FlushBatch) -> Result<(), WriteError> {
         let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // Phase 1: every file of every tenant. A failure here publishes
-        // nothing (the files written so far are unlisted and go away).
-        let mut staged = Vec::new();
-        for (tenant, flush) in batch.tenants {
-            match self.write_tenant_files(&tenant, flush, batch.max_lsn) {
-                Ok(st) => staged.push((tenant, st)),
-                Err(error) => {
-                    for (tenant, (sets, ..)) in &staged {
-                        let dir = traces_dir(&self.data, tenant);
-                        for s in sets {
-                            remove_set_files(&dir, &s.set);
-                        }
-                    }
-                    return Err(WriteError {
-                        committed: Vec::new(),
-                        error,
-                    });
-                }
+        let mut failed = Vec::new();
+        let mut tenants: Vec<(TenantId, TenantFlush)> = batch.tenants.into_iter().collect();
+        tenants.sort_by(|a, b| a.0.cmp(&b.0));
+        for (tenant, flush) in tenants {
+            // A failure in the files publishes nothing (those written so
+            // far are removed, or go away on open as unlisted); a failed
+            // manifest write removes the tenant's new files too.
+            let result = self
+                .write_tenant_files(&tenant, flush, batch.max_lsn)
+                .and_then(|(sets, ops, next_file)| {
+                    self.publish(&tenant, sets, ops, next_file, batch.durable_lsn)
+                });
+            if let Err(e) = result {
+                failed.push((tenant, e));
             }
         }
-        // Phase 2: each tenant's manifest. Only a manifest write can fail
-        // now; the tenants published before it are reported as committed.
-        let mut committed = Vec::new();
-        for (tenant, (sets, ops, next_file)) in staged {
-            if let Err(error) = self.publish(&tenant, sets, ops, next_file, batch.durable_lsn) {
-                return Err(WriteError { committed, error });
-            }
-            committed.push(tenant);
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(WriteError { failed })
         }
-        Ok(())
     }
 
     /// Writes a tenant's file sets of a flush; returns them, the operations

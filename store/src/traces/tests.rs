@@ -192,7 +192,7 @@ fn write_reopen_read_search_compact() {
     // A file not in the manifest is deleted on open.
     let part = dir
         .path()
-        .join("default/traces")
+        .join("tenants/default/traces")
         .join(&store.file_sets(&t)[0].partition);
     std::fs::write(part.join("spans-999.parquet"), b"junk").unwrap();
     drop(store);
@@ -222,7 +222,7 @@ fn foreign_or_missing_files_are_errors_or_empty_not_panics() {
         ))
         .unwrap();
     let set = store.file_sets(&t).remove(0);
-    let part = dir.path().join("default/traces").join(&set.partition);
+    let part = data.traces_dir(&t).join(&set.partition);
     let spans = part.join(set.spans.as_ref().unwrap());
     // A Parquet file of another schema in place of the span file.
     std::fs::copy(part.join(set.operations.as_ref().unwrap()), &spans).unwrap();
@@ -240,7 +240,7 @@ fn a_manifest_of_another_version_is_refused_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::open(dir.path()).unwrap();
     for store in ["traces", "metrics"] {
-        let d = dir.path().join("default").join(store);
+        let d = dir.path().join("tenants/default").join(store);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(
             d.join("manifest.json"),
@@ -258,4 +258,61 @@ fn a_manifest_of_another_version_is_refused_with_its_name() {
         err.to_string().contains("metric manifest version 99"),
         "{err}"
     );
+}
+
+/// Puts a regular file where a tenant's `traces` directory would go: as
+/// root, permissions do not stop writes, but this does.
+fn obstruct(data: &DataDir, tenant: &TenantId) -> PathBuf {
+    let path = data.traces_dir(tenant);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"not a directory").unwrap();
+    path
+}
+
+#[test]
+fn a_tenant_whose_directory_cannot_be_written_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    let store = TraceStore::open(&data, TraceStoreOptions::default()).unwrap();
+    let (good, bad) = (
+        TenantId::parse("good").unwrap(),
+        TenantId::parse("bad").unwrap(),
+    );
+    let obstacle = obstruct(&data, &bad);
+    let both = |trace: u8, max_lsn: u64| {
+        let mut b = flush(
+            &good,
+            vec![vec![span(trace, 1, None, "web", T0, 10)]],
+            max_lsn,
+            0,
+        );
+        let other = flush(
+            &bad,
+            vec![vec![span(trace + 100, 1, None, "web", T0, 10)]],
+            max_lsn,
+            0,
+        );
+        b.tenants.extend(other.tenants);
+        b
+    };
+    let err = store.write(both(1, 3)).unwrap_err();
+    assert_eq!(err.failed.len(), 1, "{err}");
+    assert_eq!(err.failed[0].0, bad);
+    assert!(err.to_string().contains("bad"), "{err}");
+    assert_eq!(store.trace(&good, &[1; 16]).unwrap().len(), 1);
+    assert!(store.trace(&bad, &[101; 16]).unwrap().is_empty());
+    assert!(
+        store.file_sets(&bad).is_empty(),
+        "nothing of the failed tenant is listed"
+    );
+
+    // The obstacle gone, the failed tenant's part is written on retry.
+    std::fs::remove_file(&obstacle).unwrap();
+    store.write(both(2, 4)).unwrap();
+    assert_eq!(store.trace(&bad, &[102; 16]).unwrap().len(), 1);
+    drop(store);
+    let store = TraceStore::open(&data, TraceStoreOptions::default()).unwrap();
+    assert_eq!(store.trace(&good, &[1; 16]).unwrap().len(), 1);
+    assert_eq!(store.trace(&good, &[2; 16]).unwrap().len(), 1);
+    assert_eq!(store.trace(&bad, &[102; 16]).unwrap().len(), 1);
 }
