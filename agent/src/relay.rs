@@ -254,6 +254,7 @@ pub async fn start(
         addrs.grpc = Some(l.local_addr()?);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
         let router = tonic::transport::Server::builder()
+            .layer(catch_grpc_panics(relay.stats.clone()))
             .add_service(
                 LogsServiceServer::new(relay.clone())
                     .max_decoding_message_size(MAX_REQUEST)
@@ -297,6 +298,7 @@ pub async fn start(
                 post(http_export).with_state((relay.clone(), Signal::Traces)),
             )
             .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST));
+        let app = catch_panics(app, relay.stats.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).await {
                 tracing::error!(error = %e, "OTLP/HTTP relay stopped");
@@ -304,6 +306,65 @@ pub async fn start(
         });
     }
     Ok(addrs)
+}
+
+/// What a panic's payload says.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic payload")
+}
+
+/// A relay handler that panics answers 500 (never a dropped connection),
+/// is logged and counted; the client does not see the panic text.
+fn catch_panics(router: Router, stats: Arc<Stats>) -> Router {
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        move |payload: Box<dyn std::any::Any + Send>| {
+            Stats::add(&stats.relay_panics[1], 1);
+            tracing::error!(
+                listener = "relay_http",
+                panic = panic_message(payload.as_ref()),
+                "relay handler panicked"
+            );
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error: the relay handler panicked\n",
+            )
+                .into_response()
+        },
+    ))
+}
+
+/// [`catch_panics`] for the gRPC relay: status `INTERNAL`, trailers only.
+fn catch_grpc_panics(
+    stats: Arc<Stats>,
+) -> tower_http::catch_panic::CatchPanicLayer<
+    impl Fn(Box<dyn std::any::Any + Send>) -> Response + Clone,
+> {
+    tower_http::catch_panic::CatchPanicLayer::custom(
+        move |payload: Box<dyn std::any::Any + Send>| {
+            Stats::add(&stats.relay_panics[0], 1);
+            tracing::error!(
+                listener = "relay_grpc",
+                panic = panic_message(payload.as_ref()),
+                "relay handler panicked"
+            );
+            (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "application/grpc"),
+                    (header::HeaderName::from_static("grpc-status"), "13"),
+                    (
+                        header::HeaderName::from_static("grpc-message"),
+                        "internal error: the relay handler panicked",
+                    ),
+                ],
+            )
+                .into_response()
+        },
+    )
 }
 
 /// Serves `/metrics` and `/healthz` of the agent itself.
@@ -351,6 +412,49 @@ mod tests {
     use axum::http::HeaderValue;
     use periscope_proto::otlp::common::v1::{AnyValue, any_value::Value};
     use periscope_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    #[tokio::test]
+    async fn relay_handler_panic_answers_500_or_internal_and_is_counted() {
+        use tower::ServiceExt;
+        let stats = Arc::new(Stats::default());
+        let boom = || async {
+            let v: Vec<u8> = Vec::new();
+            v[usize::from(v.is_empty())].to_string()
+        };
+        let app = catch_panics(
+            Router::new().route("/v1/logs", axum::routing::post(boom)),
+            stats.clone(),
+        );
+        let req = axum::http::Request::post("/v1/logs")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let res = app.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+        let grpc = tower::ServiceBuilder::new()
+            .layer(catch_grpc_panics(stats.clone()))
+            .service_fn(|_: axum::http::Request<axum::body::Body>| async {
+                if usize::MAX.checked_add(1).is_none() {
+                    panic!("simulated bug");
+                }
+                Ok::<_, std::convert::Infallible>(Response::new(axum::body::Body::empty()))
+            });
+        let req =
+            axum::http::Request::post("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+                .body(axum::body::Body::empty())
+                .unwrap();
+        let res = grpc.oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["grpc-status"], "13");
+        let text = stats.render();
+        assert!(
+            text.contains("periscope_panics_total{listener=\"relay_grpc\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("periscope_panics_total{listener=\"relay_http\"} 1"),
+            "{text}"
+        );
+    }
 
     fn relay() -> (Relay, Receiver<Batch>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(8);

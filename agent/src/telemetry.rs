@@ -54,6 +54,8 @@ pub struct Stats {
     pub k8s_relists: AtomicU64,
     /// Unread bytes per open file.
     pub read_lag: Mutex<Vec<(String, u64)>>,
+    /// Relay handlers that panicked (answered 500 / INTERNAL): gRPC, HTTP.
+    pub relay_panics: [AtomicU64; 2],
 }
 
 fn esc(s: &str) -> String {
@@ -211,6 +213,14 @@ impl Stats {
                 out,
                 "periscope_agent_read_lag_bytes{{path=\"{}\"}} {lag}",
                 esc(path)
+            );
+        }
+        out.push_str("# HELP periscope_panics_total Request handlers that panicked (answered 500 or gRPC INTERNAL).\n# TYPE periscope_panics_total counter\n");
+        for (listener, v) in ["relay_grpc", "relay_http"].iter().zip(&self.relay_panics) {
+            let _ = writeln!(
+                out,
+                "periscope_panics_total{{listener=\"{listener}\"}} {}",
+                v.load(Ordering::Relaxed)
             );
         }
         out

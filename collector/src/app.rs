@@ -23,9 +23,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::panics::{catch_grpc_panics, catch_panics};
 use crate::pipeline::{Dispatcher, Ingest, WalItem, now_ns};
 use crate::receiver::grpc::{ExportService, LogsSvc, MetricsSvc, TracesSvc};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Listener, Metrics};
 use crate::traces::{Assembler, AssemblerOptions};
 
 /// Everything must be durable within this long after a shutdown signal.
@@ -195,6 +196,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
             .route("/metrics", get(self_metrics))
             .with_state(ops),
     );
+    let query_app = catch_panics(query_app, Listener::Http, metrics.clone());
     let qt = query_token.clone();
     let query_server = tokio::spawn(async move {
         axum::serve(http_l.tap_io(no_delay), query_app)
@@ -205,9 +207,14 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     // The indexer; the WAL releases segments as its commits land.
     let (index_tx, index_rx) = std::sync::mpsc::sync_channel(16);
     let wal_rel = wal.clone();
-    let indexer = LogIndexer::spawn(logs.clone(), index_rx, move |lsn| {
-        wal_rel.release(Signal::Logs, lsn)
-    })
+    // A partition whose writer fails (full disk) is rebuilt from the WAL.
+    let reread = crate::pipeline::reread_logs(wal.clone());
+    let indexer = LogIndexer::spawn_with_reread(
+        logs.clone(),
+        index_rx,
+        move |lsn| wal_rel.release(Signal::Logs, lsn),
+        Some(reread),
+    )
     .context("failed to start log indexer")?;
     let (metric_tx, metric_rx) = std::sync::mpsc::sync_channel(64);
     let metric_ingest = crate::pipeline::spawn_metric_ingest(metrics_store.clone(), metric_rx)
@@ -373,6 +380,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         .await;
     let max = cfg.max_recv_msg_size;
     let grpc = tonic::transport::Server::builder()
+        .layer(catch_grpc_panics(Listener::OtlpGrpc, metrics.clone()))
         .add_service(health_svc)
         .add_service(ExportService::<LogsSvc>::new(ingest.clone(), max))
         .add_service(ExportService::<TracesSvc>::new(ingest.clone(), max))
@@ -389,6 +397,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     });
     let http_app = crate::receiver::http::router(ingest.clone(), max, &cfg.cors_allowed_origins)
         .merge(crate::receiver::remote_write::router(ingest.clone(), max));
+    let http_app = catch_panics(http_app, Listener::OtlpHttp, metrics.clone());
     let t = otlp_token.clone();
     let otlp_http_server = tokio::spawn(async move {
         axum::serve(otlp_http_l.tap_io(no_delay), http_app)

@@ -4,6 +4,7 @@
 mod app;
 mod config;
 mod demo;
+mod panics;
 mod pipeline;
 mod receiver;
 mod telemetry;

@@ -25,6 +25,27 @@ impl Transport {
 
 type PerSignal = [[AtomicU64; 2]; 3];
 
+/// Which listener served a request (for the panic counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    OtlpGrpc = 0,
+    OtlpHttp = 1,
+    /// The query API, UI, remote write and `/metrics`.
+    Http = 2,
+}
+
+impl Listener {
+    pub const ALL: [Listener; 3] = [Listener::OtlpGrpc, Listener::OtlpHttp, Listener::Http];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::OtlpGrpc => "otlp_grpc",
+            Listener::OtlpHttp => "otlp_http",
+            Listener::Http => "http",
+        }
+    }
+}
+
 /// Counters per signal and transport.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -46,6 +67,8 @@ pub struct Metrics {
     pub metric_flush_failures: AtomicU64,
     /// Tenants whose metrics are waiting to be retried after a failed write.
     pub metric_failing_tenants: AtomicU64,
+    /// Request handlers that panicked, per [`Listener`] (answered 500 / INTERNAL).
+    pub panics: [AtomicU64; 3],
 }
 
 impl Metrics {
@@ -223,6 +246,54 @@ impl Metrics {
             "gauge",
             ld(&index.open_writers),
         );
+        for (name, help, kind, v) in [
+            (
+                "periscope_logs_partition_commits_total",
+                "Log index commits, one per partition with new records per round.",
+                "counter",
+                &index.partition_commits,
+            ),
+            (
+                "periscope_logs_staged_records",
+                "Log records waiting in memory for a writer of their partition.",
+                "gauge",
+                &index.staged_records,
+            ),
+            (
+                "periscope_logs_rebuilt_partitions_total",
+                "Log partitions rebuilt from the WAL after their writer failed.",
+                "counter",
+                &index.rebuilt_partitions,
+            ),
+            (
+                "periscope_wal_disk_full",
+                "1 while WAL writes fail for lack of disk space (ingest answers 503).",
+                "gauge",
+                &wal.disk_full,
+            ),
+            (
+                "periscope_wal_disk_full_refusals_total",
+                "WAL entries refused because the disk was full.",
+                "counter",
+                &wal.disk_full_refusals,
+            ),
+        ] {
+            g(&mut o, name, help, kind, ld(v));
+        }
+        o.push_str(&self.render_panics());
+        o
+    }
+
+    /// The panic counter's exposition text.
+    pub fn render_panics(&self) -> String {
+        let name = "periscope_panics_total";
+        let mut o = format!(
+            "# HELP {name} Request handlers that panicked (answered 500 or gRPC INTERNAL).\n# TYPE {name} counter\n"
+        );
+        for l in Listener::ALL {
+            let v = self.panics[l as usize].load(Ordering::Relaxed);
+            let _ = writeln!(o, "{name}{{listener=\"{}\"}} {v}", l.as_str());
+        }
         o
     }
 }

@@ -45,12 +45,37 @@ pub enum StoreError {
     /// Another process holds the data directory's lock.
     #[error("data dir {0} is in use by another process (it holds periscope.lock there)")]
     Locked(PathBuf),
+    /// The disk holding the WAL is full: the entry was not written (nothing
+    /// partial stays behind). Retryable: appends succeed again once space
+    /// is freed, without a restart.
+    #[error("no space left on the disk of the write-ahead log {path}; retry later")]
+    DiskFull {
+        /// The WAL segment that could not grow.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An invalid tenant id.
     #[error("invalid tenant id {0:?}: use 1-150 characters of [A-Za-z0-9_.-], not '.' or '..'")]
     InvalidTenant(String),
 }
 
 impl StoreError {
+    /// Whether retrying later may succeed without any change to Periscope
+    /// (the disk was full), as opposed to a fault that needs an operator.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::DiskFull { .. } => true,
+            StoreError::Io { source, .. } => is_no_space(source),
+            StoreError::Index { source, .. } => match source {
+                tantivy::TantivyError::IoError(e) => is_no_space(e),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(
         op: &'static str,
         path: impl Into<PathBuf>,
@@ -68,4 +93,13 @@ impl StoreError {
             source: source.into(),
         }
     }
+}
+
+/// `ENOSPC` or `EDQUOT`: the write may succeed once space is freed.
+pub(crate) fn is_no_space(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
 }

@@ -17,14 +17,16 @@ mod layout_migration;
 mod logs;
 mod metrics;
 mod tenant;
+#[cfg(test)]
+mod test_disk;
 mod traces;
 mod wal;
 
 pub use error::StoreError;
 pub use layout::{DATA_FORMAT_VERSION, DataDir};
 pub use logs::{
-    Cursor, HistogramRequest, IndexBatch, IndexStats, LogHit, LogIndexer, LogSearch, LogStore,
-    LogStoreOptions, SearchPage, hour_partition,
+    Cursor, HistogramRequest, IndexBatch, IndexStats, LogHit, LogIndexer, LogReread, LogSearch,
+    LogStore, LogStoreOptions, SearchPage, hour_partition,
 };
 pub use metrics::{
     FloatScan, FloatVisitor, HeadSeries, MetricFlush, MetricStore, MetricStoreOptions,

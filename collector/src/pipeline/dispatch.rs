@@ -2,7 +2,8 @@
 //! indexer, spans to the trace assembler, metrics to the metric-ingest
 //! thread (which converts them to Prometheus series in WAL order, so delta
 //! temporality accumulates correctly, and appends them to the metric store).
-//! The same path serves WAL replay.
+//! The same path serves WAL replay, and [`reread_logs`] serves the log
+//! indexer when it rebuilds a partition whose writer failed (a full disk).
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -14,7 +15,7 @@ use periscope_proto::{
     flatten_logs, flatten_traces, otlp_to_prometheus_cached, service_name,
 };
 use periscope_query::ServiceRegistry;
-use periscope_store::{IndexBatch, MetricStore, TenantId};
+use periscope_store::{IndexBatch, LogReread, MetricStore, StoreError, TenantId, Wal};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::traces::Assembler;
@@ -215,4 +216,28 @@ impl Dispatcher {
             );
         }
     }
+}
+
+/// The log indexer's hook to read entries back from the WAL: log entries
+/// are decoded and flattened as in replay (same record order, so the same
+/// sequence numbers).
+pub fn reread_logs(wal: Arc<Wal<WalItem>>) -> LogReread {
+    Box::new(move |after, upto, sink| {
+        wal.read_range(Signal::Logs, after, upto, |rec| {
+            let req =
+                ExportRequest::decode_protobuf(Signal::Logs, &rec.entry.body).map_err(|e| {
+                    StoreError::WalClosed(format!("wal entry {} does not decode: {e}", rec.lsn))
+                })?;
+            if let ExportRequest::Logs(r) = req {
+                sink(IndexBatch {
+                    lsn: rec.lsn,
+                    tenant: rec.entry.tenant,
+                    records: flatten_logs(r, periscope_proto::unix_now_ns()),
+                    hold: Box::new(()),
+                    acked_at: Instant::now(),
+                });
+            }
+            Ok(())
+        })
+    })
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-pub use dispatch::{Dispatcher, WalItem, spawn_metric_ingest};
+pub use dispatch::{Dispatcher, WalItem, reread_logs, spawn_metric_ingest};
 use periscope_proto::{
     DecodeError, Encoding, ExportRequest, Limits, Signal, count_records, decode_remote_write,
     decode_request, validate,

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub use indexer::{IndexBatch, IndexStats, LogIndexer};
+pub use indexer::{IndexBatch, IndexStats, LogIndexer, LogReread};
 use schema::{Fields, PARTITION_VERSION};
 pub use search::{Cursor, HistogramRequest, LogHit, LogSearch, SearchPage};
 use tantivy::directory::MmapDirectory;

@@ -7,13 +7,21 @@
 //! then passes the entries on in LSN order to the sink (the store pipelines).
 //! Stores report the LSN they have made durable with [`Wal::release`]; a
 //! segment is deleted once every signal it holds is durable elsewhere.
+//!
+//! A full disk is not fatal. When a group's write or fsync fails for lack of
+//! space, the segment is truncated back to the end of the last durable group
+//! (so no partial frame stays behind, and the next group rewrites the page
+//! the failed one touched), the group's appenders get the retryable
+//! [`StoreError::DiskFull`], and the next group simply tries again: appends
+//! succeed by themselves once space is freed. Any other I/O failure leaves
+//! the file in an unknown state and closes the WAL for good.
 
 mod segment;
 #[cfg(test)]
 mod tests;
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
@@ -73,6 +81,10 @@ pub struct WalStats {
     pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS.len()],
     /// Entries waiting for the writer thread.
     pub queue_depth: AtomicU64,
+    /// Entries refused because the disk was full.
+    pub disk_full_refusals: AtomicU64,
+    /// 1 while the last write failed for lack of space, else 0.
+    pub disk_full: AtomicU64,
 }
 
 struct SegInfo {
@@ -182,6 +194,47 @@ impl<T: Send + 'static> Wal<T> {
             }
         }
         Ok(n)
+    }
+
+    /// Reads back the durable entries of `signal` with `after < lsn <= upto`,
+    /// oldest first, while the writer runs (for a store rebuilding what it
+    /// lost). Entries of segments deleted meanwhile are skipped: a segment
+    /// goes only once every store holds its entries.
+    pub fn read_range(
+        &self,
+        signal: Signal,
+        after: u64,
+        upto: u64,
+        mut f: impl FnMut(WalRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let paths: Vec<PathBuf> = self
+            .shared
+            .lock_segments()
+            .iter()
+            .filter(|s| s.last_lsn == 0 || s.last_lsn > after)
+            .map(|s| s.path.clone())
+            .collect();
+        for path in paths {
+            let mut r = match SegmentReader::open(&path) {
+                Ok(r) => r,
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // Frames past `upto` may be half written: stop before them.
+            while let Some(frame) = r.next_frame() {
+                if frame.lsn > upto {
+                    return Ok(());
+                }
+                if frame.lsn > after && frame.signal & 0x0f == signal as u8 {
+                    f(frame.decode(r.path())?)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Starts the writer thread. `sink` receives every entry once it is
@@ -367,17 +420,29 @@ impl SegmentWriter {
 
     fn create(shared: &Shared, first_lsn: u64) -> Result<SegmentWriter, StoreError> {
         let path = segment_path(&shared.dir, first_lsn);
-        let mut file = OpenOptions::new()
+        let created = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
             .open(&path)
-            .map_err(StoreError::io("failed to create wal segment", &path))?;
-        file.write_all(&header())
-            .map_err(StoreError::io("failed to write", &path))?;
-        file.sync_all()
-            .map_err(StoreError::io("failed to fsync", &path))?;
-        sync_dir(&shared.dir)?;
+            .map_err(StoreError::io("failed to create wal segment", &path))
+            .and_then(|mut file| {
+                file.write_all(&header())
+                    .map_err(StoreError::io("failed to write", &path))?;
+                file.sync_all()
+                    .map_err(StoreError::io("failed to fsync", &path))?;
+                sync_dir(&shared.dir)?;
+                Ok(file)
+            });
+        let file = match created {
+            Ok(f) => f,
+            Err(e) => {
+                // A headerless file would only be cut off at the next open;
+                // with a full disk, it is better gone at once.
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
         let mut segs = shared.lock_segments();
         // An empty or headerless newest segment is replaced by this one.
         if segs
@@ -472,10 +537,40 @@ impl SegmentWriter {
                     for (lsn, signal, item) in items {
                         sink(lsn, signal, item);
                     }
+                    if shared.stats.disk_full.swap(0, Ordering::Relaxed) == 1 {
+                        tracing::info!(segment = %self.path.display(), "wal writes succeed again");
+                    }
                     if self.bytes >= opts.segment_bytes {
                         match SegmentWriter::create(shared, self.next_lsn) {
                             Ok(w) => *self = w,
+                            // The current segment grows on; the roll is tried again after the next group.
+                            Err(e) if e.is_retryable() => {
+                                tracing::warn!(error = %e, "cannot start a new wal segment; will retry");
+                            }
                             Err(e) => self.fail(shared, &e),
+                        }
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    let n = batch.len() as u64;
+                    match self.roll_back(shared, &e) {
+                        Ok(()) => {
+                            shared
+                                .stats
+                                .disk_full_refusals
+                                .fetch_add(n, Ordering::Relaxed);
+                            for a in batch.drain(..) {
+                                (a.reply)(Err(StoreError::DiskFull {
+                                    path: self.path.clone(),
+                                    source: std::io::ErrorKind::StorageFull.into(),
+                                }));
+                            }
+                        }
+                        Err(e) => {
+                            self.fail(shared, &e);
+                            for a in batch.drain(..) {
+                                (a.reply)(Err(StoreError::WalClosed(e.to_string())));
+                            }
                         }
                     }
                 }
@@ -494,6 +589,29 @@ impl SegmentWriter {
                 }
             }
         }
+    }
+
+    /// Undoes a group that failed for lack of space: cuts the segment back
+    /// to the end of the last durable group and fsyncs that. The dirty pages
+    /// a failed fsync may have left "clean" in the page cache lie past the
+    /// cut (or are rewritten whole with the next group), so nothing of the
+    /// failed group can reach the disk later. Fails when the file cannot be
+    /// brought back to a known state (the WAL then closes).
+    fn roll_back(&mut self, shared: &Shared, cause: &StoreError) -> Result<(), StoreError> {
+        if shared.stats.disk_full.swap(1, Ordering::Relaxed) == 0 {
+            tracing::error!(error = %cause, segment = %self.path.display(),
+                "wal disk full: refusing writes until space is freed");
+        }
+        self.file
+            .set_len(self.bytes)
+            .map_err(StoreError::io("failed to truncate wal segment", &self.path))?;
+        // Files opened for a new segment write at their cursor, not the end.
+        self.file
+            .seek(SeekFrom::Start(self.bytes))
+            .map_err(StoreError::io("failed to seek wal segment", &self.path))?;
+        self.file
+            .sync_all()
+            .map_err(StoreError::io("failed to fsync wal segment", &self.path))
     }
 
     fn fail(&self, shared: &Shared, e: &StoreError) {

@@ -211,3 +211,134 @@ fn body_format_survives_a_round_trip_and_old_entries_read_as_otlp() {
     .unwrap();
     assert_eq!(got, vec![rw, plain]);
 }
+
+/// An entry of `len` bytes that zstd cannot shrink.
+fn incompressible(seed: u64, len: usize) -> WalEntry {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let body: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    entry(Signal::Logs, &body)
+}
+
+/// Appends one entry and waits for its outcome.
+fn append_one(wal: &Wal<()>, e: &WalEntry) -> Result<u64, StoreError> {
+    let (tx, rx) = mpsc::channel();
+    wal.append(e.encode(), (), Box::new(move |r| tx.send(r).unwrap()))
+        .unwrap();
+    rx.recv().unwrap()
+}
+
+#[test]
+fn disk_full_refuses_retryably_and_appends_resume_when_space_returns() {
+    let Some(disk) = crate::test_disk::SmallDisk::mount(8) else {
+        return;
+    };
+    let dir = disk.path().join("wal");
+    let opts = WalOptions {
+        segment_bytes: 1 << 20,
+        queue_capacity: 16,
+    };
+    let mut acked = Vec::new();
+    {
+        let wal = Wal::<()>::open(&dir, opts.clone(), 0).unwrap();
+        wal.start(|_, _, ()| {}).unwrap();
+        for i in 0..3 {
+            let e = incompressible(i, 100_000);
+            append_one(&wal, &e).unwrap();
+            acked.push(e);
+        }
+        disk.fill();
+        for i in 3..6 {
+            let err = append_one(&wal, &incompressible(i, 100_000)).unwrap_err();
+            assert!(err.is_retryable(), "{err}");
+            assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
+        }
+        assert_eq!(wal.stats().disk_full.load(Ordering::Relaxed), 1);
+        assert_eq!(wal.stats().disk_full_refusals.load(Ordering::Relaxed), 3);
+        disk.free();
+        // Enough to roll over to new segments, which need space as well.
+        for i in 6..30 {
+            let e = incompressible(i, 100_000);
+            let lsn = append_one(&wal, &e).unwrap();
+            assert_eq!(lsn, i - 2, "refused entries used no lsn");
+            acked.push(e);
+        }
+        assert_eq!(wal.stats().disk_full.load(Ordering::Relaxed), 0);
+        wal.close();
+    }
+    let wal = Wal::<()>::open(&dir, opts, 0).unwrap();
+    let got: Vec<WalEntry> = replay_all(&wal).into_iter().map(|r| r.entry).collect();
+    assert!(
+        got == acked,
+        "replay returns exactly the acknowledged entries"
+    );
+    drop(wal);
+}
+
+#[test]
+fn full_disk_while_rolling_segments_keeps_every_acknowledged_entry() {
+    let Some(disk) = crate::test_disk::SmallDisk::mount(8) else {
+        return;
+    };
+    let dir = disk.path().join("wal");
+    // Every group rolls: new segments are refused along with the appends.
+    let opts = WalOptions {
+        segment_bytes: 1,
+        queue_capacity: 16,
+    };
+    let mut acked = Vec::new();
+    {
+        let wal = Wal::<()>::open(&dir, opts.clone(), 0).unwrap();
+        wal.start(|_, _, ()| {}).unwrap();
+        for i in 0..40u64 {
+            if i == 10 {
+                disk.fill();
+            }
+            if i == 25 {
+                disk.free();
+            }
+            let e = incompressible(i, 50_000 + i as usize);
+            match append_one(&wal, &e) {
+                Ok(_) => acked.push(e),
+                Err(err) => assert!(err.is_retryable(), "{err}"),
+            }
+        }
+        assert!(acked.len() >= 25, "appends resumed: {}", acked.len());
+        wal.close();
+    }
+    let wal = Wal::<()>::open(&dir, opts, 0).unwrap();
+    let got: Vec<WalEntry> = replay_all(&wal).into_iter().map(|r| r.entry).collect();
+    assert!(
+        got == acked,
+        "replay returns exactly the acknowledged entries"
+    );
+}
+
+#[test]
+fn read_range_returns_one_signal_between_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::<()>::open(dir.path(), small(), 0).unwrap();
+    wal.start(|_, _, ()| {}).unwrap();
+    for i in 0..12u8 {
+        let signal = if i % 3 == 0 {
+            Signal::Traces
+        } else {
+            Signal::Logs
+        };
+        append_all(&wal, &[entry(signal, &[i; 60])]);
+    }
+    let mut got = Vec::new();
+    wal.read_range(Signal::Logs, 4, 10, |r| {
+        got.push(r.lsn);
+        Ok(())
+    })
+    .unwrap();
+    // LSN n holds entry n - 1: traces at 1, 4, 7, 10.
+    assert_eq!(got, vec![5, 6, 8, 9]);
+}
