@@ -39,6 +39,7 @@ struct OpsState {
     traces: Arc<TraceStore>,
     assembler: Arc<Assembler>,
     wal: Arc<Wal<WalItem>>,
+    query: Arc<periscope_query::QueryRuntime>,
 }
 
 /// Sets TCP_NODELAY on an accepted connection: responses are small and
@@ -168,6 +169,9 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     );
     tracing::info!(otlp_grpc = %addrs.0, otlp_http = %addrs.1, http = %addrs.2, data_dir = %cfg.data_dir.display(), "periscope listening");
 
+    // Queries run on threads of their own, not the blocking pool ingest uses.
+    let query_runtime = periscope_query::QueryRuntime::new(cfg.query_limits.clone())
+        .context("failed to start query threads")?;
     let query_token = CancellationToken::new();
     let ops = OpsState {
         ready: ready.clone(),
@@ -176,6 +180,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         traces: traces.clone(),
         assembler: assembler.clone(),
         wal: wal.clone(),
+        query: query_runtime.clone(),
     };
     let query_app = periscope_query::router(QueryState {
         logs: logs.clone(),
@@ -183,6 +188,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         traces: traces.clone(),
         live: assembler.clone(),
         metrics: metrics_store.clone(),
+        runtime: query_runtime.clone(),
     })
     .merge(crate::receiver::remote_write::router(
         ingest.clone(),
@@ -501,6 +507,7 @@ async fn self_metrics(State(st): State<OpsState>) -> impl IntoResponse {
             .metrics
             .render(st.wal.stats(), st.logs.stats(), st.ingest.budget_bytes());
     crate::telemetry::render_traces(&mut body, &st.assembler.stats, st.traces.stats());
+    st.query.render_metrics(&mut body);
     (
         [(
             axum::http::header::CONTENT_TYPE,

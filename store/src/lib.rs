@@ -11,6 +11,7 @@
 //! assert!(periscope_store::TenantId::parse("../etc").is_err());
 //! ```
 
+mod budget;
 mod error;
 mod layout;
 mod logs;
@@ -19,11 +20,12 @@ mod tenant;
 mod traces;
 mod wal;
 
+pub use budget::{Deadline, ReadBudget};
 pub use error::StoreError;
 pub use layout::{DATA_FORMAT_VERSION, DataDir};
 pub use logs::{
     Cursor, HistogramRequest, IndexBatch, IndexStats, LogHit, LogIndexer, LogSearch, LogStore,
-    LogStoreOptions, SearchPage, hour_partition,
+    LogStoreOptions, MAX_LOG_QUERY_DEPTH, SearchPage, hour_partition, log_query_depth,
 };
 pub use metrics::{
     FloatScan, FloatVisitor, HeadSeries, MetricStore, MetricStoreOptions, MetricStoreStats,
