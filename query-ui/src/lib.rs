@@ -9,6 +9,8 @@ mod api;
 mod assets;
 mod jaeger;
 mod limits;
+#[cfg(test)]
+mod limits_tests;
 mod pool;
 mod prom_api;
 pub mod promql;

@@ -86,7 +86,7 @@ impl std::fmt::Debug for QueryRuntime {
 }
 
 /// A running query's slot, released when dropped (when its work ends).
-struct Permit {
+pub(crate) struct Permit {
     rt: Arc<QueryRuntime>,
     tenant: TenantId,
 }
@@ -226,6 +226,12 @@ impl QueryRuntime {
                 Err(Refusal::Timeout(timeout))
             }
         }
+    }
+
+    /// Takes a query slot for `tenant` until the returned value is dropped.
+    #[cfg(test)]
+    pub(crate) fn hold_for_test(self: &Arc<Self>, tenant: &TenantId) -> Permit {
+        self.admit(tenant).ok().expect("a free slot")
     }
 
     /// Counts a query refused for a limit on what it reads.

@@ -158,4 +158,69 @@ mod tests {
         ));
         assert!(ReadBudget::unlimited().charge_samples(usize::MAX).is_ok());
     }
+
+    /// A store with `series` series `m{i="..."}` of `per_series` samples.
+    fn metrics(series: usize, per_series: i64) -> std::sync::Arc<crate::MetricStore> {
+        use periscope_proto::{PromBatch, PromSample, SampleValue, normalize_labels};
+        let store = crate::MetricStore::new(Default::default());
+        let samples = (0..series)
+            .flat_map(|i| {
+                (0..per_series).map(move |t| PromSample {
+                    labels: normalize_labels(vec![
+                        ("__name__".into(), "m".into()),
+                        ("i".into(), i.to_string()),
+                    ]),
+                    timestamp_ms: t,
+                    value: SampleValue::Float(1.0),
+                })
+            })
+            .collect();
+        store.append(
+            &crate::TenantId::default_tenant(),
+            PromBatch {
+                samples,
+                ..Default::default()
+            },
+        );
+        store
+    }
+
+    #[test]
+    fn metric_reads_stop_at_their_budget() {
+        let store = metrics(10, 100);
+        let t = crate::TenantId::default_tenant();
+        let select = |b: &ReadBudget| {
+            store
+                .select_within(&t, Some("m"), &|_| true, 0, 1000, b)
+                .map(|s| s.len())
+        };
+        // (max samples, max series, deadline expired, outcome)
+        for (samples, series, expired, want) in [
+            (usize::MAX, usize::MAX, false, Ok(10)),
+            (1000, 10, false, Ok(10)),
+            (999, 10, false, Err("samples")),
+            (1000, 9, false, Err("series")),
+            (usize::MAX, usize::MAX, true, Err("deadline")),
+        ] {
+            let d = Deadline::none();
+            if expired {
+                d.cancel();
+            }
+            let got = select(&ReadBudget::new(d, samples, series)).map_err(|e| match e {
+                StoreError::LimitExceeded { what, .. } => what,
+                StoreError::Cancelled => "deadline",
+                _ => "other",
+            });
+            assert_eq!(got, want, "{samples} {series} {expired}");
+        }
+        let labels = store.series_labels_within(
+            &t,
+            None,
+            &|_| true,
+            0,
+            1000,
+            &ReadBudget::new(Deadline::none(), usize::MAX, 5),
+        );
+        assert!(matches!(labels, Err(StoreError::LimitExceeded { .. })));
+    }
 }

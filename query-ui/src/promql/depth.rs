@@ -33,13 +33,36 @@ fn depth_error(depth: usize, limit: usize) -> QueryError {
     ))
 }
 
-/// The deepest bracket nesting of the text, where a run of `+`/`-` signs
-/// counts as one level per sign (each may be a unary operator).
+/// An upper bound of the tree's depth read off the text: at each point,
+/// the bracket depth plus the operators met so far inside the innermost
+/// bracket (a chain `1+1+…` of n operators is a tree n deep, and each sign
+/// of `- - -1` is one more level). Label matchers (`{a!="x"}`) are not
+/// operators. Bounding this also bounds the parser's work: it walks a
+/// chain once per operator, quadratic in its length.
 fn text_depth(q: &str) -> usize {
-    let (mut depth, mut max, mut signs) = (0usize, 0usize, 0usize);
-    let mut chars = q.chars();
+    // Per open bracket: whether it is a `{`, and the operators inside it.
+    let mut open: Vec<(bool, usize)> = vec![(false, 0)];
+    let mut max = 0usize;
+    let mut chars = q.chars().peekable();
+    let mut word = String::new();
     while let Some(c) = chars.next() {
-        match c {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            if chars
+                .peek()
+                .is_some_and(|n| n.is_alphanumeric() || *n == '_')
+            {
+                continue;
+            }
+            let is_op = ["and", "or", "unless", "atan2"]
+                .iter()
+                .any(|k| word.eq_ignore_ascii_case(k));
+            word.clear();
+            if !is_op {
+                continue;
+            }
+        }
+        let is_op = match c {
             '"' | '\'' => {
                 while let Some(d) = chars.next() {
                     if d == '\\' {
@@ -48,22 +71,48 @@ fn text_depth(q: &str) -> usize {
                         break;
                     }
                 }
+                false
             }
             // Raw strings: no escapes.
-            '`' => for _ in chars.by_ref().take_while(|d| *d != '`') {},
-            '#' => for _ in chars.by_ref().take_while(|d| *d != '\n') {},
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' => depth = depth.saturating_sub(1),
-            '+' | '-' => {
-                signs += 1;
-                max = max.max(depth + signs);
-                continue;
+            '`' => {
+                for _ in chars.by_ref().take_while(|d| *d != '`') {}
+                false
             }
-            c if c.is_whitespace() => continue,
-            _ => {}
+            '#' => {
+                for _ in chars.by_ref().take_while(|d| *d != '\n') {}
+                false
+            }
+            '(' | '[' | '{' => {
+                open.push((c == '{', 0));
+                false
+            }
+            ')' | ']' | '}' => {
+                if open.len() > 1 {
+                    open.pop();
+                }
+                false
+            }
+            '=' | '!' | '<' | '>' => {
+                // `==`, `!=`, `<=`, `>=`, `=~`, `!~` are one token.
+                if chars.peek().is_some_and(|n| *n == '=' || *n == '~') {
+                    chars.next();
+                }
+                true
+            }
+            '+' | '-' | '*' | '/' | '%' | '^' => true,
+            // The end of an `and`/`or`/`unless`/`atan2` word.
+            c if c.is_alphanumeric() || c == '_' => true,
+            _ => false,
+        };
+        // The bottom entry is never popped.
+        if let Some((in_braces, ops)) = open.last_mut()
+            && is_op
+            && !*in_braces
+        {
+            *ops += 1;
         }
-        signs = 0;
-        max = max.max(depth);
+        let here = open.len() - 1 + open.last().map_or(0, |o| o.1);
+        max = max.max(here);
     }
     max
 }
@@ -123,7 +172,11 @@ mod tests {
             ("x{a=`((`}", 1),
             ("1 # ((((\n+ 1", 1),
             ("- - - -1", 4),
-            ("1 - 1 - 1", 1),
+            ("1 - 1 - 1", 2),
+            ("1 + 1 + 1 + 1", 3),
+            ("a and b or c unless d", 3),
+            (r#"x{a!="b",c=~"d"} > 1"#, 1),
+            ("rate(x[5m]) * 2 > 1", 2),
             ("((1))", 2),
         ] {
             assert_eq!(text_depth(q), want, "{q}");
