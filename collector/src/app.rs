@@ -40,6 +40,7 @@ struct OpsState {
     traces: Arc<TraceStore>,
     assembler: Arc<Assembler>,
     wal: Arc<Wal<WalItem>>,
+    query: Arc<periscope_query::QueryRuntime>,
 }
 
 /// Sets TCP_NODELAY on an accepted connection: responses are small and
@@ -169,6 +170,9 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     );
     tracing::info!(otlp_grpc = %addrs.0, otlp_http = %addrs.1, http = %addrs.2, data_dir = %cfg.data_dir.display(), "periscope listening");
 
+    // Queries run on threads of their own, not the blocking pool ingest uses.
+    let query_runtime = periscope_query::QueryRuntime::new(cfg.query_limits.clone())
+        .context("failed to start query threads")?;
     let query_token = CancellationToken::new();
     let ops = OpsState {
         ready: ready.clone(),
@@ -177,6 +181,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         traces: traces.clone(),
         assembler: assembler.clone(),
         wal: wal.clone(),
+        query: query_runtime.clone(),
     };
     let query_app = periscope_query::router(QueryState {
         logs: logs.clone(),
@@ -184,6 +189,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         traces: traces.clone(),
         live: assembler.clone(),
         metrics: metrics_store.clone(),
+        runtime: query_runtime.clone(),
     })
     .merge(crate::receiver::remote_write::router(
         ingest.clone(),
@@ -522,6 +528,7 @@ async fn self_metrics(State(st): State<OpsState>) -> impl IntoResponse {
     st.ingest
         .metrics
         .render_flush_failures(&mut body, &st.assembler.stats);
+    st.query.render_metrics(&mut body);
     (
         [(
             axum::http::header::CONTENT_TYPE,

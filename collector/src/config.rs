@@ -118,6 +118,33 @@ pub struct ServeArgs {
     /// Test hook: sleep this long per indexed batch, to exercise backpressure.
     #[arg(long, env = "PERISCOPE_TEST_INDEX_DELAY_MS", hide = true)]
     pub test_index_delay_ms: Option<u64>,
+    /// Longest query text (log query, PromQL, trace tags; bytes, or with KiB/MiB). Default `64KiB`.
+    #[arg(long, env = "PERISCOPE_QUERY_MAX_LENGTH")]
+    pub query_max_length: Option<String>,
+    /// Deepest nesting of a query (brackets, `NOT`s, unary signs, operator chains), at most 512. Default `128`.
+    #[arg(long, env = "PERISCOPE_QUERY_MAX_DEPTH")]
+    pub query_max_depth: Option<usize>,
+    /// Most samples one PromQL query reads or holds. Default `50000000`.
+    #[arg(long, env = "PERISCOPE_QUERY_MAX_SAMPLES")]
+    pub query_max_samples: Option<usize>,
+    /// Most series one PromQL selector, or a series/labels request, may match. Default `500000`.
+    #[arg(long, env = "PERISCOPE_QUERY_MAX_SERIES")]
+    pub query_max_series: Option<usize>,
+    /// Longest any query runs before it is stopped; a client's `timeout` may only lower it. Default `2m`.
+    #[arg(long, env = "PERISCOPE_QUERY_TIMEOUT")]
+    pub query_timeout: Option<String>,
+    /// Queries running at once, all tenants; beyond it 429. Default twice the cores, at least 4.
+    #[arg(long, env = "PERISCOPE_QUERY_MAX_CONCURRENT")]
+    pub query_max_concurrent: Option<usize>,
+    /// Queries running at once for one tenant; beyond it 429. Default half of `query_max_concurrent`, at least 1.
+    #[arg(long, env = "PERISCOPE_QUERY_MAX_CONCURRENT_PER_TENANT")]
+    pub query_max_concurrent_per_tenant: Option<usize>,
+    /// Threads that run queries (not those decoding ingest). Default the number of cores.
+    #[arg(long, env = "PERISCOPE_QUERY_THREADS")]
+    pub query_threads: Option<usize>,
+    /// Most spans one Jaeger trace search response holds; further traces are left out with a warning. Default `100000`.
+    #[arg(long, env = "PERISCOPE_QUERY_MAX_SPANS_PER_RESPONSE")]
+    pub query_max_spans_per_response: Option<usize>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -142,6 +169,15 @@ struct FileConfig {
     trace_buffer_bytes: Option<toml::Value>,
     cors_allowed_origins: Option<Vec<String>>,
     log_level: Option<String>,
+    query_max_length: Option<toml::Value>,
+    query_max_depth: Option<usize>,
+    query_max_samples: Option<usize>,
+    query_max_series: Option<usize>,
+    query_timeout: Option<String>,
+    query_max_concurrent: Option<usize>,
+    query_max_concurrent_per_tenant: Option<usize>,
+    query_threads: Option<usize>,
+    query_max_spans_per_response: Option<usize>,
 }
 
 /// The validated runtime configuration.
@@ -166,6 +202,8 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     pub log_level: String,
     pub test_index_delay: Duration,
+    /// The `query_*` settings.
+    pub query_limits: periscope_query::QueryLimits,
 }
 
 /// A configuration problem: reported in one line, exit code 2.
@@ -285,6 +323,55 @@ impl ServeArgs {
             file.trace_buffer_bytes,
             "256MiB",
         )?;
+        // Query limits: each unset one keeps `QueryLimits`' default.
+        let query_limits = {
+            let d = periscope_query::QueryLimits::default();
+            let max_concurrent = self
+                .query_max_concurrent
+                .or(file.query_max_concurrent)
+                .unwrap_or(d.max_concurrent);
+            let limits = periscope_query::QueryLimits {
+                max_length: size(
+                    "query_max_length",
+                    self.query_max_length,
+                    file.query_max_length,
+                    "64KiB",
+                )?,
+                max_depth: self
+                    .query_max_depth
+                    .or(file.query_max_depth)
+                    .unwrap_or(d.max_depth),
+                max_samples: self
+                    .query_max_samples
+                    .or(file.query_max_samples)
+                    .unwrap_or(d.max_samples),
+                max_series: self
+                    .query_max_series
+                    .or(file.query_max_series)
+                    .unwrap_or(d.max_series),
+                timeout: duration(
+                    "query_timeout",
+                    self.query_timeout,
+                    file.query_timeout,
+                    "2m",
+                )?,
+                max_concurrent,
+                max_concurrent_per_tenant: self
+                    .query_max_concurrent_per_tenant
+                    .or(file.query_max_concurrent_per_tenant)
+                    .unwrap_or((max_concurrent / 2).max(1)),
+                threads: self
+                    .query_threads
+                    .or(file.query_threads)
+                    .unwrap_or(d.threads),
+                max_spans_per_response: self
+                    .query_max_spans_per_response
+                    .or(file.query_max_spans_per_response)
+                    .unwrap_or(d.max_spans_per_response),
+            };
+            limits.validate().map_err(ConfigError)?;
+            limits
+        };
         let cors_allowed_origins = match self.cors_allowed_origins {
             Some(s) => s
                 .split(',')
@@ -344,6 +431,7 @@ impl ServeArgs {
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".into()),
             test_index_delay: Duration::from_millis(self.test_index_delay_ms.unwrap_or(0)),
+            query_limits,
         };
         if config.max_recv_msg_size == 0 || config.max_inflight_bytes == 0 {
             return Err(ConfigError(
@@ -437,6 +525,47 @@ mod tests {
             ("5y", None),
         ] {
             assert_eq!(parse_duration(s).ok().map(|d| d.as_secs()), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn query_limits_come_from_flags_and_file_and_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.toml");
+        std::fs::write(
+            &path,
+            "query_max_depth = 64\nquery_timeout = \"30s\"\nquery_max_length = \"1KiB\"\nquery_max_concurrent = 8\n",
+        )
+        .unwrap();
+        let c = ServeArgs {
+            config: Some(path.clone()),
+            query_max_depth: Some(32),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let l = &c.query_limits;
+        assert_eq!(
+            (l.max_depth, l.timeout, l.max_length, l.max_concurrent),
+            (32, Duration::from_secs(30), 1024, 8)
+        );
+        // Per tenant defaults to half of the total.
+        assert_eq!(l.max_concurrent_per_tenant, 4);
+        for bad in [
+            ServeArgs {
+                query_max_depth: Some(100_000),
+                ..Default::default()
+            },
+            ServeArgs {
+                query_threads: Some(0),
+                ..Default::default()
+            },
+            ServeArgs {
+                query_timeout: Some("0s".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.resolve().is_err());
         }
     }
 

@@ -1,5 +1,6 @@
 //! HTTP handlers of the query API (`/api/v1/...`). Every request reads one
-//! tenant, from `X-Scope-OrgID` (default `default`).
+//! tenant, from `X-Scope-OrgID` (default `default`), and runs on the query
+//! pool within the limits of [`crate::QueryLimits`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,11 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use periscope_proto::SeverityLevel;
 use periscope_store::{
-    Cursor, HistogramRequest, LogHit, LogSearch, LogStore, MetricStore, StoreError, TenantId,
-    TraceStore,
+    Cursor, Deadline, HistogramRequest, LogHit, LogSearch, LogStore, MetricStore, StoreError,
+    TenantId, TraceStore,
 };
 use serde_json::{Value, json};
 
+use crate::pool::{QueryRuntime, Refusal};
 use crate::traces::{self, Live};
 use crate::{ServiceRegistry, format_rfc3339_ns, parse_time};
 
@@ -33,6 +35,30 @@ pub struct QueryState {
     pub live: Live,
     /// The metric store.
     pub metrics: Arc<MetricStore>,
+    /// The query limits, the query threads and admission.
+    pub runtime: Arc<QueryRuntime>,
+}
+
+impl QueryState {
+    /// Runs store work for `tenant` on the query pool, with a deadline the
+    /// work checks (`timeout` may only lower `--query-timeout`).
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        tenant: &TenantId,
+        timeout: Option<std::time::Duration>,
+        f: impl FnOnce(&Deadline) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let r = self.runtime.run(tenant, timeout, f).await?;
+        r.map_err(|e| {
+            if matches!(e, StoreError::LimitExceeded { .. }) {
+                self.runtime.count_limit();
+            }
+            if matches!(e, StoreError::DeadlineExceeded) {
+                self.runtime.count_timeout();
+            }
+            ApiError::from(e)
+        })
+    }
 }
 
 /// The query API routes.
@@ -59,13 +85,40 @@ pub(crate) struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": self.1}))).into_response()
+        let mut r = (self.0, Json(json!({"error": self.1}))).into_response();
+        if self.0 == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        r
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let status = match r {
+            Refusal::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, r.to_string())
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::DeadlineExceeded => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{e}: the query ran longer than its timeout (--query-timeout)"),
+            ),
+            StoreError::Cancelled => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            StoreError::LimitExceeded { what, .. } => ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{e} (--query-max-{what})"),
+            ),
             StoreError::Query(_)
             | StoreError::InvalidArgument(_)
             | StoreError::InvalidTenant(_) => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
@@ -96,7 +149,10 @@ pub(crate) fn tenant(headers: &HeaderMap) -> Result<TenantId, ApiError> {
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 
-fn log_search(p: &HashMap<String, String>) -> Result<LogSearch, ApiError> {
+fn log_search(
+    p: &HashMap<String, String>,
+    limits: &crate::QueryLimits,
+) -> Result<LogSearch, ApiError> {
     let now = periscope_proto::unix_now_ns();
     let time = |k: &str| {
         p.get(k)
@@ -105,10 +161,12 @@ fn log_search(p: &HashMap<String, String>) -> Result<LogSearch, ApiError> {
             .transpose()
     };
     let end_ns = time("end")?.unwrap_or(now);
-    let start_ns = time("start")?.unwrap_or(end_ns - HOUR_NS);
+    let start_ns = time("start")?.unwrap_or(end_ns.saturating_sub(HOUR_NS));
     if start_ns > end_ns {
         return Err(bad("start is after end"));
     }
+    let query = p.get("q").cloned().unwrap_or_default();
+    limits.check_log_query(&query)?;
     let limit = match p.get("limit") {
         Some(l) => l
             .parse::<usize>()
@@ -138,7 +196,7 @@ fn log_search(p: &HashMap<String, String>) -> Result<LogSearch, ApiError> {
         return Err(bad("trace_id must be 32 hex digits"));
     }
     Ok(LogSearch {
-        query: p.get("q").cloned().unwrap_or_default(),
+        query,
         start_ns,
         end_ns,
         service: p.get("service").filter(|s| !s.is_empty()).cloned(),
@@ -150,6 +208,7 @@ fn log_search(p: &HashMap<String, String>) -> Result<LogSearch, ApiError> {
             .filter(|s| !s.is_empty())
             .map(|c| Cursor::parse(c))
             .transpose()?,
+        deadline: Deadline::none(),
     })
 }
 
@@ -169,29 +228,20 @@ fn hit_json(h: LogHit) -> Value {
     })
 }
 
-/// Runs store work on a blocking thread: tantivy searches must not stall the runtime.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("query task failed: {e}"),
-            )
-        })?
-        .map_err(ApiError::from)
-}
-
 async fn search(
     State(st): State<QueryState>,
     headers: HeaderMap,
     Query(p): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = tenant(&headers)?;
-    let s = log_search(&p)?;
-    let page = blocking(move || st.logs.search(&tenant, &s)).await?;
+    let mut s = log_search(&p, &st.runtime.limits)?;
+    let logs = st.logs.clone();
+    let page = st
+        .run(&tenant.clone(), None, move |d| {
+            s.deadline = d.clone();
+            logs.search(&tenant, &s)
+        })
+        .await?;
     Ok(Json(json!({
         "hits": page.hits.into_iter().map(hit_json).collect::<Vec<_>>(),
         "next_cursor": page.next_cursor.map(|c| c.encode()),
@@ -227,17 +277,23 @@ async fn histogram(
     Query(p): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = tenant(&headers)?;
-    let search = log_search(&p)?;
+    let mut search = log_search(&p, &st.runtime.limits)?;
+    // In i128: `end - start` overflows i64 for extreme ranges.
+    let span = i128::from(search.end_ns) - i128::from(search.start_ns);
     let step_ns = match p.get("step").filter(|s| !s.is_empty()) {
         Some(s) => parse_step(s)?,
         // About 100 buckets, at least one second wide.
-        None => ((search.end_ns - search.start_ns) / 100).max(1_000_000_000),
+        None => i64::try_from(span / 100)
+            .map_err(|_| bad("start and end are too far apart"))?
+            .max(1_000_000_000),
     };
-    let buckets = blocking(move || {
-        st.logs
-            .histogram(&tenant, &HistogramRequest { search, step_ns })
-    })
-    .await?;
+    let logs = st.logs.clone();
+    let buckets = st
+        .run(&tenant.clone(), None, move |d| {
+            search.deadline = d.clone();
+            logs.histogram(&tenant, &HistogramRequest { search, step_ns })
+        })
+        .await?;
     Ok(Json(json!({
         "step_seconds": step_ns as f64 / 1e9,
         "buckets": buckets.into_iter().map(|(start, count)| json!({"start": format_rfc3339_ns(start), "count": count})).collect::<Vec<_>>(),
@@ -260,11 +316,16 @@ async fn services(
         .get("end")
         .map(|s| parse_time(s).map_err(bad))
         .transpose()?
-        .unwrap_or(now + 86_400_000_000_000);
+        .unwrap_or(now.saturating_add(86_400_000_000_000));
     let mut names = st.services.get(&tenant);
     names.extend(st.traces.services(&tenant));
     let logs = st.logs.clone();
-    names.extend(blocking(move || logs.services(&tenant, start, end)).await?);
+    names.extend(
+        st.run(&tenant.clone(), None, move |d| {
+            logs.services_within(&tenant, start, end, d)
+        })
+        .await?,
+    );
     Ok(Json(json!({ "services": names })))
 }
 
@@ -287,12 +348,13 @@ mod tests {
             .into_iter()
             .map(|(a, b)| (a.into(), b.into()))
             .collect();
-        assert!(log_search(&p).is_err());
+        let limits = crate::QueryLimits::default();
+        assert!(log_search(&p, &limits).is_err());
         let p: HashMap<String, String> = [("severity", "warn"), ("start", "10"), ("end", "20")]
             .into_iter()
             .map(|(a, b)| (a.into(), b.into()))
             .collect();
-        let s = log_search(&p).unwrap();
+        let s = log_search(&p, &limits).unwrap();
         assert_eq!(
             (s.min_severity, s.start_ns, s.end_ns, s.limit),
             (Some(13), 10_000_000_000, 20_000_000_000, 100)

@@ -22,8 +22,8 @@ use periscope_store::TraceQuery;
 use serde_json::{Value, json};
 
 use crate::api::{ApiError, QueryState, tenant};
-use crate::service_map::service_map;
-use crate::traces::{SpanConds, TagCond, get_trace, parse_duration_ns, run_search};
+use crate::service_map::service_map_within;
+use crate::traces::{SpanConds, TagCond, get_trace, load_trace, parse_duration_ns};
 
 pub(crate) fn router() -> Router<QueryState> {
     Router::new()
@@ -40,14 +40,21 @@ struct JaegerError(StatusCode, String);
 
 impl IntoResponse for JaegerError {
     fn into_response(self) -> Response {
-        (
+        let mut r = (
             self.0,
             Json(json!({
                 "data": null, "total": 0, "limit": 0, "offset": 0,
                 "errors": [{"code": self.0.as_u16(), "msg": self.1}],
             })),
         )
-            .into_response()
+            .into_response();
+        if self.0 == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        r
     }
 }
 
@@ -63,6 +70,12 @@ fn bad(msg: impl Into<String>) -> JaegerError {
 
 fn ok(data: Value, total: usize) -> Json<Value> {
     Json(json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null}))
+}
+
+impl From<crate::pool::Refusal> for JaegerError {
+    fn from(r: crate::pool::Refusal) -> Self {
+        ApiError::from(r).into()
+    }
 }
 
 fn kv_json(key: &str, v: &AttrValue) -> Value {
@@ -252,9 +265,15 @@ fn micros_param(p: &HashMap<String, String>, k: &str) -> Result<Option<i64>, Jae
 }
 
 /// Jaeger's `tags` parameter: a JSON object, or repeated `key:value` pairs.
-fn jaeger_tags(p: &[(String, String)]) -> Result<Vec<TagCond>, JaegerError> {
+fn jaeger_tags(
+    p: &[(String, String)],
+    limits: &crate::QueryLimits,
+) -> Result<Vec<TagCond>, JaegerError> {
     let mut out = Vec::new();
     for (k, v) in p {
+        if k == "tags" || k == "tag" {
+            limits.check_tags(v)?;
+        }
         match k.as_str() {
             "tags" => {
                 let obj: BTreeMap<String, Value> = serde_json::from_str(v)
@@ -298,6 +317,9 @@ async fn find_traces(
         None => 3_600_000_000_000,
     };
     let start_ns = micros_param(&p, "start")?.unwrap_or(end_ns.saturating_sub(lookback_ns));
+    if start_ns > end_ns {
+        return Err(bad("parameter 'start' is after 'end'"));
+    }
     let dur = |k: &str| {
         p.get(k)
             .filter(|v| !v.is_empty())
@@ -314,7 +336,7 @@ async fn find_traces(
     };
     // Jaeger applies min/max duration to spans matching the other conditions.
     let conds = SpanConds {
-        tags: jaeger_tags(&pairs)?,
+        tags: jaeger_tags(&pairs, &st.runtime.limits)?,
         min_ns: dur("minDuration")?,
         max_ns: dur("maxDuration")?,
     };
@@ -331,15 +353,50 @@ async fn find_traces(
         limit,
         ..Default::default()
     };
-    let found = run_search(&st, tenant.clone(), q, conds).await?;
-    let mut traces = Vec::with_capacity(found.len());
-    for s in &found {
-        let spans = get_trace(&st, tenant.clone(), s.trace_id).await?;
-        if !spans.is_empty() {
-            traces.push(trace_json(&spans));
-        }
-    }
+    // The search and the loading of its traces are one query, under one
+    // deadline, and at most `max_spans_per_response` spans are loaded: a
+    // search of 1,500 traces of 100,000 spans each would hold 150 million.
+    let (store, live) = (st.traces.clone(), st.live.clone());
+    let max_spans = st.runtime.limits.max_spans_per_response;
+    let (found, left_out) = st
+        .run(&tenant.clone(), None, move |d| {
+            let mut q = q;
+            q.deadline = d.clone();
+            let summaries = if conds.is_empty() {
+                store.search(&tenant, &q, None)?
+            } else {
+                let pred = move |spans: &[Span]| conds.matches(spans);
+                store.search(&tenant, &q, Some(&pred))?
+            };
+            let (mut traces, mut spans_held, mut left_out) = (Vec::new(), 0usize, 0usize);
+            for s in &summaries {
+                if spans_held.saturating_add(s.span_count as usize) > max_spans {
+                    left_out += 1;
+                    continue;
+                }
+                let spans = load_trace(&store, live.as_ref(), &tenant, &s.trace_id, d)?;
+                spans_held += spans.len();
+                if spans_held > max_spans {
+                    left_out += 1;
+                    continue;
+                }
+                if !spans.is_empty() {
+                    traces.push(spans);
+                }
+            }
+            Ok((traces, left_out))
+        })
+        .await?;
+    let traces: Vec<Value> = found.iter().map(|t| trace_json(t)).collect();
     let n = traces.len();
+    if left_out > 0 {
+        return Ok(Json(json!({
+            "data": traces, "total": n, "limit": 0, "offset": 0,
+            "errors": [{"code": 206, "msg": format!(
+                "{left_out} traces left out: a response holds at most {max_spans} spans (--query-max-spans-per-response); narrow the search"
+            )}],
+        })));
+    }
     Ok(ok(Value::Array(traces), n))
 }
 
@@ -362,15 +419,17 @@ async fn dependencies(
     let end_ns = ms("endTs")?.unwrap_or_else(periscope_proto::unix_now_ns);
     let lookback = ms("lookback")?.unwrap_or(86_400_000_000_000);
     let store = st.metrics.clone();
-    let map = crate::api::blocking(move || {
-        Ok::<_, periscope_store::StoreError>(service_map(
-            &store,
-            &tenant,
-            end_ns.saturating_sub(lookback).div_euclid(1_000_000),
-            end_ns.div_euclid(1_000_000),
-        ))
-    })
-    .await?;
+    let map = st
+        .run(&tenant.clone(), None, move |d| {
+            service_map_within(
+                &store,
+                &tenant,
+                end_ns.saturating_sub(lookback).div_euclid(1_000_000),
+                end_ns.div_euclid(1_000_000),
+                d,
+            )
+        })
+        .await?;
     let deps: Vec<Value> = map
         .edges
         .iter()

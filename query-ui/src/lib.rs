@@ -1,11 +1,17 @@
 //! The query API over the store, served by `periscope serve` on `--http-addr`.
 //!
-//! `api` holds the HTTP handlers (axum); searches run on blocking threads.
+//! `api` holds the HTTP handlers (axum); queries run on the threads of
+//! `pool` (not tokio's blocking pool, which ingest uses), admitted and
+//! bounded by the limits of `limits`.
 //! `assets` serves the web UI (`web/`) for every path no API route takes.
 
 mod api;
 mod assets;
 mod jaeger;
+mod limits;
+#[cfg(test)]
+mod limits_tests;
+mod pool;
 mod prom_api;
 pub mod promql;
 mod service_map;
@@ -15,6 +21,8 @@ mod traces;
 
 pub use api::QueryState;
 pub use assets::serve_ui;
+pub use limits::QueryLimits;
+pub use pool::{QueryRuntime, QueryStats};
 pub use services::ServiceRegistry;
 pub use timeparse::{format_rfc3339_ns, parse_time};
 pub use traces::{LiveTraces, NoLiveTraces};

@@ -14,13 +14,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use periscope_proto::{Labels, NAME_LABEL, label};
-use periscope_store::{MetricStore, TenantId};
+use periscope_store::{Deadline, MetricStore, ReadBudget, StoreError, TenantId};
 use serde_json::{Value, json};
 
 use crate::api::{QueryState, tenant};
+use crate::pool::Refusal;
 use crate::promql::{
-    EngineOptions, FloatVisitor, MatchOp, Matcher, QueryError, Series, SeriesSource, instant_query,
-    range_query,
+    EngineOptions, FloatVisitor, MAX_POINTS_PER_SERIES, MatchOp, Matcher, QueryError, Series,
+    SeriesSource, check_query_text, instant_query, range_query,
 };
 
 /// The routes.
@@ -45,12 +46,39 @@ struct PromError(StatusCode, &'static str, String);
 
 impl IntoResponse for PromError {
     fn into_response(self) -> Response {
-        (
+        let mut r = (
             self.0,
             Json(json!({"status": "error", "errorType": self.1, "error": self.2})),
         )
-            .into_response()
+            .into_response();
+        if self.0 == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        r
     }
+}
+
+impl From<Refusal> for PromError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Busy(m) => PromError(StatusCode::TOO_MANY_REQUESTS, "unavailable", m),
+            Refusal::Timeout(_) => {
+                PromError(StatusCode::SERVICE_UNAVAILABLE, "timeout", r.to_string())
+            }
+            Refusal::Failed(m) => PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
+        }
+    }
+}
+
+/// A store error of the label and series APIs.
+fn store_error(e: StoreError, limits: &crate::QueryLimits) -> PromError {
+    PromError::from(QueryError::from_store(
+        e,
+        &limits.engine_options(Deadline::none()),
+    ))
 }
 
 fn bad(msg: impl Into<String>) -> PromError {
@@ -114,14 +142,29 @@ fn parse_time_ms(name: &str, s: &str) -> Result<i64, PromError> {
 }
 
 /// Prometheus durations: float seconds or `1h30m`, `15s`, `500ms`.
+/// At least 1 ms: a smaller step rounded to 0 and divided by zero.
 fn parse_duration_ms(name: &str, s: &str) -> Result<i64, PromError> {
+    let too_large = || {
+        bad(format!(
+            "invalid parameter \"{name}\": duration {s:?} is too large"
+        ))
+    };
     if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs > 0.0 && secs < 1e12 {
-            return Ok((secs * 1000.0).round() as i64);
+        if !(secs.is_finite() && secs > 0.0) {
+            return Err(bad(format!(
+                "invalid parameter \"{name}\": {s} is not a positive duration"
+            )));
         }
-        return Err(bad(format!(
-            "invalid parameter \"{name}\": {s} is not a positive duration"
-        )));
+        if secs >= 1e12 {
+            return Err(too_large());
+        }
+        let ms = (secs * 1000.0).round() as i64;
+        if ms < 1 {
+            return Err(bad(format!(
+                "invalid parameter \"{name}\": {s} is below the minimum of 1ms"
+            )));
+        }
+        return Ok(ms);
     }
     let mut total = 0i64;
     let mut rest = s;
@@ -153,7 +196,11 @@ fn parse_duration_ms(name: &str, s: &str) -> Result<i64, PromError> {
                 )));
             }
         };
-        total = total.saturating_add(n.saturating_mul(mult));
+        // Checked: `9999999999y` once saturated to i64::MAX and wrapped later.
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(too_large)?;
         rest = next;
     }
     if total <= 0 {
@@ -164,10 +211,26 @@ fn parse_duration_ms(name: &str, s: &str) -> Result<i64, PromError> {
     Ok(total)
 }
 
-/// The metric store seen by the engine, for one tenant.
+/// The metric store seen by the engine, for one tenant and one query: each
+/// selector reads within the series limit and what is left of the samples
+/// limit, and stops at the query's deadline.
 struct StoreSource {
     store: Arc<MetricStore>,
     tenant: TenantId,
+    opts: EngineOptions,
+    /// Samples read so far by this query's selectors.
+    loaded: std::sync::atomic::AtomicUsize,
+}
+
+impl StoreSource {
+    fn new(st: &QueryState, tenant: TenantId, opts: EngineOptions) -> StoreSource {
+        StoreSource {
+            store: st.metrics.clone(),
+            tenant,
+            opts,
+            loaded: Default::default(),
+        }
+    }
 }
 
 fn all_match(matchers: &[Matcher], labels: &Labels) -> bool {
@@ -180,20 +243,30 @@ impl SeriesSource for StoreSource {
         matchers: &[Matcher],
         start_ms: i64,
         end_ms: i64,
-    ) -> Result<Vec<Series>, String> {
+    ) -> Result<Vec<Series>, QueryError> {
+        use std::sync::atomic::Ordering::Relaxed;
         let name = matchers
             .iter()
             .find(|m| m.name == NAME_LABEL && matches!(m.op, MatchOp::Equal))
             .map(|m| m.value.as_str());
-        Ok(self
+        let left = self
+            .opts
+            .max_samples
+            .saturating_sub(self.loaded.load(Relaxed));
+        let budget = ReadBudget::new(self.opts.deadline.clone(), left, self.opts.max_series);
+        let found = self
             .store
-            .select(
+            .select_within(
                 &self.tenant,
                 name,
                 &|l| all_match(matchers, l),
                 start_ms,
                 end_ms,
+                &budget,
             )
+            .map_err(|e| QueryError::from_store(e, &self.opts))?;
+        self.loaded.fetch_add(budget.samples(), Relaxed);
+        Ok(found
             .into_iter()
             .map(|(labels, samples)| Series { labels, samples })
             .collect())
@@ -236,23 +309,44 @@ impl SeriesSource for StoreSource {
     }
 }
 
-fn engine_options(p: &Params) -> Result<EngineOptions, PromError> {
-    let mut opts = EngineOptions::default();
-    if let Some(t) = p.get("timeout") {
-        let ms = parse_duration_ms("timeout", t)?;
-        opts.timeout = opts
-            .timeout
-            .min(std::time::Duration::from_millis(ms as u64));
-    }
-    Ok(opts)
+/// A client's `timeout`, which may only lower `--query-timeout`.
+fn client_timeout(p: &Params) -> Result<Option<std::time::Duration>, PromError> {
+    p.get("timeout")
+        .map(|t| {
+            parse_duration_ms("timeout", t)
+                .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
+        })
+        .transpose()
 }
 
+/// Runs `f` on the query pool, admitted for `tenant`, with the engine
+/// options of the limits and the request's deadline.
 async fn run<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, PromError> + Send + 'static,
+    st: &QueryState,
+    tenant: &TenantId,
+    p: &Params,
+    f: impl FnOnce(EngineOptions) -> Result<T, PromError> + Send + 'static,
 ) -> Result<T, PromError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    let timeout = client_timeout(p)?;
+    let rt = st.runtime.clone();
+    let limits = rt.limits.clone();
+    let r = rt
+        .run(tenant, timeout, move |d| {
+            let mut opts = limits.engine_options(d.clone());
+            if let Some(t) = timeout {
+                opts.timeout = opts.timeout.min(t);
+            }
+            f(opts)
+        })
+        .await?;
+    if let Err(e) = &r {
+        match e.1 {
+            "timeout" => st.runtime.count_timeout(),
+            "bad_data" | "execution" => st.runtime.count_limit(),
+            _ => {}
+        }
+    }
+    r
 }
 
 async fn do_query(st: QueryState, headers: HeaderMap, p: Params) -> Result<Json<Value>, PromError> {
@@ -265,12 +359,14 @@ async fn do_query(st: QueryState, headers: HeaderMap, p: Params) -> Result<Json<
         Some(t) => parse_time_ms("time", t)?,
         None => periscope_proto::unix_now_ns().div_euclid(1_000_000),
     };
-    let opts = engine_options(&p)?;
-    let src = StoreSource {
-        store: st.metrics.clone(),
-        tenant,
-    };
-    let v = run(move || instant_query(&src, &q, time_ms, &opts).map_err(PromError::from)).await?;
+    // Refused here, before queueing; the engine checks again.
+    check_query_text(&q, &st.runtime.limits.engine_options(Deadline::none()))?;
+    let state = st.clone();
+    let v = run(&st, &tenant.clone(), &p, move |opts| {
+        let src = StoreSource::new(&state, tenant, opts.clone());
+        instant_query(&src, &q, time_ms, &opts).map_err(PromError::from)
+    })
+    .await?;
     Ok(ok(v.to_prometheus_json()))
 }
 
@@ -302,18 +398,22 @@ async fn do_query_range(
     if end < start {
         return Err(bad("end timestamp must not be before start time"));
     }
-    if (end - start) / step > 11_000 {
+    // Checked: the span of two extreme times overflows.
+    if end
+        .checked_sub(start)
+        .is_none_or(|span| span / step >= MAX_POINTS_PER_SERIES)
+    {
         return Err(bad(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let opts = engine_options(&p)?;
-    let src = StoreSource {
-        store: st.metrics.clone(),
-        tenant,
-    };
-    let v = run(move || range_query(&src, &q, start, end, step, &opts).map_err(PromError::from))
-        .await?;
+    check_query_text(&q, &st.runtime.limits.engine_options(Deadline::none()))?;
+    let state = st.clone();
+    let v = run(&st, &tenant.clone(), &p, move |opts| {
+        let src = StoreSource::new(&state, tenant, opts.clone());
+        range_query(&src, &q, start, end, step, &opts).map_err(PromError::from)
+    })
+    .await?;
     Ok(ok(v.to_prometheus_json()))
 }
 
@@ -354,9 +454,11 @@ async fn query_range_post(
 /// `match[]` selectors as label predicates (any selector may match).
 type SeriesFilter = Box<dyn Fn(&Labels) -> bool + Send + Sync>;
 
-fn selectors(p: &Params) -> Result<SeriesFilter, PromError> {
+fn selectors(p: &Params, limits: &crate::QueryLimits) -> Result<SeriesFilter, PromError> {
     let mut sets: Vec<Vec<promql_parser::label::Matcher>> = Vec::new();
+    let opts = limits.engine_options(Deadline::none());
     for sel in p.all("match[]") {
+        check_query_text(sel, &opts)?;
         let expr = promql_parser::parser::parse(sel)
             .map_err(|e| bad(format!("invalid parameter \"match[]\": {e}")))?;
         let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
@@ -393,6 +495,27 @@ fn selectors(p: &Params) -> Result<SeriesFilter, PromError> {
     }))
 }
 
+/// The label sets of the series `filter` accepts, read on the query pool
+/// within the series limit and the deadline.
+async fn series_labels(
+    st: &QueryState,
+    tenant: &TenantId,
+    p: &Params,
+    filter: SeriesFilter,
+    start: i64,
+    end: i64,
+) -> Result<Vec<Labels>, PromError> {
+    let (store, t) = (st.metrics.clone(), tenant.clone());
+    let limits = st.runtime.limits.clone();
+    run(st, tenant, p, move |opts| {
+        let budget = ReadBudget::new(opts.deadline.clone(), usize::MAX, opts.max_series);
+        store
+            .series_labels_within(&t, None, &*filter, start, end, &budget)
+            .map_err(|e| store_error(e, &limits))
+    })
+    .await
+}
+
 fn range_params(p: &Params) -> Result<(i64, i64), PromError> {
     let start = p
         .get("start")
@@ -413,10 +536,11 @@ async fn do_labels(
     p: Params,
 ) -> Result<Json<Value>, PromError> {
     let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
-    let filter = selectors(&p)?;
+    let filter = selectors(&p, &st.runtime.limits)?;
     let (start, end) = range_params(&p)?;
-    let store = st.metrics.clone();
-    let names = run(move || Ok(store.label_names(&tenant, &*filter, start, end))).await?;
+    let labels = series_labels(&st, &tenant, &p, filter, start, end).await?;
+    let names: std::collections::BTreeSet<String> =
+        labels.into_iter().flatten().map(|(n, _)| n).collect();
     Ok(ok(json!(names)))
 }
 
@@ -445,10 +569,13 @@ async fn label_values(
 ) -> Result<Json<Value>, PromError> {
     let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
     let p = Params::parse(q.as_deref(), None)?;
-    let filter = selectors(&p)?;
+    let filter = selectors(&p, &st.runtime.limits)?;
     let (start, end) = range_params(&p)?;
-    let store = st.metrics.clone();
-    let values = run(move || Ok(store.label_values(&tenant, &name, &*filter, start, end))).await?;
+    let labels = series_labels(&st, &tenant, &p, filter, start, end).await?;
+    let values: std::collections::BTreeSet<String> = labels
+        .iter()
+        .filter_map(|l| label(l, &name).map(str::to_owned))
+        .collect();
     Ok(ok(json!(values)))
 }
 
@@ -461,10 +588,9 @@ async fn do_series(
     if p.all("match[]").is_empty() {
         return Err(bad("no match[] parameter provided"));
     }
-    let filter = selectors(&p)?;
+    let filter = selectors(&p, &st.runtime.limits)?;
     let (start, end) = range_params(&p)?;
-    let store = st.metrics.clone();
-    let series = run(move || Ok(store.series_labels(&tenant, None, &*filter, start, end))).await?;
+    let series = series_labels(&st, &tenant, &p, filter, start, end).await?;
     let out: Vec<Value> = series
         .into_iter()
         .map(|labels| {
@@ -540,11 +666,19 @@ async fn metric_names(
         .into_iter()
         .map(|m| (m.name.clone(), m))
         .collect();
-    let store = st.metrics.clone();
-    let names = run(move || {
-        Ok(store.label_values(&tenant, NAME_LABEL, &|_| true, i64::MIN / 4, i64::MAX / 4))
-    })
+    let labels = series_labels(
+        &st,
+        &tenant,
+        &Params(Vec::new()),
+        Box::new(|_| true),
+        i64::MIN / 4,
+        i64::MAX / 4,
+    )
     .await?;
+    let names: std::collections::BTreeSet<String> = labels
+        .iter()
+        .filter_map(|l| label(l, NAME_LABEL).map(str::to_owned))
+        .collect();
     let out: Vec<Value> = names
         .into_iter()
         .map(|n| {
@@ -592,7 +726,8 @@ mod tests {
     #[test]
     fn selector_filters() {
         let p = Params(vec![("match[]".into(), r#"up{job=~"a|b"}"#.into())]);
-        let f = selectors(&p).unwrap();
+        let limits = crate::QueryLimits::default();
+        let f = selectors(&p, &limits).unwrap();
         let l = periscope_proto::normalize_labels(vec![
             (NAME_LABEL.into(), "up".into()),
             ("job".into(), "a".into()),
@@ -603,6 +738,12 @@ mod tests {
             ("job".into(), "c".into()),
         ]);
         assert!(!f(&l2));
-        assert!(selectors(&Params(vec![("match[]".into(), "rate(x[5m])".into())])).is_err());
+        assert!(
+            selectors(
+                &Params(vec![("match[]".into(), "rate(x[5m])".into())]),
+                &limits
+            )
+            .is_err()
+        );
     }
 }

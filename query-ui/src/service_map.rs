@@ -16,7 +16,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use periscope_proto::{Labels, SampleValue, label};
-use periscope_store::{LATENCY_BOUNDS_MS, LatencyHistogram, MetricStore, TenantId};
+use periscope_store::{
+    Deadline, LATENCY_BOUNDS_MS, LatencyHistogram, MetricStore, ReadBudget, StoreError, TenantId,
+};
 
 /// How long the collector keeps a service-graph series it does not update
 /// before it starts it again from zero (the writer's idle expiry).
@@ -79,21 +81,34 @@ fn count(v: f64) -> u64 {
 }
 
 /// The service map of `[start_ms, end_ms]` from one tenant's metrics.
+#[cfg(test)]
 pub fn service_map(
     metrics: &MetricStore,
     tenant: &TenantId,
     start_ms: i64,
     end_ms: i64,
 ) -> ServiceMap {
+    service_map_within(metrics, tenant, start_ms, end_ms, &Deadline::none()).unwrap_or_default()
+}
+
+/// [`service_map`], stopping at `deadline` (checked before each file read).
+pub fn service_map_within(
+    metrics: &MetricStore,
+    tenant: &TenantId,
+    start_ms: i64,
+    end_ms: i64,
+    deadline: &Deadline,
+) -> Result<ServiceMap, StoreError> {
     let from = start_ms.saturating_sub(IDLE_EXPIRY_MS + 60_000);
-    let read = |name: &str| -> Vec<(Labels, f64)> {
-        metrics
-            .select(tenant, Some(name), &|_| true, from, end_ms)
+    let budget = ReadBudget::new(deadline.clone(), usize::MAX, usize::MAX);
+    let read = |name: &str| -> Result<Vec<(Labels, f64)>, StoreError> {
+        Ok(metrics
+            .select_within(tenant, Some(name), &|_| true, from, end_ms, &budget)?
             .into_iter()
             .map(|(l, s)| (l, window_increase(&s, start_ms)))
             // Series with nothing in the window leave no node or edge.
             .filter(|(_, v)| *v > 0.0)
-            .collect()
+            .collect())
     };
     let get = |l: &Labels, k: &str| label(l, k).unwrap_or_default().to_owned();
     let mut map = ServiceMap::default();
@@ -109,7 +124,7 @@ pub fn service_map(
         ("traces_service_graph_request_total", false),
         ("traces_service_graph_request_failed_total", true),
     ] {
-        for (l, v) in read(metric) {
+        for (l, v) in read(metric)? {
             let (client, server) = (get(&l, "client"), get(&l, "server"));
             mark(&client, "service");
             mark(&server, node_kind(&get(&l, "connection_type")));
@@ -123,7 +138,7 @@ pub fn service_map(
     }
     // Cumulative bucket increases per edge, then counts per bucket.
     let mut cumulative: HashMap<(String, String), Vec<f64>> = HashMap::new();
-    for (l, v) in read("traces_service_graph_request_server_seconds_bucket") {
+    for (l, v) in read("traces_service_graph_request_server_seconds_bucket")? {
         let Some(i) = label(&l, "le").and_then(bucket_index) else {
             continue;
         };
@@ -151,7 +166,7 @@ pub fn service_map(
     // Services: calls and errors of their server and consumer spans (the
     // requests they handled); virtual nodes: what their callers sent.
     let mut served: HashMap<String, (u64, u64)> = HashMap::new();
-    for (l, v) in read("traces_spanmetrics_calls_total") {
+    for (l, v) in read("traces_spanmetrics_calls_total")? {
         let service = get(&l, "service");
         mark(&service, "service");
         let s = served.entry(service).or_default();
@@ -176,7 +191,7 @@ pub fn service_map(
         };
         map.nodes.insert(name, (kind, req, err));
     }
-    map
+    Ok(map)
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use periscope_store::{StoreError, TenantId, TraceQuery, TraceStore, TraceSummary
 use regex::Regex;
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, QueryState, bad, blocking, tenant};
-use crate::service_map::service_map;
+use crate::api::{ApiError, QueryState, bad, tenant};
+use crate::service_map::service_map_within;
 use crate::{format_rfc3339_ns, parse_time};
 
 /// Spans not yet written to the span store (the collector's assembler).
@@ -40,8 +40,9 @@ pub(crate) fn load_trace(
     live: &dyn LiveTraces,
     tenant: &TenantId,
     id: &[u8; 16],
+    deadline: &periscope_store::Deadline,
 ) -> Result<Vec<Span>, StoreError> {
-    let mut spans = store.trace(tenant, id)?;
+    let mut spans = store.trace_within(tenant, id, deadline)?;
     let mut seen: HashSet<[u8; 8]> = spans.iter().map(|s| s.span_id).collect();
     for s in live.spans(tenant, id) {
         if seen.insert(s.span_id) {
@@ -229,11 +230,12 @@ impl SpanConds {
 pub(crate) async fn run_search(
     st: &QueryState,
     tenant: TenantId,
-    q: TraceQuery,
+    mut q: TraceQuery,
     conds: SpanConds,
 ) -> Result<Vec<TraceSummary>, ApiError> {
     let store = st.traces.clone();
-    blocking(move || {
+    st.run(&tenant.clone(), None, move |d| {
+        q.deadline = d.clone();
         if conds.is_empty() {
             store.search(&tenant, &q, None)
         } else {
@@ -256,10 +258,13 @@ fn time_param(p: &HashMap<String, String>, k: &str) -> Result<Option<i64>, ApiEr
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 
-fn search_params(p: &HashMap<String, String>) -> Result<(TraceQuery, SpanConds), ApiError> {
+fn search_params(
+    p: &HashMap<String, String>,
+    limits: &crate::QueryLimits,
+) -> Result<(TraceQuery, SpanConds), ApiError> {
     let now = periscope_proto::unix_now_ns();
     let end_ns = time_param(p, "end")?.unwrap_or(now);
-    let start_ns = time_param(p, "start")?.unwrap_or(end_ns - HOUR_NS);
+    let start_ns = time_param(p, "start")?.unwrap_or(end_ns.saturating_sub(HOUR_NS));
     if start_ns > end_ns {
         return Err(bad("start is after end"));
     }
@@ -278,6 +283,9 @@ fn search_params(p: &HashMap<String, String>) -> Result<(TraceQuery, SpanConds),
         Some("ok") => Some(false),
         Some(s) => return Err(bad(format!("unknown status {s:?}: use error or ok"))),
     };
+    if let Some(t) = opt(p, "tags") {
+        limits.check_tags(t)?;
+    }
     let conds = SpanConds {
         tags: opt(p, "tags")
             .map(parse_tags)
@@ -297,6 +305,7 @@ fn search_params(p: &HashMap<String, String>) -> Result<(TraceQuery, SpanConds),
         span_max_duration_ns: conds.max_ns,
         error,
         limit,
+        deadline: periscope_store::Deadline::none(),
     };
     Ok((q, conds))
 }
@@ -358,7 +367,10 @@ pub(crate) async fn get_trace(
     id: [u8; 16],
 ) -> Result<Vec<Span>, ApiError> {
     let (store, live) = (st.traces.clone(), st.live.clone());
-    blocking(move || load_trace(&store, live.as_ref(), &tenant, &id)).await
+    st.run(&tenant.clone(), None, move |d| {
+        load_trace(&store, live.as_ref(), &tenant, &id, d)
+    })
+    .await
 }
 
 pub(crate) async fn trace_by_id(
@@ -390,7 +402,7 @@ pub(crate) async fn search_traces(
     Query(p): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = tenant(&headers)?;
-    let (q, conds) = search_params(&p)?;
+    let (q, conds) = search_params(&p, &st.runtime.limits)?;
     let found = run_search(&st, tenant, q, conds).await?;
     Ok(Json(json!({
         "traces": found.iter().map(summary_json).collect::<Vec<_>>(),
@@ -421,20 +433,22 @@ pub(crate) async fn service_map_handler(
     let tenant = tenant(&headers)?;
     let now = periscope_proto::unix_now_ns();
     let end_ns = time_param(&p, "end")?.unwrap_or(now);
-    let start_ns = time_param(&p, "start")?.unwrap_or(end_ns - HOUR_NS);
+    let start_ns = time_param(&p, "start")?.unwrap_or(end_ns.saturating_sub(HOUR_NS));
     if start_ns > end_ns {
         return Err(bad("start is after end"));
     }
     let store = st.metrics.clone();
-    let map = blocking(move || {
-        Ok::<_, StoreError>(service_map(
-            &store,
-            &tenant,
-            start_ns.div_euclid(1_000_000),
-            end_ns.div_euclid(1_000_000),
-        ))
-    })
-    .await?;
+    let map = st
+        .run(&tenant.clone(), None, move |d| {
+            service_map_within(
+                &store,
+                &tenant,
+                start_ns.div_euclid(1_000_000),
+                end_ns.div_euclid(1_000_000),
+                d,
+            )
+        })
+        .await?;
     Ok(Json(json!({
         "nodes": map.nodes.iter().map(|(id, (kind, req, err))| json!({
             "id": id, "kind": kind, "requests": req, "errors": err,

@@ -59,6 +59,20 @@ pub enum StoreError {
     /// An invalid tenant id.
     #[error("invalid tenant id {0:?}: use 1-150 characters of [A-Za-z0-9_.-], not '.' or '..'")]
     InvalidTenant(String),
+    /// A query ran past its deadline and was stopped.
+    #[error("query deadline exceeded")]
+    DeadlineExceeded,
+    /// A query was stopped by its caller (the client went away).
+    #[error("query cancelled")]
+    Cancelled,
+    /// A query would read more than its budget allows.
+    #[error("query would read more than {limit} {what}")]
+    LimitExceeded {
+        /// `samples` or `series`.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl StoreError {

@@ -11,6 +11,7 @@
 //! assert!(periscope_store::TenantId::parse("../etc").is_err());
 //! ```
 
+mod budget;
 mod error;
 mod layout;
 mod layout_migration;
@@ -22,11 +23,12 @@ mod test_disk;
 mod traces;
 mod wal;
 
+pub use budget::{Deadline, ReadBudget};
 pub use error::StoreError;
 pub use layout::{DATA_FORMAT_VERSION, DataDir};
 pub use logs::{
     Cursor, HistogramRequest, IndexBatch, IndexStats, LogHit, LogIndexer, LogReread, LogSearch,
-    LogStore, LogStoreOptions, SearchPage, hour_partition,
+    LogStore, LogStoreOptions, MAX_LOG_QUERY_DEPTH, SearchPage, hour_partition, log_query_depth,
 };
 pub use metrics::{
     FloatScan, FloatVisitor, HeadSeries, MetricFlush, MetricStore, MetricStoreOptions,

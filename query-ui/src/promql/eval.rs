@@ -12,8 +12,13 @@ use super::source::{MatchOp, Matcher, Series, SeriesSource};
 use super::value::QueryValue;
 use super::{EngineOptions, QueryError};
 
-/// Prometheus' limit on the points of one series in a range query.
-const MAX_POINTS_PER_SERIES: i64 = 11_000;
+/// Prometheus' limit on the points of one series in a range query; also
+/// the most steps one subquery evaluation may take.
+pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+/// Stack of the threads evaluating a range query's chunks: evaluation
+/// recurses once per level of the (depth-limited) syntax tree.
+const EVAL_STACK_BYTES: usize = 32 << 20;
 
 /// Step of a subquery without an explicit one (Prometheus' default
 /// evaluation interval).
@@ -58,8 +63,8 @@ pub fn instant_query(
     time_ms: i64,
     opts: &EngineOptions,
 ) -> Result<QueryValue, QueryError> {
-    let expr = parse(query)?;
-    let deadline = Instant::now() + opts.timeout;
+    let expr = parse(query, opts)?;
+    let deadline = deadline_of(opts);
     let ev = Evaluator::load(
         src,
         &expr,
@@ -100,12 +105,17 @@ pub fn range_query(
             "end timestamp must not be before start time",
         ));
     }
-    if (end_ms - start_ms) / step_ms + 1 > MAX_POINTS_PER_SERIES {
+    // Checked: a range of the whole i64 overflows.
+    let points = end_ms
+        .checked_sub(start_ms)
+        .map(|span| span / step_ms)
+        .and_then(|n| n.checked_add(1));
+    if points.is_none_or(|n| n > MAX_POINTS_PER_SERIES) {
         return Err(QueryError::bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries, try decreasing the query resolution",
         ));
     }
-    let expr = parse(query)?;
+    let expr = parse(query, opts)?;
     match expr.value_type() {
         parser::value::ValueType::Scalar | parser::value::ValueType::Vector => {}
         other => {
@@ -114,26 +124,31 @@ pub fn range_query(
             )));
         }
     }
-    let deadline = Instant::now() + opts.timeout;
+    let deadline = deadline_of(opts);
     // Evaluated in chunks of steps, each loading only the samples its steps
     // read: memory and the sample limit scale with a chunk, not the range.
     // Chunks are independent and run on a few threads; their results are
     // merged in time order.
-    let chunk_ms = (opts.range_chunk_ms / step_ms).max(1) * step_ms;
+    //
+    // In i128: with a step near i64::MAX the chunk bounds overflow i64 (a
+    // wrapped bound once looped forever).
+    let (step, end) = (i128::from(step_ms), i128::from(end_ms));
+    let chunk = (i128::from(opts.range_chunk_ms) / step).max(1) * step;
     // With the start on the step grid, chunks end on multiples of the chunk
     // length, so that a later query over a shifted window (a dashboard's
     // refresh) meets the same chunks and finds them in the results cache.
     let aligned = start_ms.rem_euclid(step_ms) == 0;
     let mut chunks = Vec::new();
-    let mut from = start_ms;
-    while from <= end_ms {
+    let mut from = i128::from(start_ms);
+    while from <= end {
         let to = if aligned {
-            ((from.div_euclid(chunk_ms) + 1) * chunk_ms - step_ms).min(end_ms)
+            ((from.div_euclid(chunk) + 1) * chunk - step).min(end)
         } else {
-            (from + chunk_ms - step_ms).min(end_ms)
+            (from + chunk - step).min(end)
         };
-        chunks.push((from, to));
-        from = to + step_ms;
+        // Both within [start_ms, end_ms]: they fit an i64.
+        chunks.push((from as i64, to as i64));
+        from = to + step;
     }
     let cache_key = src.cache_id().map(|id| {
         // `@ start()` and `@ end()` make a chunk depend on the whole range.
@@ -173,7 +188,7 @@ pub fn range_query(
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                scope.spawn(|| {
+                let work = || {
                     let mut done = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -205,12 +220,32 @@ pub fn range_query(
                         done.push((i, r));
                     }
                     done
-                })
+                };
+                std::thread::Builder::new()
+                    .name("periscope-promql".into())
+                    .stack_size(EVAL_STACK_BYTES)
+                    .spawn_scoped(scope, work)
             })
             .collect();
         for w in workers {
-            for (i, r) in w.join().unwrap_or_default() {
-                results[i] = Some(r);
+            let done = match w {
+                Ok(w) => w.join().unwrap_or_default(),
+                Err(e) => {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    vec![(
+                        usize::MAX,
+                        Err(QueryError {
+                            kind: "internal",
+                            message: format!("failed to start a query thread: {e}"),
+                        }),
+                    )]
+                }
+            };
+            for (i, r) in done {
+                match results.get_mut(i) {
+                    Some(slot) => *slot = Some(r),
+                    None => results.push(Some(r)),
+                }
             }
         }
     });
@@ -425,10 +460,7 @@ fn stream_chunks(
             deadline,
             stream: Some(src),
         };
-        let steps: Vec<i64> = (0..)
-            .map(|i| from + i * step_ms)
-            .take_while(|t| *t <= to)
-            .collect();
+        let steps = step_times(from, to, step_ms);
         let series = match ev.eval_range(expr, &steps)? {
             Ok(r) => ranged_series(r, &steps),
             Err(e) => Err(e),
@@ -472,10 +504,7 @@ fn eval_chunk(
     opts: &EngineOptions,
 ) -> Result<Vec<MatrixSeries>, QueryError> {
     let ev = Evaluator::load(src, expr, range, (from, to), deadline, opts)?;
-    let steps: Vec<i64> = (0..)
-        .map(|i| from + i * step_ms)
-        .take_while(|t| *t <= to)
-        .collect();
+    let steps = step_times(from, to, step_ms);
     let fast = if opts.series_at_a_time {
         ev.eval_range(expr, &steps)
     } else {
@@ -564,9 +593,32 @@ fn ranged_series(r: super::range::Ranged, steps: &[i64]) -> Result<Vec<MatrixSer
         .collect())
 }
 
-fn parse(query: &str) -> Result<Expr, QueryError> {
-    parser::parse(query)
-        .map_err(|e| QueryError::bad_data(format!("invalid parameter \"query\": {e}")))
+/// `from, from + step, ... <= to`, without overflowing near `i64::MAX`.
+fn step_times(from: i64, to: i64, step_ms: i64) -> Vec<i64> {
+    (0..)
+        .map_while(|i: i64| i.checked_mul(step_ms).and_then(|d| from.checked_add(d)))
+        .take_while(|t| *t <= to)
+        .collect()
+}
+
+/// When the query must stop: its timeout, or its caller's deadline when sooner.
+fn deadline_of(opts: &EngineOptions) -> Instant {
+    let now = Instant::now();
+    // A timeout too long to represent is a year.
+    let own = now
+        .checked_add(opts.timeout)
+        .unwrap_or(now + std::time::Duration::from_secs(365 * 86_400));
+    opts.deadline.instant().map_or(own, |d| d.min(own))
+}
+
+/// Parses a query after checking its length and nesting on the text, and
+/// checks the depth of the tree it gives.
+fn parse(query: &str, opts: &EngineOptions) -> Result<Expr, QueryError> {
+    super::depth::check_query_text(query, opts)?;
+    let expr = parser::parse(query)
+        .map_err(|e| QueryError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+    super::depth::check_expr_depth(&expr, opts)?;
+    Ok(expr)
 }
 
 fn check_unique(v: &[Sample]) -> Result<(), QueryError> {
@@ -626,6 +678,7 @@ impl<'a> Evaluator<'a> {
         for (vs, lo, hi) in wanted {
             ev.check_deadline()?;
             let series = select(src, vs, lo, hi)?;
+            ev.check_series(series.len())?;
             loaded += series.iter().map(|s| s.samples.len()).sum::<usize>();
             ev.check_samples(loaded)?;
             ev.data.insert(key(vs), series);
@@ -637,15 +690,23 @@ impl<'a> Evaluator<'a> {
         if Instant::now() > self.deadline {
             return Err(QueryError::timeout());
         }
-        Ok(())
+        self.opts
+            .deadline
+            .check()
+            .map_err(|e| QueryError::from_store(e, self.opts))
     }
 
     pub fn check_samples(&self, n: usize) -> Result<(), QueryError> {
         if n > self.opts.max_samples {
-            return Err(QueryError::execution(format!(
-                "query processing would load too many samples into memory in query execution (limit {})",
-                self.opts.max_samples
-            )));
+            return Err(QueryError::too_many_samples(self.opts.max_samples));
+        }
+        Ok(())
+    }
+
+    /// The series of one selector.
+    pub fn check_series(&self, n: usize) -> Result<(), QueryError> {
+        if n > self.opts.max_series {
+            return Err(QueryError::too_many_series(self.opts.max_series));
         }
         Ok(())
     }
@@ -675,18 +736,18 @@ impl<'a> Evaluator<'a> {
             Expr::Subquery(sq) => {
                 let lo = self.ref_time(sq.at.as_ref(), sq.offset.as_ref(), lo_t);
                 let hi = self.ref_time(sq.at.as_ref(), sq.offset.as_ref(), hi_t);
-                self.plan(&sq.expr, lo - duration_ms(&sq.range), hi, out);
+                self.plan(&sq.expr, lo.saturating_sub(duration_ms(&sq.range)), hi, out);
             }
             Expr::VectorSelector(vs) => {
                 let lo = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), lo_t);
                 let hi = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), hi_t);
-                out.push((vs, lo - self.opts.lookback_ms, hi));
+                out.push((vs, lo.saturating_sub(self.opts.lookback_ms), hi));
             }
             Expr::MatrixSelector(ms) => {
                 let vs = &ms.vs;
                 let lo = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), lo_t);
                 let hi = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), hi_t);
-                out.push((vs, lo - duration_ms(&ms.range), hi));
+                out.push((vs, lo.saturating_sub(duration_ms(&ms.range)), hi));
             }
             Expr::Call(c) => {
                 for a in &c.args.args {
@@ -709,9 +770,9 @@ impl<'a> Evaluator<'a> {
         let off = match offset {
             None => 0,
             Some(Offset::Pos(d)) => duration_ms(d),
-            Some(Offset::Neg(d)) => -duration_ms(d),
+            Some(Offset::Neg(d)) => duration_ms(d).saturating_neg(),
         };
-        base - off
+        base.saturating_sub(off)
     }
 
     pub fn eval(&self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
@@ -798,7 +859,7 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             let (ts, v) = &s.samples[idx - 1];
-            if *ts <= rt - self.opts.lookback_ms {
+            if *ts <= rt.saturating_sub(self.opts.lookback_ms) {
                 continue;
             }
             if matches!(v, SampleValue::Float(f) if is_stale_nan(*f)) {
@@ -824,9 +885,10 @@ impl<'a> Evaluator<'a> {
         t: i64,
     ) -> (Vec<Series>, i64, i64) {
         let rt = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), t);
+        let from = rt.saturating_sub(range);
         let mut out = Vec::new();
         for s in self.data.get(&key(vs)).into_iter().flatten() {
-            let lo = s.samples.partition_point(|(ts, _)| *ts <= rt - range);
+            let lo = s.samples.partition_point(|(ts, _)| *ts <= from);
             let hi = s.samples.partition_point(|(ts, _)| *ts <= rt);
             let samples: Vec<_> = s.samples[lo..hi]
                 .iter()
@@ -840,7 +902,7 @@ impl<'a> Evaluator<'a> {
                 });
             }
         }
-        (out, rt - range, rt)
+        (out, from, rt)
     }
 
     /// Evaluates the inner expression at every multiple of the step in
@@ -858,13 +920,30 @@ impl<'a> Evaluator<'a> {
             .map(duration_ms)
             .filter(|s| *s > 0)
             .unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
-        let first = (rt - range).div_euclid(step) * step + step;
+        let from = rt.saturating_sub(range);
+        // As a range query's: a subquery of `[10y:1ms]` once allocated
+        // until the process died.
+        if range / step > MAX_POINTS_PER_SERIES {
+            return Err(QueryError::bad_data(format!(
+                "subquery range {}ms with step {step}ms exceeds the limit of {MAX_POINTS_PER_SERIES} points per series: use a larger step",
+                range
+            )));
+        }
+        let first = from
+            .div_euclid(step)
+            .saturating_mul(step)
+            .saturating_add(step);
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<Series> = Vec::new();
+        // The points this evaluation holds, against the samples limit.
+        let mut points = 0usize;
         let mut ts = first;
         while ts <= rt {
             self.check_deadline()?;
-            for s in self.eval_vector(&sq.expr, ts)? {
+            let v = self.eval_vector(&sq.expr, ts)?;
+            points += v.len();
+            self.check_samples(points)?;
+            for s in v {
                 let i = *index.entry(s.labels.clone()).or_insert_with(|| {
                     out.push(Series {
                         labels: s.labels.clone(),
@@ -874,9 +953,12 @@ impl<'a> Evaluator<'a> {
                 });
                 out[i].samples.push((ts, s.v));
             }
-            ts += step;
+            let Some(next) = ts.checked_add(step) else {
+                break;
+            };
+            ts = next;
         }
-        Ok((out, rt - range, rt))
+        Ok((out, from, rt))
     }
 }
 
@@ -926,9 +1008,7 @@ fn select(
     let mut seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
     let single = groups.len() == 1;
     for g in groups {
-        let found = src
-            .select(&g, lo, hi)
-            .map_err(|e| QueryError::execution(format!("failed to select series: {e}")))?;
+        let found = src.select(&g, lo, hi)?;
         if single {
             all = found;
             continue;

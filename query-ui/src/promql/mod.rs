@@ -14,6 +14,7 @@
 
 mod aggregate;
 mod binary;
+mod depth;
 mod eval;
 mod functions;
 mod histogram;
@@ -26,7 +27,8 @@ mod tests;
 
 use std::time::Duration;
 
-pub use eval::{instant_query, range_query, set_results_cache_bytes};
+pub use depth::{check_query_text, expr_depth};
+pub use eval::{MAX_POINTS_PER_SERIES, instant_query, range_query, set_results_cache_bytes};
 pub use source::{FloatVisitor, MatchOp, Matcher, MemorySource, Series, SeriesSource};
 pub use value::QueryValue;
 
@@ -49,6 +51,16 @@ pub struct EngineOptions {
     /// Most threads evaluating a range query's chunks at once (never more
     /// than the machine's cores). Default 4.
     pub range_threads: usize,
+    /// Longest query text, in bytes (`--query-max-length`). Default 65,536.
+    pub max_length: usize,
+    /// Deepest nesting of the query, on the text and in the syntax tree
+    /// (`--query-max-depth`). Default 128.
+    pub max_depth: usize,
+    /// Most series one selector may match (`--query-max-series`). Default 500,000.
+    pub max_series: usize,
+    /// The caller's deadline and cancel flag, checked with the timeout
+    /// and handed to the store's reads. Default: none.
+    pub deadline: periscope_store::Deadline,
 }
 
 impl Default for EngineOptions {
@@ -60,6 +72,10 @@ impl Default for EngineOptions {
             series_at_a_time: true,
             range_chunk_ms: 2 * 3600 * 1000,
             range_threads: 4,
+            max_length: 64 << 10,
+            max_depth: 128,
+            max_series: 500_000,
+            deadline: periscope_store::Deadline::none(),
         }
     }
 }
@@ -91,7 +107,43 @@ impl QueryError {
     pub(crate) fn timeout() -> Self {
         QueryError {
             kind: "timeout",
-            message: "query timed out in query execution".into(),
+            message: "query timed out in query execution (--query-timeout)".into(),
+        }
+    }
+
+    /// A query stopped because its client went away.
+    pub(crate) fn canceled() -> Self {
+        QueryError {
+            kind: "canceled",
+            message: "query was canceled in query execution".into(),
+        }
+    }
+
+    /// The samples limit, as Prometheus words it, with our flag.
+    pub(crate) fn too_many_samples(limit: usize) -> Self {
+        QueryError::execution(format!(
+            "query processing would load too many samples into memory in query execution (limit {limit}, --query-max-samples)"
+        ))
+    }
+
+    /// The series-per-selector limit.
+    pub(crate) fn too_many_series(limit: usize) -> Self {
+        QueryError::execution(format!(
+            "a selector matches more than {limit} series, the limit (--query-max-series)"
+        ))
+    }
+
+    /// A store error, with the error type Prometheus gives it.
+    pub(crate) fn from_store(e: periscope_store::StoreError, opts: &EngineOptions) -> Self {
+        use periscope_store::StoreError;
+        match e {
+            StoreError::DeadlineExceeded => QueryError::timeout(),
+            StoreError::Cancelled => QueryError::canceled(),
+            StoreError::LimitExceeded { what: "series", .. } => {
+                QueryError::too_many_series(opts.max_series)
+            }
+            StoreError::LimitExceeded { .. } => QueryError::too_many_samples(opts.max_samples),
+            e => QueryError::execution(format!("failed to select series: {e}")),
         }
     }
 }

@@ -284,9 +284,13 @@ impl Evaluator<'_> {
             Leaf::Instant(_) => self.opts.lookback_ms,
             Leaf::Range { range, .. } => range,
         };
-        let lo = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), first) - reach;
+        let lo = self
+            .ref_time(vs.at.as_ref(), vs.offset.as_ref(), first)
+            .saturating_sub(reach);
         let hi = self.ref_time(vs.at.as_ref(), vs.offset.as_ref(), last);
         let failed: Mutex<Option<QueryError>> = Mutex::new(None);
+        // Counted as the scan reads, so that it stops at the limits.
+        let (read_series, read_samples) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let unsupported = AtomicBool::new(false);
         let fail = |e: QueryError| {
             *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
@@ -296,6 +300,10 @@ impl Evaluator<'_> {
         let scratch: Vec<Mutex<Scratch>> = (0..parts).map(|_| Mutex::default()).collect();
         let visit = |part: usize, labels: &Labels, pts: &[(i64, f64)]| -> Result<(), String> {
             self.check_deadline().map_err(fail)?;
+            let series = read_series.fetch_add(1, Ordering::Relaxed) + 1;
+            self.check_series(series).map_err(fail)?;
+            let samples = read_samples.fetch_add(pts.len(), Ordering::Relaxed) + pts.len();
+            self.check_samples(samples).map_err(fail)?;
             let mut sc = scratch[part].lock().unwrap_or_else(|p| p.into_inner());
             match self.leaf_column(leaf, labels, pts, steps, &mut sc) {
                 Err(()) => {

@@ -4,6 +4,8 @@
 
 use periscope_proto::{Labels, SampleValue, label};
 
+use super::QueryError;
+
 /// How a [`Matcher`] compares a label value.
 #[derive(Clone, Debug)]
 pub enum MatchOp {
@@ -59,7 +61,7 @@ pub trait SeriesSource: Send + Sync {
         matchers: &[Matcher],
         start_ms: i64,
         end_ms: i64,
-    ) -> Result<Vec<Series>, String>;
+    ) -> Result<Vec<Series>, QueryError>;
 
     /// Hands each series [`SeriesSource::select`] would return to `visit`,
     /// with its samples as floats (staleness markers included), from up to
@@ -76,7 +78,9 @@ pub trait SeriesSource: Send + Sync {
         _parts: usize,
         visit: &FloatVisitor<'_>,
     ) -> Result<bool, String> {
-        let series = self.select(matchers, start_ms, end_ms)?;
+        let series = self
+            .select(matchers, start_ms, end_ms)
+            .map_err(|e| e.message)?;
         let mut floats = Vec::with_capacity(series.len());
         for s in &series {
             let mut pts = Vec::with_capacity(s.samples.len());
@@ -119,7 +123,7 @@ impl SeriesSource for MemorySource {
         matchers: &[Matcher],
         start_ms: i64,
         end_ms: i64,
-    ) -> Result<Vec<Series>, String> {
+    ) -> Result<Vec<Series>, QueryError> {
         let mut out = Vec::new();
         for s in &self.series {
             if !matchers.iter().all(|m| m.matches_labels(&s.labels)) {

@@ -1606,7 +1606,7 @@ impl SeriesSource for CachedSource {
         matchers: &[Matcher],
         start_ms: i64,
         end_ms: i64,
-    ) -> Result<Vec<Series>, String> {
+    ) -> Result<Vec<Series>, QueryError> {
         self.selects
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.reads.lock().unwrap().push((start_ms, end_ms));

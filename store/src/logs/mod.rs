@@ -21,7 +21,9 @@ use std::time::Duration;
 
 pub use indexer::{IndexBatch, IndexStats, LogIndexer, LogReread};
 use schema::{Fields, PARTITION_VERSION};
-pub use search::{Cursor, HistogramRequest, LogHit, LogSearch, SearchPage};
+pub use search::{
+    Cursor, HistogramRequest, LogHit, LogSearch, MAX_LOG_QUERY_DEPTH, SearchPage, log_query_depth,
+};
 use tantivy::directory::MmapDirectory;
 use tantivy::{Index, IndexReader, ReloadPolicy};
 
@@ -32,7 +34,8 @@ pub(crate) const HOUR_NS: i64 = 3_600_000_000_000;
 
 /// The start (Unix ns) of the hour partition holding `ts_ns`.
 pub fn hour_partition(ts_ns: i64) -> i64 {
-    ts_ns.div_euclid(HOUR_NS) * HOUR_NS
+    // Saturating: the hour of `i64::MIN` starts before it.
+    ts_ns.div_euclid(HOUR_NS).saturating_mul(HOUR_NS)
 }
 
 /// Tuning of the log store.
@@ -310,10 +313,16 @@ impl LogStore {
         start_ns: i64,
         end_ns: i64,
     ) -> Vec<Arc<Partition>> {
+        let from = hour_partition(start_ns);
+        // `BTreeMap::range` panics on a reversed range (a cursor older
+        // than the start): nothing is in it.
+        if from > end_ns {
+            return Vec::new();
+        }
         self.read()
             .get(tenant)
             .map(|m| {
-                m.range(hour_partition(start_ns)..=end_ns)
+                m.range(from..=end_ns)
                     .rev()
                     .map(|(_, p)| p.clone())
                     .collect()

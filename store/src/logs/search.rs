@@ -12,7 +12,12 @@ use tantivy::schema::{IndexRecordOption, OwnedValue, Value};
 use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
 
 use super::{HOUR_NS, LogStore, Partition};
-use crate::{StoreError, TenantId};
+use crate::{Deadline, StoreError, TenantId};
+
+/// The deepest nesting of a log query the store parses, whatever a caller
+/// allows: tantivy's query parser recurses once per level, and 3,000
+/// levels overflow a 2 MiB thread stack.
+pub const MAX_LOG_QUERY_DEPTH: usize = 1000;
 
 /// A log search: a query string plus filters over a time range.
 #[derive(Clone, Debug, Default)]
@@ -33,6 +38,9 @@ pub struct LogSearch {
     pub limit: usize,
     /// Continue after this position of a previous page.
     pub cursor: Option<Cursor>,
+    /// When the search stops with [`StoreError::DeadlineExceeded`]; checked
+    /// between partitions, between segments and while collecting.
+    pub deadline: Deadline,
 }
 
 /// A position in the newest-first order: (timestamp, sequence).
@@ -277,6 +285,59 @@ fn rewrite_not(q: &str) -> String {
     out
 }
 
+/// How deep a log query nests as tantivy's parser will read it (after
+/// wildcards and `NOT` are rewritten: `NOT x` becomes the group `(* -x)`),
+/// counted without recursion, so a caller can refuse it before parsing.
+pub fn log_query_depth(q: &str) -> Result<usize, StoreError> {
+    Ok(nesting_depth(&rewrite_not(&rewrite_wildcards(q.trim())?)))
+}
+
+/// The deepest nesting of `(`, `[` and `{` in a query text, outside quoted
+/// phrases and `/regexes/` (whose text the query parser does not nest into).
+fn nesting_depth(q: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut chars = q.chars().peekable();
+    let mut prev_word_end = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '"' => {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            // A regex starts a term (`/x/` or `field:/x/`).
+            '/' if prev_word_end => {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '/' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev_word_end = c.is_whitespace() || "([{:".contains(c);
+    }
+    max
+}
+
 impl LogSearch {
     fn build_query(&self, p: &Partition, upper_ts: i64) -> Result<Box<dyn Query>, StoreError> {
         let f = &p.fields;
@@ -286,10 +347,14 @@ impl LogSearch {
             let mut parser = QueryParser::for_index(&p.index, vec![f.body]);
             parser.set_conjunction_by_default();
             parser.allow_regexes();
-            clauses.push((
-                Occur::Must,
-                parser.parse_query(&rewrite_not(&rewrite_wildcards(q)?))?,
-            ));
+            let text = rewrite_not(&rewrite_wildcards(q)?);
+            let depth = nesting_depth(&text);
+            if depth > MAX_LOG_QUERY_DEPTH {
+                return Err(StoreError::InvalidArgument(format!(
+                    "log query nesting depth {depth} exceeds the limit {MAX_LOG_QUERY_DEPTH}"
+                )));
+            }
+            clauses.push((Occur::Must, parser.parse_query(&text)?));
         } else {
             clauses.push((Occur::Must, Box::new(AllQuery)));
         }
@@ -377,6 +442,7 @@ fn top_in_partition(
     query: &dyn Query,
     limit: usize,
     cursor: Option<Cursor>,
+    deadline: &Deadline,
 ) -> Result<Vec<(Key, DocAddress)>, StoreError> {
     let below: Key = cursor
         .map(|c| (c.ts, c.seq))
@@ -406,10 +472,20 @@ fn top_in_partition(
         if best.len() >= limit && best.peek().is_some_and(|w| (newest, u64::MAX) < w.0.0) {
             break;
         }
+        deadline.check()?;
         let reader = &readers[ord as usize];
         let alive = reader.alive_bitset();
+        // tantivy's callback cannot stop the walk: once expired, the rest
+        // of the segment's blocks are skipped unread.
+        let mut blocks = 0u32;
+        let mut expired = false;
         weight
             .for_each_no_score(reader, &mut |docs| {
+                blocks = blocks.wrapping_add(1);
+                if expired || (blocks % 64 == 0 && deadline.expired()) {
+                    expired = true;
+                    return;
+                }
                 for &doc in docs {
                     if alive.is_some_and(|a| !a.is_alive(doc)) {
                         continue;
@@ -427,6 +503,7 @@ fn top_in_partition(
                 }
             })
             .map_err(StoreError::index("search failed"))?;
+        deadline.check()?;
     }
     Ok(best.into_sorted_vec().into_iter().map(|r| r.0).collect())
 }
@@ -451,9 +528,12 @@ impl LogStore {
             if best.len() >= limit && best[limit - 1].0.0 >= p.hour_ns + HOUR_NS {
                 break;
             }
+            s.deadline.check()?;
             let searcher = p.reader.searcher();
             let query = s.build_query(&p, upper)?;
-            for (k, addr) in top_in_partition(&searcher, query.as_ref(), limit, s.cursor)? {
+            for (k, addr) in
+                top_in_partition(&searcher, query.as_ref(), limit, s.cursor, &s.deadline)?
+            {
                 best.push((k, p.clone(), searcher.clone(), addr));
             }
             best.sort_by_key(|b| std::cmp::Reverse(b.0));
@@ -483,7 +563,8 @@ impl LogStore {
         if h.step_ns <= 0 {
             return Err(StoreError::InvalidArgument("step must be positive".into()));
         }
-        let span = (s.end_ns - s.start_ns).max(0) as u128 + 1;
+        // In i128: `end - start` overflows i64 for extreme ranges.
+        let span = (i128::from(s.end_ns) - i128::from(s.start_ns)).max(0) as u128 + 1;
         let n = span.div_ceil(h.step_ns as u128);
         if n > 11_000 {
             return Err(StoreError::InvalidArgument(format!(
@@ -493,6 +574,7 @@ impl LogStore {
         let n = n as usize;
         let mut counts = vec![0u64; n];
         for p in self.partitions_in(tenant, s.start_ns, s.end_ns) {
+            s.deadline.check()?;
             let searcher = p.reader.searcher();
             let query = s.build_query(&p, s.end_ns)?;
             let collector = HistogramCollector::new::<i64>(
@@ -511,7 +593,10 @@ impl LogStore {
         Ok(counts
             .into_iter()
             .enumerate()
-            .map(|(i, c)| (s.start_ns + i as i64 * h.step_ns, c))
+            .map(|(i, c)| {
+                let offset = (i as i64).saturating_mul(h.step_ns);
+                (s.start_ns.saturating_add(offset), c)
+            })
             .collect())
     }
 
@@ -522,10 +607,22 @@ impl LogStore {
         start_ns: i64,
         end_ns: i64,
     ) -> Result<BTreeSet<String>, StoreError> {
+        self.services_within(tenant, start_ns, end_ns, &Deadline::none())
+    }
+
+    /// [`LogStore::services`], stopping at `deadline`.
+    pub fn services_within(
+        &self,
+        tenant: &TenantId,
+        start_ns: i64,
+        end_ns: i64,
+        deadline: &Deadline,
+    ) -> Result<BTreeSet<String>, StoreError> {
         let mut out = BTreeSet::new();
         for p in self.partitions_in(tenant, start_ns, end_ns) {
             let searcher = p.reader.searcher();
             for seg in searcher.segment_readers() {
+                deadline.check()?;
                 let inv = seg
                     .inverted_index(p.fields.service)
                     .map_err(StoreError::index("failed to read terms"))?;

@@ -319,3 +319,86 @@ fn newest_first_over_many_segments_pages_every_match_once() {
         assert_eq!(got, want, "query {query:?}, limit {limit}");
     }
 }
+
+#[test]
+fn cursor_older_than_start_is_an_empty_page_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    let store = LogStore::open(&data, LogStoreOptions::default()).unwrap();
+    let t = now();
+    index(&store, vec![(1, vec![rec(t, "one", "svc")])]);
+    let s = LogSearch {
+        cursor: Some(Cursor::parse("0.0").unwrap()),
+        ..search(&store, "")
+    };
+    let page = store.search(&TenantId::default_tenant(), &s).unwrap();
+    assert!(page.hits.is_empty());
+}
+
+#[test]
+fn extreme_histogram_range_counts_the_record_not_an_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    let store = LogStore::open(&data, LogStoreOptions::default()).unwrap();
+    index(&store, vec![(1, vec![rec(now(), "one", "svc")])]);
+    let (start_ns, end_ns) = (-9_200_000_000_000_000_000, 9_200_000_000_000_000_000);
+    let h = HistogramRequest {
+        search: LogSearch {
+            start_ns,
+            end_ns,
+            ..search(&store, "")
+        },
+        step_ns: 200_000_000_000_000_000,
+    };
+    let buckets = store.histogram(&TenantId::default_tenant(), &h).unwrap();
+    assert_eq!(buckets.len(), 93);
+    assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), 1);
+    assert_eq!(buckets[0].0, start_ns);
+}
+
+#[test]
+fn nested_log_query_is_refused_by_the_store_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    let store = LogStore::open(&data, LogStoreOptions::default()).unwrap();
+    for (q, ok) in [
+        (format!("{}a{}", "(".repeat(100), ")".repeat(100)), true),
+        (format!("{}a{}", "(".repeat(3000), ")".repeat(3000)), false),
+        (format!("{}a", "NOT ".repeat(3000)), false),
+    ] {
+        assert_eq!(
+            crate::log_query_depth(&q).unwrap() > MAX_LOG_QUERY_DEPTH,
+            !ok
+        );
+        let r = store.search(&TenantId::default_tenant(), &search(&store, &q));
+        assert_eq!(r.is_ok(), ok, "{}", &q[..20]);
+    }
+}
+
+#[test]
+fn searches_stop_at_their_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    let store = LogStore::open(&data, LogStoreOptions::default()).unwrap();
+    index(&store, vec![(1, vec![rec(now(), "one", "svc")])]);
+    let deadline = crate::Deadline::none();
+    deadline.cancel();
+    let s = LogSearch {
+        deadline: deadline.clone(),
+        ..search(&store, "one")
+    };
+    let t = TenantId::default_tenant();
+    assert!(matches!(store.search(&t, &s), Err(StoreError::Cancelled)));
+    let h = HistogramRequest {
+        search: s,
+        step_ns: 1_000_000_000_000,
+    };
+    assert!(matches!(
+        store.histogram(&t, &h),
+        Err(StoreError::Cancelled)
+    ));
+    assert!(matches!(
+        store.services_within(&t, 0, i64::MAX, &deadline),
+        Err(StoreError::Cancelled)
+    ));
+}

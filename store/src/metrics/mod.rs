@@ -23,7 +23,7 @@ use periscope_proto::{
     Labels, MetricMeta, NAME_LABEL, NativeHistogram, PromBatch, SampleValue, SeriesRef, label,
 };
 
-use crate::{DataDir, StoreError, TenantId};
+use crate::{DataDir, ReadBudget, StoreError, TenantId};
 
 pub use scan::{FloatScan, FloatVisitor};
 
@@ -780,19 +780,52 @@ impl MetricStore {
         start_ms: i64,
         end_ms: i64,
     ) -> Vec<SeriesSamples> {
+        // An unlimited budget never fails.
+        self.select_within(
+            tenant,
+            name,
+            keep,
+            start_ms,
+            end_ms,
+            &ReadBudget::unlimited(),
+        )
+        .unwrap_or_default()
+    }
+
+    /// [`MetricStore::select`] within a budget: samples are counted as
+    /// each file is read (and the head's as they are copied), so the read
+    /// stops at the limit instead of loading everything first; the
+    /// deadline is checked before each file.
+    pub fn select_within(
+        &self,
+        tenant: &TenantId,
+        name: Option<&str>,
+        keep: &(dyn Fn(&Labels) -> bool + Sync),
+        start_ms: i64,
+        end_ms: i64,
+        budget: &ReadBudget,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        budget.deadline.check()?;
         let Some(t) = self.tenant(tenant) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let mut merged: foldhash::HashMap<Labels, Vec<(i64, SampleValue)>> = Default::default();
+        let mut over: Option<StoreError> = None;
         let files: Vec<(PathBuf, i64, i64)> = {
             let h = t.read().unwrap_or_else(|p| p.into_inner());
             let mut add = |s: &HeadSeries| {
-                if name.is_some_and(|n| label(&s.labels, NAME_LABEL) != Some(n)) || !keep(&s.labels)
+                if over.is_some()
+                    || name.is_some_and(|n| label(&s.labels, NAME_LABEL) != Some(n))
+                    || !keep(&s.labels)
                 {
                     return;
                 }
                 let samples = s.samples_in(start_ms, end_ms);
                 if !samples.is_empty() {
+                    if let Err(e) = budget.charge_samples(samples.len()) {
+                        over = Some(e);
+                        return;
+                    }
                     merged.entry(s.labels.clone()).or_default().extend(samples);
                 }
             };
@@ -830,29 +863,43 @@ impl MetricStore {
             .map_or(1, |n| n.get())
             .clamp(1, 4)
             .min(files.len().max(1));
-        let results: Vec<Vec<SeriesSamples>> = on_threads(&files, threads, |chunk| {
-            chunk
-                .iter()
-                .map(|(path, ..)| {
-                    files::read_file(path, name, keep, start_ms, end_ms).unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "failed to read metric file");
-                        Vec::new()
+        if let Some(e) = over {
+            return Err(e);
+        }
+        budget.charge_series(merged.len())?;
+        let results: Vec<Result<Vec<SeriesSamples>, StoreError>> =
+            on_threads(&files, threads, |chunk| {
+                chunk
+                    .iter()
+                    .map(|(path, ..)| {
+                        // Stops every thread once one went over.
+                        budget.deadline.check()?;
+                        budget.charge_samples(0)?;
+                        let found = files::read_file(path, name, keep, start_ms, end_ms)
+                            .unwrap_or_else(|e| {
+                                tracing::warn!(error = %e, "failed to read metric file");
+                                Vec::new()
+                            });
+                        budget.charge_samples(found.iter().map(|s| s.1.len()).sum())?;
+                        Ok(found)
                     })
-                })
-                .collect()
-        });
+                    .collect()
+            });
+        let head_series = merged.len();
         let mut merged: foldhash::HashMap<Labels, Vec<Vec<(i64, SampleValue)>>> = merged
             .into_iter()
             .map(|(l, samples)| (l, vec![samples]))
             .collect();
         for series in results {
-            for (labels, samples) in series {
+            for (labels, samples) in series? {
                 if !samples.is_empty() {
                     merged.entry(labels).or_default().push(samples);
                 }
             }
         }
-        merged
+        // The head's series were counted above.
+        budget.charge_series(merged.len() - head_series)?;
+        Ok(merged
             .into_iter()
             .map(|(l, mut chunks)| {
                 // Oldest chunk first is usually already in order, with no
@@ -882,7 +929,7 @@ impl MetricStore {
                 samples.dedup_by(|later, kept| later.0 == kept.0);
                 (l, samples)
             })
-            .collect()
+            .collect())
     }
 
     /// A number that changes whenever the samples of `tenant` with a
@@ -920,8 +967,32 @@ impl MetricStore {
         start_ms: i64,
         end_ms: i64,
     ) -> Vec<Labels> {
+        // An unlimited budget never fails.
+        self.series_labels_within(
+            tenant,
+            name,
+            keep,
+            start_ms,
+            end_ms,
+            &ReadBudget::unlimited(),
+        )
+        .unwrap_or_default()
+    }
+
+    /// [`MetricStore::series_labels`] within a budget: the deadline is
+    /// checked and the series counted after each file.
+    pub fn series_labels_within(
+        &self,
+        tenant: &TenantId,
+        name: Option<&str>,
+        keep: &(dyn Fn(&Labels) -> bool + Sync),
+        start_ms: i64,
+        end_ms: i64,
+        budget: &ReadBudget,
+    ) -> Result<Vec<Labels>, StoreError> {
+        budget.deadline.check()?;
         let Some(t) = self.tenant(tenant) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let mut out: foldhash::HashSet<Labels> = Default::default();
         let files: Vec<PathBuf> = {
@@ -945,15 +1016,20 @@ impl MetricStore {
                 None => Vec::new(),
             }
         };
+        let mut counted = 0;
         for path in files {
+            budget.charge_series(out.len() - counted)?;
+            counted = out.len();
+            budget.deadline.check()?;
             match files::series_labels(&path, name, keep) {
                 Ok(labels) => out.extend(labels),
                 Err(e) => tracing::warn!(error = %e, "failed to read metric series file"),
             }
         }
+        budget.charge_series(out.len() - counted)?;
         let mut out: Vec<Labels> = out.into_iter().collect();
         out.sort_unstable();
-        out
+        Ok(out)
     }
 
     /// Label names of the series `keep` accepts that have samples in the range.

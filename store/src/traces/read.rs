@@ -17,7 +17,7 @@ use periscope_proto::Span;
 
 use super::summary::{self, EdgeRow, OperationRow, SummaryRows, TraceSummary};
 use super::{LiveSet, TraceStore, format_err, reader_metadata, schema};
-use crate::{StoreError, TenantId};
+use crate::{Deadline, StoreError, TenantId};
 
 /// Candidates whose spans are read together when a span predicate is checked.
 const PREDICATE_CHUNK: usize = 256;
@@ -44,6 +44,9 @@ pub struct TraceQuery {
     /// `Some(true)`: at least one error span; `Some(false)`: none.
     pub error: Option<bool>,
     pub limit: usize,
+    /// When the search stops with [`StoreError::DeadlineExceeded`];
+    /// checked between span files and chunks of candidates.
+    pub deadline: Deadline,
 }
 
 impl TraceQuery {
@@ -315,10 +318,21 @@ impl TraceStore {
     /// Every stored span of a trace, from all its fragments, without
     /// duplicates (a span id seen twice is returned once).
     pub fn trace(&self, tenant: &TenantId, trace_id: &[u8; 16]) -> Result<Vec<Span>, StoreError> {
+        self.trace_within(tenant, trace_id, &Deadline::none())
+    }
+
+    /// [`TraceStore::trace`], stopping at `deadline`.
+    pub fn trace_within(
+        &self,
+        tenant: &TenantId,
+        trace_id: &[u8; 16],
+        deadline: &Deadline,
+    ) -> Result<Vec<Span>, StoreError> {
         let ids: HashSet<[u8; 16]> = [*trace_id].into();
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for set in self.sets(tenant).iter().filter(|s| s.may_hold(trace_id)) {
+            deadline.check()?;
             for s in read_spans_of(set, &ids)? {
                 if seen.insert(s.span_id) {
                     out.push(s);
@@ -346,6 +360,7 @@ impl TraceStore {
         let limit = q.limit.max(1);
         let mut found: HashMap<[u8; 16], TraceSummary> = HashMap::new();
         for set in sets {
+            q.deadline.check()?;
             if found.len() >= limit {
                 let mut starts: Vec<i64> = found.values().map(|s| s.start_ns).collect();
                 starts.sort_unstable_by(|a, b| b.cmp(a));
@@ -362,7 +377,8 @@ impl TraceStore {
                 // `limit` matches, its older candidates cannot make the cut.
                 cands.sort_by_key(|c| std::cmp::Reverse(c.start_ns));
                 let mut kept = Vec::new();
-                for chunk in cands.chunks(PREDICATE_CHUNK.max(limit * 4)) {
+                for chunk in cands.chunks(PREDICATE_CHUNK.max(limit.saturating_mul(4))) {
+                    q.deadline.check()?;
                     let ids: HashSet<[u8; 16]> = chunk.iter().map(|s| s.trace_id).collect();
                     let mut by_trace: HashMap<[u8; 16], Vec<Span>> = HashMap::new();
                     for s in read_spans_of(&set, &ids)? {
@@ -398,7 +414,7 @@ impl TraceStore {
         // Whole-trace conditions (duration, "no error", the start window)
         // hold for the merge of all fragments, not for the one that matched.
         out.truncate(limit.saturating_mul(2));
-        self.complete_summaries(tenant, &mut out)?;
+        self.complete_summaries(tenant, &mut out, &q.deadline)?;
         out.retain(|s| q.matches_whole(s));
         out.sort_by(|a, b| {
             b.start_ns
@@ -416,11 +432,13 @@ impl TraceStore {
         &self,
         tenant: &TenantId,
         out: &mut [TraceSummary],
+        deadline: &Deadline,
     ) -> Result<(), StoreError> {
         let sets = self.sets(tenant);
         let wanted: HashSet<[u8; 16]> = out.iter().map(|s| s.trace_id).collect();
         let mut cache: HashMap<u64, Vec<TraceSummary>> = HashMap::new();
         for result in out.iter_mut() {
+            deadline.check()?;
             let mut merged: Option<TraceSummary> = None;
             for set in sets.iter().filter(|s| s.may_hold(&result.trace_id)) {
                 let sums = match cache.entry(set.set.id) {
