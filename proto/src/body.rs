@@ -131,6 +131,32 @@ pub fn decompress_body(
     Ok(out)
 }
 
+/// Memory decoding takes per byte of an OTLP/JSON body, on top of the body
+/// itself. See [`decode_cost`] for how it was measured.
+pub const JSON_DECODE_FACTOR: usize = 8;
+/// Memory decoding takes per byte of an OTLP protobuf body, on top of the
+/// body itself. See [`decode_cost`].
+pub const PROTOBUF_DECODE_FACTOR: usize = 4;
+/// Memory decoding takes per byte of a decompressed remote-write body, on
+/// top of the body itself: every sample carries its series' labels.
+pub const REMOTE_WRITE_DECODE_FACTOR: usize = 8;
+
+/// The memory, beyond the (decompressed) body itself, that decoding a body
+/// of `len` bytes takes until its records are stored, to be charged to an
+/// in-flight budget before decoding.
+pub fn decode_cost(encoding: crate::Encoding, len: usize) -> usize {
+    let factor = match encoding {
+        crate::Encoding::Json => JSON_DECODE_FACTOR,
+        crate::Encoding::Protobuf => PROTOBUF_DECODE_FACTOR,
+    };
+    len.saturating_mul(factor)
+}
+
+/// [`decode_cost`] of a remote-write body that decompresses to `len` bytes.
+pub fn remote_write_decode_cost(len: usize) -> usize {
+    len.saturating_mul(REMOTE_WRITE_DECODE_FACTOR)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
