@@ -169,9 +169,15 @@ impl Ingest {
         self.refresh_gauges();
     }
 
-    /// Counts a request refused by the budget.
-    pub fn count_refused(&self, signal: Signal, transport: Transport) {
+    /// Counts a request refused by the budget, and the records of its
+    /// protobuf body when it was read (JSON bodies are not counted:
+    /// counting them would mean parsing them).
+    pub fn count_refused(&self, signal: Signal, transport: Transport, protobuf: Option<&[u8]>) {
         Metrics::add(&self.metrics.refused_requests, signal, transport, 1);
+        if let Some(body) = protobuf {
+            let n = count_records(signal, body) as u64;
+            Metrics::add(&self.metrics.refused_records, signal, transport, n);
+        }
     }
 
     /// Decodes, validates, makes durable and acknowledges one request.
@@ -186,19 +192,11 @@ impl Ingest {
     ) -> Result<Accepted, IngestError> {
         // The body is charged already (as it arrived); decoding takes more.
         if self
-            .charge(&mut charge, decode_cost(encoding, body.len()))
+            .charge(&mut charge, decode_cost(signal, encoding, &body))
             .is_err()
         {
-            self.count_refused(signal, transport);
-            // JSON bodies are not counted: counting them would mean parsing them.
-            if encoding == Encoding::Protobuf {
-                Metrics::add(
-                    &self.metrics.refused_records,
-                    signal,
-                    transport,
-                    count_records(signal, &body) as u64,
-                );
-            }
+            let protobuf = (encoding == Encoding::Protobuf).then_some(&body[..]);
+            self.count_refused(signal, transport, protobuf);
             return Err(IngestError::Busy(self.budget_bytes));
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -296,7 +294,7 @@ impl Ingest {
         // what decoding it takes before anything is decompressed.
         let cost = decoded_len.saturating_add(remote_write_decode_cost(decoded_len));
         if self.charge(&mut charge, cost).is_err() {
-            self.count_refused(signal, transport);
+            self.count_refused(signal, transport, None);
             return Err(IngestError::Busy(self.budget_bytes));
         }
         let now_ms = now_ns().div_euclid(1_000_000);

@@ -134,3 +134,190 @@ pub async fn read_charged(
     ingest.release(charge, (max - out.len()) + raw_len);
     Ok(Bytes::from(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::http::HeaderValue;
+    use periscope_store::{Wal, WalOptions};
+
+    use super::*;
+    use crate::pipeline::Retention;
+    use crate::telemetry::Metrics;
+
+    fn ingest(dir: &std::path::Path, budget: usize) -> Ingest {
+        let wal = Arc::new(Wal::open(dir, WalOptions::default(), 1).unwrap());
+        let day = Duration::from_secs(86_400);
+        let retention = Retention {
+            logs: day,
+            traces: day,
+            metrics: day,
+        };
+        Ingest::new(wal, budget, retention, Arc::new(Metrics::default()))
+    }
+
+    fn headers(content_length: Option<&str>, encoding: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(n) = content_length {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_str(n).unwrap());
+        }
+        if let Some(e) = encoding {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_str(e).unwrap());
+        }
+        h
+    }
+
+    fn chunked(parts: &[&'static [u8]]) -> Body {
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        Body::from_stream(futures::stream::iter(chunks))
+    }
+
+    /// Bodies were read in full before the budget was consulted: eight
+    /// half-sent 15 MiB bodies held 150 MiB while the budget read 0.
+    #[tokio::test]
+    async fn bodies_are_charged_before_they_are_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let ing = ingest(dir.path(), 100);
+        // (what, other requests' charge, declared length, chunks, max, outcome, charged after)
+        type Row = (
+            &'static str,
+            usize,
+            Option<&'static str>,
+            Vec<&'static [u8]>,
+            usize,
+            Result<usize, StatusCode>,
+            usize,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "declared and fits",
+                0,
+                Some("10"),
+                vec![b"0123456789"],
+                50,
+                Ok(10),
+                10,
+            ),
+            (
+                "chunked, charged as it arrives",
+                0,
+                None,
+                vec![b"abc", b"defg"],
+                50,
+                Ok(7),
+                7,
+            ),
+            (
+                "declared over the limit, unread",
+                0,
+                Some("51"),
+                vec![],
+                50,
+                Err(StatusCode::PAYLOAD_TOO_LARGE),
+                0,
+            ),
+            (
+                "chunked past the limit",
+                0,
+                None,
+                vec![b"0123456789"; 6],
+                50,
+                Err(StatusCode::PAYLOAD_TOO_LARGE),
+                50,
+            ),
+            (
+                "declared over what is left",
+                95,
+                Some("10"),
+                vec![],
+                50,
+                Err(StatusCode::TOO_MANY_REQUESTS),
+                0,
+            ),
+            (
+                "chunked over what is left",
+                95,
+                None,
+                vec![b"abc", b"defg"],
+                50,
+                Err(StatusCode::TOO_MANY_REQUESTS),
+                3,
+            ),
+            (
+                "length not a number",
+                0,
+                Some("ten"),
+                vec![],
+                50,
+                Err(StatusCode::BAD_REQUEST),
+                0,
+            ),
+        ];
+        for (what, held, declared, parts, max, want, charged) in rows {
+            let mut others = ing.start_charge();
+            ing.charge(&mut others, held).unwrap();
+            let mut charge = ing.start_charge();
+            let got = read_charged(
+                &ing,
+                &mut charge,
+                chunked(&parts),
+                &headers(declared, None),
+                max,
+                true,
+            )
+            .await
+            .map(|b| b.len())
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    assert!(e.to_string().contains("--max-recv-msg-size"), "{what}: {e}");
+                }
+                e.status()
+            });
+            assert_eq!(got, want, "{what}");
+            assert_eq!(charge.bytes(), charged, "{what}");
+            drop(others);
+            drop(charge);
+            ing.refresh_gauges();
+            assert_eq!(
+                ing.metrics
+                    .inflight_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                0
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn decompression_keeps_only_what_it_produced_charged() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let ing = ingest(dir.path(), 1 << 20);
+        let data = vec![7u8; 5000];
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&data).unwrap();
+        let gz: &'static [u8] = Box::leak(e.finish().unwrap().into_boxed_slice());
+        let mut charge = ing.start_charge();
+        let out = read_charged(
+            &ing,
+            &mut charge,
+            chunked(&[gz]),
+            &headers(None, Some("gzip")),
+            1 << 16,
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.len(), 5000);
+        assert_eq!(
+            charge.bytes(),
+            5000,
+            "the decompressed body, not the cap nor the wire copy"
+        );
+        // One request alone may take the whole budget, never more.
+        ing.charge(&mut charge, 10 << 20).unwrap();
+        assert_eq!(charge.bytes(), 1 << 20);
+    }
+}

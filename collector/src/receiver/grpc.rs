@@ -136,7 +136,7 @@ impl<S: OtlpService> UnaryService<Bytes> for Export<S> {
             let body = req.into_inner();
             let mut charge = ingest.start_charge();
             if let Err(e) = ingest.charge(&mut charge, body.len()) {
-                ingest.count_refused(S::SIGNAL, Transport::Grpc);
+                ingest.count_refused(S::SIGNAL, Transport::Grpc, Some(&body));
                 return Err(Status::new(super::codes(&e).0, e.to_string()));
             }
             match ingest

@@ -139,7 +139,7 @@ async fn export(
             Ok(b) => b,
             Err(e) => {
                 if matches!(e, ReadError::Busy(_)) {
-                    st.ingest.count_refused(signal, Transport::Http);
+                    st.ingest.count_refused(signal, Transport::Http, None);
                 } else {
                     Metrics::add(
                         &st.ingest.metrics.invalid_requests,

@@ -290,3 +290,111 @@ impl AsyncWrite for LimitedStream {
         self.io.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn start(limits: HttpLimits) -> (std::net::SocketAddr, Arc<Metrics>, CancellationToken) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let app = Router::new().route(
+            "/echo",
+            axum::routing::post(|body: axum::body::Body| async move {
+                match axum::body::to_bytes(body, 1 << 20).await {
+                    Ok(b) => (axum::http::StatusCode::OK, format!("{} bytes", b.len())),
+                    Err(e) if BodyTimeout::caused(&e) => {
+                        (axum::http::StatusCode::REQUEST_TIMEOUT, e.to_string())
+                    }
+                    Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()),
+                }
+            }),
+        );
+        let metrics = Arc::new(Metrics::default());
+        let token = CancellationToken::new();
+        tokio::spawn(serve_http(
+            l,
+            app,
+            Listener::OtlpHttp,
+            limits,
+            metrics.clone(),
+            token.clone(),
+        ));
+        (addr, metrics, token)
+    }
+
+    async fn read_all(s: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    const LIMITS: HttpLimits = HttpLimits {
+        header_read_timeout: Duration::from_millis(300),
+        body_read_timeout: Duration::from_millis(300),
+        max_connections: 2,
+    };
+
+    #[tokio::test]
+    async fn the_connection_past_the_limit_gets_503_and_is_closed() {
+        let (addr, metrics, token) = start(LIMITS).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            // A complete request proves the connection was admitted.
+            s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 12];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"HTTP/1.1 200");
+            held.push(s);
+        }
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let got = read_all(&mut third).await;
+        assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+        assert!(got.contains("--max-connections"), "{got}");
+        assert_eq!(
+            metrics.edge.refused_connections[Listener::OtlpHttp as usize].load(Ordering::Relaxed),
+            1
+        );
+        // FULL's content-length matches its body.
+        let (head, body) = got.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{got}"
+        );
+        drop(held);
+        token.cancel();
+    }
+
+    #[tokio::test]
+    async fn half_sent_headers_are_cut_and_a_stalled_body_gets_408() {
+        let (addr, metrics, token) = start(LIMITS).await;
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nX-a: ")
+            .await
+            .unwrap();
+        // The server closes it (hyper answers 408 or nothing).
+        let _ = read_all(&mut slow).await;
+        assert_eq!(
+            metrics.edge.header_timeouts[Listener::OtlpHttp as usize].load(Ordering::Relaxed),
+            1
+        );
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        stalled
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+            .await
+            .unwrap();
+        let got = read_all(&mut stalled).await;
+        assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+        assert!(got.contains("--http-body-read-timeout"), "{got}");
+        assert_eq!(
+            metrics.edge.body_timeouts[Listener::OtlpHttp as usize].load(Ordering::Relaxed),
+            1
+        );
+        token.cancel();
+    }
+}

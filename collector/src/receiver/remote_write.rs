@@ -101,7 +101,8 @@ async fn write(State(st): State<RwState>, headers: HeaderMap, body: Body) -> Res
         Ok(b) => b,
         Err(e) => {
             if matches!(e, ReadError::Busy(_)) {
-                st.ingest.count_refused(Signal::Metrics, Transport::Http);
+                st.ingest
+                    .count_refused(Signal::Metrics, Transport::Http, None);
             } else {
                 Metrics::add(
                     &st.ingest.metrics.invalid_requests,
