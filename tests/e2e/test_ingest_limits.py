@@ -63,21 +63,23 @@ def test_slowloris_headers_are_cut_at_the_header_timeout(collectors) -> None:  #
 
 
 def test_stalled_body_is_charged_then_timed_out(collectors) -> None:  # noqa: ANN001
+    """The review held eight 15 MiB bodies short of their last byte: 150 MiB
+    of RSS while the budget read 0. What a body has sent is now charged,
+    and a body that stalls is answered 408 at the body read timeout."""
     c = collectors(args=["--http-body-read-timeout", "4s"]).start()
     announced = 15 << 20
     s = socket.create_connection(host_port(c.listening["otlp_http"]))
     s.sendall(
         b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
         + f"Content-Length: {announced}\r\n\r\n".encode()
-        + b"\0" * 1024
+        + b"\0" * (announced - 1)
     )
-    # Charged from Content-Length before the body is read.
     deadline = time.monotonic() + 3
     inflight = 0.0
-    while time.monotonic() < deadline and inflight < announced:
+    while time.monotonic() < deadline and inflight < announced - 1:
         inflight = c.metric_sum("periscope_inflight_bytes")
-        time.sleep(0.1)
-    assert inflight >= announced, f"inflight {inflight} while a {announced}-byte body is held"
+        time.sleep(0.05)
+    assert inflight >= announced - 1, f"inflight {inflight} while {announced - 1} bytes of a body are held"
     closed, got = closed_within(s, 20)
     s.close()
     assert got.startswith(b"HTTP/1.1 408"), got[:200]
@@ -158,12 +160,13 @@ def test_agent_relay_refuses_over_budget_requests(collectors, tmp_path: Path) ->
     ).start()
     try:
         relay = agent.listening["otlp_http"]
-        # One request announcing the whole budget holds it while its body stalls.
+        # One request that has sent the whole budget holds it while its last byte stalls.
         s = socket.create_connection(host_port(relay))
-        s.sendall(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + f"Content-Length: {1 << 20}\r\n\r\n".encode() + b"{")
+        s.sendall(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + f"Content-Length: {(1 << 20) + 1}\r\n\r\n".encode() + b" " * (1 << 20))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and agent.metric("periscope_agent_relay_inflight_bytes") < (1 << 20):
             time.sleep(0.1)
+        assert agent.metric("periscope_agent_relay_inflight_bytes") >= (1 << 20)
         body = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": str(time.time_ns()), "body": {"stringValue": "x"}}]}]}]}
         r = agent.session.post(f"http://{relay}/v1/logs", json=body, timeout=10)
         assert r.status_code == 429, r.text

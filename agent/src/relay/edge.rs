@@ -124,8 +124,8 @@ impl ReadError {
 }
 
 /// Reads `body` (at most `max` bytes), charging every byte before it is
-/// buffered: a declared length over `max` is refused before reading, a
-/// declared length is charged at once, a chunked body as it arrives.
+/// buffered: a declared length over `max` is refused before reading, and
+/// every chunk is charged before it is kept.
 pub async fn read_charged(
     budget: &Budget,
     charge: &mut Charge,
@@ -147,8 +147,10 @@ pub async fn read_charged(
             n as usize
         }
     };
-    budget.charge(charge, declared)?;
-    let mut charged = declared;
+    // Charged as bytes arrive, not as announced: a client that announces a
+    // large body and stalls must not hold the budget (see the collector's
+    // receiver::body).
+    let mut charged = 0;
     let mut buf: Vec<u8> = Vec::with_capacity(declared);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {

@@ -1,8 +1,9 @@
 //! Reading a request body at the HTTP edge, charged to the in-flight budget
 //! before it is buffered: a `Content-Length` over the size limit is refused
-//! before a byte of the body is read; a declared length is charged before
-//! reading, and a chunked body as its bytes arrive. Decompression charges
-//! its cap before it runs and gives back what it did not use.
+//! before a byte of the body is read, and every chunk is charged before it
+//! is kept, so a client holds as much budget as it has sent, never more
+//! than the memory it takes. Decompression charges its cap before it runs
+//! and gives back what it did not use.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -96,9 +97,12 @@ pub async fn read_charged(
         ContentEncoding::Identity
     };
     let declared = declared_len(headers, max)?;
-    let mut charged = declared.unwrap_or(0);
-    ingest.charge(charge, charged).map_err(ReadError::Busy)?;
-    let mut buf = BytesMut::with_capacity(charged);
+    // Reserved, not touched: pages become resident (and are charged) as
+    // bytes arrive. Charging the declared length up front instead would let
+    // clients that announce large bodies and stall hold the whole budget
+    // until the body read timeout, starving everyone else for free.
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    let mut charged = 0;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -229,10 +233,10 @@ mod tests {
                 50,
             ),
             (
-                "declared over what is left",
+                "declared, refused as it arrives",
                 95,
                 Some("10"),
-                vec![],
+                vec![b"0123456789"],
                 50,
                 Err(StatusCode::TOO_MANY_REQUESTS),
                 0,

@@ -14,7 +14,7 @@
 //!   client cannot tell a full server from a slow one.
 //!
 //! Shutdown stops accepting, asks every open connection to finish its
-//! request and close, and waits for them (the caller bounds the wait).
+//! request and close, and waits for them a few seconds at most.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -132,7 +132,7 @@ impl Drop for Slot {
 }
 
 /// What a connection past the limit reads before it is closed.
-const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 59\r\n\r\ntoo many connections on this listener (--max-connections)\r\n\r\n";
+const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 59\r\n\r\ntoo many connections on this listener (--max-connections)\r\n";
 
 /// Serves `app` on `listener` until `shutdown`, with `limits`.
 pub async fn serve_http(
@@ -176,9 +176,15 @@ pub async fn serve_http(
             shutdown.clone(),
         ));
     }
-    // Every connection holds a slot until it ends.
-    let _ = slots.acquire_many(limits.max_connections as u32).await;
+    // Every connection holds a slot until it ends. Requests in flight
+    // finish in milliseconds; a client still sending headers or a body is
+    // not waited for past the grace, so that shutdown keeps its deadline.
+    let all = slots.acquire_many(limits.max_connections as u32);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, all).await;
 }
+
+/// How long shutdown waits for open connections to finish their requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 async fn connection(
     tcp: TcpStream,
