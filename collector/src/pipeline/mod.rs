@@ -63,6 +63,7 @@ pub struct Charge(OwnedSemaphorePermit);
 
 impl Charge {
     /// Bytes held.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.0.num_permits()
     }
