@@ -586,18 +586,19 @@ mod tests {
     fn relay_refuses_what_its_limits_do_not_allow() {
         let json =
             br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"x"}}]}]}]}"#;
-        // (what, budget left by other requests, max size, content type,
-        // declared length, body, status, text)
-        let rows: Vec<(
-            &str,
+        /// (what, budget left by other requests, max size, content type,
+        /// declared length, body, status, text)
+        type Row = (
+            &'static str,
             usize,
             usize,
-            &str,
+            &'static str,
             Option<u64>,
             Vec<u8>,
             StatusCode,
-            &str,
-        )> = vec![
+            &'static str,
+        );
+        let rows: Vec<Row> = vec![
             (
                 "fits",
                 1 << 19,

@@ -259,8 +259,9 @@ fn out_of_bounds_timestamps_are_dropped_and_counted() {
         },
     };
     let (min, max) = (1_000, 2_000);
-    // (what, samples as (timestamp, histogram?), kept timestamps, old, new)
-    let rows: Vec<(&str, Vec<(i64, bool)>, Vec<i64>, usize, usize)> = vec![
+    /// (what, samples as (timestamp, histogram?), kept timestamps, old, new)
+    type Row = (&'static str, Vec<(i64, bool)>, Vec<i64>, usize, usize);
+    let rows: Vec<Row> = vec![
         (
             "all within",
             vec![(1_000, false), (2_000, true)],
