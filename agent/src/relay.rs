@@ -328,6 +328,7 @@ pub async fn start(
         let incoming = limit_incoming(
             tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
             limits.max_connections,
+            limits.header_read_timeout,
             stats.clone(),
         );
         let router = tonic::transport::Server::builder()

@@ -381,13 +381,23 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         .add_service(ExportService::<TracesSvc>::new(ingest.clone(), max))
         .add_service(ExportService::<MetricsSvc>::new(ingest.clone(), max));
     let t = otlp_token.clone();
-    let (max_connections, grpc_metrics) = (cfg.max_connections, metrics.clone());
+    let (max_connections, header_timeout, grpc_metrics) = (
+        cfg.max_connections,
+        cfg.http_header_read_timeout,
+        metrics.clone(),
+    );
     let grpc_server = tokio::spawn(async move {
         // Without TCP_NODELAY a response's frames wait for the client's
         // delayed ACK (about 40 ms per request).
         let incoming = tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true));
         grpc.serve_with_incoming_shutdown(
-            limit_incoming(incoming, max_connections, Listener::OtlpGrpc, grpc_metrics),
+            limit_incoming(
+                incoming,
+                max_connections,
+                header_timeout,
+                Listener::OtlpGrpc,
+                grpc_metrics,
+            ),
             t.cancelled_owned(),
         )
         .await

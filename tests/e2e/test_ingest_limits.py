@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 from agent_util import Agent
+import grpc
 from conftest import Collector, http_session, unique
+from otlp_util import grpc_channel, grpc_export_logs, log_record, logs_request
 from test_remote_write import post as rw_post
 from test_remote_write import snappy, timeseries, write_request
 
@@ -60,6 +62,29 @@ def test_slowloris_headers_are_cut_at_the_header_timeout(collectors) -> None:  #
     assert c.metric_sum("periscope_header_timeouts_total") >= 2
     r = c.session.get(c.http_url("/healthz"), timeout=5)
     assert r.status_code == 200
+
+
+def test_grpc_connections_are_limited_and_must_greet_in_time(collectors) -> None:  # noqa: ANN001
+    c = collectors(args=["--max-connections", "2", "--http-header-read-timeout", "2s"]).start()
+    target = host_port(c.listening["otlp_grpc"])
+    # Two silent connections take both slots; a third is closed at once.
+    silent = [socket.create_connection(target) for _ in range(2)]
+    time.sleep(0.2)
+    third = socket.create_connection(target)
+    closed, _ = closed_within(third, 10)
+    third.close()
+    assert closed, "a connection past --max-connections was kept"
+    assert c.metric_sum("periscope_refused_connections_total", listener="otlp_grpc") >= 1
+    # Without an HTTP/2 preface, the silent ones are closed at the header timeout.
+    for s in silent:
+        closed, _ = closed_within(s, 15)
+        s.close()
+        assert closed, "a gRPC connection that never sent its preface was kept"
+    assert c.metric_sum("periscope_header_timeouts_total", listener="otlp_grpc") >= 2
+    # Slots are free again: a real client gets through.
+    ch = grpc_channel(c.grpc_target)
+    grpc_export_logs(ch, logs_request([log_record(unique("after-limit"))]))
+    ch.close()
 
 
 def test_stalled_body_is_charged_then_timed_out(collectors) -> None:  # noqa: ANN001
@@ -156,7 +181,7 @@ def test_agent_relay_refuses_over_budget_requests(collectors, tmp_path: Path) ->
         tmp_path / "logs",
         f"http://{collector.grpc_target}",
         [f"{tmp_path}/empty/*.log"],
-        args=["--otlp-http-addr", "127.0.0.1:0", "--relay-max-inflight-bytes", "1MiB", "--relay-body-read-timeout", "20s"],
+        args=["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--relay-max-inflight-bytes", "1MiB", "--relay-body-read-timeout", "20s"],
     ).start()
     try:
         relay = agent.listening["otlp_http"]
@@ -172,6 +197,15 @@ def test_agent_relay_refuses_over_budget_requests(collectors, tmp_path: Path) ->
         assert r.status_code == 429, r.text
         assert "relay_max_inflight_bytes" in r.text
         assert r.headers.get("Retry-After") == "1"
+        # gRPC shares the budget: charged as the message arrives, refused.
+        ch = grpc_channel(agent.listening["otlp_grpc"])
+        try:
+            grpc_export_logs(ch, logs_request([log_record("over budget")]))
+            raise AssertionError("gRPC export accepted past the relay budget")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+            assert "relay_max_inflight_bytes" in (e.details() or "")
+        ch.close()
         s.close()
         # Once the stalled request is gone, the budget is free again.
         deadline = time.monotonic() + 10

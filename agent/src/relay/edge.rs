@@ -277,18 +277,34 @@ pub async fn serve_http(
 pub struct LimitedStream {
     io: TcpStream,
     _slot: OwnedSemaphorePermit,
+    /// Until the HTTP/2 preface arrives: h2 has no handshake timeout.
+    handshake: Option<Pin<Box<tokio::time::Sleep>>>,
+    read: usize,
+    stats: Arc<Stats>,
 }
 
-/// Admits at most `max` connections at once; the others are closed.
+/// The client connection preface (24 bytes) and a SETTINGS frame header (9).
+const HANDSHAKE_BYTES: usize = 24 + 9;
+
+/// Admits at most `max` connections at once; the others are closed. A
+/// connection whose HTTP/2 preface has not arrived within
+/// `handshake_timeout` is closed.
 pub fn limit_incoming(
     incoming: impl Stream<Item = std::io::Result<TcpStream>>,
     max: usize,
+    handshake_timeout: Duration,
     stats: Arc<Stats>,
 ) -> impl Stream<Item = std::io::Result<LimitedStream>> {
     let slots = Arc::new(Semaphore::new(max));
     incoming.filter_map(move |r| {
         let admitted = r.map(|io| match slots.clone().try_acquire_owned() {
-            Ok(_slot) => Some(LimitedStream { io, _slot }),
+            Ok(_slot) => Some(LimitedStream {
+                io,
+                _slot,
+                handshake: Some(Box::pin(tokio::time::sleep(handshake_timeout))),
+                read: 0,
+                stats: stats.clone(),
+            }),
             Err(_) => {
                 Stats::add(&stats.relay_refused_connections, 1);
                 None
@@ -312,7 +328,24 @@ impl AsyncRead for LimitedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Some(deadline) = this.handshake.as_mut() {
+            if let Poll::Ready(Ok(())) = r {
+                this.read += buf.filled().len() - before;
+                if this.read >= HANDSHAKE_BYTES {
+                    this.handshake = None;
+                }
+            } else if r.is_pending() && deadline.as_mut().poll(cx).is_ready() {
+                Stats::add(&this.stats.relay_header_timeouts, 1);
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no HTTP/2 preface within the header read timeout",
+                )));
+            }
+        }
+        r
     }
 }
 

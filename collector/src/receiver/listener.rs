@@ -230,21 +230,38 @@ async fn connection(
 /// A gRPC connection holding one of its listener's slots.
 pub struct LimitedStream {
     io: TcpStream,
-    _slot: Slot,
+    slot: Slot,
+    /// Until the client's HTTP/2 preface and first frame header arrive: a
+    /// connection that sends nothing would otherwise hold its slot forever
+    /// (h2 has no handshake timeout; keepalive pings start after it).
+    handshake: Option<Pin<Box<tokio::time::Sleep>>>,
+    read: usize,
 }
+
+/// The client connection preface (24 bytes) and a SETTINGS frame header (9).
+const HANDSHAKE_BYTES: usize = 24 + 9;
 
 /// Admits at most `max` connections of `incoming` at once; the others are
 /// closed at once (gRPC clients see `UNAVAILABLE` and retry) and counted.
+/// A connection whose HTTP/2 preface has not arrived within
+/// `handshake_timeout` is closed.
 pub fn limit_incoming(
     incoming: impl Stream<Item = std::io::Result<TcpStream>>,
     max: usize,
+    handshake_timeout: Duration,
     which: Listener,
     metrics: Arc<Metrics>,
 ) -> impl Stream<Item = std::io::Result<LimitedStream>> {
     let slots = Arc::new(Semaphore::new(max));
     incoming.filter_map(move |r| {
-        let io = r
-            .map(|io| Slot::take(&slots, &metrics, which).map(|_slot| LimitedStream { io, _slot }));
+        let io = r.map(|io| {
+            Slot::take(&slots, &metrics, which).map(|slot| LimitedStream {
+                io,
+                slot,
+                handshake: Some(Box::pin(tokio::time::sleep(handshake_timeout))),
+                read: 0,
+            })
+        });
         std::future::ready(io.transpose())
     })
 }
@@ -263,7 +280,25 @@ impl AsyncRead for LimitedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Some(deadline) = this.handshake.as_mut() {
+            if let Poll::Ready(Ok(())) = r {
+                this.read += buf.filled().len() - before;
+                if this.read >= HANDSHAKE_BYTES {
+                    this.handshake = None;
+                }
+            } else if r.is_pending() && deadline.as_mut().poll(cx).is_ready() {
+                let s = &this.slot;
+                EdgeMetrics::add(&s.metrics.edge.header_timeouts, s.listener, 1);
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no HTTP/2 preface within the header read timeout",
+                )));
+            }
+        }
+        r
     }
 }
 
