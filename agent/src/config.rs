@@ -118,6 +118,24 @@ pub struct Cli {
     /// Log filter for the agent's own logs (tracing `EnvFilter` syntax). Default `info`.
     #[arg(long, env = "PERISCOPE_AGENT_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Memory the relay's requests may take at once, charged before their bodies are buffered and for what decoding takes; beyond it clients get 429 / RESOURCE_EXHAUSTED. Default `64MiB`.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_MAX_INFLIGHT_BYTES")]
+    pub relay_max_inflight_bytes: Option<String>,
+    /// Largest relay request, compressed or decompressed. Default `4MiB`.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_MAX_RECV_MSG_SIZE")]
+    pub relay_max_recv_msg_size: Option<String>,
+    /// Time a relay client has to send a request's headers (and the longest an idle connection stays open). Default `10s`.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_HEADER_READ_TIMEOUT")]
+    pub relay_header_read_timeout: Option<String>,
+    /// Time a relay client has to send a request's body, from the end of its headers; then 408 (gRPC: CANCELLED). Default `30s`.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_BODY_READ_TIMEOUT")]
+    pub relay_body_read_timeout: Option<String>,
+    /// Connections each relay listener holds at once; beyond it new ones are closed at once. Default `1024`.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_MAX_CONNECTIONS")]
+    pub relay_max_connections: Option<usize>,
+    /// Concurrent gRPC streams per relay connection. Default `100`.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_GRPC_MAX_CONCURRENT_STREAMS")]
+    pub relay_grpc_max_concurrent_streams: Option<u32>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -156,6 +174,12 @@ struct FileConfig {
     batch_max_records: Option<usize>,
     batch_timeout: Option<String>,
     log_level: Option<String>,
+    relay_max_inflight_bytes: Option<toml::Value>,
+    relay_max_recv_msg_size: Option<toml::Value>,
+    relay_header_read_timeout: Option<String>,
+    relay_body_read_timeout: Option<String>,
+    relay_max_connections: Option<usize>,
+    relay_grpc_max_concurrent_streams: Option<u32>,
 }
 
 /// Where files found at the first start begin.
@@ -220,6 +244,25 @@ pub struct Config {
     pub batch_timeout: Duration,
     /// Log filter.
     pub log_level: String,
+    /// Limits of the relay listeners.
+    pub relay: RelayLimits,
+}
+
+/// Limits of the relay listeners (see the `relay_*` flags).
+#[derive(Clone, Copy, Debug)]
+pub struct RelayLimits {
+    /// In-flight budget, bytes.
+    pub max_inflight_bytes: usize,
+    /// Largest request, bytes.
+    pub max_recv_msg_size: usize,
+    /// Header read (and keep-alive idle) timeout.
+    pub header_read_timeout: Duration,
+    /// Body read timeout.
+    pub body_read_timeout: Duration,
+    /// Connections per listener.
+    pub max_connections: usize,
+    /// gRPC streams per connection.
+    pub grpc_max_concurrent_streams: u32,
 }
 
 /// API-server enrichment settings.
@@ -467,6 +510,71 @@ impl Cli {
             file.memory_queue_bytes,
             "32MiB",
         )?;
+        let positive = |name: &str, d: Duration| {
+            if d.is_zero() {
+                Err(bad(name, "0", "must be positive"))
+            } else {
+                Ok(d)
+            }
+        };
+        let relay = RelayLimits {
+            max_inflight_bytes: size(
+                "relay_max_inflight_bytes",
+                self.relay_max_inflight_bytes,
+                file.relay_max_inflight_bytes,
+                "64MiB",
+            )?,
+            max_recv_msg_size: size(
+                "relay_max_recv_msg_size",
+                self.relay_max_recv_msg_size,
+                file.relay_max_recv_msg_size,
+                "4MiB",
+            )?,
+            header_read_timeout: positive(
+                "relay_header_read_timeout",
+                duration(
+                    "relay_header_read_timeout",
+                    self.relay_header_read_timeout,
+                    file.relay_header_read_timeout,
+                    "10s",
+                )?,
+            )?,
+            body_read_timeout: positive(
+                "relay_body_read_timeout",
+                duration(
+                    "relay_body_read_timeout",
+                    self.relay_body_read_timeout,
+                    file.relay_body_read_timeout,
+                    "30s",
+                )?,
+            )?,
+            max_connections: self
+                .relay_max_connections
+                .or(file.relay_max_connections)
+                .unwrap_or(1024),
+            grpc_max_concurrent_streams: self
+                .relay_grpc_max_concurrent_streams
+                .or(file.relay_grpc_max_concurrent_streams)
+                .unwrap_or(100),
+        };
+        for (name, v) in [
+            ("relay_max_inflight_bytes", relay.max_inflight_bytes),
+            ("relay_max_recv_msg_size", relay.max_recv_msg_size),
+            ("relay_max_connections", relay.max_connections),
+            (
+                "relay_grpc_max_concurrent_streams",
+                relay.grpc_max_concurrent_streams as usize,
+            ),
+        ] {
+            // Budgets and slots are semaphore permits, taken in u32 amounts.
+            if v == 0 || v > u32::MAX as usize {
+                return Err(bad(
+                    name,
+                    &v.to_string(),
+                    "must be between 1 and 4294967295",
+                ));
+            }
+        }
         let log_level = self
             .log_level
             .or(file.log_level)
@@ -508,6 +616,7 @@ impl Cli {
             batch_max_records,
             batch_timeout,
             log_level,
+            relay,
         })
     }
 }
@@ -659,6 +768,57 @@ mod tests {
         assert_eq!(c.max_line_bytes, 1 << 20);
         assert_eq!(c.metrics_interval, Some(Duration::from_secs(15)));
         assert!(c.otlp_grpc_addr.is_none());
+    }
+
+    #[test]
+    fn relay_limits_have_defaults_and_refuse_zero() {
+        let c = cli(&["--node-name", "n1"]).resolve().unwrap();
+        assert_eq!(c.relay.max_inflight_bytes, 64 << 20);
+        assert_eq!(c.relay.max_recv_msg_size, 4 << 20);
+        assert_eq!(c.relay.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.relay.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.relay.max_connections, 1024);
+        assert_eq!(c.relay.grpc_max_concurrent_streams, 100);
+        let c = cli(&[
+            "--node-name",
+            "n1",
+            "--relay-max-inflight-bytes",
+            "1MiB",
+            "--relay-body-read-timeout",
+            "2s",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(c.relay.max_inflight_bytes, 1 << 20);
+        assert_eq!(c.relay.body_read_timeout, Duration::from_secs(2));
+        for (args, want) in [
+            (
+                ["--relay-max-inflight-bytes", "0"],
+                "relay_max_inflight_bytes",
+            ),
+            (
+                ["--relay-max-recv-msg-size", "0"],
+                "relay_max_recv_msg_size",
+            ),
+            (
+                ["--relay-header-read-timeout", "0s"],
+                "relay_header_read_timeout",
+            ),
+            (
+                ["--relay-body-read-timeout", "0s"],
+                "relay_body_read_timeout",
+            ),
+            (["--relay-max-connections", "0"], "relay_max_connections"),
+            (
+                ["--relay-grpc-max-concurrent-streams", "0"],
+                "relay_grpc_max_concurrent_streams",
+            ),
+        ] {
+            let mut v = vec!["--node-name", "n1"];
+            v.extend_from_slice(&args);
+            let e = cli(&v).resolve().unwrap_err();
+            assert!(e.0.contains(want), "{want}: {}", e.0);
+        }
     }
 
     #[test]

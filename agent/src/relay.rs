@@ -4,6 +4,13 @@
 //! file logs. HTTP bodies may be gzip- or zstd-compressed. A full queue
 //! answers `RESOURCE_EXHAUSTED` / HTTP 429 so the client retries. Also
 //! serves the agent's own `/metrics` and `/healthz`.
+//!
+//! Requests are charged to an in-flight budget before their bodies are
+//! buffered and for what decoding takes, and the listeners have header and
+//! body read timeouts and connection limits ([`edge`]): one 16 MiB JSON
+//! request once took the agent to 494 MiB.
+
+mod edge;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -32,17 +39,22 @@ use periscope_proto::otlp::{
     ExportMetricsServiceResponse, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use periscope_proto::{
-    BodyError, ContentEncoding, Encoding, ExportRequest, Signal, decode_request, decompress_body,
+    BodyError, ContentEncoding, Encoding, ExportRequest, Signal, decode_cost, decode_request,
+    decompress_body,
 };
 use prost::Message;
 
+use self::edge::{Budget, ChargeLayer, limit_incoming};
 use crate::batch::{Batch, Payload};
 use crate::config::Config;
 use crate::parse::enrich::kv_str;
 use crate::telemetry::Stats;
 
-/// Largest accepted relay request, compressed or decompressed.
-const MAX_REQUEST: usize = 16 << 20;
+/// The largest header block of a gRPC request (h2's default is 16 MiB).
+const GRPC_MAX_HEADER_LIST_SIZE: u32 = 64 << 10;
+/// HTTP/2 keepalive pings on relay gRPC connections find vanished peers.
+const GRPC_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+const GRPC_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Addresses the relay listens on.
 #[derive(Debug, Default)]
@@ -55,6 +67,10 @@ pub struct RelayAddrs {
 
 #[derive(Clone)]
 struct Relay {
+    /// Memory of requests being read, decoded and forwarded.
+    budget: Arc<Budget>,
+    /// Largest request, compressed or decompressed.
+    max: usize,
     tx: SyncSender<Batch>,
     /// Set at shutdown: new requests are refused (the exporter is draining).
     stopping: Arc<AtomicBool>,
@@ -159,31 +175,71 @@ impl TraceService for Relay {
     }
 }
 
+fn refused(status: StatusCode, msg: String) -> Response {
+    let mut r = (status, msg).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    r
+}
+
 async fn http_export(
     State((relay, signal)): State<(Relay, Signal)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let body = match decompress(&headers, body).await {
-        Ok(b) => b,
-        Err((status, msg)) => return (status, msg).into_response(),
-    };
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/x-protobuf");
-    let (enc, json) = if ct.starts_with("application/json") {
-        (Encoding::Json, true)
-    } else {
-        (Encoding::Protobuf, false)
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    // Only OTLP's content types: a cross-site browser POST (`text/plain`,
+    // no preflight) is refused.
+    let (enc, json) = match mime.as_str() {
+        "application/json" => (Encoding::Json, true),
+        "application/x-protobuf" | "application/protobuf" => (Encoding::Protobuf, false),
+        _ => {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported content-type {ct:?}: use application/x-protobuf or application/json"),
+            )
+                .into_response();
+        }
     };
+    let budget = &relay.budget;
+    let mut charge = budget.start();
+    let body = match edge::read_charged(budget, &mut charge, body, &headers, relay.max).await {
+        Ok(b) => b,
+        Err(e) => return refused(e.status(), e.to_string()),
+    };
+    let body = match decompress(&relay, &mut charge, &headers, body).await {
+        Ok(b) => b,
+        Err((status, msg)) => return refused(status, msg),
+    };
+    // Decoding takes several times the body: charged before it runs.
+    if let Err(e) = budget.charge(&mut charge, decode_cost(signal, enc, &body)) {
+        return refused(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+    }
     let payload = match decode_request(signal, enc, &body) {
         Ok(ExportRequest::Logs(r)) => Payload::Logs(r),
         Ok(ExportRequest::Metrics(r)) => Payload::Metrics(r),
         Ok(ExportRequest::Traces(r)) => Payload::Traces(r),
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    match relay.forward(payload) {
+    drop(body);
+    // Once forwarded, the request is the queue's (bounded by
+    // memory_queue_bytes): the charge ends here.
+    let forwarded = relay.forward(payload);
+    budget.finish(charge);
+    match forwarded {
         Ok(()) => {
             let ct = if json {
                 "application/json"
@@ -206,9 +262,15 @@ async fn http_export(
 }
 
 /// The body as sent (`identity`) or decompressed (`gzip`, `zstd`) on a
-/// blocking thread, never past [`MAX_REQUEST`]: too large → 413, malformed
-/// → 400, another encoding → 415.
-async fn decompress(headers: &HeaderMap, body: Bytes) -> Result<Bytes, (StatusCode, String)> {
+/// blocking thread, never past the relay's size limit: too large → 413,
+/// malformed → 400, another encoding → 415. The output's cap is charged
+/// before decompressing and what was not used given back after.
+async fn decompress(
+    relay: &Relay,
+    charge: &mut edge::Charge,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Bytes, (StatusCode, String)> {
     let err = |e: BodyError| {
         let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
         (status, e.to_string())
@@ -222,11 +284,18 @@ async fn decompress(headers: &HeaderMap, body: Bytes) -> Result<Bytes, (StatusCo
     if encoding == ContentEncoding::Identity {
         return Ok(body);
     }
-    tokio::task::spawn_blocking(move || decompress_body(encoding, &body, MAX_REQUEST))
+    let max = relay.max;
+    relay
+        .budget
+        .charge(charge, max)
+        .map_err(|e| (StatusCode::TOO_MANY_REQUESTS, e.to_string()))?;
+    let raw_len = body.len();
+    let out = tokio::task::spawn_blocking(move || decompress_body(encoding, &body, max))
         .await
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map(Bytes::from)
-        .map_err(err)
+        .map_err(err)?;
+    relay.budget.release(charge, (max - out.len()) + raw_len);
+    Ok(Bytes::from(out))
 }
 
 /// Starts the relay listeners that are configured.
@@ -237,39 +306,55 @@ pub async fn start(
     stopping: Arc<AtomicBool>,
 ) -> anyhow::Result<RelayAddrs> {
     use anyhow::Context;
+    let limits = cfg.relay;
     let relay = Relay {
+        budget: Arc::new(Budget::new(limits.max_inflight_bytes, stats.clone())),
+        max: limits.max_recv_msg_size,
         tx,
         stopping,
         node: Arc::new(vec![
             kv_str("k8s.node.name", cfg.node_name.clone()),
             kv_str("host.name", cfg.node_name.clone()),
         ]),
-        stats,
+        stats: stats.clone(),
     };
+    let max = limits.max_recv_msg_size;
     let mut addrs = RelayAddrs::default();
     if let Some(a) = cfg.otlp_grpc_addr {
         let l = tokio::net::TcpListener::bind(a)
             .await
             .with_context(|| format!("cannot listen on {a}"))?;
         addrs.grpc = Some(l.local_addr()?);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+        let incoming = limit_incoming(
+            tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
+            limits.max_connections,
+            limits.header_read_timeout,
+            stats.clone(),
+        );
         let router = tonic::transport::Server::builder()
             .layer(catch_grpc_panics(relay.stats.clone()))
+            .max_concurrent_streams(limits.grpc_max_concurrent_streams)
+            .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
+            .http2_max_header_list_size(GRPC_MAX_HEADER_LIST_SIZE)
+            // A request slower than this (its message included) is CANCELLED.
+            .timeout(limits.body_read_timeout)
+            .layer(ChargeLayer(relay.budget.clone()))
             .add_service(
                 LogsServiceServer::new(relay.clone())
-                    .max_decoding_message_size(MAX_REQUEST)
+                    .max_decoding_message_size(max)
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                     .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
             )
             .add_service(
                 MetricsServiceServer::new(relay.clone())
-                    .max_decoding_message_size(MAX_REQUEST)
+                    .max_decoding_message_size(max)
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                     .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
             )
             .add_service(
                 TraceServiceServer::new(relay.clone())
-                    .max_decoding_message_size(MAX_REQUEST)
+                    .max_decoding_message_size(max)
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                     .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
             );
@@ -296,14 +381,9 @@ pub async fn start(
             .route(
                 "/v1/traces",
                 post(http_export).with_state((relay.clone(), Signal::Traces)),
-            )
-            .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST));
+            );
         let app = catch_panics(app, relay.stats.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
-                tracing::error!(error = %e, "OTLP/HTTP relay stopped");
-            }
-        });
+        tokio::spawn(edge::serve_http(l, app, limits, stats.clone()));
     }
     Ok(addrs)
 }
@@ -457,12 +537,19 @@ mod tests {
     }
 
     fn relay() -> (Relay, Receiver<Batch>) {
+        relay_with(64 << 20, 4 << 20)
+    }
+
+    fn relay_with(budget: usize, max: usize) -> (Relay, Receiver<Batch>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let stats = Arc::new(Stats::default());
         let relay = Relay {
+            budget: Arc::new(Budget::new(budget, stats.clone())),
+            max,
             tx,
             stopping: Arc::new(AtomicBool::new(false)),
             node: Arc::new(vec![kv_str("k8s.node.name", "n1")]),
-            stats: Arc::new(Stats::default()),
+            stats,
         };
         (relay, rx)
     }
@@ -494,6 +581,16 @@ mod tests {
     /// Posts `body` with `Content-Encoding: encoding` to the logs route;
     /// returns the status and the response text.
     fn post(relay: &Relay, encoding: Option<&str>, body: Vec<u8>) -> (StatusCode, String) {
+        post_as(relay, "application/x-protobuf", encoding, None, body)
+    }
+
+    fn post_as(
+        relay: &Relay,
+        content_type: &str,
+        encoding: Option<&str>,
+        content_length: Option<u64>,
+        body: Vec<u8>,
+    ) -> (StatusCode, String) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -501,8 +598,11 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-protobuf"),
+            HeaderValue::from_str(content_type).unwrap(),
         );
+        if let Some(n) = content_length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         if let Some(e) = encoding {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_str(e).unwrap());
         }
@@ -510,7 +610,7 @@ mod tests {
             let res = http_export(
                 State((relay.clone(), Signal::Logs)),
                 headers,
-                Bytes::from(body),
+                Body::from(body),
             )
             .await;
             let status = res.status();
@@ -577,11 +677,117 @@ mod tests {
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         assert!(text.contains("\"br\""), "{text}");
         // Compresses to a few KiB, expands past the relay's body limit.
-        let bomb = zstd::bulk::compress(&vec![0u8; MAX_REQUEST + 1], 3).unwrap();
+        let bomb = zstd::bulk::compress(&vec![0u8; relay.max + 1], 3).unwrap();
         assert!(bomb.len() < 64 << 10);
         let (status, text) = post(&relay, Some("zstd"), bomb);
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
-        assert!(text.contains(&MAX_REQUEST.to_string()), "{text}");
+        assert!(text.contains(&relay.max.to_string()), "{text}");
         assert!(rx.try_recv().is_err(), "nothing forwarded");
+    }
+
+    /// One 16 MiB JSON request once took the agent to 494 MiB: the relay
+    /// had no budget. Each row is refused before the body is decoded.
+    #[test]
+    fn relay_refuses_what_its_limits_do_not_allow() {
+        let json =
+            br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"x"}}]}]}]}"#;
+        /// (what, budget left by other requests, max size, content type,
+        /// declared length, body, status, text)
+        type Row = (
+            &'static str,
+            usize,
+            usize,
+            &'static str,
+            Option<u64>,
+            Vec<u8>,
+            StatusCode,
+            &'static str,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "fits",
+                1 << 19,
+                1 << 20,
+                "application/json",
+                None,
+                json.to_vec(),
+                StatusCode::OK,
+                "",
+            ),
+            (
+                "decoding would pass the budget",
+                100,
+                1 << 20,
+                "application/json",
+                None,
+                json.to_vec(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "relay_max_inflight_bytes",
+            ),
+            (
+                "declared length over the size limit",
+                1 << 19,
+                1000,
+                "application/json",
+                Some(1 << 30),
+                Vec::new(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "relay_max_recv_msg_size",
+            ),
+            (
+                "body over the size limit",
+                1 << 19,
+                10,
+                "application/json",
+                None,
+                json.to_vec(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "larger than 10 bytes",
+            ),
+            (
+                "text/plain, as a cross-site form sends",
+                1 << 19,
+                1 << 20,
+                "text/plain",
+                None,
+                json.to_vec(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported content-type",
+            ),
+        ];
+        let total = 1 << 20;
+        for (what, left, max, ct, len, body, status, text) in rows {
+            let (relay, _rx) = relay_with(total, max);
+            let mut others = relay.budget.start();
+            relay.budget.charge(&mut others, total - left).unwrap();
+            let (got, msg) = post_as(&relay, ct, None, len, body);
+            assert_eq!(got, status, "{what}: {msg}");
+            assert!(msg.contains(text), "{what}: {msg}");
+            // Nothing stays charged once the request is answered.
+            relay.budget.finish(others);
+            assert_eq!(
+                relay.stats.relay_inflight_bytes.load(Ordering::Relaxed),
+                0,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn budget_is_held_until_released_and_never_past_its_limit() {
+        let stats = Arc::new(Stats::default());
+        let b = Budget::new(100, stats.clone());
+        let mut one = b.start();
+        b.charge(&mut one, 60).unwrap();
+        let mut two = b.start();
+        let e = b.charge(&mut two, 60).unwrap_err();
+        assert!(e.to_string().contains("relay_max_inflight_bytes"), "{e}");
+        // One request alone may take the whole budget, not more.
+        b.release(&mut one, 60);
+        b.charge(&mut two, 1000).unwrap();
+        assert_eq!(stats.relay_inflight_bytes.load(Ordering::Relaxed), 100);
+        b.finish(two);
+        assert_eq!(stats.relay_inflight_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.relay_refused_requests.load(Ordering::Relaxed), 1);
     }
 }

@@ -42,6 +42,16 @@ pub struct Stats {
     pub backpressure_waits: AtomicU64,
     /// Relayed OTLP requests accepted.
     pub relay_requests: AtomicU64,
+    /// Relay requests refused by the relay's in-flight budget.
+    pub relay_refused_requests: AtomicU64,
+    /// Bytes of the relay's in-flight budget in use.
+    pub relay_inflight_bytes: AtomicU64,
+    /// Relay connections closed at once: the listener was at its limit.
+    pub relay_refused_connections: AtomicU64,
+    /// Relay connections closed because request headers were too slow.
+    pub relay_header_timeouts: AtomicU64,
+    /// Relay requests whose body was too slow (408).
+    pub relay_body_timeouts: AtomicU64,
     /// Host metric collections.
     pub host_metric_scrapes: AtomicU64,
     /// Pods in the API-server cache (deleted ones within their grace period included).
@@ -175,6 +185,36 @@ impl Stats {
             "counter",
             "OTLP requests accepted by the local relay.",
             &self.relay_requests,
+        );
+        m(
+            "periscope_agent_relay_refused_requests_total",
+            "counter",
+            "Relay requests refused because the relay's in-flight budget was used up (429 / RESOURCE_EXHAUSTED).",
+            &self.relay_refused_requests,
+        );
+        m(
+            "periscope_agent_relay_inflight_bytes",
+            "gauge",
+            "Bytes of the relay's in-flight budget in use.",
+            &self.relay_inflight_bytes,
+        );
+        m(
+            "periscope_agent_relay_refused_connections_total",
+            "counter",
+            "Relay connections closed at once because the listener was at relay_max_connections.",
+            &self.relay_refused_connections,
+        );
+        m(
+            "periscope_agent_relay_header_timeouts_total",
+            "counter",
+            "Relay connections closed because request headers took longer than relay_header_read_timeout.",
+            &self.relay_header_timeouts,
+        );
+        m(
+            "periscope_agent_relay_body_timeouts_total",
+            "counter",
+            "Relay requests answered 408 because the body took longer than relay_body_read_timeout.",
+            &self.relay_body_timeouts,
         );
         m(
             "periscope_agent_host_metric_scrapes_total",

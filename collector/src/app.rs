@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use periscope_proto::{ExportRequest, Signal};
 use periscope_query::{QueryState, ServiceRegistry};
 use periscope_store::{
@@ -26,6 +25,7 @@ use crate::config::Config;
 use crate::panics::{catch_grpc_panics, catch_panics};
 use crate::pipeline::{Dispatcher, Ingest, WalItem, now_ns};
 use crate::receiver::grpc::{ExportService, LogsSvc, MetricsSvc, TracesSvc};
+use crate::receiver::listener::{HttpLimits, limit_incoming, serve_http};
 use crate::telemetry::{Listener, Metrics};
 use crate::traces::{Assembler, AssemblerOptions};
 
@@ -43,13 +43,9 @@ struct OpsState {
     query: Arc<periscope_query::QueryRuntime>,
 }
 
-/// Sets TCP_NODELAY on an accepted connection: responses are small and
-/// written in pieces, which Nagle's algorithm would hold back.
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "TCP_NODELAY not set");
-    }
-}
+/// The largest header block of a gRPC request (h2's default is 16 MiB).
+/// OTLP requests carry a handful of short headers.
+const GRPC_MAX_HEADER_LIST_SIZE: u32 = 64 << 10;
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -203,12 +199,19 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
             .with_state(ops),
     );
     let query_app = catch_panics(query_app, Listener::Http, metrics.clone());
-    let qt = query_token.clone();
-    let query_server = tokio::spawn(async move {
-        axum::serve(http_l.tap_io(no_delay), query_app)
-            .with_graceful_shutdown(qt.cancelled_owned())
-            .await
-    });
+    let http_limits = HttpLimits {
+        header_read_timeout: cfg.http_header_read_timeout,
+        body_read_timeout: cfg.http_body_read_timeout,
+        max_connections: cfg.max_connections,
+    };
+    let query_server = tokio::spawn(serve_http(
+        http_l,
+        query_app,
+        Listener::Http,
+        http_limits,
+        metrics.clone(),
+        query_token.clone(),
+    ));
 
     // The indexer; the WAL releases segments as its commits land.
     let (index_tx, index_rx) = std::sync::mpsc::sync_channel(16);
@@ -387,16 +390,37 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     let max = cfg.max_recv_msg_size;
     let grpc = tonic::transport::Server::builder()
         .layer(catch_grpc_panics(Listener::OtlpGrpc, metrics.clone()))
+        // Streams are requests: a connection may not run more at once.
+        .max_concurrent_streams(cfg.grpc_max_concurrent_streams)
+        // Pings find peers that vanished without closing their connection.
+        .http2_keepalive_interval(Some(cfg.grpc_keepalive_interval))
+        .http2_keepalive_timeout(Some(cfg.grpc_keepalive_timeout))
+        .http2_max_header_list_size(GRPC_MAX_HEADER_LIST_SIZE)
+        // A request (its message included) that takes longer fails with
+        // CANCELLED, as a slow HTTP body gets 408.
+        .timeout(cfg.http_body_read_timeout)
         .add_service(health_svc)
         .add_service(ExportService::<LogsSvc>::new(ingest.clone(), max))
         .add_service(ExportService::<TracesSvc>::new(ingest.clone(), max))
         .add_service(ExportService::<MetricsSvc>::new(ingest.clone(), max));
     let t = otlp_token.clone();
+    let (max_connections, header_timeout, grpc_metrics) = (
+        cfg.max_connections,
+        cfg.http_header_read_timeout,
+        metrics.clone(),
+    );
     let grpc_server = tokio::spawn(async move {
         // Without TCP_NODELAY a response's frames wait for the client's
         // delayed ACK (about 40 ms per request).
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true));
         grpc.serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true)),
+            limit_incoming(
+                incoming,
+                max_connections,
+                header_timeout,
+                Listener::OtlpGrpc,
+                grpc_metrics,
+            ),
             t.cancelled_owned(),
         )
         .await
@@ -404,12 +428,14 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     let http_app = crate::receiver::http::router(ingest.clone(), max, &cfg.cors_allowed_origins)
         .merge(crate::receiver::remote_write::router(ingest.clone(), max));
     let http_app = catch_panics(http_app, Listener::OtlpHttp, metrics.clone());
-    let t = otlp_token.clone();
-    let otlp_http_server = tokio::spawn(async move {
-        axum::serve(otlp_http_l.tap_io(no_delay), http_app)
-            .with_graceful_shutdown(t.cancelled_owned())
-            .await
-    });
+    let otlp_http_server = tokio::spawn(serve_http(
+        otlp_http_l,
+        http_app,
+        Listener::OtlpHttp,
+        http_limits,
+        metrics.clone(),
+        otlp_token.clone(),
+    ));
 
     ready.store(true, Ordering::SeqCst);
     if let Some(tx) = hooks.ready {

@@ -145,6 +145,24 @@ pub struct ServeArgs {
     /// Most spans one Jaeger trace search response holds; further traces are left out with a warning. Default `100000`.
     #[arg(long, env = "PERISCOPE_QUERY_MAX_SPANS_PER_RESPONSE")]
     pub query_max_spans_per_response: Option<usize>,
+    /// Time a client has to send a request's headers on the HTTP listeners, and the longest an idle keep-alive connection stays open (ms, s, m). Default `10s`.
+    #[arg(long, env = "PERISCOPE_HTTP_HEADER_READ_TIMEOUT")]
+    pub http_header_read_timeout: Option<String>,
+    /// Time a client has to send a request's body on the HTTP listeners, from the end of its headers; then 408 (ms, s, m). Default `30s`.
+    #[arg(long, env = "PERISCOPE_HTTP_BODY_READ_TIMEOUT")]
+    pub http_body_read_timeout: Option<String>,
+    /// Connections each listener holds at once; beyond it new connections are closed at once (HTTP ones after a 503). Default `4096`.
+    #[arg(long, env = "PERISCOPE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Concurrent gRPC streams (requests) per connection. Default `100`.
+    #[arg(long, env = "PERISCOPE_GRPC_MAX_CONCURRENT_STREAMS")]
+    pub grpc_max_concurrent_streams: Option<u32>,
+    /// Interval of HTTP/2 keepalive pings on gRPC connections (ms, s, m). Default `60s`.
+    #[arg(long, env = "PERISCOPE_GRPC_KEEPALIVE_INTERVAL")]
+    pub grpc_keepalive_interval: Option<String>,
+    /// A gRPC connection whose keepalive ping is not answered within this is closed (ms, s, m). Default `20s`.
+    #[arg(long, env = "PERISCOPE_GRPC_KEEPALIVE_TIMEOUT")]
+    pub grpc_keepalive_timeout: Option<String>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -178,6 +196,12 @@ struct FileConfig {
     query_max_concurrent_per_tenant: Option<usize>,
     query_threads: Option<usize>,
     query_max_spans_per_response: Option<usize>,
+    http_header_read_timeout: Option<String>,
+    http_body_read_timeout: Option<String>,
+    max_connections: Option<usize>,
+    grpc_max_concurrent_streams: Option<u32>,
+    grpc_keepalive_interval: Option<String>,
+    grpc_keepalive_timeout: Option<String>,
 }
 
 /// The validated runtime configuration.
@@ -204,6 +228,12 @@ pub struct Config {
     pub test_index_delay: Duration,
     /// The `query_*` settings.
     pub query_limits: periscope_query::QueryLimits,
+    pub http_header_read_timeout: Duration,
+    pub http_body_read_timeout: Duration,
+    pub max_connections: usize,
+    pub grpc_max_concurrent_streams: u32,
+    pub grpc_keepalive_interval: Duration,
+    pub grpc_keepalive_timeout: Duration,
 }
 
 /// A configuration problem: reported in one line, exit code 2.
@@ -380,6 +410,50 @@ impl ServeArgs {
                 .collect(),
             None => file.cors_allowed_origins.unwrap_or_default(),
         };
+        let http_header_read_timeout = duration(
+            "http_header_read_timeout",
+            self.http_header_read_timeout,
+            file.http_header_read_timeout,
+            "10s",
+        )?;
+        let http_body_read_timeout = duration(
+            "http_body_read_timeout",
+            self.http_body_read_timeout,
+            file.http_body_read_timeout,
+            "30s",
+        )?;
+        let max_connections = self
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(4096);
+        // Semaphore permits are counted in u32 when acquired together.
+        if max_connections == 0 || max_connections > u32::MAX as usize {
+            return Err(ConfigError(format!(
+                "invalid value {max_connections} for max_connections: must be between 1 and {}",
+                u32::MAX
+            )));
+        }
+        let grpc_max_concurrent_streams = self
+            .grpc_max_concurrent_streams
+            .or(file.grpc_max_concurrent_streams)
+            .unwrap_or(100);
+        if grpc_max_concurrent_streams == 0 {
+            return Err(ConfigError(
+                "invalid value 0 for grpc_max_concurrent_streams: must be positive".into(),
+            ));
+        }
+        let grpc_keepalive_interval = duration(
+            "grpc_keepalive_interval",
+            self.grpc_keepalive_interval,
+            file.grpc_keepalive_interval,
+            "60s",
+        )?;
+        let grpc_keepalive_timeout = duration(
+            "grpc_keepalive_timeout",
+            self.grpc_keepalive_timeout,
+            file.grpc_keepalive_timeout,
+            "20s",
+        )?;
         let config = Config {
             data_dir: self
                 .data_dir
@@ -432,6 +506,12 @@ impl ServeArgs {
                 .unwrap_or_else(|| "info".into()),
             test_index_delay: Duration::from_millis(self.test_index_delay_ms.unwrap_or(0)),
             query_limits,
+            http_header_read_timeout,
+            http_body_read_timeout,
+            max_connections,
+            grpc_max_concurrent_streams,
+            grpc_keepalive_interval,
+            grpc_keepalive_timeout,
         };
         if config.max_recv_msg_size == 0 || config.max_inflight_bytes == 0 {
             return Err(ConfigError(
@@ -567,6 +647,67 @@ mod tests {
         ] {
             assert!(bad.resolve().is_err());
         }
+    }
+
+    #[test]
+    fn edge_limits_have_defaults_and_refuse_zero() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.http_header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http_body_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections, 4096);
+        assert_eq!(c.grpc_max_concurrent_streams, 100);
+        assert_eq!(c.grpc_keepalive_interval, Duration::from_secs(60));
+        assert_eq!(c.grpc_keepalive_timeout, Duration::from_secs(20));
+        let rows: Vec<(ServeArgs, &str)> = vec![
+            (
+                ServeArgs {
+                    http_header_read_timeout: Some("0s".into()),
+                    ..Default::default()
+                },
+                "http_header_read_timeout: must be positive",
+            ),
+            (
+                ServeArgs {
+                    http_body_read_timeout: Some("soon".into()),
+                    ..Default::default()
+                },
+                "for http_body_read_timeout",
+            ),
+            (
+                ServeArgs {
+                    max_connections: Some(0),
+                    ..Default::default()
+                },
+                "max_connections: must be between 1",
+            ),
+            (
+                ServeArgs {
+                    grpc_max_concurrent_streams: Some(0),
+                    ..Default::default()
+                },
+                "grpc_max_concurrent_streams: must be positive",
+            ),
+        ];
+        for (args, want) in rows {
+            let e = args.resolve().unwrap_err();
+            assert!(e.0.contains(want), "{want}: {}", e.0);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "http_header_read_timeout = \"2s\"\nmax_connections = 8\ngrpc_keepalive_timeout = \"5s\"\n",
+        )
+        .unwrap();
+        let c = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.http_header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_connections, 8);
+        assert_eq!(c.grpc_keepalive_timeout, Duration::from_secs(5));
     }
 
     #[test]

@@ -25,7 +25,7 @@ impl Transport {
 
 type PerSignal = [[AtomicU64; 2]; 3];
 
-/// Which listener served a request (for the panic counter).
+/// One of the collector's listeners, as the `listener` label names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Listener {
     OtlpGrpc = 0,
@@ -69,6 +69,8 @@ pub struct Metrics {
     pub metric_failing_tenants: AtomicU64,
     /// Request handlers that panicked, per [`Listener`] (answered 500 / INTERNAL).
     pub panics: [AtomicU64; 3],
+    /// Connections, timeouts and remote-write bounds.
+    pub edge: EdgeMetrics,
 }
 
 impl Metrics {
@@ -281,6 +283,7 @@ impl Metrics {
             g(&mut o, name, help, kind, ld(v));
         }
         o.push_str(&self.render_panics());
+        self.edge.render(&mut o);
         o
     }
 
@@ -406,5 +409,74 @@ pub fn render_traces(
         ),
     ] {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+}
+
+/// Counters of the network edge: connections per listener, timeouts, and
+/// remote-write samples dropped for their timestamp.
+#[derive(Debug, Default)]
+pub struct EdgeMetrics {
+    /// Connections open now.
+    pub open_connections: [AtomicU64; 3],
+    /// Connections closed at once because the listener was at its limit.
+    pub refused_connections: [AtomicU64; 3],
+    /// Connections closed because the request headers did not arrive in time.
+    pub header_timeouts: [AtomicU64; 3],
+    /// Requests answered 408 because the body did not arrive in time.
+    pub body_timeouts: [AtomicU64; 3],
+    /// Remote-write samples dropped: older than the metrics retention, and
+    /// more than a day in the future.
+    pub rejected_samples: [AtomicU64; 2],
+}
+
+impl EdgeMetrics {
+    pub fn add(counter: &[AtomicU64; 3], listener: Listener, n: u64) {
+        counter[listener as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Appends the edge families to `out`.
+    pub fn render(&self, out: &mut String) {
+        let families: [(&str, &str, &str, &[AtomicU64; 3]); 4] = [
+            (
+                "periscope_open_connections",
+                "gauge",
+                "Connections open on each listener.",
+                &self.open_connections,
+            ),
+            (
+                "periscope_refused_connections_total",
+                "counter",
+                "Connections closed at once because the listener was at --max-connections.",
+                &self.refused_connections,
+            ),
+            (
+                "periscope_header_timeouts_total",
+                "counter",
+                "Connections closed because request headers took longer than --http-header-read-timeout.",
+                &self.header_timeouts,
+            ),
+            (
+                "periscope_body_timeouts_total",
+                "counter",
+                "Requests answered 408 because the body took longer than --http-body-read-timeout.",
+                &self.body_timeouts,
+            ),
+        ];
+        for (name, kind, help, c) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for l in Listener::ALL {
+                let v = c[l as usize].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{listener=\"{}\"}} {v}", l.as_str());
+            }
+        }
+        let name = "periscope_rejected_samples_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Remote-write samples dropped for their timestamp (answered 400).\n# TYPE {name} counter"
+        );
+        for (i, reason) in ["too_old", "too_new"].iter().enumerate() {
+            let v = self.rejected_samples[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {v}");
+        }
     }
 }

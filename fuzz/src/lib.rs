@@ -11,7 +11,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use periscope_proto::LogRecord;
-use periscope_query::{NoLiveTraces, QueryState, ServiceRegistry};
+use periscope_query::{NoLiveTraces, QueryLimits, QueryRuntime, QueryState, ServiceRegistry};
 use periscope_store::{
     DataDir, IndexBatch, LogIndexer, LogStore, LogStoreOptions, MetricStore, MetricStoreOptions,
     TenantId, TraceStore, TraceStoreOptions,
@@ -83,6 +83,14 @@ impl Api {
             traces,
             live: Arc::new(NoLiveTraces),
             metrics,
+            // Small limits: an input runs for at most a couple of seconds.
+            runtime: QueryRuntime::new(QueryLimits {
+                timeout: std::time::Duration::from_secs(2),
+                max_samples: 1_000_000,
+                threads: 1,
+                ..Default::default()
+            })
+            .expect("query threads start"),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

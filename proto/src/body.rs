@@ -131,6 +131,68 @@ pub fn decompress_body(
     Ok(out)
 }
 
+// What decoding a request really takes, measured on the collector: one
+// request at a time on a fresh process, peak RSS (VmHWM) before and after,
+// the growth divided by the body's (decompressed) size; see
+// tests/e2e/measure_ingest_memory.py, run as
+//
+//   PERISCOPE_BIN=target/debug/periscope python3 tests/e2e/measure_ingest_memory.py
+//   MEASURE_SCALE=0.25 PERISCOPE_BIN=... python3 tests/e2e/measure_ingest_memory.py
+//
+// The records are the worst case per byte: a one-character body and one
+// attribute. Results (16 MB / 4 MB requests; gzip and zstd alike, since
+// the decompressed body is what is decoded):
+//
+//   OTLP/JSON logs, 121 B per record:      +480 / +132 MiB, 30.8x / 33.9x the body
+//   OTLP protobuf logs, 26 B per record:   +450 / +122 MiB, 44.9x / 48.9x,
+//                                           about 1,160-1,260 B per record
+//   remote write, 60 samples per series:   +322 / +112 MiB, 15x / 21x the
+//                                           decompressed body (13x by slope)
+//
+// Growth scales with the request (the slope between the two sizes gives
+// the same factors), so it is the request's, not a fixed arena's. Protobuf
+// costs per record rather than per byte: bigger records cost the same
+// ~1.1 KB plus copies of their bytes (the body kept for the WAL, the WAL
+// entry, the decoded strings, the flattened records), hence a per-record
+// and a per-byte term. JSON is charged per byte: counting its records would
+// mean parsing it.
+
+/// Memory decoding takes per byte of an OTLP/JSON body, on top of the body.
+pub const JSON_DECODE_FACTOR: usize = 30;
+/// Memory decoding takes per byte of an OTLP protobuf body, on top of the
+/// body, besides [`PROTOBUF_RECORD_COST`].
+pub const PROTOBUF_DECODE_FACTOR: usize = 4;
+/// Memory one decoded protobuf record (log record, span, data point) takes
+/// besides its bytes.
+pub const PROTOBUF_RECORD_COST: usize = 1_100;
+/// Memory per byte of a protobuf body of the smallest records, for callers
+/// that must charge before the message is complete and cannot count them.
+pub const PROTOBUF_WORST_CASE_FACTOR: usize = 45;
+/// Memory decoding takes per byte of a decompressed remote-write body, on
+/// top of the body: every sample carries a copy of its series' labels.
+pub const REMOTE_WRITE_DECODE_FACTOR: usize = 16;
+
+/// The memory, beyond the (decompressed) body itself, that decoding `body`
+/// takes until its records are stored; charged to an in-flight budget
+/// before decoding. Protobuf records are counted with a scan that allocates
+/// nothing.
+pub fn decode_cost(signal: crate::Signal, encoding: crate::Encoding, body: &[u8]) -> usize {
+    match encoding {
+        crate::Encoding::Json => body.len().saturating_mul(JSON_DECODE_FACTOR),
+        crate::Encoding::Protobuf => body
+            .len()
+            .saturating_mul(PROTOBUF_DECODE_FACTOR)
+            .saturating_add(
+                crate::count_records(signal, body).saturating_mul(PROTOBUF_RECORD_COST),
+            ),
+    }
+}
+
+/// [`decode_cost`] of a remote-write body that decompresses to `len` bytes.
+pub fn remote_write_decode_cost(len: usize) -> usize {
+    len.saturating_mul(REMOTE_WRITE_DECODE_FACTOR)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +293,42 @@ mod tests {
         let z = zstd::bulk::compress(&b"y".repeat(10_000), 3).unwrap();
         let e = decompress_body(ContentEncoding::Zstd, &z[..z.len() - 4], 1 << 20).unwrap_err();
         assert_eq!(e.http_status(), 400, "{e}");
+    }
+
+    #[test]
+    fn decode_cost_follows_the_measured_factors() {
+        use crate::otlp::common::v1::{AnyValue, any_value::Value};
+        use crate::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use prost::Message;
+        let rec = LogRecord {
+            body: Some(AnyValue {
+                value: Some(Value::StringValue("r".into())),
+            }),
+            ..Default::default()
+        };
+        let body = crate::otlp::ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![rec; 1000],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let pb = decode_cost(crate::Signal::Logs, crate::Encoding::Protobuf, &body);
+        assert_eq!(
+            pb,
+            body.len() * PROTOBUF_DECODE_FACTOR + 1000 * PROTOBUF_RECORD_COST
+        );
+        // Tiny records cost far more than their bytes, as measured.
+        assert!(pb > body.len() * 40, "{pb} for {} bytes", body.len());
+        let json = decode_cost(crate::Signal::Logs, crate::Encoding::Json, &[b' '; 100]);
+        assert_eq!(json, 100 * JSON_DECODE_FACTOR);
+        assert_eq!(
+            remote_write_decode_cost(usize::MAX),
+            usize::MAX,
+            "saturates"
+        );
     }
 }

@@ -31,7 +31,11 @@ mod span;
 mod status;
 mod validate;
 
-pub use body::{BodyError, ContentEncoding, decompress_body};
+pub use body::{
+    BodyError, ContentEncoding, JSON_DECODE_FACTOR, PROTOBUF_DECODE_FACTOR, PROTOBUF_RECORD_COST,
+    PROTOBUF_WORST_CASE_FACTOR, REMOTE_WRITE_DECODE_FACTOR, decode_cost, decompress_body,
+    remote_write_decode_cost,
+};
 pub use count::count_records;
 pub use decode::{Encoding, ExportRequest, Signal, decode_request};
 pub use error::DecodeError;
@@ -48,7 +52,10 @@ pub use model::{
     LogRecord, SeverityLevel, UNKNOWN_SERVICE, any_value_into_json, any_value_to_json,
     attributes_into_json, attributes_to_json, flatten_logs, service_name, unix_now_ns,
 };
-pub use remote_write::{MAX_REMOTE_WRITE_DECOMPRESSED, decode_remote_write, encode_remote_write};
+pub use remote_write::{
+    BoundedRemoteWrite, MAX_REMOTE_WRITE_DECOMPRESSED, OutOfBounds, decode_remote_write,
+    decode_remote_write_bounded, encode_remote_write, remote_write_decompressed_len,
+};
 pub use span::{
     Attr, AttrValue, MAX_SPAN_ATTRIBUTES, Span, SpanEvent, SpanKind, SpanLink, SpanResource,
     StatusCode, attrs_to_json, find_attr, find_str, flatten_traces, id_hex, parse_trace_id,

@@ -156,8 +156,10 @@ fn invalid(message: String) -> DecodeError {
     DecodeError::RemoteWrite(message)
 }
 
-/// Decodes a remote write 1.0 body (snappy block format, then protobuf).
-pub fn decode_remote_write(body: &[u8]) -> Result<PromBatch, DecodeError> {
+/// The decompressed length a remote write body announces in its snappy
+/// header, checked against [`MAX_REMOTE_WRITE_DECOMPRESSED`]; read without
+/// decompressing, so callers can charge memory before they decode.
+pub fn remote_write_decompressed_len(body: &[u8]) -> Result<usize, DecodeError> {
     let len = snap::raw::decompress_len(body)?;
     if len > MAX_REMOTE_WRITE_DECOMPRESSED {
         return Err(DecodeError::TooLarge {
@@ -165,8 +167,90 @@ pub fn decode_remote_write(body: &[u8]) -> Result<PromBatch, DecodeError> {
             limit: MAX_REMOTE_WRITE_DECOMPRESSED,
         });
     }
+    Ok(len)
+}
+
+fn decode_write_request(body: &[u8]) -> Result<prompb::WriteRequest, DecodeError> {
+    remote_write_decompressed_len(body)?;
     let raw = snap::raw::Decoder::new().decompress_vec(body)?;
-    let req = prompb::WriteRequest::decode(raw.as_slice())?;
+    Ok(prompb::WriteRequest::decode(raw.as_slice())?)
+}
+
+/// Decodes a remote write 1.0 body (snappy block format, then protobuf).
+pub fn decode_remote_write(body: &[u8]) -> Result<PromBatch, DecodeError> {
+    to_batch(decode_write_request(body)?)
+}
+
+/// Samples a bounded decode dropped because of their timestamp.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutOfBounds {
+    /// Samples (floats and histograms) older than the lower bound.
+    pub too_old: usize,
+    /// Samples newer than the upper bound.
+    pub too_new: usize,
+}
+
+impl OutOfBounds {
+    /// All dropped samples.
+    pub fn total(&self) -> usize {
+        self.too_old + self.too_new
+    }
+}
+
+/// A remote write body decoded with timestamp bounds.
+#[derive(Debug)]
+pub struct BoundedRemoteWrite {
+    /// The samples within the bounds.
+    pub batch: PromBatch,
+    /// What was dropped.
+    pub dropped: OutOfBounds,
+    /// The body re-encoded without the dropped samples, when any was
+    /// dropped (`None`: the original body holds exactly `batch`). The WAL
+    /// keeps this one so that replay does not bring the dropped samples back.
+    pub body: Option<Vec<u8>>,
+}
+
+/// Decodes a remote write body, keeping the samples timestamped within
+/// `min_ms..=max_ms` (Unix ms) and counting the others, as OTLP validation
+/// rejects records older than the retention or too far in the future.
+pub fn decode_remote_write_bounded(
+    body: &[u8],
+    min_ms: i64,
+    max_ms: i64,
+) -> Result<BoundedRemoteWrite, DecodeError> {
+    let mut req = decode_write_request(body)?;
+    let mut dropped = OutOfBounds::default();
+    let mut keep = |ts: i64| {
+        if ts < min_ms {
+            dropped.too_old += 1;
+            false
+        } else if ts > max_ms {
+            dropped.too_new += 1;
+            false
+        } else {
+            true
+        }
+    };
+    for ts in &mut req.timeseries {
+        ts.samples.retain(|s| keep(s.timestamp));
+        ts.histograms.retain(|h| keep(h.timestamp));
+    }
+    let body = (dropped.total() > 0).then(|| {
+        let raw = req.encode_to_vec();
+        // The re-encoded body is smaller than the one that was decompressed
+        // (under the 64 MiB cap), far below snappy's 4 GiB block limit.
+        snap::raw::Encoder::new()
+            .compress_vec(&raw)
+            .expect("remote write body under snappy's size limit")
+    });
+    Ok(BoundedRemoteWrite {
+        batch: to_batch(req)?,
+        dropped,
+        body,
+    })
+}
+
+fn to_batch(req: prompb::WriteRequest) -> Result<PromBatch, DecodeError> {
     let mut batch = PromBatch::default();
     for (i, ts) in req.timeseries.into_iter().enumerate() {
         let labels = normalize_labels(ts.labels.into_iter().map(|l| (l.name, l.value)).collect());

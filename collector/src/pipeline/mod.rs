@@ -11,8 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 pub use dispatch::{Dispatcher, WalItem, reread_logs, spawn_metric_ingest};
 use periscope_proto::{
-    DecodeError, Encoding, ExportRequest, Limits, Signal, count_records, decode_remote_write,
-    decode_request, validate,
+    DecodeError, Encoding, ExportRequest, Limits, OutOfBounds, Signal, count_records, decode_cost,
+    decode_remote_write_bounded, decode_request, remote_write_decode_cost,
+    remote_write_decompressed_len, validate,
 };
 use periscope_store::{BodyFormat, StoreError, TenantId, Wal, WalEntry};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -24,6 +25,48 @@ use crate::telemetry::{Metrics, Transport};
 pub struct Accepted {
     pub rejected: usize,
     pub error_message: String,
+}
+
+/// How a remote-write request went: samples stored, and those dropped for
+/// their timestamp.
+#[derive(Debug)]
+pub struct RemoteWriteAccepted {
+    pub samples: usize,
+    pub dropped: OutOfBounds,
+    /// The metrics retention the lower bound came from.
+    pub retention: Duration,
+}
+
+impl RemoteWriteAccepted {
+    /// Why samples were dropped, naming the limits and their flags; `None`
+    /// when none was.
+    pub fn dropped_message(&self) -> Option<String> {
+        let d = self.dropped;
+        (d.total() > 0).then(|| {
+            format!(
+                "stored {} samples; dropped {} out of bounds: {} older than the metrics retention of {}s (--metrics-retention), {} more than {}s in the future",
+                self.samples,
+                d.total(),
+                d.too_old,
+                self.retention.as_secs(),
+                d.too_new,
+                MAX_FUTURE.as_secs(),
+            )
+        })
+    }
+}
+
+/// In-flight budget held by one request, from its first body byte until the
+/// stores have taken its records (the permit travels with the WAL item).
+#[derive(Debug)]
+pub struct Charge(OwnedSemaphorePermit);
+
+impl Charge {
+    /// Bytes held.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.0.num_permits()
+    }
 }
 
 /// Why a request was not accepted. One mapping to gRPC and HTTP lives in the receivers.
@@ -90,16 +133,52 @@ impl Ingest {
         }
     }
 
-    /// Takes budget for a request of `wire_len` bytes, or refuses at once.
-    /// Decoded requests take a few times their wire size in memory.
-    fn admit(&self, wire_len: usize) -> Option<OwnedSemaphorePermit> {
-        let cost = (wire_len.saturating_mul(4)).clamp(1, self.budget_bytes) as u32;
-        let permit = self.budget.clone().try_acquire_many_owned(cost).ok()?;
-        self.metrics.inflight_bytes.store(
-            (self.budget_bytes - self.budget.available_permits()) as u64,
-            Ordering::Relaxed,
-        );
-        Some(permit)
+    /// An empty charge, to which a request adds as its body arrives.
+    pub fn start_charge(&self) -> Charge {
+        // Zero permits are always available.
+        Charge(
+            self.budget
+                .clone()
+                .try_acquire_many_owned(0)
+                .expect("the budget semaphore is never closed"),
+        )
+    }
+
+    /// Takes `bytes` more of the in-flight budget for the request holding
+    /// `charge`, or refuses at once. A request never holds more than the
+    /// whole budget, so that any request up to the size limit can run,
+    /// alone if it must.
+    pub fn charge(&self, charge: &mut Charge, bytes: usize) -> Result<(), IngestError> {
+        let room = self.budget_bytes - charge.0.num_permits();
+        let n = bytes.min(room);
+        if n > 0 {
+            let more = self
+                .budget
+                .clone()
+                .try_acquire_many_owned(n as u32)
+                .map_err(|_| IngestError::Busy(self.budget_bytes))?;
+            charge.0.merge(more);
+        }
+        self.refresh_gauges();
+        Ok(())
+    }
+
+    /// Gives back up to `bytes` of a request's charge (memory it freed).
+    pub fn release(&self, charge: &mut Charge, bytes: usize) {
+        let n = bytes.min(charge.0.num_permits());
+        drop(charge.0.split(n));
+        self.refresh_gauges();
+    }
+
+    /// Counts a request refused by the budget, and the records of its
+    /// protobuf body when it was read (JSON bodies are not counted:
+    /// counting them would mean parsing them).
+    pub fn count_refused(&self, signal: Signal, transport: Transport, protobuf: Option<&[u8]>) {
+        Metrics::add(&self.metrics.refused_requests, signal, transport, 1);
+        if let Some(body) = protobuf {
+            let n = count_records(signal, body) as u64;
+            Metrics::add(&self.metrics.refused_records, signal, transport, n);
+        }
     }
 
     /// Decodes, validates, makes durable and acknowledges one request.
@@ -110,18 +189,15 @@ impl Ingest {
         tenant: TenantId,
         encoding: Encoding,
         body: Bytes,
+        mut charge: Charge,
     ) -> Result<Accepted, IngestError> {
-        let Some(permit) = self.admit(body.len()) else {
-            Metrics::add(&self.metrics.refused_requests, signal, transport, 1);
-            // JSON bodies are not counted: counting them would mean parsing them.
-            if encoding == Encoding::Protobuf {
-                Metrics::add(
-                    &self.metrics.refused_records,
-                    signal,
-                    transport,
-                    count_records(signal, &body) as u64,
-                );
-            }
+        // The body is charged already (as it arrived); decoding takes more.
+        if self
+            .charge(&mut charge, decode_cost(signal, encoding, &body))
+            .is_err()
+        {
+            let protobuf = (encoding == Encoding::Protobuf).then_some(&body[..]);
+            self.count_refused(signal, transport, protobuf);
             return Err(IngestError::Busy(self.budget_bytes));
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -163,7 +239,7 @@ impl Ingest {
                     body: stored,
                 };
                 let accepted = received - v.rejected;
-                let item = WalItem::new(tenant, v.request, now, Some(permit));
+                let item = WalItem::new(tenant, v.request, now, Some(charge.0));
                 wal.append(
                     entry.encode(),
                     item,
@@ -203,50 +279,83 @@ impl Ingest {
     }
 
     /// Makes a Prometheus remote-write request (snappy-compressed protobuf)
-    /// durable and acknowledges it; returns the number of samples.
+    /// durable and acknowledges it. Samples outside OTLP's bounds (older
+    /// than the metrics retention, more than a day ahead) are dropped and
+    /// counted, the others stored.
     pub async fn export_remote_write(
         &self,
         tenant: TenantId,
         body: Bytes,
-    ) -> Result<usize, IngestError> {
+        mut charge: Charge,
+    ) -> Result<RemoteWriteAccepted, IngestError> {
         let (signal, transport) = (Signal::Metrics, Transport::Http);
-        // Snappy expands a few times; decoded samples take more again.
-        let Some(permit) = self.admit(body.len().saturating_mul(2)) else {
-            Metrics::add(&self.metrics.refused_requests, signal, transport, 1);
+        let decoded_len = remote_write_decompressed_len(&body)
+            .inspect_err(|_| Metrics::add(&self.metrics.invalid_requests, signal, transport, 1))?;
+        // The snappy header announces the decompressed size: charge it and
+        // what decoding it takes before anything is decompressed.
+        let cost = decoded_len.saturating_add(remote_write_decode_cost(decoded_len));
+        if self.charge(&mut charge, cost).is_err() {
+            self.count_refused(signal, transport, None);
             return Err(IngestError::Busy(self.budget_bytes));
-        };
+        }
+        let now_ms = now_ns().div_euclid(1_000_000);
+        let min_ms = now_ms.saturating_sub(self.retention.metrics.as_millis() as i64);
+        let max_ms = now_ms.saturating_add(MAX_FUTURE.as_millis() as i64);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let wal = self.wal.clone();
         let metrics = self.metrics.clone();
-        let samples = tokio::task::spawn_blocking(move || -> Result<usize, IngestError> {
-            let batch = decode_remote_write(&body)
-                .inspect_err(|_| Metrics::add(&metrics.invalid_requests, signal, transport, 1))?;
-            let n = batch.samples.len();
-            Metrics::add(&metrics.received, signal, transport, n as u64);
-            // The WAL keeps the body as received; replay decodes it again.
-            let entry = WalEntry {
-                signal,
-                format: BodyFormat::PromRemoteWrite,
-                tenant: tenant.clone(),
-                body: body.to_vec(),
-            };
-            wal.append(
-                entry.encode(),
-                WalItem::prom(tenant, batch, Some(permit)),
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            )?;
-            Ok(n)
-        })
-        .await
-        .map_err(|e| {
-            IngestError::Unavailable(StoreError::WalClosed(format!("ingest task failed: {e}")))
-        })??;
+        let (samples, dropped) =
+            tokio::task::spawn_blocking(move || -> Result<(usize, OutOfBounds), IngestError> {
+                let decoded =
+                    decode_remote_write_bounded(&body, min_ms, max_ms).inspect_err(|_| {
+                        Metrics::add(&metrics.invalid_requests, signal, transport, 1)
+                    })?;
+                let n = decoded.batch.samples.len();
+                let dropped = decoded.dropped;
+                Metrics::add(
+                    &metrics.received,
+                    signal,
+                    transport,
+                    (n + dropped.total()) as u64,
+                );
+                // The WAL keeps the body as received, or re-encoded without
+                // the dropped samples; replay decodes it again.
+                let entry = WalEntry {
+                    signal,
+                    format: BodyFormat::PromRemoteWrite,
+                    tenant: tenant.clone(),
+                    body: decoded.body.unwrap_or_else(|| body.to_vec()),
+                };
+                wal.append(
+                    entry.encode(),
+                    WalItem::prom(tenant, decoded.batch, Some(charge.0)),
+                    Box::new(move |r| {
+                        let _ = tx.send(r);
+                    }),
+                )?;
+                Ok((n, dropped))
+            })
+            .await
+            .map_err(|e| {
+                IngestError::Unavailable(StoreError::WalClosed(format!("ingest task failed: {e}")))
+            })??;
         match rx.await {
             Ok(Ok(_)) => {
                 Metrics::add(&self.metrics.accepted, signal, transport, samples as u64);
-                Ok(samples)
+                Metrics::add(
+                    &self.metrics.rejected,
+                    signal,
+                    transport,
+                    dropped.total() as u64,
+                );
+                let edge = &self.metrics.edge.rejected_samples;
+                edge[0].fetch_add(dropped.too_old as u64, Ordering::Relaxed);
+                edge[1].fetch_add(dropped.too_new as u64, Ordering::Relaxed);
+                Ok(RemoteWriteAccepted {
+                    samples,
+                    dropped,
+                    retention: self.retention.metrics,
+                })
             }
             Ok(Err(e)) => Err(IngestError::Unavailable(e)),
             Err(_) => Err(IngestError::Unavailable(StoreError::WalClosed(

@@ -131,13 +131,22 @@ impl<S: OtlpService> UnaryService<Bytes> for Export<S> {
                         ))
                     })?,
             };
+            // tonic has buffered (at most --max-recv-msg-size) and
+            // decompressed the message; charge it before it is decoded.
+            let body = req.into_inner();
+            let mut charge = ingest.start_charge();
+            if let Err(e) = ingest.charge(&mut charge, body.len()) {
+                ingest.count_refused(S::SIGNAL, Transport::Grpc, Some(&body));
+                return Err(Status::new(super::codes(&e).0, e.to_string()));
+            }
             match ingest
                 .export(
                     S::SIGNAL,
                     Transport::Grpc,
                     tenant,
                     Encoding::Protobuf,
-                    req.into_inner(),
+                    body,
+                    charge,
                 )
                 .await
             {

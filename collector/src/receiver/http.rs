@@ -10,11 +10,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use bytes::Bytes;
-use periscope_proto::{BodyError, ContentEncoding, Encoding, RpcStatus, Signal, decompress_body};
+use periscope_proto::{Encoding, RpcStatus, Signal};
 use periscope_store::TenantId;
 use prost::Message;
 
+use super::body::ReadError;
 use crate::pipeline::{Ingest, IngestError};
 use crate::telemetry::{Metrics, Transport};
 
@@ -74,55 +74,11 @@ fn error(encoding: Encoding, status: StatusCode, code: tonic::Code, message: Str
     };
     let mut res = (status, [(header::CONTENT_TYPE, ct)], body).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        // 429 and 503 are retryable in OTLP/HTTP; the client should wait.
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     res
-}
-
-/// Reads the body up to `max` bytes, then decompresses it up to `max` bytes.
-async fn read_body(
-    body: Body,
-    headers: &HeaderMap,
-    max: usize,
-) -> Result<Bytes, (StatusCode, String)> {
-    let raw = axum::body::to_bytes(body, max).await.map_err(|e| {
-        // Over the limit, or the connection failed mid-body.
-        let too_large =
-            std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"));
-        if too_large || e.to_string().contains("length limit") {
-            (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body larger than {max} bytes"),
-            )
-        } else {
-            (
-                StatusCode::BAD_REQUEST,
-                format!("failed to read request body: {e}"),
-            )
-        }
-    })?;
-    let encoding = ContentEncoding::from_header(
-        headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok()),
-    )
-    .map_err(body_error)?;
-    if encoding == ContentEncoding::Identity {
-        return Ok(raw);
-    }
-    // Decompress on a blocking thread, never past the cap (a zip bomb stops
-    // at max + 1 bytes).
-    tokio::task::spawn_blocking(move || decompress_body(encoding, &raw, max))
-        .await
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map(Bytes::from)
-        .map_err(body_error)
-}
-
-fn body_error(e: BodyError) -> (StatusCode, String) {
-    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, e.to_string())
 }
 
 async fn export(
@@ -175,26 +131,29 @@ async fn export(
             }
         },
     };
-    let body = match read_body(body, &headers, st.max_size).await {
-        Ok(b) => b,
-        Err((status, msg)) => {
-            Metrics::add(
-                &st.ingest.metrics.invalid_requests,
-                signal,
-                Transport::Http,
-                1,
-            );
-            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                tonic::Code::ResourceExhausted
-            } else {
-                tonic::Code::InvalidArgument
-            };
-            return error(encoding, status, code, msg);
-        }
-    };
+    let mut charge = st.ingest.start_charge();
+    let body =
+        match super::body::read_charged(&st.ingest, &mut charge, body, &headers, st.max_size, true)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                if matches!(e, ReadError::Busy(_)) {
+                    st.ingest.count_refused(signal, Transport::Http, None);
+                } else {
+                    Metrics::add(
+                        &st.ingest.metrics.invalid_requests,
+                        signal,
+                        Transport::Http,
+                        1,
+                    );
+                }
+                return error(encoding, e.status(), e.code(), e.to_string());
+            }
+        };
     match st
         .ingest
-        .export(signal, Transport::Http, tenant, encoding, body)
+        .export(signal, Transport::Http, tenant, encoding, body, charge)
         .await
     {
         Ok(a) => {

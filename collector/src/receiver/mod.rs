@@ -2,8 +2,10 @@
 //! to the shared [`crate::pipeline::Ingest`] and map its outcome to the wire
 //! in one place ([`Outcome`]).
 
+mod body;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod remote_write;
 
 use periscope_proto::Signal;

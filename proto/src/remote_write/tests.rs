@@ -242,3 +242,68 @@ fn malformed_bodies_are_named_errors() {
         }
     }
 }
+
+/// Remote write once kept samples from 1970 and 2200, making one partition
+/// per hour between them; the OTLP bounds now apply.
+#[test]
+fn out_of_bounds_timestamps_are_dropped_and_counted() {
+    let up = labels(&[("__name__", "up")]);
+    let hist = labels(&[("__name__", "h")]);
+    let sample = |labels: &Labels, ts: i64, hist: bool| PromSample {
+        labels: labels.clone(),
+        timestamp_ms: ts,
+        value: if hist {
+            SampleValue::Histogram(Box::default())
+        } else {
+            SampleValue::Float(1.0)
+        },
+    };
+    let (min, max) = (1_000, 2_000);
+    /// (what, samples as (timestamp, histogram?), kept timestamps, old, new)
+    type Row = (&'static str, Vec<(i64, bool)>, Vec<i64>, usize, usize);
+    let rows: Vec<Row> = vec![
+        (
+            "all within",
+            vec![(1_000, false), (2_000, true)],
+            vec![1_000, 2_000],
+            0,
+            0,
+        ),
+        (
+            "1970 and 2200",
+            vec![(999, false), (7_258_118_400_000, true), (1_500, false)],
+            vec![1_500],
+            1,
+            1,
+        ),
+        ("only old", vec![(0, false), (-5, true)], vec![], 2, 0),
+    ];
+    for (what, input, kept, old, new) in rows {
+        let samples: Vec<PromSample> = input
+            .iter()
+            .map(|(ts, h)| sample(if *h { &hist } else { &up }, *ts, *h))
+            .collect();
+        let body = encode_remote_write(&samples);
+        let got = decode_remote_write_bounded(&body, min, max).unwrap();
+        let ts: Vec<i64> = got.batch.samples.iter().map(|s| s.timestamp_ms).collect();
+        let mut ts_sorted = ts.clone();
+        ts_sorted.sort();
+        assert_eq!(ts_sorted, kept, "{what}");
+        assert_eq!(
+            got.dropped,
+            OutOfBounds {
+                too_old: old,
+                too_new: new
+            },
+            "{what}"
+        );
+        match got.body {
+            None => assert_eq!(old + new, 0, "{what}: nothing dropped keeps the body"),
+            Some(b) => {
+                // The re-encoded body holds exactly the kept samples.
+                let again = decode_remote_write(&b).unwrap();
+                assert_eq!(again.samples.len(), kept.len(), "{what}");
+            }
+        }
+    }
+}

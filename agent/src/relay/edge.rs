@@ -1,0 +1,468 @@
+//! The relay's network edge, so that no local client can take the agent's
+//! memory or hold its listeners: an in-flight byte budget charged before a
+//! body is buffered and for what decoding takes ([`Budget`]), a header read
+//! timeout and a body read deadline on HTTP connections ([`serve_http`]),
+//! a connection limit per listener, and a charging layer on gRPC requests
+//! ([`ChargeLayer`]). It mirrors the collector's `receiver::listener` and
+//! `receiver::body` (the agent does not depend on the collector).
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::{Stream, StreamExt};
+use tower::ServiceExt;
+
+use crate::config::RelayLimits;
+use crate::telemetry::Stats;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The relay's budget is used up: the client should retry.
+#[derive(Debug, thiserror::Error)]
+#[error("agent relay has {0} bytes in flight (relay_max_inflight_bytes); retry later")]
+pub struct Busy(pub usize);
+
+/// Bytes of requests being read, decoded or queued at once.
+pub struct Budget {
+    sem: Arc<Semaphore>,
+    limit: usize,
+    stats: Arc<Stats>,
+}
+
+/// Budget held by one request.
+#[derive(Debug)]
+pub struct Charge(OwnedSemaphorePermit);
+
+impl Budget {
+    pub fn new(limit: usize, stats: Arc<Stats>) -> Budget {
+        Budget {
+            sem: Arc::new(Semaphore::new(limit)),
+            limit,
+            stats,
+        }
+    }
+
+    /// An empty charge.
+    pub fn start(&self) -> Charge {
+        Charge(
+            self.sem
+                .clone()
+                .try_acquire_many_owned(0)
+                .expect("the budget semaphore is never closed"),
+        )
+    }
+
+    /// Takes `bytes` more for `charge`, or refuses at once. One request
+    /// never holds more than the whole budget, so it can always run alone.
+    pub fn charge(&self, charge: &mut Charge, bytes: usize) -> Result<(), Busy> {
+        let n = bytes.min(self.limit - charge.0.num_permits());
+        if n > 0 {
+            let Ok(more) = self.sem.clone().try_acquire_many_owned(n as u32) else {
+                Stats::add(&self.stats.relay_refused_requests, 1);
+                return Err(Busy(self.limit));
+            };
+            charge.0.merge(more);
+        }
+        self.gauge();
+        Ok(())
+    }
+
+    /// Gives back up to `bytes` of `charge`.
+    pub fn release(&self, charge: &mut Charge, bytes: usize) {
+        drop(charge.0.split(bytes.min(charge.0.num_permits())));
+        self.gauge();
+    }
+
+    /// Ends `charge` and refreshes the gauge.
+    pub fn finish(&self, charge: Charge) {
+        drop(charge);
+        self.gauge();
+    }
+
+    fn gauge(&self) {
+        let used = self.limit - self.sem.available_permits();
+        self.stats
+            .relay_inflight_bytes
+            .store(used as u64, Ordering::Relaxed);
+    }
+}
+
+/// Why an HTTP body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("request body larger than {0} bytes (relay_max_recv_msg_size)")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error("request body not received within {}s (relay_body_read_timeout)", .0.as_secs_f64())]
+    Timeout(Duration),
+    #[error("failed to read request body: {0}")]
+    Failed(String),
+}
+
+impl ReadError {
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode as S;
+        match self {
+            ReadError::TooLarge(_) => S::PAYLOAD_TOO_LARGE,
+            ReadError::Busy(_) => S::TOO_MANY_REQUESTS,
+            ReadError::Timeout(_) => S::REQUEST_TIMEOUT,
+            ReadError::Failed(_) => S::BAD_REQUEST,
+        }
+    }
+}
+
+/// Reads `body` (at most `max` bytes), charging every byte before it is
+/// buffered: a declared length over `max` is refused before reading, and
+/// every chunk is charged before it is kept.
+pub async fn read_charged(
+    budget: &Budget,
+    charge: &mut Charge,
+    body: Body,
+    headers: &HeaderMap,
+    max: usize,
+) -> Result<Bytes, ReadError> {
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        None => 0,
+        Some(v) => {
+            let n: u64 = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| ReadError::Failed(format!("invalid content-length {v:?}")))?;
+            if n > max as u64 {
+                return Err(ReadError::TooLarge(max));
+            }
+            n as usize
+        }
+    };
+    // Charged as bytes arrive, not as announced: a client that announces a
+    // large body and stalls must not hold the budget (see the collector's
+    // receiver::body).
+    let mut charged = 0;
+    let mut buf: Vec<u8> = Vec::with_capacity(declared);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| match timed_out(&e) {
+            Some(d) => ReadError::Timeout(d),
+            None => ReadError::Failed(e.to_string()),
+        })?;
+        let total = buf.len() + chunk.len();
+        if total > max {
+            return Err(ReadError::TooLarge(max));
+        }
+        if total > charged {
+            budget.charge(charge, total - charged)?;
+            charged = total;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// A body that did not arrive by its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received within {0:?}")]
+struct BodyTimeout(Duration);
+
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> Option<Duration> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<BodyTimeout>() {
+            return Some(t.0);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+struct TimedBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    stats: Arc<Stats>,
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            Stats::add(&this.stats.relay_body_timeouts, 1);
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves `app` with a header read timeout, a body deadline and a
+/// connection limit; connections past the limit are closed at once.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    limits: RelayLimits,
+    stats: Arc<Stats>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                tracing::debug!(error = %e, "relay accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            Stats::add(&stats.relay_refused_connections, 1);
+            continue;
+        };
+        let (app, stats) = (app.clone(), stats.clone());
+        tokio::spawn(async move {
+            let s = stats.clone();
+            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let timeout = limits.body_read_timeout;
+                let req = req.map(|inner| TimedBody {
+                    inner,
+                    deadline: Box::pin(tokio::time::sleep(timeout)),
+                    timeout,
+                    stats: s.clone(),
+                });
+                app.clone().oneshot(req)
+            });
+            let r = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+            if let Err(e) = r
+                && e.is_timeout()
+            {
+                Stats::add(&stats.relay_header_timeouts, 1);
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// A gRPC connection holding a slot of its listener.
+pub struct LimitedStream {
+    io: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    /// Until the HTTP/2 preface arrives: h2 has no handshake timeout.
+    handshake: Option<Pin<Box<tokio::time::Sleep>>>,
+    read: usize,
+    stats: Arc<Stats>,
+}
+
+/// The client connection preface (24 bytes) and a SETTINGS frame header (9).
+const HANDSHAKE_BYTES: usize = 24 + 9;
+
+/// Admits at most `max` connections at once; the others are closed. A
+/// connection whose HTTP/2 preface has not arrived within
+/// `handshake_timeout` is closed.
+pub fn limit_incoming(
+    incoming: impl Stream<Item = std::io::Result<TcpStream>>,
+    max: usize,
+    handshake_timeout: Duration,
+    stats: Arc<Stats>,
+) -> impl Stream<Item = std::io::Result<LimitedStream>> {
+    let slots = Arc::new(Semaphore::new(max));
+    incoming.filter_map(move |r| {
+        let admitted = r.map(|io| match slots.clone().try_acquire_owned() {
+            Ok(_slot) => Some(LimitedStream {
+                io,
+                _slot,
+                handshake: Some(Box::pin(tokio::time::sleep(handshake_timeout))),
+                read: 0,
+                stats: stats.clone(),
+            }),
+            Err(_) => {
+                Stats::add(&stats.relay_refused_connections, 1);
+                None
+            }
+        });
+        admitted.transpose()
+    })
+}
+
+impl tonic::transport::server::Connected for LimitedStream {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Some(deadline) = this.handshake.as_mut() {
+            if let Poll::Ready(Ok(())) = r {
+                this.read += buf.filled().len() - before;
+                if this.read >= HANDSHAKE_BYTES {
+                    this.handshake = None;
+                }
+            } else if r.is_pending() && deadline.as_mut().poll(cx).is_ready() {
+                Stats::add(&this.stats.relay_header_timeouts, 1);
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no HTTP/2 preface within the header read timeout",
+                )));
+            }
+        }
+        r
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Charges every gRPC request's message bytes, as they arrive and before
+/// tonic decodes them, times what decoding protobuf takes at worst (records
+/// cannot be counted before the message is whole); the charge is
+/// held until the handler has answered (the request is then in the queue,
+/// which has its own bound). Over budget, the request fails with
+/// `RESOURCE_EXHAUSTED`.
+#[derive(Clone)]
+pub struct ChargeLayer(pub Arc<Budget>);
+
+impl<S> tower::Layer<S> for ChargeLayer {
+    type Service = ChargeService<S>;
+    fn layer(&self, inner: S) -> ChargeService<S> {
+        ChargeService {
+            inner,
+            budget: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ChargeService<S> {
+    inner: S,
+    budget: Arc<Budget>,
+}
+
+impl<S> tower::Service<axum::http::Request<tonic::body::Body>> for ChargeService<S>
+where
+    S: tower::Service<axum::http::Request<tonic::body::Body>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<tonic::body::Body>) -> Self::Future {
+        let charge = Arc::new(Mutex::new(Some(self.budget.start())));
+        let (budget, held) = (self.budget.clone(), charge.clone());
+        let req = req.map(|inner| {
+            tonic::body::Body::new(ChargingBody {
+                inner,
+                budget: budget.clone(),
+                charge,
+            })
+        });
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            if let Some(c) = held.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                budget.finish(c);
+            }
+            r
+        })
+    }
+}
+
+struct ChargingBody {
+    inner: tonic::body::Body,
+    budget: Arc<Budget>,
+    charge: Arc<Mutex<Option<Charge>>>,
+}
+
+impl hyper::body::Body for ChargingBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(data) = f.data_ref()
+        {
+            let cost = data
+                .len()
+                .saturating_mul(1 + periscope_proto::PROTOBUF_WORST_CASE_FACTOR);
+            let mut held = this.charge.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = held.as_mut()
+                && let Err(e) = this.budget.charge(c, cost)
+            {
+                return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(e.to_string()))));
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
