@@ -150,7 +150,8 @@ impl Ingest {
     /// alone if it must.
     pub fn charge(&self, charge: &mut Charge, bytes: usize) -> Result<(), IngestError> {
         let room = self.budget_bytes - charge.0.num_permits();
-        let n = bytes.min(room);
+        // Permits are taken in u32 amounts; no request costs 4 GiB at once.
+        let n = bytes.min(room).min(u32::MAX as usize);
         if n > 0 {
             let more = self
                 .budget
