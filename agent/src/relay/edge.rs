@@ -189,7 +189,11 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> Option<Duration> {
 
 struct TimedBody {
     inner: Incoming,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// When the headers arrived; the timer is made on the first wait, so
+    /// that requests without a body, or whose body is already buffered,
+    /// never touch the timer wheel.
+    start: tokio::time::Instant,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Duration,
     stats: Arc<Stats>,
 }
@@ -206,7 +210,11 @@ impl hyper::body::Body for TimedBody {
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
-        if this.deadline.as_mut().poll(cx).is_ready() {
+        let (start, timeout) = (this.start, this.timeout);
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(start + timeout)));
+        if deadline.as_mut().poll(cx).is_ready() {
             Stats::add(&this.stats.relay_body_timeouts, 1);
             return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))));
         }
@@ -252,7 +260,8 @@ pub async fn serve_http(
                 let timeout = limits.body_read_timeout;
                 let req = req.map(|inner| TimedBody {
                     inner,
-                    deadline: Box::pin(tokio::time::sleep(timeout)),
+                    start: tokio::time::Instant::now(),
+                    deadline: None,
                     timeout,
                     stats: s.clone(),
                 });
