@@ -73,7 +73,9 @@ impl Charge {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The in-flight budget is exhausted: retry later.
-    #[error("too much data in flight ({0} bytes budget); retry later")]
+    #[error(
+        "too much data in flight: the budget of {0} bytes (--max-inflight-bytes) is in use; retry later"
+    )]
     Busy(usize),
     /// The body could not be decoded.
     #[error(transparent)]
