@@ -149,6 +149,10 @@ pub fn decompress_body(
 //   remote write, 60 samples per series:   +322 / +112 MiB, 15x / 21x the
 //                                           decompressed body (13x by slope)
 //
+// The agent relay (decode, add node attributes, queue; no WAL, no
+// flattening) measured 31.1x for the same JSON and 22.3x for the same
+// protobuf: it is charged with the same functions, conservatively.
+//
 // Growth scales with the request (the slope between the two sizes gives
 // the same factors), so it is the request's, not a fixed arena's. Protobuf
 // costs per record rather than per byte: bigger records cost the same
@@ -165,9 +169,6 @@ pub const PROTOBUF_DECODE_FACTOR: usize = 4;
 /// Memory one decoded protobuf record (log record, span, data point) takes
 /// besides its bytes.
 pub const PROTOBUF_RECORD_COST: usize = 1_100;
-/// Memory per byte of a protobuf body of the smallest records, for callers
-/// that must charge before the message is complete and cannot count them.
-pub const PROTOBUF_WORST_CASE_FACTOR: usize = 45;
 /// Memory decoding takes per byte of a decompressed remote-write body, on
 /// top of the body: every sample carries a copy of its series' labels.
 pub const REMOTE_WRITE_DECODE_FACTOR: usize = 16;

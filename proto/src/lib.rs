@@ -32,9 +32,7 @@ mod status;
 mod validate;
 
 pub use body::{
-    BodyError, ContentEncoding, JSON_DECODE_FACTOR, PROTOBUF_DECODE_FACTOR, PROTOBUF_RECORD_COST,
-    PROTOBUF_WORST_CASE_FACTOR, REMOTE_WRITE_DECODE_FACTOR, decode_cost, decompress_body,
-    remote_write_decode_cost,
+    BodyError, ContentEncoding, decode_cost, decompress_body, remote_write_decode_cost,
 };
 pub use count::count_records;
 pub use decode::{Encoding, ExportRequest, Signal, decode_request};

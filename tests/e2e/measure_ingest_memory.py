@@ -102,6 +102,25 @@ def main() -> None:
     rw_headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
     measure("collector remote write", url("/api/v1/write"), rw_headers, bytes(cramjam.snappy.compress_raw(rw)), len(rw), collector)
 
+    # The agent relay, forwarding to a collector that is not measured.
+    from agent_util import Agent
+
+    sink = Collector(tmp / "sink", tmp / "logs", args=["--max-inflight-bytes", "8GiB", "--max-recv-msg-size", "64MiB"]).start()
+    (tmp / "empty").mkdir()
+    agents: dict[str, Agent] = {}
+
+    def agent():  # noqa: ANN202
+        a = Agent(tmp / f"agent-{time.time_ns()}", tmp / "logs", f"http://{sink.grpc_target}", [f"{tmp}/empty/*.log"],
+                  args=["--otlp-http-addr", "127.0.0.1:0", "--relay-max-inflight-bytes", "3GiB", "--relay-max-recv-msg-size", "64MiB", "--memory-queue-bytes", "1GiB"]).start()
+        agents["a"] = a
+        assert a.proc is not None
+        return a.proc.pid, a.stop
+
+    relay = lambda: f"http://{agents['a'].listening['otlp_http']}/v1/logs"  # noqa: E731
+    for name, headers, body, dec in rows[::2]:
+        measure(f"agent relay {name}", relay, headers, body, dec, agent)
+    sink.stop()
+
 
 if __name__ == "__main__":
     main()

@@ -113,6 +113,22 @@ def test_stalled_body_is_charged_then_timed_out(collectors) -> None:  # noqa: AN
     assert c.metric_sum("periscope_inflight_bytes") == 0
 
 
+def test_over_budget_requests_get_429_naming_the_flag(collectors) -> None:  # noqa: ANN001
+    c = collectors(args=["--max-inflight-bytes", "1MiB"]).start()
+    # One request that has sent the whole budget holds it while its last byte stalls.
+    s = socket.create_connection(host_port(c.listening["otlp_http"]))
+    s.sendall(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + f"Content-Length: {(1 << 20) + 1}\r\n\r\n".encode() + b" " * (1 << 20))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and c.metric_sum("periscope_inflight_bytes") < (1 << 20):
+        time.sleep(0.05)
+    body = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": str(time.time_ns()), "body": {"stringValue": "x"}}]}]}]}
+    r = http_session().post(c.otlp_url("/v1/logs"), json=body, timeout=10)
+    assert r.status_code == 429, r.text
+    assert "--max-inflight-bytes" in r.text, r.text
+    assert r.headers.get("Retry-After") == "1"
+    s.close()
+
+
 def test_declared_length_over_the_limit_is_refused_unread(collectors) -> None:  # noqa: ANN001
     c = collectors(args=["--max-recv-msg-size", "1MiB"]).start()
     for addr, path in ((c.listening["otlp_http"], "/v1/logs"), (c.listening["otlp_http"], "/api/v1/write"), (c.listening["http"], "/api/v1/write")):

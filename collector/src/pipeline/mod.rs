@@ -73,7 +73,9 @@ impl Charge {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The in-flight budget is exhausted: retry later.
-    #[error("too much data in flight ({0} bytes budget); retry later")]
+    #[error(
+        "too much data in flight: the budget of {0} bytes (--max-inflight-bytes) is in use; retry later"
+    )]
     Busy(usize),
     /// The body could not be decoded.
     #[error(transparent)]
@@ -150,7 +152,8 @@ impl Ingest {
     /// alone if it must.
     pub fn charge(&self, charge: &mut Charge, bytes: usize) -> Result<(), IngestError> {
         let room = self.budget_bytes - charge.0.num_permits();
-        let n = bytes.min(room);
+        // Permits are taken in u32 amounts; no request costs 4 GiB at once.
+        let n = bytes.min(room).min(u32::MAX as usize);
         if n > 0 {
             let more = self
                 .budget

@@ -68,7 +68,11 @@ impl BodyTimeout {
 /// A request body with a deadline.
 struct TimedBody {
     inner: Incoming,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// When the headers arrived; the timer is made on the first wait, so
+    /// that requests without a body, or whose body is already buffered,
+    /// never touch the timer wheel.
+    start: tokio::time::Instant,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Duration,
     expired: Option<(Arc<Metrics>, Listener)>,
 }
@@ -85,7 +89,11 @@ impl hyper::body::Body for TimedBody {
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
-        if this.deadline.as_mut().poll(cx).is_ready() {
+        let (start, timeout) = (this.start, this.timeout);
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(start + timeout)));
+        if deadline.as_mut().poll(cx).is_ready() {
             if let Some((metrics, listener)) = this.expired.take() {
                 EdgeMetrics::add(&metrics.edge.body_timeouts, listener, 1);
             }
@@ -200,7 +208,8 @@ async fn connection(
         let timeout = limits.body_read_timeout;
         let req = req.map(|inner| TimedBody {
             inner,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            start: tokio::time::Instant::now(),
+            deadline: None,
             timeout,
             expired: Some((m.clone(), which)),
         });
