@@ -343,9 +343,9 @@ def test_parquet_checks_pass_on_a_good_store(tmp_path: Path) -> None:
     assert read_manifest(tmp_path, "nobody") == {"version": 1, "files": []}
     paths = manifest_paths(tmp_path)
     assert [p.name for p in paths] == ["spans-1.parquet"]
-    m = json.loads((tmp_path / "default" / "traces" / "manifest.json").read_text())
+    m = json.loads((tmp_path / "tenants" / "default" / "traces" / "manifest.json").read_text())
     m["files"].append({"partition": "2026-11-22T03", "edges": "edges-9.parquet"})
-    (tmp_path / "default" / "traces" / "manifest.json").write_text(json.dumps(m))
+    (tmp_path / "tenants" / "default" / "traces" / "manifest.json").write_text(json.dumps(m))
     assert [p.name for p in manifest_paths(tmp_path)] == ["spans-1.parquet"]
     assert [p.name for p in manifest_paths(tmp_path, kind="edges")] == ["edges-1.parquet", "edges-9.parquet"]
     assert check_spans_file(paths[0], facts).keys() == facts.keys()
