@@ -482,7 +482,7 @@ fn top_in_partition(
         weight
             .for_each_no_score(reader, &mut |docs| {
                 blocks = blocks.wrapping_add(1);
-                if expired || (blocks % 64 == 0 && deadline.expired()) {
+                if expired || (blocks.is_multiple_of(64) && deadline.expired()) {
                     expired = true;
                     return;
                 }
