@@ -231,7 +231,7 @@ impl QueryRuntime {
     /// Takes a query slot for `tenant` until the returned value is dropped.
     #[cfg(test)]
     pub(crate) fn hold_for_test(self: &Arc<Self>, tenant: &TenantId) -> Permit {
-        self.admit(tenant).ok().expect("a free slot")
+        self.admit(tenant).expect("a free slot")
     }
 
     /// Counts a query refused for a limit on what it reads.

@@ -340,10 +340,10 @@ async fn run<T: Send + 'static>(
         })
         .await?;
     if let Err(e) = &r {
-        match e.1 {
-            "timeout" => st.runtime.count_timeout(),
-            "bad_data" | "execution" => st.runtime.count_limit(),
-            _ => {}
+        if e.1 == "timeout" {
+            st.runtime.count_timeout();
+        } else if e.2.contains("(--query-max-") {
+            st.runtime.count_limit();
         }
     }
     r

@@ -229,7 +229,18 @@ pub fn range_query(
             .collect();
         for w in workers {
             let done = match w {
-                Ok(w) => w.join().unwrap_or_default(),
+                // A panic in one chunk fails the query instead of leaving
+                // its chunks out of the answer.
+                Ok(w) => w.join().unwrap_or_else(|_| {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    vec![(
+                        usize::MAX,
+                        Err(QueryError {
+                            kind: "internal",
+                            message: "query evaluation panicked".into(),
+                        }),
+                    )]
+                }),
                 Err(e) => {
                     failed.store(true, std::sync::atomic::Ordering::Relaxed);
                     vec![(

@@ -4,12 +4,12 @@ use std::collections::{BTreeSet, BinaryHeap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use tantivy::collector::HistogramCollector;
+use tantivy::collector::{Collector, HistogramCollector, SegmentCollector};
 use tantivy::query::{
     AllQuery, BooleanQuery, EnableScoring, Occur, Query, QueryParser, RangeQuery, TermQuery,
 };
 use tantivy::schema::{IndexRecordOption, OwnedValue, Value};
-use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
+use tantivy::{DocAddress, Searcher, SegmentReader, TantivyDocument, TantivyError, Term};
 
 use super::{HOUR_NS, LogStore, Partition};
 use crate::{Deadline, StoreError, TenantId};
@@ -430,6 +430,47 @@ fn hit_from_doc(p: &Partition, doc: &TantivyDocument, timestamp_ns: i64) -> LogH
 
 type Key = (i64, u64);
 
+/// A collector that stops before each segment once its deadline passed
+/// (tantivy cannot stop inside a segment's walk).
+struct UntilDeadline<'a, C> {
+    inner: C,
+    deadline: &'a Deadline,
+}
+
+impl<C: Collector> Collector for UntilDeadline<'_, C> {
+    type Fruit = C::Fruit;
+    type Child = C::Child;
+
+    fn for_segment(&self, ord: u32, segment: &SegmentReader) -> tantivy::Result<C::Child> {
+        self.inner.for_segment(ord, segment)
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.inner.requires_scoring()
+    }
+
+    fn merge_fruits(
+        &self,
+        fruits: Vec<<C::Child as SegmentCollector>::Fruit>,
+    ) -> tantivy::Result<C::Fruit> {
+        self.inner.merge_fruits(fruits)
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn tantivy::query::Weight,
+        ord: u32,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<<C::Child as SegmentCollector>::Fruit> {
+        if self.deadline.expired() {
+            return Err(TantivyError::InternalError(
+                "query deadline exceeded".into(),
+            ));
+        }
+        self.inner.collect_segment(weight, ord, reader)
+    }
+}
+
 /// The newest `limit` matches in one partition strictly before `cursor`,
 /// newest first.
 ///
@@ -482,7 +523,7 @@ fn top_in_partition(
         weight
             .for_each_no_score(reader, &mut |docs| {
                 blocks = blocks.wrapping_add(1);
-                if expired || (blocks % 64 == 0 && deadline.expired()) {
+                if expired || (blocks.is_multiple_of(64) && deadline.expired()) {
                     expired = true;
                     return;
                 }
@@ -583,9 +624,19 @@ impl LogStore {
                 h.step_ns as u64,
                 n,
             );
-            let part = searcher
-                .search(query.as_ref(), &collector)
-                .map_err(StoreError::index("histogram failed"))?;
+            let collector = UntilDeadline {
+                inner: collector,
+                deadline: &s.deadline,
+            };
+            let part = match searcher.search(query.as_ref(), &collector) {
+                Ok(part) => part,
+                // Stopped by the deadline: say so, not "histogram failed".
+                Err(_) if s.deadline.expired() => {
+                    s.deadline.check()?;
+                    return Err(StoreError::DeadlineExceeded);
+                }
+                Err(e) => return Err(StoreError::index("histogram failed")(e)),
+            };
             for (c, add) in counts.iter_mut().zip(part) {
                 *c += add;
             }
