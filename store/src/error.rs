@@ -82,10 +82,10 @@ impl StoreError {
         match self {
             StoreError::DiskFull { .. } => true,
             StoreError::Io { source, .. } => is_no_space(source),
-            StoreError::Index { source, .. } => match source {
-                tantivy::TantivyError::IoError(e) => is_no_space(e),
-                _ => false,
-            },
+            StoreError::Index {
+                source: tantivy::TantivyError::IoError(e),
+                ..
+            } => is_no_space(e),
             _ => false,
         }
     }
