@@ -24,6 +24,69 @@ pub fn check_query_text(q: &str, opts: &EngineOptions) -> Result<(), QueryError>
     if depth > opts.max_depth {
         return Err(depth_error(depth, opts.max_depth));
     }
+    check_duration_numbers(q)
+}
+
+/// The longest duration written as a plain number of seconds (about 3,000
+/// years): `promql-parser` turns such a number into a `Duration` with
+/// `Duration::from_secs_f64`, which panics on a value too large, infinite
+/// or NaN (`offset 1e30`, `x[Inf]`).
+const MAX_DURATION_SECONDS: f64 = 1e11;
+
+/// Refuses a number of seconds in a duration position (inside `[...]`, or
+/// after `offset`) that no `Duration` holds. Durations with units
+/// (`5m`, `1h30m`) are checked by the parser itself.
+fn check_duration_numbers(q: &str) -> Result<(), QueryError> {
+    let mut brackets = 0usize;
+    let mut after_offset = false;
+    let mut chars = q.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' | '\'' => {
+                while let Some((_, d)) = chars.next() {
+                    if d == '\\' {
+                        chars.next();
+                    } else if d == c {
+                        break;
+                    }
+                }
+            }
+            '`' => for _ in chars.by_ref().take_while(|(_, d)| *d != '`') {},
+            '#' => for _ in chars.by_ref().take_while(|(_, d)| *d != '\n') {},
+            '[' => brackets += 1,
+            ']' => brackets = brackets.saturating_sub(1),
+            c if c.is_alphanumeric() || c == '_' || c == '.' => {
+                let mut end = i + c.len_utf8();
+                let mut prev = c;
+                while let Some(&(j, d)) = chars.peek() {
+                    // An exponent's sign belongs to the number: `1e+30`.
+                    let sign = (d == '+' || d == '-') && (prev == 'e' || prev == 'E');
+                    if !(d.is_alphanumeric() || d == '_' || d == '.' || sign) {
+                        break;
+                    }
+                    end = j + d.len_utf8();
+                    prev = d;
+                    chars.next();
+                }
+                let word = &q[i..end];
+                if (brackets > 0 || after_offset)
+                    && word
+                        .parse::<f64>()
+                        .is_ok_and(|v| !(v.abs() <= MAX_DURATION_SECONDS))
+                {
+                    return Err(QueryError::bad_data(format!(
+                        "duration {word} is out of range: at most {MAX_DURATION_SECONDS:e} seconds"
+                    )));
+                }
+                after_offset = word.eq_ignore_ascii_case("offset");
+                continue;
+            }
+            _ => {}
+        }
+        if !c.is_whitespace() && c != '-' && c != '+' {
+            after_offset = false;
+        }
+    }
     Ok(())
 }
 
@@ -180,6 +243,28 @@ mod tests {
             ("((1))", 2),
         ] {
             assert_eq!(text_depth(q), want, "{q}");
+        }
+    }
+
+    #[test]
+    fn durations_no_duration_holds_are_refused_before_the_parser_panics() {
+        let opts = EngineOptions::default();
+        for (q, ok) in [
+            ("x offset 5m", true),
+            ("x offset 300", true),
+            ("rate(x[300])", true),
+            ("x > 1e30", true),
+            (r#"x{a="1e30"}[5m]"#, true),
+            ("x offset 17777777777777777777777777777777777", false),
+            ("x offset -1e30", false),
+            ("rate(x[1e+30])", false),
+            ("rate(x[Inf])", false),
+            ("max_over_time(x[5m:NaN])", false),
+        ] {
+            assert_eq!(check_query_text(q, &opts).is_ok(), ok, "{q}");
+            if ok {
+                let _ = promql_parser::parser::parse(q);
+            }
         }
     }
 

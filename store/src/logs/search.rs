@@ -343,6 +343,15 @@ impl LogSearch {
         let f = &p.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let q = self.query.trim();
+        // tantivy ends a JSON path with a NUL byte (and separates its
+        // segments with 0x01): a control character in a field name such as
+        // `attributes.a\0b:x` trips an assertion in its query parser.
+        if let Some(c) = q.chars().find(|c| c.is_control() && !c.is_whitespace()) {
+            return Err(StoreError::InvalidArgument(format!(
+                "log query contains the control character U+{:04X}",
+                u32::from(c)
+            )));
+        }
         if !q.is_empty() {
             let mut parser = QueryParser::for_index(&p.index, vec![f.body]);
             parser.set_conjunction_by_default();
