@@ -72,7 +72,7 @@ fn check_duration_numbers(q: &str) -> Result<(), QueryError> {
                 if (brackets > 0 || after_offset)
                     && word
                         .parse::<f64>()
-                        .is_ok_and(|v| !(v.abs() <= MAX_DURATION_SECONDS))
+                        .is_ok_and(|v| v.is_nan() || v.abs() > MAX_DURATION_SECONDS)
                 {
                     return Err(QueryError::bad_data(format!(
                         "duration {word} is out of range: at most {MAX_DURATION_SECONDS:e} seconds"
