@@ -133,7 +133,7 @@ pub struct ServeArgs {
     /// Longest any query runs before it is stopped; a client's `timeout` may only lower it. Default `2m`.
     #[arg(long, env = "PERISCOPE_QUERY_TIMEOUT")]
     pub query_timeout: Option<String>,
-    /// Queries running at once, all tenants; beyond it 429. Default twice the cores, at least 4.
+    /// Queries admitted at once (running or waiting for a query thread), all tenants; beyond it 429. Default eight times the cores, at least 32.
     #[arg(long, env = "PERISCOPE_QUERY_MAX_CONCURRENT")]
     pub query_max_concurrent: Option<usize>,
     /// Queries running at once for one tenant; beyond it 429. Default half of `query_max_concurrent`, at least 1.

@@ -24,8 +24,10 @@ pub struct QueryLimits {
     /// Longest any query runs before it is stopped (`--query-timeout`);
     /// a client's `timeout` may only lower it. Default 2 minutes.
     pub timeout: Duration,
-    /// Queries running at once, all tenants (`--query-max-concurrent`).
-    /// Default twice the cores, at least 4.
+    /// Queries admitted at once, running on the query threads or waiting
+    /// for one, all tenants (`--query-max-concurrent`). Default eight times
+    /// the cores, at least 32: a dashboard sends its panels' queries at
+    /// once, and a waiting query costs only its place in the queue.
     pub max_concurrent: usize,
     /// Queries running at once for one tenant
     /// (`--query-max-concurrent-per-tenant`). Default half of
@@ -42,7 +44,7 @@ pub struct QueryLimits {
 impl Default for QueryLimits {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let max_concurrent = (2 * cores).max(4);
+        let max_concurrent = (8 * cores).max(32);
         QueryLimits {
             max_length: 64 << 10,
             max_depth: 128,

@@ -56,7 +56,7 @@ def test_kill9_during_metric_ingest(collectors) -> None:  # noqa: ANN001
         s = http_session()
         while (b := next(next_b)) < REQUESTS:
             try:
-                r = s.post(url, data=bodies[b], headers={"Content-Encoding": "snappy"}, timeout=10)
+                r = s.post(url, data=bodies[b], headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}, timeout=10)
             except requests.RequestException:
                 continue
             if r.status_code == 204:
