@@ -104,7 +104,9 @@ set -e
 stop_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
 final_bytes=$(du -sb "$data" | cut -f1)
 wal_bytes=$(du -sb "$data/wal" 2>/dev/null | cut -f1 || echo 0)
-index_bytes=$(find "$data" -mindepth 2 -maxdepth 2 -type d \( -name logs -o -name traces -o -name metrics \) -exec du -sbc {} + 2>/dev/null | awk '/total$/ { print $1 }')
+# The stores of every tenant: data/tenants/<tenant>/{logs,traces,metrics}
+# (data format 2; format 1 kept tenants at the root).
+index_bytes=$(find "$data" -mindepth 2 -maxdepth 3 -type d \( -name logs -o -name traces -o -name metrics \) -exec du -sbc {} + 2>/dev/null | awk '/total$/ { print $1 }')
 index_bytes=${index_bytes:-0}
 
 otlp_bytes=$(jq -r '.otlp_bytes' <<<"$summary")
