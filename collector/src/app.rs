@@ -149,6 +149,10 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         },
         metrics.clone(),
     ));
+    // A tenant whose traces cannot be written stops taking spans once they
+    // hold a quarter of the trace buffer, so it cannot stall the others.
+    let gate = assembler.clone();
+    ingest.refuse_spans_when(Arc::new(move |tenant| gate.refuses_spans(tenant)));
     let ready = Arc::new(AtomicBool::new(false));
 
     // Bind everything first so the addresses (port 0 included) are known.

@@ -336,11 +336,11 @@ impl Metrics {
             let _ = writeln!(o, "{name}{{signal=\"traces\"}} {traces}");
             let _ = writeln!(o, "{name}{{signal=\"metrics\"}} {metrics}");
         }
-        let name = "periscope_traces_deferred_to_replay_total";
+        let name = "periscope_trace_tenant_refusals_total";
         let _ = writeln!(
             o,
-            "# HELP {name} Traces of failing tenants dropped from memory past a quarter of --trace-buffer-bytes; kept in the WAL and written after a restart.\n# TYPE {name} counter\n{name} {}",
-            ld(&a.traces_deferred_to_replay)
+            "# HELP {name} Span requests refused (503) because their tenant's traces cannot be written and hold a quarter of --trace-buffer-bytes.\n# TYPE {name} counter\n{name} {}",
+            ld(&a.tenant_span_refusals)
         );
     }
 }

@@ -83,7 +83,17 @@ pub enum IngestError {
     /// The WAL cannot accept writes (I/O failure or shutdown).
     #[error(transparent)]
     Unavailable(#[from] StoreError),
+    /// The tenant's traces cannot be written now and their backlog holds
+    /// its share of the trace buffer: its span requests wait (503).
+    #[error(
+        "the traces of tenant {0} cannot be written now and hold a quarter of the trace buffer (--trace-buffer-bytes); retry later"
+    )]
+    TenantBacklog(TenantId),
 }
+
+/// Whether a tenant's span requests are refused for now (its traces cannot
+/// be written and already hold their share of the trace buffer).
+pub type SpanGate = Arc<dyn Fn(&TenantId) -> bool + Send + Sync>;
 
 /// The maximum `AnyValue` nesting accepted in a record.
 pub const MAX_DEPTH: usize = 32;
@@ -97,6 +107,7 @@ pub struct Ingest {
     budget_bytes: usize,
     retention: Retention,
     pub metrics: Arc<Metrics>,
+    span_gate: std::sync::OnceLock<SpanGate>,
 }
 
 /// How long each signal is kept: older records are rejected at ingest.
@@ -132,7 +143,14 @@ impl Ingest {
             budget_bytes,
             retention,
             metrics,
+            span_gate: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Refuses span requests of the tenants `gate` names (set once, by the
+    /// wiring, to the trace assembler's judgement).
+    pub fn refuse_spans_when(&self, gate: SpanGate) {
+        let _ = self.span_gate.set(gate);
     }
 
     /// An empty charge, to which a request adds as its body arrives.
@@ -194,6 +212,12 @@ impl Ingest {
         body: Bytes,
         mut charge: Charge,
     ) -> Result<Accepted, IngestError> {
+        // Refused before anything is decoded or made durable, so the client
+        // retries and nothing is acknowledged that could not be written.
+        if signal == Signal::Traces && self.span_gate.get().is_some_and(|refuses| refuses(&tenant))
+        {
+            return Err(IngestError::TenantBacklog(tenant));
+        }
         // The body is charged already (as it arrived); decoding takes more.
         if self
             .charge(&mut charge, decode_cost(signal, encoding, &body))

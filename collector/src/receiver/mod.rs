@@ -18,7 +18,9 @@ pub fn codes(e: &IngestError) -> (tonic::Code, u16) {
     match e {
         IngestError::Busy(_) => (tonic::Code::ResourceExhausted, 429),
         IngestError::Invalid(_) => (tonic::Code::InvalidArgument, 400),
-        IngestError::Unavailable(_) => (tonic::Code::Unavailable, 503),
+        IngestError::Unavailable(_) | IngestError::TenantBacklog(_) => {
+            (tonic::Code::Unavailable, 503)
+        }
     }
 }
 

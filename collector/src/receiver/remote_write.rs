@@ -133,7 +133,10 @@ async fn write(State(st): State<RwState>, headers: HeaderMap, body: Body) -> Res
             let (_, status) = super::codes(&e);
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut r = text(status, e.to_string());
-            if matches!(e, IngestError::Busy(_) | IngestError::Unavailable(_)) {
+            if matches!(
+                e,
+                IngestError::Busy(_) | IngestError::Unavailable(_) | IngestError::TenantBacklog(_)
+            ) {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             }

@@ -17,12 +17,14 @@
 //! same flush are written and stop counting; the failed tenant's stay
 //! counted, so the WAL keeps every entry they came from, and are retried
 //! with a backoff (1 s, doubling, at most a minute). So that a tenant that
-//! keeps failing cannot fill the buffer and stall everybody's ingest, its
-//! traces may hold at most a quarter of the buffer: past that the oldest
-//! are dropped from memory but stay counted ("deferred to replay"). Nothing
-//! acknowledged is lost: the WAL is not released past them, and the next
-//! start replays them into the store. Until then trace-by-id does not see
-//! them.
+//! keeps failing cannot fill the buffer and stall everybody's ingest, once
+//! its unwritten traces hold a quarter of the buffer its span requests are
+//! refused at ingest (503 / `UNAVAILABLE`, [`Assembler::refuses_spans`]):
+//! its clients retry, nothing more of it is acknowledged, and every trace
+//! it already has stays in memory until it is written. (Dropping them from
+//! memory to replay them later was tried: a later fragment of the same
+//! trace, once written, made replay skip the earlier one, and the WAL stayed
+//! pinned until a restart.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -83,8 +85,9 @@ pub struct AssemblerStats {
     pub tenant_flush_failures: AtomicU64,
     /// Tenants whose last write failed.
     pub failing_tenants: AtomicU64,
-    /// Traces of failing tenants dropped from memory, kept in the WAL for replay.
-    pub traces_deferred_to_replay: AtomicU64,
+    /// Span requests refused because their tenant's unwritten traces hold
+    /// a quarter of the buffer.
+    pub tenant_span_refusals: AtomicU64,
 }
 
 /// A tenant whose traces could not be written, waiting to retry.
@@ -196,6 +199,11 @@ pub struct Assembler {
     /// Where service-graph and span metrics go, under Tempo's names.
     metrics: std::sync::OnceLock<Arc<MetricStore>>,
     tempo: Mutex<TempoMetrics>,
+    /// Failing tenants whose unwritten traces hold a quarter of the buffer:
+    /// their span requests are refused. Read on every span request, so
+    /// behind its own lock (and a flag for the common case of none).
+    refused: std::sync::RwLock<HashSet<TenantId>>,
+    any_refused: AtomicBool,
 }
 
 impl Assembler {
@@ -211,7 +219,28 @@ impl Assembler {
             stats: AssemblerStats::default(),
             metrics: std::sync::OnceLock::new(),
             tempo: Mutex::new(TempoMetrics::default()),
+            refused: std::sync::RwLock::default(),
+            any_refused: AtomicBool::new(false),
         })
+    }
+
+    /// Whether span requests of `tenant` are refused for now: its traces
+    /// cannot be written and already hold a quarter of the buffer.
+    pub fn refuses_spans(&self, tenant: &TenantId) -> bool {
+        if !self.any_refused.load(Ordering::Relaxed) {
+            return false;
+        }
+        let refused = self
+            .refused
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(tenant);
+        if refused {
+            self.stats
+                .tenant_span_refusals
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        refused
     }
 
     /// Also write the service graph and span metrics of written traces to
@@ -325,7 +354,6 @@ impl Assembler {
         let (batch_done, max_lsn, durable_before) = {
             let mut st = self.lock();
             let now = Instant::now();
-            self.defer_failing_to_replay(&mut st);
             if !self.sweep(&mut st, now, all) {
                 return st.watermark();
             }
@@ -442,7 +470,7 @@ impl Assembler {
         // Freeing a batch of spans takes a while: not under the lock, and
         // not on the flusher's own time.
         let written = std::mem::take(&mut st.flushing);
-        self.defer_failing_to_replay(&mut st);
+        self.update_refused(&st);
         let _ = std::thread::Builder::new()
             .name("trace-free".into())
             .spawn(move || drop((written, batch_done)));
@@ -486,50 +514,33 @@ impl Assembler {
         }
     }
 
-    /// Bounds what failing tenants hold: past a quarter of the buffer,
-    /// their oldest ready traces leave memory but stay counted, so the WAL
-    /// keeps them and the next start replays them (see the module docs).
-    fn defer_failing_to_replay(&self, st: &mut State) {
-        if st.failing.is_empty() {
-            return;
-        }
+    /// Decides which failing tenants' span requests are refused: those
+    /// whose unwritten traces hold more than a quarter of the buffer.
+    fn update_refused(&self, st: &State) {
         let cap = self.opts.buffer_bytes / 4;
-        let mut held: usize = st
-            .ready
-            .iter()
-            .filter(|d| st.failing.contains_key(&d.key.0))
-            .map(|d| d.bytes)
-            .sum();
-        if held <= cap {
-            return;
-        }
-        let mut deferred = 0u64;
-        let failing = &st.failing;
-        let mut freed = 0usize;
-        let mut freed_spans = 0usize;
-        st.ready.retain(|d| {
-            if held <= cap || !failing.contains_key(&d.key.0) {
-                return true;
+        let mut held: HashMap<&TenantId, usize> = HashMap::new();
+        if !st.failing.is_empty() {
+            for d in st
+                .ready
+                .iter()
+                .filter(|d| st.failing.contains_key(&d.key.0))
+            {
+                *held.entry(&d.key.0).or_default() += d.bytes;
             }
-            held -= d.bytes;
-            freed += d.bytes;
-            freed_spans += d.spans.len();
-            deferred += 1;
-            false
-        });
-        st.bytes -= freed;
-        st.ready_spans -= freed_spans;
-        self.stats
-            .traces_deferred_to_replay
-            .fetch_add(deferred, Ordering::Relaxed);
-        if st.log_limit.allow(Instant::now()) {
-            tracing::warn!(
-                traces = deferred,
-                bytes = freed,
-                "traces of failing tenants dropped from memory; they stay in the WAL and are written after a restart"
-            );
         }
-        self.freed.notify_all();
+        let now: HashSet<TenantId> = held
+            .into_iter()
+            .filter(|(_, bytes)| *bytes > cap)
+            .map(|(t, _)| t.clone())
+            .collect();
+        let mut refused = self.refused.write().unwrap_or_else(|p| p.into_inner());
+        if *refused != now {
+            if let Some(t) = now.difference(&refused).next() {
+                tracing::warn!(tenant = %t, "span requests of a tenant whose traces cannot be written are refused until they are");
+            }
+            self.any_refused.store(!now.is_empty(), Ordering::Relaxed);
+            *refused = now;
+        }
     }
 
     /// Lets blocked `add`s through (shutdown: the flusher stops draining).
@@ -737,8 +748,8 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_tenant_cannot_fill_the_buffer_its_traces_wait_in_the_wal() {
-        let (_dir, store, _obstacle) = store_with_obstacle();
+    fn a_failing_tenant_is_refused_spans_once_it_holds_a_quarter_and_loses_nothing() {
+        let (_dir, store, obstacle) = store_with_obstacle();
         let one = span(1, 1, None).heap_bytes();
         // A quarter of the buffer holds about two traces of the failing tenant.
         let a = Assembler::new(eager(one * 10), 0);
@@ -747,19 +758,36 @@ mod tests {
             TenantId::parse("bad").unwrap(),
         );
         let mut recent = RecentSpans::new(100);
+        let mut taken = Vec::new();
         for i in 0..20u8 {
-            a.add(u64::from(i) + 1, &bad, vec![span(i + 1, 1, None)]);
+            // What ingest does: a refused request is not acknowledged.
+            if !a.refuses_spans(&bad) {
+                a.add(u64::from(i) + 1, &bad, vec![span(i + 1, 1, None)]);
+                taken.push(i + 1);
+            }
+            assert!(!a.refuses_spans(&good));
             a.add(u64::from(i) + 100, &good, vec![span(i + 101, 1, None)]);
-            // Never more than a quarter of the buffer held for the bad tenant,
-            // so `add` never waits (it would block this test forever).
             assert_eq!(a.flush_round(&store, &mut recent, false), 0);
-            assert!(a.lock().bytes <= one * 10 / 4 + one, "{}", a.lock().bytes);
+            // The bad tenant never holds much more than a quarter.
+            assert!(
+                a.lock().bytes <= one * 10 / 4 + 2 * one,
+                "{}",
+                a.lock().bytes
+            );
         }
+        assert!(a.refuses_spans(&bad));
+        assert!(taken.len() < 20, "the failing tenant was never refused");
+        assert!(a.stats.tenant_span_refusals.load(Ordering::Relaxed) > 0);
         for i in 0..20u8 {
             assert_eq!(store.trace(&good, &[i + 101; 16]).unwrap().len(), 1);
         }
-        assert!(a.stats.traces_deferred_to_replay.load(Ordering::Relaxed) >= 17);
-        // Deferred traces still pin the WAL at the oldest of them.
-        assert_eq!(a.flush_round(&store, &mut recent, true), 0);
+        // Every trace of the failing tenant it acknowledged is still held:
+        // once it can be written, all of them are, and it is let in again.
+        std::fs::remove_file(&obstacle).unwrap();
+        a.flush_round(&store, &mut recent, true);
+        for i in &taken {
+            assert_eq!(store.trace(&bad, &[*i; 16]).unwrap().len(), 1, "trace {i}");
+        }
+        assert!(!a.refuses_spans(&bad));
     }
 }
