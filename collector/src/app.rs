@@ -392,8 +392,15 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         .set_serving::<ExportService<MetricsSvc>>()
         .await;
     let max = cfg.max_recv_msg_size;
+    // tonic reads (and decompresses) a whole message before the handler
+    // charges it to the in-flight budget: at most this many gRPC requests
+    // are read at once, so what is held before it is charged stays within
+    // one budget's worth. The others wait, their bytes held back by HTTP/2
+    // flow control on the client's side.
+    let grpc_reading = (cfg.max_inflight_bytes / cfg.max_recv_msg_size).max(1);
     let grpc = tonic::transport::Server::builder()
         .layer(catch_grpc_panics(Listener::OtlpGrpc, metrics.clone()))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(grpc_reading))
         // Streams are requests: a connection may not run more at once.
         .max_concurrent_streams(cfg.grpc_max_concurrent_streams)
         // Pings find peers that vanished without closing their connection.
