@@ -289,12 +289,12 @@ async fn decompress(
         .budget
         .charge(charge, max)
         .map_err(|e| (StatusCode::TOO_MANY_REQUESTS, e.to_string()))?;
-    let raw_len = body.len();
     let out = tokio::task::spawn_blocking(move || decompress_body(encoding, &body, max))
         .await
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(err)?;
-    relay.budget.release(charge, (max - out.len()) + raw_len);
+    // Now only the decompressed body is held (the compressed one is gone).
+    relay.budget.release_to(charge, out.len());
     Ok(Bytes::from(out))
 }
 

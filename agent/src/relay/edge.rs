@@ -78,6 +78,13 @@ impl Budget {
         Ok(())
     }
 
+    /// Gives back what `charge` holds beyond `keep` bytes: charges are
+    /// capped at the budget, so this is worked out from what is held.
+    pub fn release_to(&self, charge: &mut Charge, keep: usize) {
+        let held = charge.0.num_permits();
+        self.release(charge, held.saturating_sub(keep));
+    }
+
     /// Gives back up to `bytes` of `charge`.
     pub fn release(&self, charge: &mut Charge, bytes: usize) {
         drop(charge.0.split(bytes.min(charge.0.num_permits())));

@@ -184,6 +184,15 @@ impl Ingest {
         Ok(())
     }
 
+    /// Gives back what `charge` holds beyond `keep` bytes (what the
+    /// request still holds in memory). Charges are capped at the budget, so
+    /// what to give back is worked out from what is held, not from what
+    /// was asked for.
+    pub fn release_to(&self, charge: &mut Charge, keep: usize) {
+        let held = charge.0.num_permits();
+        self.release(charge, held.saturating_sub(keep));
+    }
+
     /// Gives back up to `bytes` of a request's charge (memory it freed).
     pub fn release(&self, charge: &mut Charge, bytes: usize) {
         let n = bytes.min(charge.0.num_permits());

@@ -131,11 +131,11 @@ pub async fn read_charged(
     // Decompression may produce up to `max` bytes: charge that before it
     // runs, give back what it did not use and the compressed copy after.
     ingest.charge(charge, max).map_err(ReadError::Busy)?;
-    let raw_len = raw.len();
     let out = tokio::task::spawn_blocking(move || decompress_body(encoding, &raw, max))
         .await
         .map_err(|e| ReadError::Failed(e.to_string()))??;
-    ingest.release(charge, (max - out.len()) + raw_len);
+    // Now only the decompressed body is held (the compressed one is gone).
+    ingest.release_to(charge, out.len());
     Ok(Bytes::from(out))
 }
 
