@@ -67,12 +67,14 @@ loadgen --signal metrics --series "$series" --interval-ms 15000 --metrics-start 
   done
 ) &
 
-echo "minute,rss_kib,fds,threads" > "$out/samples.csv"
+echo "minute,rss_kib,rss_anon_kib,rss_file_kib,fds,threads" > "$out/samples.csv"
 for ((m = 0; m * 60 <= secs; m++)); do
   rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+  anon=$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status")
+  file=$(awk '/^RssFile:/ {print $2}' "/proc/$pid/status")
   fds=$(ls "/proc/$pid/fd" | wc -l)
   threads=$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")
-  echo "$m,$rss,$fds,$threads" | tee -a "$out/samples.csv"
+  echo "$m,$rss,$anon,$file,$fds,$threads" | tee -a "$out/samples.csv"
   sleep 60
 done
 
