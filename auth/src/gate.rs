@@ -41,8 +41,9 @@ pub struct Peer {
 pub struct Admitted {
     /// The credential's grant.
     pub grant: Grant,
-    /// The tenant it was admitted for.
-    pub tenant: String,
+    /// The tenant it was admitted for; none for administrative requests
+    /// (`admin` scope) that named none.
+    pub tenant: Option<String>,
 }
 
 /// Why a request was refused.
@@ -249,6 +250,15 @@ fn tenant_for(grant: &Grant, header: Option<&str>, user: Option<&str>) -> Result
     }
 }
 
+/// Administrative endpoints (`/metrics`) are not per tenant: a credential
+/// with several tenants need not name one.
+fn tenant_optional(r: Refusal, scope: Scope) -> Result<Option<String>, Refusal> {
+    match r {
+        Refusal::NoTenant { .. } if scope == Scope::Admin => Ok(None),
+        r => Err(r),
+    }
+}
+
 impl Gate {
     /// A gate checking requests against `table`; `None` admits everything
     /// as it is (no auth file).
@@ -313,7 +323,9 @@ impl Gate {
                     // A session's tenant is the one chosen at sign-in or
                     // in the UI's switcher; a header may name another of
                     // the token's tenants.
-                    let tenant = tenant_for(&a.grant, header_tenant.or(Some(&a.tenant)), None)?;
+                    let tenant = tenant_for(&a.grant, header_tenant.or(a.tenant.as_deref()), None)
+                        .map(Some)
+                        .or_else(|r| tenant_optional(r, scope))?;
                     return Ok(Some(Admitted {
                         grant: a.grant,
                         tenant,
@@ -331,7 +343,9 @@ impl Gate {
                 scope,
             });
         }
-        let tenant = tenant_for(&grant, header_tenant, user.as_deref())?;
+        let tenant = tenant_for(&grant, header_tenant, user.as_deref())
+            .map(Some)
+            .or_else(|r| tenant_optional(r, scope))?;
         Ok(Some(Admitted { grant, tenant }))
     }
 
@@ -351,8 +365,13 @@ impl Gate {
             Ok(None) => Ok(()),
             Ok(Some(a)) => {
                 headers.remove(header::AUTHORIZATION);
-                if let Ok(v) = HeaderValue::from_str(&a.tenant) {
-                    headers.insert(TENANT_HEADER, v);
+                match a.tenant.as_deref().map(HeaderValue::from_str) {
+                    Some(Ok(v)) => {
+                        headers.insert(TENANT_HEADER, v);
+                    }
+                    _ => {
+                        headers.remove(TENANT_HEADER);
+                    }
                 }
                 *self
                     .counters
@@ -392,9 +411,18 @@ impl Gate {
         }
     }
 
-    /// Writes the gate's metrics (and the auth file's reload state) in the
-    /// Prometheus text format.
-    pub fn render(&self, out: &mut String) {
+    /// Writes the gate's metrics, and the reload state of the auth file and
+    /// of `tls`, in the Prometheus text format.
+    pub fn render(&self, out: &mut String, tls: Option<&crate::Tls>) {
+        if self.table.is_some() || tls.is_some() {
+            out.push_str(crate::watched::RENDER_HEADER);
+        }
+        if let Some(t) = &self.table {
+            t.render(out);
+        }
+        if let Some(t) = tls {
+            t.render(out);
+        }
         use std::fmt::Write;
         let _ = writeln!(
             out,
@@ -419,8 +447,6 @@ impl Gate {
             c.slowed
         );
         if let Some(t) = &self.table {
-            out.push_str(crate::watched::RENDER_HEADER);
-            t.render(out);
             let _ = writeln!(
                 out,
                 "# HELP periscope_auth_tokens Tokens listed in the auth file in use.\n# TYPE periscope_auth_tokens gauge\nperiscope_auth_tokens {}",
@@ -642,7 +668,7 @@ mod tests {
     }
 
     fn tenant(r: Result<Option<Admitted>, Refusal>) -> Result<String, Refusal> {
-        r.map(|a| a.unwrap().tenant)
+        r.map(|a| a.unwrap().tenant.unwrap_or_default())
     }
 
     #[test]
@@ -820,7 +846,7 @@ mod tests {
             "{took:?}"
         );
         let mut out = String::new();
-        g.render(&mut out);
+        g.render(&mut out, None);
         assert!(
             out.contains("periscope_auth_refusals_total{listener=\"test\",reason=\"invalid\"} 8"),
             "{out}"

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use periscope_auth::Scope;
 use periscope_proto::{ExportRequest, Signal};
 use periscope_query::{QueryState, ServiceRegistry};
 use periscope_store::{
@@ -41,6 +42,8 @@ struct OpsState {
     assembler: Arc<Assembler>,
     wal: Arc<Wal<WalItem>>,
     query: Arc<periscope_query::QueryRuntime>,
+    auth: Arc<periscope_auth::Gate>,
+    tls: Option<Arc<periscope_auth::Tls>>,
 }
 
 /// The largest header block of a gRPC request (h2's default is 16 MiB).
@@ -168,7 +171,26 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({"event": "listening", "otlp_grpc": addrs.0.to_string(), "otlp_http": addrs.1.to_string(), "http": addrs.2.to_string()})
     );
-    tracing::info!(otlp_grpc = %addrs.0, otlp_http = %addrs.1, http = %addrs.2, data_dir = %cfg.data_dir.display(), "periscope listening");
+    tracing::info!(otlp_grpc = %addrs.0, otlp_http = %addrs.1, http = %addrs.2, data_dir = %cfg.data_dir.display(), tls = cfg.tls.is_some(), auth = cfg.auth.is_some(), "periscope listening");
+    warn_if_open(&cfg, addrs);
+
+    // Authentication (when an auth file is given) and TLS: their files are
+    // read again when they change, and at once on SIGHUP.
+    let auth_gate = periscope_auth::Gate::new(cfg.auth.clone());
+    let watch_stop = CancellationToken::new();
+    let _stop_watching = watch_stop.clone().drop_guard();
+    if let Some(a) = &cfg.auth {
+        a.spawn_poll(watch_stop.clone());
+    }
+    if let Some(t) = &cfg.tls {
+        t.spawn_poll(watch_stop.clone());
+    }
+    spawn_sighup_reload(cfg.auth.clone(), cfg.tls.clone(), watch_stop.clone())?;
+    let acceptor = |alpn, client_certs| {
+        cfg.tls.clone().map(|t| {
+            periscope_auth::Acceptor::new(t, alpn, client_certs, cfg.http_header_read_timeout)
+        })
+    };
 
     // Queries run on threads of their own, not the blocking pool ingest uses.
     let query_runtime = periscope_query::QueryRuntime::new(cfg.query_limits.clone())
@@ -182,6 +204,8 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         assembler: assembler.clone(),
         wal: wal.clone(),
         query: query_runtime.clone(),
+        auth: auth_gate.clone(),
+        tls: cfg.tls.clone(),
     };
     let query_app = periscope_query::router(QueryState {
         logs: logs.clone(),
@@ -191,15 +215,29 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         metrics: metrics_store.clone(),
         runtime: query_runtime.clone(),
     })
-    .merge(crate::receiver::remote_write::router(
-        ingest.clone(),
-        cfg.max_recv_msg_size,
-    ))
+    // Every API route needs `read`; the fallback (the UI's static files,
+    // which hold no data) stays open so that the sign-in page loads.
+    .route_layer(gate_layer(&auth_gate, Listener::Http, |_, _| {
+        Some(Scope::Read)
+    }))
+    .merge(
+        crate::receiver::remote_write::router(ingest.clone(), cfg.max_recv_msg_size).route_layer(
+            gate_layer(&auth_gate, Listener::Http, |_, _| Some(Scope::Write)),
+        ),
+    )
+    .merge(
+        Router::new()
+            .route("/metrics", get(self_metrics))
+            .route_layer(gate_layer(&auth_gate, Listener::Http, |_, _| {
+                Some(Scope::Admin)
+            }))
+            .with_state(ops.clone()),
+    )
+    // Probes stay open.
     .merge(
         Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
-            .route("/metrics", get(self_metrics))
             .with_state(ops),
     );
     let query_app = catch_panics(query_app, Listener::Http, metrics.clone());
@@ -215,6 +253,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         http_limits,
         metrics.clone(),
         query_token.clone(),
+        acceptor(periscope_auth::Alpn::Http1, false),
     ));
 
     // The indexer; the WAL releases segments as its commits land.
@@ -400,6 +439,11 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     let grpc_reading = (cfg.max_inflight_bytes / cfg.max_recv_msg_size).max(1);
     let grpc = tonic::transport::Server::builder()
         .layer(catch_grpc_panics(Listener::OtlpGrpc, metrics.clone()))
+        // Before the read limit: a refused request takes no reading slot.
+        .layer(periscope_auth::GrpcGateLayer::new(
+            auth_gate.clone(),
+            Listener::OtlpGrpc.as_str(),
+        ))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(grpc_reading))
         // Streams are requests: a connection may not run more at once.
         .max_concurrent_streams(cfg.grpc_max_concurrent_streams)
@@ -420,24 +464,26 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         cfg.http_header_read_timeout,
         metrics.clone(),
     );
+    let incoming = limit_incoming(
+        grpc_l,
+        max_connections,
+        header_timeout,
+        Listener::OtlpGrpc,
+        grpc_metrics,
+        acceptor(periscope_auth::Alpn::H2, true),
+        t.clone(),
+    );
     let grpc_server = tokio::spawn(async move {
-        // Without TCP_NODELAY a response's frames wait for the client's
-        // delayed ACK (about 40 ms per request).
-        let incoming = tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true));
-        grpc.serve_with_incoming_shutdown(
-            limit_incoming(
-                incoming,
-                max_connections,
-                header_timeout,
-                Listener::OtlpGrpc,
-                grpc_metrics,
-            ),
-            t.cancelled_owned(),
-        )
-        .await
+        grpc.serve_with_incoming_shutdown(incoming, t.cancelled_owned())
+            .await
     });
     let http_app = crate::receiver::http::router(ingest.clone(), max, &cfg.cors_allowed_origins)
-        .merge(crate::receiver::remote_write::router(ingest.clone(), max));
+        .merge(crate::receiver::remote_write::router(ingest.clone(), max))
+        // Everything on this listener is ingest, unknown paths included;
+        // CORS preflights carry no credential and reach no data.
+        .layer(gate_layer(&auth_gate, Listener::OtlpHttp, |m, _| {
+            (m != axum::http::Method::OPTIONS).then_some(Scope::Write)
+        }));
     let http_app = catch_panics(http_app, Listener::OtlpHttp, metrics.clone());
     let otlp_http_server = tokio::spawn(serve_http(
         otlp_http_l,
@@ -446,6 +492,7 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         http_limits,
         metrics.clone(),
         otlp_token.clone(),
+        acceptor(periscope_auth::Alpn::Http1, true),
     ));
 
     ready.store(true, Ordering::SeqCst);
@@ -525,6 +572,84 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
 
 /// SIGTERM and SIGINT listeners, installed before anything else starts so a
 /// signal that arrives during startup is kept, not lost or fatal.
+/// The gate in front of a router's routes, for requests needing `scope`.
+fn gate_layer(
+    gate: &Arc<periscope_auth::Gate>,
+    listener: Listener,
+    scope_for: periscope_auth::ScopeFor,
+) -> axum::middleware::FromFnLayer<
+    fn(
+        State<periscope_auth::HttpGate>,
+        axum::extract::Request,
+        axum::middleware::Next,
+    )
+        -> std::pin::Pin<Box<dyn std::future::Future<Output = axum::response::Response> + Send>>,
+    periscope_auth::HttpGate,
+    (State<periscope_auth::HttpGate>, axum::extract::Request),
+> {
+    axum::middleware::from_fn_with_state(
+        periscope_auth::HttpGate {
+            gate: gate.clone(),
+            listener: listener.as_str(),
+            scope_for,
+        },
+        |s, r, n| Box::pin(periscope_auth::http_middleware(s, r, n)),
+    )
+}
+
+/// Without an auth file, says in one line which listeners anyone beyond
+/// this machine can reach without a credential.
+fn warn_if_open(cfg: &Config, addrs: (SocketAddr, SocketAddr, SocketAddr)) {
+    if cfg.auth.is_some() {
+        return;
+    }
+    let open: Vec<String> = [
+        ("otlp_grpc", addrs.0),
+        ("otlp_http", addrs.1),
+        ("http", addrs.2),
+    ]
+    .iter()
+    .filter(|(_, a)| !a.ip().is_loopback())
+    .map(|(n, a)| format!("{n} {a}"))
+    .collect();
+    if !open.is_empty() {
+        tracing::warn!(
+            "no --auth-file: anyone who reaches these listeners reads and writes every tenant: {}",
+            open.join(", ")
+        );
+    }
+}
+
+/// Re-reads the auth file and the TLS files at once on SIGHUP.
+fn spawn_sighup_reload(
+    auth: Option<Arc<periscope_auth::Watched<periscope_auth::AuthTable>>>,
+    tls: Option<Arc<periscope_auth::Tls>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("failed to listen for SIGHUP")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                r = hup.recv() => if r.is_none() { break },
+            }
+            tracing::info!("SIGHUP: reading the auth and TLS files again");
+            let (a, t) = (auth.clone(), tls.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(a) = a {
+                    a.check(true);
+                }
+                if let Some(t) = t {
+                    t.check(true);
+                }
+            })
+            .await;
+        }
+    });
+    Ok(())
+}
+
 struct ShutdownSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -566,6 +691,7 @@ async fn self_metrics(State(st): State<OpsState>) -> impl IntoResponse {
         .metrics
         .render_flush_failures(&mut body, &st.assembler.stats);
     st.query.render_metrics(&mut body);
+    st.auth.render(&mut body, st.tls.as_deref());
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -23,6 +24,16 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the collector with a simulated shop sending it traces, logs and metrics.
     Demo(DemoArgs),
+    /// Manage access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `periscope token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token, then the block to add to the auth file.
+    New(TokenNewArgs),
 }
 
 /// Flags of `demo`: those of `serve`, plus the traffic generator's.
@@ -163,6 +174,71 @@ pub struct ServeArgs {
     /// A gRPC connection whose keepalive ping is not answered within this is closed (ms, s, m). Default `20s`.
     #[arg(long, env = "PERISCOPE_GRPC_KEEPALIVE_TIMEOUT")]
     pub grpc_keepalive_timeout: Option<String>,
+    /// Auth file (TOML) listing tokens by SHA-256 with their tenants and scopes; every request must then present one. Re-read when it changes and on SIGHUP. Default none: no authentication.
+    #[arg(long, env = "PERISCOPE_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Certificate chain (PEM) for TLS on all three listeners; needs `tls_key_file`. Re-read when it changes. Default none: plain text.
+    #[arg(long, env = "PERISCOPE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert_file`.
+    #[arg(long, env = "PERISCOPE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA (PEM) whose client certificates the OTLP listeners require (mutual TLS); needs `tls_cert_file`. Default none.
+    #[arg(long, env = "PERISCOPE_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+}
+
+/// `periscope token new`: prints a new token and its auth file block.
+#[derive(Debug, Args)]
+pub struct TokenNewArgs {
+    /// The token's name, shown in logs and metrics (letters, digits, `_`, `.`, `-`).
+    #[arg(long)]
+    pub name: String,
+    /// A tenant the token reaches (repeat for several); `*` for every tenant.
+    #[arg(long = "tenant", required = true)]
+    pub tenants: Vec<String>,
+    /// What the token may do: `write`, `read`, `admin`, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub scope: Vec<String>,
+}
+
+impl TokenNewArgs {
+    /// Checks the arguments; returns the token's first line and its block.
+    pub fn run(self) -> Result<String, ConfigError> {
+        if !periscope_auth::tokens::valid_name(&self.name) {
+            return Err(ConfigError(format!(
+                "invalid token name {:?}: letters, digits, '_', '.', '-', at most 100",
+                self.name
+            )));
+        }
+        let scopes = self
+            .scope
+            .iter()
+            .map(|s| {
+                periscope_auth::Scope::parse(s.trim()).ok_or_else(|| {
+                    ConfigError(format!(
+                        "invalid scope {s:?}: expected write, read or admin"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.tenants.iter().any(|t| t == "*") && self.tenants.len() > 1 {
+            return Err(ConfigError("\"*\" must be the only tenant".into()));
+        }
+        if let Some(t) = self.tenants.iter().find(|t| *t != "*" && !valid_tenant(t)) {
+            return Err(ConfigError(format!("invalid tenant {t:?}")));
+        }
+        let token = periscope_auth::tokens::new_token();
+        let block = periscope_auth::tokens::file_block(&self.name, &token, &self.tenants, &scopes);
+        Ok(format!(
+            "{token}\n\n# Add to the auth file (--auth-file):\n{block}"
+        ))
+    }
+}
+
+/// Whether `t` is a valid tenant id.
+pub fn valid_tenant(t: &str) -> bool {
+    periscope_store::TenantId::parse(t).is_ok()
 }
 
 /// The TOML file: the same keys as the flags.
@@ -202,6 +278,10 @@ struct FileConfig {
     grpc_max_concurrent_streams: Option<u32>,
     grpc_keepalive_interval: Option<String>,
     grpc_keepalive_timeout: Option<String>,
+    auth_file: Option<PathBuf>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_client_ca_file: Option<PathBuf>,
 }
 
 /// The validated runtime configuration.
@@ -234,6 +314,10 @@ pub struct Config {
     pub grpc_max_concurrent_streams: u32,
     pub grpc_keepalive_interval: Duration,
     pub grpc_keepalive_timeout: Duration,
+    /// The auth file's tokens, when one is given.
+    pub auth: Option<Arc<periscope_auth::Watched<periscope_auth::AuthTable>>>,
+    /// The listeners' TLS material, when given.
+    pub tls: Option<Arc<periscope_auth::Tls>>,
 }
 
 /// A configuration problem: reported in one line, exit code 2.
@@ -454,7 +538,37 @@ impl ServeArgs {
             file.grpc_keepalive_timeout,
             "20s",
         )?;
+        let auth = match self.auth_file.or(file.auth_file) {
+            None => None,
+            Some(p) => Some(
+                periscope_auth::open_auth_file(p, valid_tenant)
+                    .map_err(|e| ConfigError(format!("invalid auth_file: {}", one_line(&e))))?,
+            ),
+        };
+        let tls = match (
+            self.tls_cert_file.or(file.tls_cert_file),
+            self.tls_key_file.or(file.tls_key_file),
+            self.tls_client_ca_file.or(file.tls_client_ca_file),
+        ) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), client_ca) => Some(
+                periscope_auth::tls::open(periscope_auth::TlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                })
+                .map_err(|e| ConfigError(format!("invalid TLS settings: {}", one_line(&e))))?,
+            ),
+            (_, None, _) | (None, _, _) => {
+                return Err(ConfigError(
+                    "tls_cert_file and tls_key_file go together (tls_client_ca_file needs both)"
+                        .into(),
+                ));
+            }
+        };
         let config = Config {
+            auth,
+            tls,
             data_dir: self
                 .data_dir
                 .or(file.data_dir)

@@ -22,6 +22,16 @@ fn main() {
     let cli = Cli::parse();
     let (args, demo) = match cli.command {
         Command::Serve(args) => (args, None),
+        Command::Token(config::TokenCommand::New(t)) => match t.run() {
+            Ok(out) => {
+                print!("{out}");
+                return;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        },
         Command::Demo(d) => {
             if let Err(e) = d.validate() {
                 eprintln!("error: {e}");

@@ -424,6 +424,9 @@ pub struct EdgeMetrics {
     pub header_timeouts: [AtomicU64; 3],
     /// Requests answered 408 because the body did not arrive in time.
     pub body_timeouts: [AtomicU64; 3],
+    /// Connections closed because their TLS handshake failed or timed out
+    /// (plain text to a TLS port, an untrusted client certificate, …).
+    pub tls_handshake_failures: [AtomicU64; 3],
     /// Remote-write samples dropped: older than the metrics retention, and
     /// more than a day in the future.
     pub rejected_samples: [AtomicU64; 2],
@@ -436,7 +439,7 @@ impl EdgeMetrics {
 
     /// Appends the edge families to `out`.
     pub fn render(&self, out: &mut String) {
-        let families: [(&str, &str, &str, &[AtomicU64; 3]); 4] = [
+        let families: [(&str, &str, &str, &[AtomicU64; 3]); 5] = [
             (
                 "periscope_open_connections",
                 "gauge",
@@ -460,6 +463,12 @@ impl EdgeMetrics {
                 "counter",
                 "Requests answered 408 because the body took longer than --http-body-read-timeout.",
                 &self.body_timeouts,
+            ),
+            (
+                "periscope_tls_handshake_failures_total",
+                "counter",
+                "Connections closed because their TLS handshake failed or took longer than --http-header-read-timeout.",
+                &self.tls_handshake_failures,
             ),
         ];
         for (name, kind, help, c) in families {

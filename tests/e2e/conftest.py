@@ -65,6 +65,8 @@ class Collector:
         cwd: Path | None = None,
         addrs: bool = True,
         name: str = "collector",
+        tls_ca: str | None = None,
+        token: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.extra_args = list(args)
@@ -78,6 +80,13 @@ class Collector:
         self._stdout_thread: threading.Thread | None = None
         self._first_line = threading.Event()
         self.session = http_session()
+        # With TLS: https, trusting `tls_ca`; with auth: the token on every
+        # request of `session` (the probes need none).
+        self.scheme = "https" if tls_ca else "http"
+        if tls_ca:
+            self.session.verify = tls_ca
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
     # ----- process lifecycle -------------------------------------------------
 
@@ -242,10 +251,10 @@ class Collector:
         return self.listening["otlp_grpc"]
 
     def otlp_url(self, path: str) -> str:
-        return f"http://{self.listening['otlp_http']}{path}"
+        return f"{self.scheme}://{self.listening['otlp_http']}{path}"
 
     def http_url(self, path: str) -> str:
-        return f"http://{self.listening['http']}{path}"
+        return f"{self.scheme}://{self.listening['http']}{path}"
 
     # ----- OTLP/HTTP ---------------------------------------------------------
 

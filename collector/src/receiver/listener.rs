@@ -13,6 +13,11 @@
 //!   counted, rather than left waiting in the kernel's backlog where a
 //!   client cannot tell a full server from a slow one.
 //!
+//! - with TLS, the handshake runs in the connection's own task (never in
+//!   the accept loop) within the header read timeout, and the client's
+//!   address and certificate status go into every request's extensions as a
+//!   [`Peer`], where the auth gate reads them.
+//!
 //! Shutdown stops accepting, asks every open connection to finish its
 //! request and close, and waits for them a few seconds at most.
 
@@ -24,12 +29,14 @@ use std::time::Duration;
 
 use axum::Router;
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use periscope_auth::tls::TlsStream;
+use periscope_auth::{Acceptor, Peer, PeerTls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -150,13 +157,14 @@ pub async fn serve_http(
     limits: HttpLimits,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    tls: Option<Acceptor>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let tcp = tokio::select! {
+        let (tcp, addr) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before
                     // it was accepted: wait a little rather than spin.
@@ -170,12 +178,17 @@ pub async fn serve_http(
         // algorithm would hold back.
         let _ = tcp.set_nodelay(true);
         let Some(slot) = Slot::take(&slots, &metrics, which) else {
-            // One non-blocking write into a fresh socket's empty buffer.
-            let _ = tcp.try_write(FULL);
+            // One non-blocking write into a fresh socket's empty buffer
+            // (plain text: a TLS client sees its handshake fail).
+            if tls.is_none() {
+                let _ = tcp.try_write(FULL);
+            }
             continue;
         };
         tokio::spawn(connection(
             tcp,
+            addr,
+            tls.clone(),
             slot,
             app.clone(),
             which,
@@ -194,8 +207,37 @@ pub async fn serve_http(
 /// How long shutdown waits for open connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// A connection, in plain text or TLS.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Runs the TLS handshake if the listener has TLS; counts a failure.
+async fn handshake(
+    tcp: TcpStream,
+    tls: Option<&Acceptor>,
+    metrics: &Metrics,
+    which: Listener,
+) -> Option<(Io, PeerTls)> {
+    let Some(acceptor) = tls else {
+        return Some((Io::Plain(tcp), PeerTls::default()));
+    };
+    match acceptor.accept(tcp).await {
+        Ok((s, peer)) => Some((Io::Tls(Box::new(s)), peer)),
+        Err(e) => {
+            EdgeMetrics::add(&metrics.edge.tls_handshake_failures, which, 1);
+            tracing::debug!(error = %e, listener = which.as_str(), "TLS handshake failed");
+            None
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     tcp: TcpStream,
+    addr: std::net::SocketAddr,
+    tls: Option<Acceptor>,
     slot: Slot,
     app: Router,
     which: Listener,
@@ -203,22 +245,30 @@ async fn connection(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
+    let Some((io, peer_tls)) = handshake(tcp, tls.as_ref(), &metrics, which).await else {
+        return;
+    };
+    let peer = Peer {
+        addr: Some(addr),
+        tls: peer_tls,
+    };
     let m = metrics.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let timeout = limits.body_read_timeout;
-        let req = req.map(|inner| TimedBody {
+        let mut req = req.map(|inner| TimedBody {
             inner,
             start: tokio::time::Instant::now(),
             deadline: None,
             timeout,
             expired: Some((m.clone(), which)),
         });
+        req.extensions_mut().insert(peer);
         app.clone().oneshot(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(TokioIo::new(tcp), svc);
+        .serve_connection(TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -238,8 +288,9 @@ async fn connection(
 
 /// A gRPC connection holding one of its listener's slots.
 pub struct LimitedStream {
-    io: TcpStream,
+    io: Io,
     slot: Slot,
+    peer: Peer,
     /// Until the client's HTTP/2 preface and first frame header arrive: a
     /// connection that sends nothing would otherwise hold its slot forever
     /// (h2 has no handshake timeout; keepalive pings start after it).
@@ -250,36 +301,135 @@ pub struct LimitedStream {
 /// The client connection preface (24 bytes) and a SETTINGS frame header (9).
 const HANDSHAKE_BYTES: usize = 24 + 9;
 
-/// Admits at most `max` connections of `incoming` at once; the others are
-/// closed at once (gRPC clients see `UNAVAILABLE` and retry) and counted.
-/// A connection whose HTTP/2 preface has not arrived within
-/// `handshake_timeout` is closed.
+/// Connections whose TLS handshake is done, waiting for the gRPC server.
+const READY_QUEUE: usize = 64;
+
+/// Accepts gRPC connections on `listener` until `shutdown`: at most `max`
+/// at once (the others are closed at once; clients see `UNAVAILABLE` and
+/// retry) and counted. With TLS, each handshake runs in its own task. A
+/// connection whose HTTP/2 preface has not arrived within
+/// `handshake_timeout` of its handshake is closed.
 pub fn limit_incoming(
-    incoming: impl Stream<Item = std::io::Result<TcpStream>>,
+    listener: TcpListener,
     max: usize,
     handshake_timeout: Duration,
     which: Listener,
     metrics: Arc<Metrics>,
+    tls: Option<Acceptor>,
+    shutdown: CancellationToken,
 ) -> impl Stream<Item = std::io::Result<LimitedStream>> {
     let slots = Arc::new(Semaphore::new(max));
-    incoming.filter_map(move |r| {
-        let io = r.map(|io| {
-            Slot::take(&slots, &metrics, which).map(|slot| LimitedStream {
-                io,
-                slot,
-                handshake: Some(Box::pin(tokio::time::sleep(handshake_timeout))),
-                read: 0,
-            })
-        });
-        std::future::ready(io.transpose())
-    })
+    let (tx, rx) = mpsc::channel::<LimitedStream>(READY_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tx.closed() => break,
+                r = listener.accept() => match r {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::debug!(error = %e, listener = which.as_str(), "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // Without TCP_NODELAY a response's frames wait for the
+            // client's delayed ACK (about 40 ms per request).
+            let _ = tcp.set_nodelay(true);
+            let Some(slot) = Slot::take(&slots, &metrics, which) else {
+                continue;
+            };
+            let (tx, tls, metrics) = (tx.clone(), tls.clone(), metrics.clone());
+            tokio::spawn(async move {
+                let Some((io, peer_tls)) = handshake(tcp, tls.as_ref(), &metrics, which).await
+                else {
+                    return;
+                };
+                let _ = tx
+                    .send(LimitedStream {
+                        io,
+                        slot,
+                        peer: Peer {
+                            addr: Some(addr),
+                            tls: peer_tls,
+                        },
+                        handshake: Some(Box::pin(tokio::time::sleep(handshake_timeout))),
+                        read: 0,
+                    })
+                    .await;
+            });
+        }
+    });
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|s| (Ok(s), rx)) },
+    )
 }
 
 impl tonic::transport::server::Connected for LimitedStream {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = Peer;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        self.peer
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
     }
 }
 
@@ -371,6 +521,7 @@ mod tests {
             limits,
             metrics.clone(),
             token.clone(),
+            None,
         ));
         (addr, metrics, token)
     }
