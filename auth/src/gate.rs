@@ -501,6 +501,23 @@ pub struct HttpGate {
     pub scope_for: ScopeFor,
 }
 
+/// The middleware's function, boxed so that its layer has a type to name.
+pub type GateFn = fn(
+    State<HttpGate>,
+    Request,
+    Next,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
+
+/// The layer [`HttpGate::layer`] makes.
+pub type GateLayer = axum::middleware::FromFnLayer<GateFn, HttpGate, (State<HttpGate>, Request)>;
+
+impl HttpGate {
+    /// The gate as an axum layer, for `Router::layer` or `Router::route_layer`.
+    pub fn layer(self) -> GateLayer {
+        axum::middleware::from_fn_with_state(self, |s, r, n| Box::pin(http_middleware(s, r, n)))
+    }
+}
+
 /// Axum middleware: every request passes the gate before its route.
 /// `router.layer(axum::middleware::from_fn_with_state(g, http_middleware))`.
 pub async fn http_middleware(State(g): State<HttpGate>, req: Request, next: Next) -> Response {

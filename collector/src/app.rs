@@ -577,24 +577,13 @@ fn gate_layer(
     gate: &Arc<periscope_auth::Gate>,
     listener: Listener,
     scope_for: periscope_auth::ScopeFor,
-) -> axum::middleware::FromFnLayer<
-    fn(
-        State<periscope_auth::HttpGate>,
-        axum::extract::Request,
-        axum::middleware::Next,
-    )
-        -> std::pin::Pin<Box<dyn std::future::Future<Output = axum::response::Response> + Send>>,
-    periscope_auth::HttpGate,
-    (State<periscope_auth::HttpGate>, axum::extract::Request),
-> {
-    axum::middleware::from_fn_with_state(
-        periscope_auth::HttpGate {
-            gate: gate.clone(),
-            listener: listener.as_str(),
-            scope_for,
-        },
-        |s, r, n| Box::pin(periscope_auth::http_middleware(s, r, n)),
-    )
+) -> periscope_auth::gate::GateLayer {
+    periscope_auth::HttpGate {
+        gate: gate.clone(),
+        listener: listener.as_str(),
+        scope_for,
+    }
+    .layer()
 }
 
 /// Without an auth file, says in one line which listeners anyone beyond

@@ -169,6 +169,7 @@ impl Exporter {
         &mut self,
         request: &Request,
         tenant: Option<&AsciiMetadataValue>,
+        authorization: Option<&AsciiMetadataValue>,
     ) -> Result<u64, Status> {
         match (self, request) {
             (
@@ -186,7 +187,7 @@ impl Exporter {
                 grpc.ready()
                     .await
                     .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
-                let request = grpc_request(body.clone(), tenant);
+                let request = grpc_request(body.clone(), tenant, authorization);
                 match signal {
                     Signal::Logs => unary(&mut grpc, request, LOGS_EXPORT_PATH).await.map(
                         |r: ExportLogsServiceResponse| {
@@ -209,7 +210,7 @@ impl Exporter {
                 }
             }
             (Exporter::RemoteWrite(http, url), Request::RemoteWrite(body)) => {
-                remote_write(http, url, body.clone(), tenant).await
+                remote_write(http, url, body.clone(), tenant, authorization).await
             }
             _ => unreachable!("a client generates requests of its own transport"),
         }
@@ -242,6 +243,7 @@ async fn remote_write(
     url: &reqwest::Url,
     body: bytes::Bytes,
     tenant: Option<&AsciiMetadataValue>,
+    authorization: Option<&AsciiMetadataValue>,
 ) -> Result<u64, Status> {
     let mut req = http
         .post(url.clone())
@@ -252,6 +254,9 @@ async fn remote_write(
         .body(body);
     if let Some(t) = tenant.and_then(|t| t.to_str().ok()) {
         req = req.header("X-Scope-OrgID", t);
+    }
+    if let Some(a) = authorization.and_then(|a| a.to_str().ok()) {
+        req = req.header("Authorization", a);
     }
     let resp = req
         .send()
@@ -273,6 +278,7 @@ async fn remote_write(
 fn grpc_request(
     body: bytes::Bytes,
     tenant: Option<&AsciiMetadataValue>,
+    authorization: Option<&AsciiMetadataValue>,
 ) -> tonic::Request<bytes::Bytes> {
     let mut request = tonic::Request::new(body);
     request.set_timeout(REQUEST_TIMEOUT);
@@ -280,6 +286,9 @@ fn grpc_request(
         request
             .metadata_mut()
             .insert("x-scope-orgid", tenant.clone());
+    }
+    if let Some(a) = authorization {
+        request.metadata_mut().insert("authorization", a.clone());
     }
     request
 }
@@ -361,7 +370,14 @@ async fn send(
     loop {
         shared.stats.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
         let t0 = Instant::now();
-        let status = match exporter.export(&batch.request, plan.tenant.as_ref()).await {
+        let status = match exporter
+            .export(
+                &batch.request,
+                plan.tenant.as_ref(),
+                plan.authorization.as_ref(),
+            )
+            .await
+        {
             Ok(rejected) => {
                 shared
                     .stats

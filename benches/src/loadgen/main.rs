@@ -62,6 +62,15 @@ struct Cli {
     /// Total records (or spans) to send, instead of a duration.
     #[arg(long)]
     records: Option<u64>,
+    /// Token sent as `authorization: Bearer …` (a collector with --auth-file).
+    #[arg(long, env = "PERISCOPE_LOADGEN_TOKEN")]
+    token: Option<String>,
+    /// CA certificate (PEM) to trust for an `https://` endpoint.
+    #[arg(long)]
+    tls_ca_file: Option<std::path::PathBuf>,
+    /// Server name to verify instead of the endpoint's host.
+    #[arg(long)]
+    tls_server_name: Option<String>,
     /// Tenant, sent as `x-scope-orgid` metadata (and used for --verify queries).
     #[arg(long)]
     tenant: Option<String>,
@@ -167,6 +176,8 @@ pub struct Plan {
     pub rate_per_client: Option<f64>,
     stop_at: StopAt,
     pub tenant: Option<AsciiMetadataValue>,
+    /// `Bearer <token>`, when a token is given.
+    pub authorization: Option<AsciiMetadataValue>,
     pub compression: Option<CompressionEncoding>,
     pub run_id: String,
     pub seed: u64,
@@ -198,6 +209,30 @@ impl Plan {
             .with_context(|| format!("invalid --endpoint {:?}", cli.endpoint))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
+        let endpoint = match &cli.tls_ca_file {
+            None => endpoint,
+            Some(p) => {
+                let pem =
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+                let mut tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+                if let Some(n) = &cli.tls_server_name {
+                    tls = tls.domain_name(n.clone());
+                }
+                endpoint.tls_config(tls).context("invalid TLS settings")?
+            }
+        };
+        if cli.verify && (cli.token.is_some() || cli.tls_ca_file.is_some()) {
+            bail!(
+                "--verify queries without a token over plain HTTP: not with --token or --tls-ca-file"
+            );
+        }
+        let authorization = match &cli.token {
+            None => None,
+            Some(t) => {
+                Some(MetadataValue::try_from(format!("Bearer {t}")).context("invalid --token")?)
+            }
+        };
         let tenant = match &cli.tenant {
             None => None,
             Some(t) => {
@@ -282,6 +317,7 @@ impl Plan {
             rate_per_client: (cli.rate > 0).then(|| cli.rate as f64 / cli.clients as f64),
             stop_at,
             tenant,
+            authorization,
             compression: match cli.compression {
                 Compression::None => None,
                 Compression::Gzip => Some(CompressionEncoding::Gzip),
