@@ -433,3 +433,37 @@ def test_repeated_failures_from_one_address_are_slowed(collectors, setup: Setup)
     # Five failures are free; the next three were held back.
     assert m[("periscope_auth_slowed_total", frozenset())] == 3
     assert m[("periscope_auth_refusals_total", frozenset({("listener", "http"), ("reason", "invalid")}))] == 8
+
+
+def test_the_agent_exports_to_an_authenticated_tls_collector(collectors, setup: Setup, tmp_path: Path) -> None:  # noqa: ANN001
+    from agent_util import Agent
+
+    c = start(collectors, setup)
+    logs = tmp_path / "app"
+    logs.mkdir()
+    tag = unique("agenttls")
+    (logs / "a.log").write_text("".join(f"{tag} line {i}\n" for i in range(50)))
+    agent = Agent(tmp_path / "agent-data", tmp_path, f"https://{c.grpc_target}", [str(logs / "*.log")],
+                  args=["--tls-ca-file", str(setup.ca_pem), "--tls-server-name", "localhost", "--bearer-token", setup.shop]).start()
+    try:
+        hits = searchable(c, setup.shop, tag, n=50, timeout=60)
+        assert len(hits) == 50, len(hits)
+    finally:
+        agent.stop()
+    # An agent with a token the file does not list delivers nothing: every
+    # export is refused (and it keeps the lines for a retry).
+    bad_tag = unique("agentbad")
+    (logs / "b.log").write_text("".join(f"{bad_tag} line {i}\n" for i in range(5)))
+    bad = Agent(tmp_path / "agent-bad", tmp_path, f"https://{c.grpc_target}", [str(logs / "b.log")],
+                args=["--tls-ca-file", str(setup.ca_pem), "--bearer-token", "pscp_" + "1" * 64], name="bad-agent").start()
+    try:
+        deadline = time.monotonic() + 20
+        refused = 0.0
+        while time.monotonic() < deadline and refused == 0:
+            m = parse_prometheus(c.session.get(c.http_url("/metrics"), headers=bearer(setup.ops)).text)
+            refused = m.get(("periscope_auth_refusals_total", frozenset({("listener", "otlp_grpc"), ("reason", "invalid")})), 0)
+            time.sleep(0.3)
+        assert refused > 0
+        assert searchable(c, setup.ops, bad_tag, tenant="shop", timeout=1) == []
+    finally:
+        bad.kill()
