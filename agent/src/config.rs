@@ -4,9 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use periscope_auth::{AuthTable, Tls, TlsFiles, Watched};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -55,6 +57,9 @@ pub struct Cli {
     /// Bearer token sent as `authorization: Bearer ...`. Default none.
     #[arg(long, env = "PERISCOPE_AGENT_BEARER_TOKEN")]
     pub bearer_token: Option<String>,
+    /// File holding the bearer token (surrounding whitespace ignored), read again when it changes, e.g. a mounted Kubernetes Secret; not with `bearer_token`. Default none.
+    #[arg(long, env = "PERISCOPE_AGENT_BEARER_TOKEN_FILE")]
+    pub bearer_token_file: Option<String>,
     /// CA certificates (PEM) trusted for an `https://` endpoint, besides the public web roots. Default none.
     #[arg(long, env = "PERISCOPE_AGENT_TLS_CA_FILE")]
     pub tls_ca_file: Option<String>,
@@ -136,6 +141,18 @@ pub struct Cli {
     /// Concurrent gRPC streams per relay connection. Default `100`.
     #[arg(long, env = "PERISCOPE_AGENT_RELAY_GRPC_MAX_CONCURRENT_STREAMS")]
     pub relay_grpc_max_concurrent_streams: Option<u32>,
+    /// Auth file of the relay listeners (the collector's format): every request needs a token (or client certificate) with the `write` scope and is forwarded for its tenant. Re-read when it changes and on SIGHUP. Default none: no authentication.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_AUTH_FILE")]
+    pub relay_auth_file: Option<String>,
+    /// Certificate chain (PEM) of the relay listeners, which then speak TLS only; needs `relay_tls_key_file`. Re-read when it changes. Default none: plain text.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_TLS_CERT_FILE")]
+    pub relay_tls_cert_file: Option<String>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `relay_tls_cert_file`. Default none.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_TLS_KEY_FILE")]
+    pub relay_tls_key_file: Option<String>,
+    /// CA certificates (PEM) that must have signed a relay client's certificate (mutual TLS); needs `relay_tls_cert_file`. Default none.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_TLS_CLIENT_CA_FILE")]
+    pub relay_tls_client_ca_file: Option<String>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -153,6 +170,7 @@ struct FileConfig {
     node_name: Option<String>,
     tenant: Option<String>,
     bearer_token: Option<String>,
+    bearer_token_file: Option<String>,
     tls_ca_file: Option<String>,
     tls_server_name: Option<String>,
     tls_client_cert_file: Option<String>,
@@ -180,6 +198,10 @@ struct FileConfig {
     relay_body_read_timeout: Option<String>,
     relay_max_connections: Option<usize>,
     relay_grpc_max_concurrent_streams: Option<u32>,
+    relay_auth_file: Option<String>,
+    relay_tls_cert_file: Option<String>,
+    relay_tls_key_file: Option<String>,
+    relay_tls_client_ca_file: Option<String>,
 }
 
 /// Where files found at the first start begin.
@@ -216,6 +238,8 @@ pub struct Config {
     pub tenant: Option<String>,
     /// Bearer token.
     pub bearer_token: Option<String>,
+    /// File of the bearer token, read again when it changes.
+    pub bearer_token_file: Option<PathBuf>,
     /// TLS of an `https://` endpoint, PEM files read and checked.
     pub tls: TlsOptions,
     /// Disk spool bound.
@@ -246,6 +270,19 @@ pub struct Config {
     pub log_level: String,
     /// Limits of the relay listeners.
     pub relay: RelayLimits,
+    /// Authentication and TLS of the relay listeners.
+    pub relay_security: RelaySecurity,
+}
+
+/// Authentication and TLS of the relay listeners (see the `relay_auth_file`
+/// and `relay_tls_*` flags), their files loaded and checked; the agent
+/// watches them for changes once it runs.
+#[derive(Clone, Debug, Default)]
+pub struct RelaySecurity {
+    /// The auth file's tokens; `None`: requests are not authenticated.
+    pub auth: Option<Arc<Watched<AuthTable>>>,
+    /// Certificate, key and optional client CA; `None`: plain text.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Limits of the relay listeners (see the `relay_*` flags).
@@ -575,6 +612,17 @@ impl Cli {
                 ));
             }
         }
+        let relay_security = relay_security(
+            self.relay_auth_file.or(file.relay_auth_file),
+            self.relay_tls_cert_file.or(file.relay_tls_cert_file),
+            self.relay_tls_key_file.or(file.relay_tls_key_file),
+            self.relay_tls_client_ca_file
+                .or(file.relay_tls_client_ca_file),
+        )?;
+        let (bearer_token, bearer_token_file) = bearer_token(
+            self.bearer_token.or(file.bearer_token),
+            self.bearer_token_file.or(file.bearer_token_file),
+        )?;
         let log_level = self
             .log_level
             .or(file.log_level)
@@ -595,10 +643,8 @@ impl Cli {
             http_addr,
             node_name,
             tenant: self.tenant.or(file.tenant).filter(|s| !s.is_empty()),
-            bearer_token: self
-                .bearer_token
-                .or(file.bearer_token)
-                .filter(|s| !s.is_empty()),
+            bearer_token,
+            bearer_token_file,
             tls,
             spool_max_bytes,
             memory_queue_bytes: memory_queue_bytes.max(1),
@@ -617,8 +663,82 @@ impl Cli {
             batch_timeout,
             log_level,
             relay,
+            relay_security,
         })
     }
+}
+
+/// Whether `t` may name a tenant: the collector's rule (1 to 150 ASCII
+/// letters, digits, `_`, `.` or `-`; not `.` or `..`), checked on the tenants
+/// of the relay's auth file and on the tenants the relay forwards.
+pub fn valid_tenant(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 150
+        && t != "."
+        && t != ".."
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// The exporter's token: at most one of `bearer_token` and
+/// `bearer_token_file` (empty means unset); the file must hold a token now.
+fn bearer_token(
+    token: Option<String>,
+    token_file: Option<String>,
+) -> Result<(Option<String>, Option<PathBuf>), ConfigError> {
+    let token = token.filter(|s| !s.is_empty());
+    let token_file = token_file.filter(|s| !s.is_empty()).map(PathBuf::from);
+    match (token, token_file) {
+        (Some(_), Some(_)) => Err(ConfigError(
+            "bearer_token and bearer_token_file exclude each other: set one".into(),
+        )),
+        (None, Some(path)) => {
+            crate::export::grpc::read_token_file(&path)
+                .map_err(|e| ConfigError(format!("bearer_token_file: {e}")))?;
+            Ok((None, Some(path)))
+        }
+        (token, None) => Ok((token, None)),
+    }
+}
+
+/// Loads the relay's auth file and TLS files; an empty path means unset.
+fn relay_security(
+    auth_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_ca_file: Option<String>,
+) -> Result<RelaySecurity, ConfigError> {
+    let set = |p: Option<String>| p.filter(|p| !p.is_empty()).map(PathBuf::from);
+    let auth = match set(auth_file) {
+        None => None,
+        Some(path) => Some(
+            periscope_auth::open_auth_file(path, valid_tenant)
+                .map_err(|e| ConfigError(format!("relay_auth_file: {}", one_line(&e))))?,
+        ),
+    };
+    let tls = match (set(cert_file), set(key_file), set(client_ca_file)) {
+        (None, None, None) => None,
+        (None, None, Some(_)) => {
+            return Err(ConfigError(
+                "relay_tls_client_ca_file needs relay_tls_cert_file and relay_tls_key_file".into(),
+            ));
+        }
+        (Some(_), None, _) | (None, Some(_), _) => {
+            return Err(ConfigError(
+                "relay_tls_cert_file and relay_tls_key_file go together: set both or neither"
+                    .into(),
+            ));
+        }
+        (Some(cert), Some(key), client_ca) => Some(
+            periscope_auth::tls::open(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            })
+            .map_err(|e| ConfigError(format!("relay TLS: {}", one_line(&e))))?,
+        ),
+    };
+    Ok(RelaySecurity { auth, tls })
 }
 
 /// Reads and checks the TLS files; an empty path or name means unset.
@@ -986,6 +1106,198 @@ mod tests {
             e.0.contains("client.key") && e.0.contains("tls_ca_file"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn relay_security_files_are_loaded_and_checked() {
+        let none = cli(&["--node-name", "n"]).resolve().unwrap();
+        assert!(none.relay_security.auth.is_none() && none.relay_security.tls.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["relay".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let other_key = rcgen::KeyPair::generate().unwrap();
+        let block = periscope_auth::tokens::file_block(
+            "apps",
+            "pscp_apps",
+            &["shop".to_owned()],
+            &[periscope_auth::Scope::Write],
+        );
+        for (name, text) in [
+            ("auth.toml", block.clone()),
+            ("bad-tenant.toml", block.replace("\"shop\"", "\"../etc\"")),
+            ("bad-syntax.toml", "[[token]\nname = \n".to_owned()),
+            ("tls.crt", cert.pem()),
+            ("tls.key", key.serialize_pem()),
+            ("other.key", other_key.serialize_pem()),
+            ("ca.crt", cert.pem()),
+            ("garbage.pem", "nothing here\n".to_owned()),
+        ] {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "relay_auth_file = {:?}\nrelay_tls_cert_file = {:?}\nrelay_tls_key_file = {:?}\nrelay_tls_client_ca_file = {:?}",
+            p("auth.toml"),
+            p("tls.crt"),
+            p("tls.key"),
+            p("ca.crt"),
+        )
+        .unwrap();
+        let file = f.path().to_str().unwrap();
+        let c = cli(&["--config", file]).resolve().unwrap();
+        let auth = c.relay_security.auth.as_ref().expect("auth file loaded");
+        assert_eq!(auth.get().len(), 1);
+        assert!(c.relay_security.tls.is_some());
+        // An empty flag unsets a file's value.
+        let c = cli(&["--config", file, "--relay-auth-file", ""])
+            .resolve()
+            .unwrap();
+        assert!(c.relay_security.auth.is_none() && c.relay_security.tls.is_some());
+
+        let (auth, crt, k) = (p("auth.toml"), p("tls.crt"), p("tls.key"));
+        let rows: Vec<(Vec<String>, &[&str])> = vec![
+            (
+                vec!["--relay-auth-file".into(), p("missing.toml")],
+                &["relay_auth_file", "missing.toml", "cannot read"],
+            ),
+            (
+                vec!["--relay-auth-file".into(), p("bad-tenant.toml")],
+                &["relay_auth_file", "bad-tenant.toml", "invalid tenant"],
+            ),
+            (
+                vec!["--relay-auth-file".into(), p("bad-syntax.toml")],
+                &["relay_auth_file", "bad-syntax.toml"],
+            ),
+            (
+                vec!["--relay-tls-cert-file".into(), crt.clone()],
+                &["set both or neither"],
+            ),
+            (
+                vec!["--relay-tls-key-file".into(), k.clone()],
+                &["set both or neither"],
+            ),
+            (
+                vec!["--relay-tls-client-ca-file".into(), p("ca.crt")],
+                &["relay_tls_client_ca_file needs relay_tls_cert_file"],
+            ),
+            (
+                vec![
+                    "--relay-tls-cert-file".into(),
+                    crt.clone(),
+                    "--relay-tls-key-file".into(),
+                    p("other.key"),
+                ],
+                &["relay TLS", "other.key", "do not make a usable certificate"],
+            ),
+            (
+                vec![
+                    "--relay-tls-cert-file".into(),
+                    p("garbage.pem"),
+                    "--relay-tls-key-file".into(),
+                    k.clone(),
+                ],
+                &["relay TLS", "garbage.pem"],
+            ),
+            (
+                vec![
+                    "--relay-tls-cert-file".into(),
+                    crt.clone(),
+                    "--relay-tls-key-file".into(),
+                    k.clone(),
+                    "--relay-tls-client-ca-file".into(),
+                    p("garbage.pem"),
+                ],
+                &["relay TLS", "garbage.pem"],
+            ),
+        ];
+        for (args, want) in rows {
+            let mut v = vec!["--node-name", "n"];
+            v.extend(args.iter().map(String::as_str));
+            let e = cli(&v).resolve().unwrap_err();
+            for w in want {
+                assert!(e.0.contains(w), "{args:?}: {w:?} not in {e}");
+            }
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+        let ok = ["--relay-auth-file", &auth, "--relay-tls-cert-file", &crt];
+        let c = cli(&[&ok[..], &["--relay-tls-key-file", &k]].concat())
+            .resolve()
+            .unwrap();
+        assert!(c.relay_security.auth.is_some() && c.relay_security.tls.is_some());
+    }
+
+    #[test]
+    fn bearer_token_file_excludes_bearer_token_and_must_hold_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "pscp_abc\n").unwrap();
+        let t = token.to_str().unwrap();
+        let c = cli(&["--node-name", "n", "--bearer-token-file", t])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.bearer_token_file.as_deref(), Some(token.as_path()));
+        assert_eq!(c.bearer_token, None);
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "bearer_token = \"s3cret\"").unwrap();
+        let file = f.path().to_str().unwrap();
+        let e = cli(&["--config", file, "--bearer-token-file", t])
+            .resolve()
+            .unwrap_err();
+        assert!(e.0.contains("exclude each other"), "{e}");
+        // An empty value unsets the other one.
+        let c = cli(&[
+            "--config",
+            file,
+            "--bearer-token-file",
+            t,
+            "--bearer-token",
+            "",
+        ])
+        .resolve()
+        .unwrap();
+        assert!(c.bearer_token.is_none() && c.bearer_token_file.is_some());
+
+        for (content, want) in [(&b" \n"[..], "is empty"), (b"two words", "visible ASCII")] {
+            std::fs::write(&token, content).unwrap();
+            let e = cli(&["--node-name", "n", "--bearer-token-file", t])
+                .resolve()
+                .unwrap_err();
+            assert!(e.0.starts_with("bearer_token_file: "), "{e}");
+            assert!(e.0.contains(want), "{e}");
+        }
+        let missing = dir.path().join("missing");
+        let e = cli(&["--bearer-token-file", missing.to_str().unwrap()])
+            .resolve()
+            .unwrap_err();
+        assert!(
+            e.0.contains("cannot read") && e.0.contains("missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tenant_names() {
+        for (t, ok) in [
+            ("shop", true),
+            ("team-a.prod_1", true),
+            (&"x".repeat(150), true),
+            (&"x".repeat(151), false),
+            ("", false),
+            (".", false),
+            ("..", false),
+            ("a/b", false),
+            ("a b", false),
+            ("café", false),
+        ] {
+            assert_eq!(valid_tenant(t), ok, "{t:?}");
+        }
     }
 
     #[test]
