@@ -90,6 +90,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 endpoint: cfg.endpoint.clone(),
                 tenant: cfg.tenant.clone(),
                 bearer_token: cfg.bearer_token.clone(),
+                bearer_token_file: cfg.bearer_token_file.clone(),
                 timeout: RPC_TIMEOUT,
                 tls: cfg.tls.clone(),
             },
@@ -115,12 +116,15 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         Arc::clone(&stats),
         Arc::clone(&healthy),
     ));
+    // Stops the polling of the relay's auth and TLS files.
+    let stop_watching = tokio_util::sync::CancellationToken::new();
     let relay = rt
         .block_on(crate::relay::start(
             &cfg,
             tx.clone(),
             Arc::clone(&stats),
             Arc::clone(&shutdown),
+            stop_watching.clone(),
         ))
         .context("cannot start the local OTLP relay")?;
     let pods = cfg
@@ -194,6 +198,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     };
 
     let tail_ok = tailer.join().is_ok();
+    stop_watching.cancel();
     tail_done.store(true, Ordering::SeqCst);
     let export_ok = exporter_thread.join().is_ok();
     let _ = persister.join();

@@ -101,6 +101,9 @@ pub struct Batch {
     pub payload: Payload,
     /// Checkpoint marks, applied once this and every earlier batch is safe.
     pub marks: Vec<Mark>,
+    /// The tenant the relay admitted the request for; `None`: the agent's
+    /// own (`--tenant`).
+    pub tenant: Option<String>,
     /// Approximate size in bytes (for queue bounds).
     pub bytes: usize,
 }
@@ -191,6 +194,7 @@ impl BatchBuilder {
         Batch {
             payload: Payload::Logs(ExportLogsServiceRequest { resource_logs }),
             marks,
+            tenant: None,
             bytes,
         }
     }

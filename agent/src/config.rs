@@ -4,13 +4,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use periscope_auth::{AuthTable, Tls, Watched};
 use regex::Regex;
 use serde::Deserialize;
 
+use self::files::{bearer_token, relay_security, tls_options};
 use crate::export::grpc::TlsOptions;
+
+mod files;
 
 /// The Periscope node agent: tails logs, adds Kubernetes metadata, ships OTLP.
 #[derive(Debug, Parser, Default)]
@@ -55,6 +60,9 @@ pub struct Cli {
     /// Bearer token sent as `authorization: Bearer ...`. Default none.
     #[arg(long, env = "PERISCOPE_AGENT_BEARER_TOKEN")]
     pub bearer_token: Option<String>,
+    /// File holding the bearer token (surrounding whitespace ignored), read again when it changes, e.g. a mounted Kubernetes Secret; not with `bearer_token`. Default none.
+    #[arg(long, env = "PERISCOPE_AGENT_BEARER_TOKEN_FILE")]
+    pub bearer_token_file: Option<String>,
     /// CA certificates (PEM) trusted for an `https://` endpoint, besides the public web roots. Default none.
     #[arg(long, env = "PERISCOPE_AGENT_TLS_CA_FILE")]
     pub tls_ca_file: Option<String>,
@@ -136,6 +144,18 @@ pub struct Cli {
     /// Concurrent gRPC streams per relay connection. Default `100`.
     #[arg(long, env = "PERISCOPE_AGENT_RELAY_GRPC_MAX_CONCURRENT_STREAMS")]
     pub relay_grpc_max_concurrent_streams: Option<u32>,
+    /// Auth file of the relay listeners (the collector's format): every request needs a token (or client certificate) with the `write` scope and is forwarded for its tenant. Re-read when it changes and on SIGHUP. Default none: no authentication.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_AUTH_FILE")]
+    pub relay_auth_file: Option<String>,
+    /// Certificate chain (PEM) of the relay listeners, which then speak TLS only; needs `relay_tls_key_file`. Re-read when it changes. Default none: plain text.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_TLS_CERT_FILE")]
+    pub relay_tls_cert_file: Option<String>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `relay_tls_cert_file`. Default none.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_TLS_KEY_FILE")]
+    pub relay_tls_key_file: Option<String>,
+    /// CA certificates (PEM) that must have signed a relay client's certificate (mutual TLS); needs `relay_tls_cert_file`. Default none.
+    #[arg(long, env = "PERISCOPE_AGENT_RELAY_TLS_CLIENT_CA_FILE")]
+    pub relay_tls_client_ca_file: Option<String>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -153,6 +173,7 @@ struct FileConfig {
     node_name: Option<String>,
     tenant: Option<String>,
     bearer_token: Option<String>,
+    bearer_token_file: Option<String>,
     tls_ca_file: Option<String>,
     tls_server_name: Option<String>,
     tls_client_cert_file: Option<String>,
@@ -180,6 +201,10 @@ struct FileConfig {
     relay_body_read_timeout: Option<String>,
     relay_max_connections: Option<usize>,
     relay_grpc_max_concurrent_streams: Option<u32>,
+    relay_auth_file: Option<String>,
+    relay_tls_cert_file: Option<String>,
+    relay_tls_key_file: Option<String>,
+    relay_tls_client_ca_file: Option<String>,
 }
 
 /// Where files found at the first start begin.
@@ -216,6 +241,8 @@ pub struct Config {
     pub tenant: Option<String>,
     /// Bearer token.
     pub bearer_token: Option<String>,
+    /// File of the bearer token, read again when it changes.
+    pub bearer_token_file: Option<PathBuf>,
     /// TLS of an `https://` endpoint, PEM files read and checked.
     pub tls: TlsOptions,
     /// Disk spool bound.
@@ -246,6 +273,19 @@ pub struct Config {
     pub log_level: String,
     /// Limits of the relay listeners.
     pub relay: RelayLimits,
+    /// Authentication and TLS of the relay listeners.
+    pub relay_security: RelaySecurity,
+}
+
+/// Authentication and TLS of the relay listeners (see the `relay_auth_file`
+/// and `relay_tls_*` flags), their files loaded and checked; the agent
+/// watches them for changes once it runs.
+#[derive(Clone, Debug, Default)]
+pub struct RelaySecurity {
+    /// The auth file's tokens; `None`: requests are not authenticated.
+    pub auth: Option<Arc<Watched<AuthTable>>>,
+    /// Certificate, key and optional client CA; `None`: plain text.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Limits of the relay listeners (see the `relay_*` flags).
@@ -575,6 +615,17 @@ impl Cli {
                 ));
             }
         }
+        let relay_security = relay_security(
+            self.relay_auth_file.or(file.relay_auth_file),
+            self.relay_tls_cert_file.or(file.relay_tls_cert_file),
+            self.relay_tls_key_file.or(file.relay_tls_key_file),
+            self.relay_tls_client_ca_file
+                .or(file.relay_tls_client_ca_file),
+        )?;
+        let (bearer_token, bearer_token_file) = bearer_token(
+            self.bearer_token.or(file.bearer_token),
+            self.bearer_token_file.or(file.bearer_token_file),
+        )?;
         let log_level = self
             .log_level
             .or(file.log_level)
@@ -595,10 +646,8 @@ impl Cli {
             http_addr,
             node_name,
             tenant: self.tenant.or(file.tenant).filter(|s| !s.is_empty()),
-            bearer_token: self
-                .bearer_token
-                .or(file.bearer_token)
-                .filter(|s| !s.is_empty()),
+            bearer_token,
+            bearer_token_file,
             tls,
             spool_max_bytes,
             memory_queue_bytes: memory_queue_bytes.max(1),
@@ -617,90 +666,21 @@ impl Cli {
             batch_timeout,
             log_level,
             relay,
+            relay_security,
         })
     }
 }
 
-/// Reads and checks the TLS files; an empty path or name means unset.
-fn tls_options(
-    ca_file: Option<String>,
-    server_name: Option<String>,
-    cert_file: Option<String>,
-    key_file: Option<String>,
-) -> Result<TlsOptions, ConfigError> {
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-
-    let set = |p: Option<String>| p.filter(|p| !p.is_empty()).map(PathBuf::from);
-    let (ca_file, cert_file, key_file) = (set(ca_file), set(cert_file), set(key_file));
-    let read = |name: &str, path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| ConfigError(format!("cannot read {name} {}: {e}", path.display())))
-    };
-    let invalid = |name: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
-        ConfigError(format!("invalid {name} {}: {e}", path.display()))
-    };
-    let certs = |name: &str, path: &std::path::Path, pem: &[u8]| {
-        let certs = CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(name, path, &e))?;
-        if certs.is_empty() {
-            return Err(invalid(name, path, &"no PEM certificate in the file"));
-        }
-        Ok(certs)
-    };
-
-    let mut roots = RootCertStore::empty();
-    let ca_pem = match &ca_file {
-        Some(path) => {
-            let pem = read("tls_ca_file", path)?;
-            for cert in certs("tls_ca_file", path, &pem)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| invalid("tls_ca_file", path, &e))?;
-            }
-            Some(pem)
-        }
-        None => None,
-    };
-    let server_name = server_name.filter(|s| !s.trim().is_empty());
-    if let Some(n) = &server_name {
-        ServerName::try_from(n.as_str()).map_err(|e| bad("tls_server_name", n, e))?;
-    }
-    let client_identity = match (cert_file, key_file) {
-        (None, None) => None,
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(ConfigError(
-                "tls_client_cert_file and tls_client_key_file go together: set both or neither"
-                    .into(),
-            ));
-        }
-        (Some(cert_path), Some(key_path)) => {
-            let cert_pem = read("tls_client_cert_file", &cert_path)?;
-            let chain = certs("tls_client_cert_file", &cert_path, &cert_pem)?;
-            let key_pem = read("tls_client_key_file", &key_path)?;
-            let key = PrivateKeyDer::from_pem_slice(&key_pem)
-                .map_err(|e| invalid("tls_client_key_file", &key_path, &e))?;
-            // The same check the connection makes: a key the TLS library
-            // cannot use, or one that does not belong to the certificate,
-            // is refused here rather than at the first export.
-            let provider =
-                std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-            ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| ConfigError(format!("tls: {e}")))?
-                .with_root_certificates(roots)
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| invalid("tls_client_key_file", &key_path, &e))?;
-            Some((cert_pem, key_pem))
-        }
-    };
-    Ok(TlsOptions {
-        ca_pem,
-        server_name,
-        client_identity,
-    })
+/// Whether `t` may name a tenant: the collector's rule (1 to 150 ASCII
+/// letters, digits, `_`, `.` or `-`; not `.` or `..`), checked on the tenants
+/// of the relay's auth file and on the tenants the relay forwards.
+pub fn valid_tenant(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 150
+        && t != "."
+        && t != ".."
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// Parses `123`, `64KiB`, `16MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000).
@@ -747,254 +727,4 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn cli(args: &[&str]) -> Cli {
-        let mut v = vec!["periscope-agent"];
-        v.extend_from_slice(args);
-        Cli::try_parse_from(v).unwrap()
-    }
-
-    #[test]
-    fn defaults() {
-        let c = cli(&["--node-name", "n1"]).resolve().unwrap();
-        assert_eq!(c.endpoint, "http://127.0.0.1:4317");
-        assert_eq!(c.include[0].as_str(), "/var/log/pods/*/*/*.log*");
-        assert_eq!(c.exclude.len(), 2);
-        assert_eq!(c.read_from, ReadFrom::End);
-        assert_eq!(c.spool_max_bytes, 1 << 30);
-        assert_eq!(c.max_line_bytes, 1 << 20);
-        assert_eq!(c.metrics_interval, Some(Duration::from_secs(15)));
-        assert!(c.otlp_grpc_addr.is_none());
-    }
-
-    #[test]
-    fn relay_limits_have_defaults_and_refuse_zero() {
-        let c = cli(&["--node-name", "n1"]).resolve().unwrap();
-        assert_eq!(c.relay.max_inflight_bytes, 64 << 20);
-        assert_eq!(c.relay.max_recv_msg_size, 4 << 20);
-        assert_eq!(c.relay.header_read_timeout, Duration::from_secs(10));
-        assert_eq!(c.relay.body_read_timeout, Duration::from_secs(30));
-        assert_eq!(c.relay.max_connections, 1024);
-        assert_eq!(c.relay.grpc_max_concurrent_streams, 100);
-        let c = cli(&[
-            "--node-name",
-            "n1",
-            "--relay-max-inflight-bytes",
-            "1MiB",
-            "--relay-body-read-timeout",
-            "2s",
-        ])
-        .resolve()
-        .unwrap();
-        assert_eq!(c.relay.max_inflight_bytes, 1 << 20);
-        assert_eq!(c.relay.body_read_timeout, Duration::from_secs(2));
-        for (args, want) in [
-            (
-                ["--relay-max-inflight-bytes", "0"],
-                "relay_max_inflight_bytes",
-            ),
-            (
-                ["--relay-max-recv-msg-size", "0"],
-                "relay_max_recv_msg_size",
-            ),
-            (
-                ["--relay-header-read-timeout", "0s"],
-                "relay_header_read_timeout",
-            ),
-            (
-                ["--relay-body-read-timeout", "0s"],
-                "relay_body_read_timeout",
-            ),
-            (["--relay-max-connections", "0"], "relay_max_connections"),
-            (
-                ["--relay-grpc-max-concurrent-streams", "0"],
-                "relay_grpc_max_concurrent_streams",
-            ),
-        ] {
-            let mut v = vec!["--node-name", "n1"];
-            v.extend_from_slice(&args);
-            let e = cli(&v).resolve().unwrap_err();
-            assert!(e.0.contains(want), "{want}: {}", e.0);
-        }
-    }
-
-    #[test]
-    fn flag_beats_file_and_unknown_key_fails() {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        writeln!(f, "endpoint = \"http://10.0.0.1:4317\"\nread_from = \"beginning\"\ninclude = [\"/a/*.log\"]").unwrap();
-        let p = f.path().to_str().unwrap();
-        let c = cli(&["--config", p, "--endpoint", "http://127.0.0.2:1"])
-            .resolve()
-            .unwrap();
-        assert_eq!(c.endpoint, "http://127.0.0.2:1");
-        assert_eq!(c.read_from, ReadFrom::Beginning);
-        assert_eq!(c.include[0].as_str(), "/a/*.log");
-
-        let mut g = tempfile::NamedTempFile::new().unwrap();
-        writeln!(g, "endpont = \"x\"").unwrap();
-        let e = cli(&["--config", g.path().to_str().unwrap()])
-            .resolve()
-            .unwrap_err();
-        assert!(e.0.contains("unknown field"), "{e}");
-        assert!(!e.0.contains('\n'));
-    }
-
-    #[test]
-    fn invalid_values() {
-        for args in [
-            &["--read-from", "middle"][..],
-            &["--endpoint", "ftp://x"],
-            &["--spool-max-bytes", "12XB"],
-            &["--metrics-interval", "5 parsecs"],
-            &["--multiline-start", "("],
-            &["--http-addr", "nope"],
-            &["--include", "[a"],
-            &["--k8s-api-url", "ftp://10.0.0.1"],
-            &["--k8s-api-url", "10.0.0.1:443"],
-            &["--k8s-deleted-pod-grace", "5 minutes"],
-        ] {
-            assert!(cli(args).resolve().is_err(), "{args:?}");
-        }
-    }
-
-    #[test]
-    fn k8s_api_enrichment() {
-        let off = cli(&["--node-name", "n"]).resolve().unwrap();
-        assert!(off.k8s_api.is_none());
-
-        let on = cli(&["--node-name", "n", "--k8s-api-enrichment", "true"])
-            .resolve()
-            .unwrap();
-        let k = on.k8s_api.unwrap();
-        assert_eq!(k.api.url, None, "in-cluster, from the environment at start");
-        assert_eq!(
-            k.api.token_file.as_deref(),
-            Some(std::path::Path::new(crate::k8s::IN_CLUSTER_TOKEN))
-        );
-        assert_eq!(
-            k.api.ca_file.as_deref(),
-            Some(std::path::Path::new(crate::k8s::IN_CLUSTER_CA))
-        );
-        assert_eq!(k.deleted_pod_grace, Duration::from_secs(300));
-
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        writeln!(
-            f,
-            "k8s_api_enrichment = true\nk8s_api_url = \"http://127.0.0.1:8001\"\nk8s_token_file = \"\"\nk8s_ca_file = \"/etc/ca.pem\"\nk8s_deleted_pod_grace = \"90s\""
-        )
-        .unwrap();
-        let c = cli(&[
-            "--config",
-            f.path().to_str().unwrap(),
-            "--k8s-deleted-pod-grace",
-            "2m",
-        ])
-        .resolve()
-        .unwrap();
-        let k = c.k8s_api.unwrap();
-        assert_eq!(k.api.url.as_deref(), Some("http://127.0.0.1:8001"));
-        assert_eq!(k.api.token_file, None, "empty: no token");
-        assert_eq!(
-            k.api.ca_file.as_deref(),
-            Some(std::path::Path::new("/etc/ca.pem"))
-        );
-        assert_eq!(
-            k.deleted_pod_grace,
-            Duration::from_secs(120),
-            "flag over file"
-        );
-    }
-
-    #[test]
-    fn tls_options() {
-        let none = cli(&["--node-name", "n"]).resolve().unwrap();
-        assert!(!none.tls.is_set());
-
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["agent".to_owned()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (ca, crt, k) = (
-            dir.path().join("ca.pem"),
-            dir.path().join("client.pem"),
-            dir.path().join("client.key"),
-        );
-        std::fs::write(&ca, cert.pem()).unwrap();
-        std::fs::write(&crt, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        writeln!(
-            f,
-            "endpoint = \"https://10.0.0.1:4317\"\ntls_ca_file = {:?}\ntls_server_name = \"from-file\"\ntls_client_cert_file = {:?}\ntls_client_key_file = {:?}",
-            ca.to_str().unwrap(),
-            crt.to_str().unwrap(),
-            k.to_str().unwrap()
-        )
-        .unwrap();
-        let file = f.path().to_str().unwrap();
-        let c = cli(&["--config", file, "--tls-server-name", "collector.svc"])
-            .resolve()
-            .unwrap();
-        assert_eq!(c.tls.ca_pem.as_deref(), Some(cert.pem().as_bytes()));
-        assert_eq!(
-            c.tls.server_name.as_deref(),
-            Some("collector.svc"),
-            "flag over file"
-        );
-        let (c_pem, k_pem) = c.tls.client_identity.as_ref().unwrap();
-        assert_eq!(c_pem, cert.pem().as_bytes());
-        assert_eq!(k_pem, key.serialize_pem().as_bytes());
-        assert!(
-            !format!("{c:?}").contains("PRIVATE KEY"),
-            "the key stays out of debug output"
-        );
-
-        // An empty flag unsets a file's value; a lone half of the pair fails.
-        let c = cli(&[
-            "--config",
-            file,
-            "--tls-ca-file",
-            "",
-            "--tls-server-name",
-            "",
-        ])
-        .resolve()
-        .unwrap();
-        assert!(c.tls.ca_pem.is_none() && c.tls.server_name.is_none());
-        let e = cli(&["--config", file, "--tls-client-key-file", ""])
-            .resolve()
-            .unwrap_err();
-        assert!(e.0.contains("set both or neither"), "{e}");
-        let e = cli(&["--config", file, "--endpoint", "http://10.0.0.1:4317"])
-            .resolve()
-            .unwrap_err();
-        assert!(e.0.contains("not https"), "{e}");
-        let e = cli(&[
-            "--endpoint",
-            "https://h:1",
-            "--tls-ca-file",
-            k.to_str().unwrap(),
-        ])
-        .resolve()
-        .unwrap_err();
-        assert!(
-            e.0.contains("client.key") && e.0.contains("tls_ca_file"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_size("64KiB").unwrap(), 65536);
-        assert_eq!(parse_size("10").unwrap(), 10);
-        assert!(parse_size("x").is_err());
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert!(parse_duration("5").is_err());
-    }
-}
+mod tests;

@@ -387,6 +387,7 @@ pub async fn run(
         match tx.try_send(Batch {
             payload: Payload::Metrics(req),
             marks: Vec::new(),
+            tenant: None,
             bytes,
         }) {
             Ok(()) => {}

@@ -9,6 +9,13 @@
 //! buffered and for what decoding takes, and the listeners have header and
 //! body read timeouts and connection limits ([`edge`]): one 16 MiB JSON
 //! request once took the agent to 494 MiB.
+//!
+//! With `relay_auth_file`, every request passes `periscope-auth`'s gate
+//! (a token or client certificate with the `write` scope) and is forwarded
+//! for the tenant the gate admitted it for; without one, the client's
+//! `X-Scope-OrgID` is not trusted and everything goes with the agent's own
+//! tenant. With `relay_tls_*`, both listeners speak TLS only. The auth and
+//! TLS files are read again every 2 s and on SIGHUP.
 
 mod edge;
 
@@ -17,12 +24,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -31,6 +38,9 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
+};
+use periscope_auth::{
+    Acceptor, Admitted, Alpn, Gate, GrpcGateLayer, HttpGate, Scope, http_middleware,
 };
 use periscope_proto::otlp::common::v1::KeyValue;
 use periscope_proto::otlp::resource::v1::Resource;
@@ -46,9 +56,9 @@ use prost::Message;
 
 use self::edge::{Budget, ChargeLayer, limit_incoming};
 use crate::batch::{Batch, Payload};
-use crate::config::Config;
+use crate::config::{Config, RelaySecurity, valid_tenant};
 use crate::parse::enrich::kv_str;
-use crate::telemetry::Stats;
+use crate::telemetry::{RelayAuth, Stats};
 
 /// The largest header block of a gRPC request (h2's default is 16 MiB).
 const GRPC_MAX_HEADER_LIST_SIZE: u32 = 64 << 10;
@@ -82,6 +92,9 @@ struct Relay {
 enum Refused {
     Full,
     Closed,
+    /// A tenant the collector would refuse (a token for any tenant may
+    /// name one in `X-Scope-OrgID`).
+    InvalidTenant(String),
 }
 
 fn add_node(resource: &mut Option<Resource>, node: &[KeyValue]) {
@@ -94,9 +107,14 @@ fn add_node(resource: &mut Option<Resource>, node: &[KeyValue]) {
 }
 
 impl Relay {
-    fn forward(&self, mut payload: Payload) -> Result<(), Refused> {
+    /// Queues `payload` for export, for `tenant` (the one the auth gate
+    /// admitted the request for; `None`: the agent's own).
+    fn forward(&self, mut payload: Payload, tenant: Option<String>) -> Result<(), Refused> {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(Refused::Closed);
+        }
+        if let Some(t) = tenant.as_deref().filter(|t| !valid_tenant(t)) {
+            return Err(Refused::InvalidTenant(t.to_owned()));
         }
         match &mut payload {
             Payload::Logs(r) => r
@@ -120,6 +138,7 @@ impl Relay {
         match self.tx.try_send(Batch {
             payload,
             marks: Vec::new(),
+            tenant,
             bytes,
         }) {
             Ok(()) => {
@@ -136,7 +155,17 @@ fn status(r: Refused) -> tonic::Status {
     match r {
         Refused::Full => tonic::Status::resource_exhausted("agent queue full; retry later"),
         Refused::Closed => tonic::Status::unavailable("agent shutting down"),
+        Refused::InvalidTenant(t) => tonic::Status::invalid_argument(invalid_tenant(&t)),
     }
+}
+
+fn invalid_tenant(t: &str) -> String {
+    format!("invalid tenant {t:?}: 1 to 150 ASCII letters, digits, '_', '.' or '-'")
+}
+
+/// The tenant the auth gate admitted a gRPC request for.
+fn admitted<T>(req: &tonic::Request<T>) -> Option<String> {
+    req.extensions().get::<Admitted>().map(|a| a.tenant.clone())
 }
 
 #[tonic::async_trait]
@@ -145,7 +174,8 @@ impl LogsService for Relay {
         &self,
         req: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        self.forward(Payload::Logs(req.into_inner()))
+        let tenant = admitted(&req);
+        self.forward(Payload::Logs(req.into_inner()), tenant)
             .map_err(status)?;
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
     }
@@ -157,7 +187,8 @@ impl MetricsService for Relay {
         &self,
         req: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.forward(Payload::Metrics(req.into_inner()))
+        let tenant = admitted(&req);
+        self.forward(Payload::Metrics(req.into_inner()), tenant)
             .map_err(status)?;
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
@@ -169,7 +200,8 @@ impl TraceService for Relay {
         &self,
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.forward(Payload::Traces(req.into_inner()))
+        let tenant = admitted(&req);
+        self.forward(Payload::Traces(req.into_inner()), tenant)
             .map_err(status)?;
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
@@ -188,6 +220,7 @@ fn refused(status: StatusCode, msg: String) -> Response {
 
 async fn http_export(
     State((relay, signal)): State<(Relay, Signal)>,
+    admitted: Option<Extension<Admitted>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -237,7 +270,7 @@ async fn http_export(
     drop(body);
     // Once forwarded, the request is the queue's (bounded by
     // memory_queue_bytes): the charge ends here.
-    let forwarded = relay.forward(payload);
+    let forwarded = relay.forward(payload, admitted.map(|Extension(a)| a.tenant));
     budget.finish(charge);
     match forwarded {
         Ok(()) => {
@@ -257,6 +290,9 @@ async fn http_export(
             .into_response(),
         Err(Refused::Closed) => {
             (StatusCode::SERVICE_UNAVAILABLE, "agent shutting down").into_response()
+        }
+        Err(Refused::InvalidTenant(t)) => {
+            (StatusCode::BAD_REQUEST, invalid_tenant(&t)).into_response()
         }
     }
 }
@@ -298,15 +334,36 @@ async fn decompress(
     Ok(Bytes::from(out))
 }
 
-/// Starts the relay listeners that are configured.
+/// Every relay path takes OTLP: the `write` scope.
+fn relay_scope(_: &axum::http::Method, _: &str) -> Option<Scope> {
+    Some(Scope::Write)
+}
+
+/// Starts the relay listeners that are configured, and the watching of
+/// their auth and TLS files until `stop`.
 pub async fn start(
     cfg: &Config,
     tx: SyncSender<Batch>,
     stats: Arc<Stats>,
     stopping: Arc<AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<RelayAddrs> {
     use anyhow::Context;
     let limits = cfg.relay;
+    let security = &cfg.relay_security;
+    let gate = Gate::new(security.auth.clone());
+    let _ = stats.relay_auth.set(RelayAuth {
+        gate: gate.clone(),
+        tls: security.tls.clone(),
+    });
+    watch_files(security, stop);
+    // Client certificates are required when the files name a client CA.
+    let acceptor = |alpn| {
+        security
+            .tls
+            .clone()
+            .map(|tls| Acceptor::new(tls, alpn, true, limits.header_read_timeout))
+    };
     let relay = Relay {
         budget: Arc::new(Budget::new(limits.max_inflight_bytes, stats.clone())),
         max: limits.max_recv_msg_size,
@@ -326,13 +383,16 @@ pub async fn start(
             .with_context(|| format!("cannot listen on {a}"))?;
         addrs.grpc = Some(l.local_addr()?);
         let incoming = limit_incoming(
-            tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
+            l,
             limits.max_connections,
             limits.header_read_timeout,
+            acceptor(Alpn::H2),
             stats.clone(),
         );
         let router = tonic::transport::Server::builder()
             .layer(catch_grpc_panics(relay.stats.clone()))
+            // Before the budget: a refused request is not charged.
+            .layer(GrpcGateLayer::new(gate.clone(), "relay_otlp_grpc"))
             .max_concurrent_streams(limits.grpc_max_concurrent_streams)
             .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
@@ -382,10 +442,68 @@ pub async fn start(
                 "/v1/traces",
                 post(http_export).with_state((relay.clone(), Signal::Traces)),
             );
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            HttpGate {
+                gate: gate.clone(),
+                listener: "relay_otlp_http",
+                scope_for: relay_scope,
+            },
+            http_middleware,
+        ));
         let app = catch_panics(app, relay.stats.clone());
-        tokio::spawn(edge::serve_http(l, app, limits, stats.clone()));
+        tokio::spawn(edge::serve_http(
+            l,
+            app,
+            limits,
+            acceptor(Alpn::Http1),
+            stats.clone(),
+        ));
     }
     Ok(addrs)
+}
+
+/// Reads the relay's auth and TLS files again every 2 s (until `stop`) and
+/// at each SIGHUP; a version that does not load leaves the last good one
+/// in use (logged, and `periscope_config_reload_ok` 0).
+fn watch_files(security: &RelaySecurity, stop: tokio_util::sync::CancellationToken) {
+    if let Some(a) = &security.auth {
+        a.spawn_poll(stop.clone());
+    }
+    if let Some(t) = &security.tls {
+        t.spawn_poll(stop.clone());
+    }
+    let (auth, tls) = (security.auth.clone(), security.tls.clone());
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install a SIGHUP handler; relay files are still polled");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            if auth.is_none() && tls.is_none() {
+                tracing::info!("SIGHUP: no relay auth or TLS files to read again");
+                continue;
+            }
+            tracing::info!("SIGHUP: reading the relay's auth and TLS files again");
+            let (auth, tls) = (auth.clone(), tls.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(a) = auth {
+                    a.check(true);
+                }
+                if let Some(t) = tls {
+                    t.check(true);
+                }
+            })
+            .await;
+        }
+    });
 }
 
 /// What a panic's payload says.
@@ -609,6 +727,7 @@ mod tests {
         rt.block_on(async {
             let res = http_export(
                 State((relay.clone(), Signal::Logs)),
+                None,
                 headers,
                 Body::from(body),
             )
@@ -619,6 +738,55 @@ mod tests {
                 .unwrap();
             (status, String::from_utf8_lossy(&text).into_owned())
         })
+    }
+
+    /// A request the auth gate admitted for `tenant`.
+    fn admitted_for(tenant: &str) -> Option<Extension<Admitted>> {
+        Some(Extension(Admitted {
+            grant: periscope_auth::Grant {
+                name: "apps".into(),
+                tenants: periscope_auth::Tenants::Any,
+                scopes: vec![Scope::Write],
+            },
+            tenant: tenant.to_owned(),
+        }))
+    }
+
+    #[test]
+    fn admitted_tenant_is_forwarded_and_an_invalid_one_refused() {
+        let (relay, rx) = relay();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        let send = |admitted| {
+            let res = rt.block_on(http_export(
+                State((relay.clone(), Signal::Logs)),
+                admitted,
+                headers.clone(),
+                Body::from(logs("x")),
+            ));
+            res.status()
+        };
+        // Without an auth file nothing is admitted: the agent's own tenant.
+        assert_eq!(send(None), StatusCode::OK);
+        assert_eq!(rx.try_recv().unwrap().tenant, None);
+        assert_eq!(send(admitted_for("shop")), StatusCode::OK);
+        assert_eq!(rx.try_recv().unwrap().tenant.as_deref(), Some("shop"));
+        // A token for any tenant may name one the collector would refuse.
+        for bad in ["../etc", &"x".repeat(151)] {
+            assert_eq!(send(admitted_for(bad)), StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert!(rx.try_recv().is_err(), "nothing forwarded");
+        let e = relay
+            .forward(Payload::Logs(Default::default()), Some("a b".into()))
+            .unwrap_err();
+        assert_eq!(status(e).code(), tonic::Code::InvalidArgument);
     }
 
     fn received_body(rx: &Receiver<Batch>) -> String {

@@ -1,11 +1,23 @@
 //! Self-metrics: counters shared by the pipeline stages, rendered in the
 //! Prometheus text format on `/metrics`. Names are constant and labels
 //! bounded (the per-file lag carries the path of an open file, bounded by the
-//! open-file budget).
+//! open-file budget). The relay's auth gate and watched files add the
+//! `periscope_auth_*` and `periscope_config_*` series of `periscope-auth`.
 
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use periscope_auth::{Gate, Tls};
+
+/// The relay's auth gate and TLS files, rendered with the agent's metrics.
+#[derive(Debug)]
+pub struct RelayAuth {
+    /// The gate of both relay listeners.
+    pub gate: Arc<Gate>,
+    /// The listeners' watched certificate files, when they speak TLS.
+    pub tls: Option<Arc<Tls>>,
+}
 
 /// Counters and gauges of the agent.
 #[derive(Debug, Default)]
@@ -52,6 +64,8 @@ pub struct Stats {
     pub relay_header_timeouts: AtomicU64,
     /// Relay requests whose body was too slow (408).
     pub relay_body_timeouts: AtomicU64,
+    /// Relay TLS handshakes that failed or timed out.
+    pub relay_tls_handshake_failures: AtomicU64,
     /// Host metric collections.
     pub host_metric_scrapes: AtomicU64,
     /// Pods in the API-server cache (deleted ones within their grace period included).
@@ -66,6 +80,8 @@ pub struct Stats {
     pub read_lag: Mutex<Vec<(String, u64)>>,
     /// Relay handlers that panicked (answered 500 / INTERNAL): gRPC, HTTP.
     pub relay_panics: [AtomicU64; 2],
+    /// Set once the relay starts.
+    pub relay_auth: OnceLock<RelayAuth>,
 }
 
 fn esc(s: &str) -> String {
@@ -217,6 +233,12 @@ impl Stats {
             &self.relay_body_timeouts,
         );
         m(
+            "periscope_agent_relay_tls_handshake_failures_total",
+            "counter",
+            "Relay TLS handshakes that failed or took longer than relay_header_read_timeout.",
+            &self.relay_tls_handshake_failures,
+        );
+        m(
             "periscope_agent_host_metric_scrapes_total",
             "counter",
             "Host metric collections.",
@@ -262,6 +284,17 @@ impl Stats {
                 "periscope_panics_total{{listener=\"{listener}\"}} {}",
                 v.load(Ordering::Relaxed)
             );
+        }
+        if let Some(a) = self.relay_auth.get() {
+            a.gate.render(&mut out);
+            if let Some(tls) = &a.tls {
+                // With an auth file, the gate wrote these families' HELP and
+                // TYPE lines already.
+                if !a.gate.enabled() {
+                    out.push_str(periscope_auth::watched::RENDER_HEADER);
+                }
+                tls.render(&mut out);
+            }
         }
         out
     }

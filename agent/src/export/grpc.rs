@@ -3,11 +3,17 @@
 //! the classification of outcomes into acknowledged, retryable (with the
 //! server's `RetryInfo` hint) or permanently rejected.
 //!
+//! A token file (`bearer_token_file`) is read again at most every
+//! [`TOKEN_FILE_RECHECK`] and after every `UNAUTHENTICATED` answer, so a
+//! rotated Kubernetes Secret is picked up without a restart; while the file
+//! cannot be read or is empty, the last good token stays in use.
+//!
 //! Requests arrive encoded. zstd requests are compressed here at level 1 and
 //! framed by hand on the tonic channel (tonic always uses level 3, a third
 //! slower for the same ratio on logs); gzip ones go through tonic's codec.
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, Limited};
 use periscope_proto::otlp::{
@@ -19,7 +25,7 @@ use periscope_proto::pre_encoded::{
 use prost::bytes::Bytes;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Response, Status};
 
@@ -54,6 +60,8 @@ pub struct ClientOptions {
     pub tenant: Option<String>,
     /// Bearer token.
     pub bearer_token: Option<String>,
+    /// File holding the bearer token; excludes `bearer_token`.
+    pub bearer_token_file: Option<PathBuf>,
     /// Per-attempt timeout.
     pub timeout: Duration,
     /// TLS of `https://` endpoints.
@@ -91,6 +99,97 @@ impl std::fmt::Debug for TlsOptions {
     }
 }
 
+/// How often a token file is read again while exports succeed.
+pub const TOKEN_FILE_RECHECK: Duration = Duration::from_secs(5);
+
+/// Why a token file gave no token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// It could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// It holds no token.
+    #[error("{} is empty", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Its content cannot be sent as a token.
+    #[error("{}: a token is visible ASCII characters without spaces", path.display())]
+    NotAscii {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Reads a token file: its content without surrounding whitespace, as the
+/// `authorization` value it makes.
+pub fn read_token_file(path: &Path) -> Result<MetadataValue<Ascii>, TokenFileError> {
+    let text = std::fs::read(path).map_err(|source| TokenFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = text.trim_ascii();
+    if token.is_empty() {
+        return Err(TokenFileError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    let not_ascii = || TokenFileError::NotAscii {
+        path: path.to_owned(),
+    };
+    if !token.iter().all(u8::is_ascii_graphic) {
+        return Err(not_ascii());
+    }
+    let token = std::str::from_utf8(token).map_err(|_| not_ascii())?;
+    MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| not_ascii())
+}
+
+/// A token file and what was last read from it.
+#[derive(Debug)]
+struct TokenFile {
+    path: PathBuf,
+    /// The last good token; `None` until one was read.
+    value: Option<MetadataValue<Ascii>>,
+    /// When the file was last read; `None`: read it before the next request.
+    checked: Option<Instant>,
+    /// The last read failed (logged once per failing streak).
+    failing: bool,
+}
+
+impl TokenFile {
+    /// Reads the file again if it is due.
+    fn refresh(&mut self) {
+        if self
+            .checked
+            .is_some_and(|t| t.elapsed() < TOKEN_FILE_RECHECK)
+        {
+            return;
+        }
+        self.checked = Some(Instant::now());
+        match read_token_file(&self.path) {
+            Ok(v) => {
+                if self.value.as_ref().is_some_and(|old| *old != v) {
+                    tracing::info!(path = %self.path.display(), "bearer token file changed; sending the new token");
+                }
+                self.value = Some(v);
+                self.failing = false;
+            }
+            Err(e) => {
+                if !self.failing {
+                    tracing::warn!(error = %e, "cannot use the bearer token file; keeping the last token read");
+                }
+                self.failing = true;
+            }
+        }
+    }
+}
+
 /// OTLP/gRPC clients for the three signals on one channel.
 pub struct Client {
     channel: Channel,
@@ -98,6 +197,9 @@ pub struct Client {
     encoding: CompressionEncoding,
     /// zstd context reused across requests.
     zstd: zstd::bulk::Compressor<'static>,
+    /// The `authorization` value of a fixed `bearer_token`.
+    token: Option<MetadataValue<Ascii>>,
+    token_file: Option<TokenFile>,
 }
 
 impl std::fmt::Debug for Client {
@@ -146,46 +248,67 @@ impl Client {
             endpoint: opts.endpoint.clone(),
             source: Box::new(e),
         })?;
+        let token = opts
+            .bearer_token
+            .as_ref()
+            .and_then(|t| MetadataValue::try_from(format!("Bearer {t}")).ok());
+        let token_file = opts.bearer_token_file.clone().map(|path| TokenFile {
+            path,
+            value: None,
+            checked: None,
+            failing: false,
+        });
         Ok(Client {
             channel: ep.connect_lazy(),
             opts,
             encoding: CompressionEncoding::Zstd,
             zstd,
+            token,
+            token_file,
         })
     }
 
-    fn request<T>(&self, msg: T) -> Request<T> {
+    /// A request with the metadata: `tenant`, else the configured tenant,
+    /// and the token.
+    fn request<T>(&self, msg: T, tenant: Option<&str>) -> Request<T> {
         let mut req = Request::new(msg);
         req.set_timeout(self.opts.timeout);
-        if let Some(t) = &self.opts.tenant
-            && let Ok(v) = MetadataValue::try_from(t.as_str())
+        if let Some(t) = tenant.or(self.opts.tenant.as_deref())
+            && let Ok(v) = MetadataValue::try_from(t)
         {
             req.metadata_mut().insert("x-scope-orgid", v);
         }
-        if let Some(t) = &self.opts.bearer_token
-            && let Ok(v) = MetadataValue::try_from(format!("Bearer {t}"))
-        {
-            req.metadata_mut().insert("authorization", v);
+        let token = match &self.token_file {
+            Some(f) => f.value.as_ref(),
+            None => self.token.as_ref(),
+        };
+        if let Some(v) = token {
+            req.metadata_mut().insert("authorization", v.clone());
         }
         req
     }
 
     /// Sends a request already encoded as protobuf; `kind` is
-    /// [`crate::Payload::kind`]. Nothing of the request is copied per attempt.
-    pub async fn send_encoded(&mut self, kind: u8, body: Bytes) -> Outcome {
+    /// [`crate::Payload::kind`], `tenant` overrides the configured tenant
+    /// (requests the relay admitted for a tenant). Nothing of the request is
+    /// copied per attempt.
+    pub async fn send_encoded(&mut self, kind: u8, tenant: Option<&str>, body: Bytes) -> Outcome {
+        if let Some(f) = self.token_file.as_mut() {
+            f.refresh();
+        }
         loop {
             let enc = self.encoding;
             let res = match kind {
                 1 => self
-                    .call::<ExportLogsServiceResponse>(LOGS_EXPORT_PATH, enc, &body)
+                    .call::<ExportLogsServiceResponse>(LOGS_EXPORT_PATH, enc, tenant, &body)
                     .await
                     .map(|r| r.partial_success.map_or(0, |p| p.rejected_log_records)),
                 2 => self
-                    .call::<ExportMetricsServiceResponse>(METRICS_EXPORT_PATH, enc, &body)
+                    .call::<ExportMetricsServiceResponse>(METRICS_EXPORT_PATH, enc, tenant, &body)
                     .await
                     .map(|r| r.partial_success.map_or(0, |p| p.rejected_data_points)),
                 3 => self
-                    .call::<ExportTraceServiceResponse>(TRACES_EXPORT_PATH, enc, &body)
+                    .call::<ExportTraceServiceResponse>(TRACES_EXPORT_PATH, enc, tenant, &body)
                     .await
                     .map(|r| r.partial_success.map_or(0, |p| p.rejected_spans)),
                 k => {
@@ -200,7 +323,16 @@ impl Client {
                     tracing::warn!(error = %s.message(), "collector does not accept zstd; falling back to gzip");
                     self.encoding = CompressionEncoding::Gzip;
                 }
-                Err(s) => return classify(&s),
+                Err(s) => {
+                    if s.code() == Code::Unauthenticated
+                        && let Some(f) = self.token_file.as_mut()
+                    {
+                        // The token may have been rotated: the retry reads
+                        // the file again.
+                        f.checked = None;
+                    }
+                    return classify(&s);
+                }
             }
         }
     }
@@ -211,6 +343,7 @@ impl Client {
         &mut self,
         path: &'static str,
         enc: CompressionEncoding,
+        tenant: Option<&str>,
         body: &Bytes,
     ) -> Result<R, Status>
     where
@@ -218,9 +351,9 @@ impl Client {
     {
         if enc == CompressionEncoding::Zstd {
             let frame = self.zstd_frame(body)?;
-            self.unary_framed(path, frame).await
+            self.unary_framed(path, tenant, frame).await
         } else {
-            self.unary(path, enc, body.clone()).await
+            self.unary(path, enc, tenant, body.clone()).await
         }
     }
 
@@ -242,7 +375,12 @@ impl Client {
 
     /// A unary call whose message frame is already built, on the channel
     /// directly (HTTP/2 request, gRPC status from the headers or trailers).
-    async fn unary_framed<R>(&self, path: &'static str, frame: Bytes) -> Result<R, Status>
+    async fn unary_framed<R>(
+        &self,
+        path: &'static str,
+        tenant: Option<&str>,
+        frame: Bytes,
+    ) -> Result<R, Status>
     where
         R: prost::Message + Default,
     {
@@ -251,7 +389,7 @@ impl Client {
         let mut req = http::Request::new(tonic::body::Body::new(Full::new(frame)));
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = http::Uri::from_static(path);
-        let mut headers = self.request(()).into_parts().0.into_headers();
+        let mut headers = self.request((), tenant).into_parts().0.into_headers();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
@@ -308,6 +446,7 @@ impl Client {
         &self,
         path: &'static str,
         enc: CompressionEncoding,
+        tenant: Option<&str>,
         body: Bytes,
     ) -> Result<R, Status>
     where
@@ -318,7 +457,7 @@ impl Client {
             .await
             .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
         let path = PathAndQuery::from_static(path);
-        grpc.unary(self.request(body), path, PreEncoded::<R>::default())
+        grpc.unary(self.request(body, tenant), path, PreEncoded::<R>::default())
             .await
             .map(Response::into_inner)
     }
@@ -430,26 +569,86 @@ mod tests {
             endpoint: "http://127.0.0.1:1".into(),
             tenant: Some("acme".into()),
             bearer_token: Some("s3cret".into()),
+            bearer_token_file: None,
             timeout: Duration::from_secs(1),
             tls: TlsOptions::default(),
         })
         .unwrap();
-        let req = c.request(());
+        let req = c.request((), None);
         assert_eq!(req.metadata().get("x-scope-orgid").unwrap(), "acme");
         assert_eq!(
             req.metadata().get("authorization").unwrap(),
             "Bearer s3cret"
         );
+        // A relayed request's admitted tenant goes instead of the agent's.
+        let req = c.request((), Some("shop"));
+        assert_eq!(req.metadata().get("x-scope-orgid").unwrap(), "shop");
         assert!(
             Client::new(ClientOptions {
                 endpoint: "not a uri".into(),
                 tenant: None,
                 bearer_token: None,
+                bearer_token_file: None,
                 timeout: Duration::from_secs(1),
                 tls: TlsOptions::default(),
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn token_file_is_read_again_when_due_and_keeps_the_last_good_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  first\n").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let mut c = Client::new(ClientOptions {
+            endpoint: "http://127.0.0.1:1".into(),
+            tenant: None,
+            bearer_token: None,
+            bearer_token_file: Some(path.clone()),
+            timeout: Duration::from_secs(1),
+            tls: TlsOptions::default(),
+        })
+        .unwrap();
+        let sent = |c: &Client| {
+            c.request((), None)
+                .metadata()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(sent(&c), None, "not read before the first request");
+        fn file(c: &mut Client) -> &mut TokenFile {
+            c.token_file.as_mut().unwrap()
+        }
+        file(&mut c).refresh();
+        assert_eq!(sent(&c).as_deref(), Some("Bearer first"));
+
+        // Rotated: seen once the recheck interval has passed.
+        std::fs::write(&path, "second").unwrap();
+        file(&mut c).refresh();
+        assert_eq!(sent(&c).as_deref(), Some("Bearer first"), "not due yet");
+        file(&mut c).checked = Some(Instant::now() - TOKEN_FILE_RECHECK);
+        file(&mut c).refresh();
+        assert_eq!(sent(&c).as_deref(), Some("Bearer second"));
+
+        // Empty, unreadable or unsendable: the last good token stays.
+        for bad in [&b"  \n"[..], b"new\nline", b"caf\xc3\xa9"] {
+            std::fs::write(&path, bad).unwrap();
+            file(&mut c).checked = None;
+            file(&mut c).refresh();
+            assert_eq!(sent(&c).as_deref(), Some("Bearer second"), "{bad:?}");
+            assert!(read_token_file(&path).is_err(), "{bad:?}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        file(&mut c).checked = None;
+        file(&mut c).refresh();
+        assert_eq!(sent(&c).as_deref(), Some("Bearer second"));
+        assert!(file(&mut c).failing);
     }
 
     /// What the test collector answers.
@@ -563,13 +762,14 @@ mod tests {
                 endpoint: format!("http://{addr}"),
                 tenant: Some("acme".into()),
                 bearer_token: None,
+                bearer_token_file: None,
                 timeout: Duration::from_secs(10),
                 tls: TlsOptions::default(),
             })
             .unwrap()
         };
         let body = Bytes::from(logs_request().encode_to_vec());
-        let outcome = rt.block_on(client.send_encoded(1, body));
+        let outcome = rt.block_on(client.send_encoded(1, None, body));
         let _ = stop_tx.send(());
         rt.block_on(server).unwrap().unwrap();
         let got = std::mem::take(&mut *got.lock().unwrap());
@@ -636,12 +836,13 @@ mod tests {
                 endpoint: format!("http://{addr}"),
                 tenant: None,
                 bearer_token: None,
+                bearer_token_file: None,
                 timeout: Duration::from_secs(5),
                 tls: TlsOptions::default(),
             })
             .unwrap()
         };
-        let outcome = rt.block_on(client.send_encoded(1, Bytes::from_static(b"")));
+        let outcome = rt.block_on(client.send_encoded(1, None, Bytes::from_static(b"")));
         assert!(matches!(outcome, Outcome::Retry { .. }), "{outcome:?}");
     }
 

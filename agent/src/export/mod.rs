@@ -96,6 +96,8 @@ impl Finalizer {
 struct Item {
     seq: u64,
     kind: u8,
+    /// The tenant the relay admitted it for; `None`: the agent's own.
+    tenant: Option<String>,
     records: u64,
     body: Bytes,
     marks: Vec<Mark>,
@@ -223,7 +225,8 @@ impl Exporter {
             seq,
             kind,
             records,
-            bytes: body.len() + b.marks.len() * 64,
+            bytes: body.len() + b.marks.len() * 64 + b.tenant.as_ref().map_or(0, String::len),
+            tenant: b.tenant,
             body,
             marks: b.marks,
         };
@@ -251,7 +254,10 @@ impl Exporter {
     /// Writes an item to the spool; on failure keeps it in memory (the
     /// memory bound is then exceeded rather than anything dropped).
     fn spill(&mut self, item: Item) {
-        match self.spool.append_encoded(item.kind, &item.body) {
+        match self
+            .spool
+            .append_encoded(item.kind, item.tenant.as_deref(), &item.body)
+        {
             Ok(_) => {
                 self.spool_failing = false;
                 Stats::add(&self.stats.spool_batches_written, 1);
@@ -343,11 +349,14 @@ impl Exporter {
             // The oldest item: memory first, then the spool.
             // Encoded straight from the queued request: no copy of its records.
             let from_mem = !self.mem.is_empty();
-            let (kind, records, body) = if let Some(i) = self.mem.front() {
-                (i.kind, i.records, i.body.clone())
+            let (kind, tenant, records, body) = if let Some(i) = self.mem.front() {
+                (i.kind, i.tenant.clone(), i.records, i.body.clone())
             } else {
                 match self.spool.peek() {
-                    Ok(Some(s)) => encoded(&s.payload),
+                    Ok(Some(s)) => {
+                        let (kind, records, body) = encoded(&s.payload);
+                        (kind, s.tenant, records, body)
+                    }
                     Ok(None) => {
                         self.stats
                             .spool_corrupt_records
@@ -374,7 +383,9 @@ impl Exporter {
                 continue;
             }
             Stats::add(&self.stats.records_sent, records);
-            let outcome = self.rt.block_on(self.client.send_encoded(kind, body));
+            let outcome = self
+                .rt
+                .block_on(self.client.send_encoded(kind, tenant.as_deref(), body));
             match outcome {
                 Outcome::Acked { rejected } => {
                     backoff = MIN_BACKOFF;
@@ -452,7 +463,10 @@ impl Exporter {
                 self.finalizer.done(item.seq, item.marks);
                 continue;
             }
-            if let Err(e) = self.spool.append_encoded(item.kind, &item.body) {
+            if let Err(e) = self
+                .spool
+                .append_encoded(item.kind, item.tenant.as_deref(), &item.body)
+            {
                 tracing::error!(error = %e, "cannot spool at shutdown; these records will be read again from their files");
                 continue;
             }

@@ -3,7 +3,11 @@
 //!
 //! Segment files `spool/<id:016>.seg` hold records
 //! `[u32 LE length][u32 LE CRC-32 of the body][body]`, the body being a
-//! one-byte payload kind and the protobuf request. Appends are fsynced before
+//! one-byte payload kind and the protobuf request. A request the relay
+//! admitted for a tenant has the kind's high bit set and its tenant between
+//! the kind and the request: `[kind | 0x80][u16 LE length][tenant]`; records
+//! without a tenant keep the first format, so spools stay readable across
+//! versions (an older agent skips tenant records as undecodable). Appends are fsynced before
 //! they count. A record whose CRC does not match is skipped with a warning; a
 //! torn or impossible length skips the rest of its segment. Segments are
 //! deleted once read and acknowledged; after a restart the agent appends to
@@ -22,6 +26,8 @@ pub const SEGMENT_BYTES: u64 = 8 << 20;
 /// Larger lengths are taken as corruption.
 const MAX_RECORD: u32 = 256 << 20;
 const HEADER: u64 = 8;
+/// Set in a record's kind byte when a tenant follows it.
+const WITH_TENANT: u8 = 0x80;
 
 /// Spool errors.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +54,8 @@ struct Segment {
 pub struct Spooled {
     /// The request.
     pub payload: Payload,
+    /// The tenant the relay admitted it for; `None`: the agent's own.
+    pub tenant: Option<String>,
     /// Its size on disk.
     pub bytes: u64,
 }
@@ -147,12 +155,32 @@ impl Spool {
 
     /// Appends a request durably (fsynced before returning).
     pub fn append(&mut self, payload: &Payload) -> Result<u64, SpoolError> {
-        self.append_encoded(payload.kind(), &payload.encode())
+        self.append_encoded(payload.kind(), None, &payload.encode())
     }
 
     /// Appends a request already encoded as protobuf, of kind `kind`
-    /// ([`Payload::kind`]), durably (fsynced before returning).
-    pub fn append_encoded(&mut self, kind: u8, encoded: &[u8]) -> Result<u64, SpoolError> {
+    /// ([`Payload::kind`]) and for `tenant` (`None`: the agent's own),
+    /// durably (fsynced before returning).
+    pub fn append_encoded(
+        &mut self,
+        kind: u8,
+        tenant: Option<&str>,
+        encoded: &[u8],
+    ) -> Result<u64, SpoolError> {
+        let prefix = match tenant {
+            None => vec![kind],
+            Some(t) => {
+                let len = u16::try_from(t.len()).map_err(|_| SpoolError::Io {
+                    path: self.dir.clone(),
+                    source: std::io::Error::other("tenant name too long for the spool"),
+                })?;
+                let mut p = Vec::with_capacity(3 + t.len());
+                p.push(kind | WITH_TENANT);
+                p.extend_from_slice(&len.to_le_bytes());
+                p.extend_from_slice(t.as_bytes());
+                p
+            }
+        };
         let need_new = match (self.writer.as_ref(), self.segments.back()) {
             (Some(_), Some(last)) => last.size >= SEGMENT_BYTES,
             _ => true,
@@ -177,14 +205,14 @@ impl Spool {
             self.segments.push_back(Segment { id, path, size: 0 });
             self.writer = Some(f);
         }
-        let len = 1 + encoded.len();
+        let len = prefix.len() + encoded.len();
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&[kind]);
+        crc.update(&prefix);
         crc.update(encoded);
         let mut rec = Vec::with_capacity(len + HEADER as usize);
         rec.extend_from_slice(&(len as u32).to_le_bytes());
         rec.extend_from_slice(&crc.finalize().to_le_bytes());
-        rec.push(kind);
+        rec.extend_from_slice(&prefix);
         rec.extend_from_slice(encoded);
         let seg = self.segments.back_mut().ok_or_else(|| SpoolError::Io {
             path: self.dir.clone(),
@@ -274,11 +302,12 @@ impl Spool {
                 self.read_off = end;
                 continue;
             }
-            match Payload::decode(body[0], &body[1..]) {
-                Ok(payload) => {
+            match decode_record(&body) {
+                Ok((payload, tenant)) => {
                     self.peeked_end = Some(end);
                     return Ok(Some(Spooled {
                         payload,
+                        tenant,
                         bytes: end - self.read_off,
                     }));
                 }
@@ -307,6 +336,26 @@ impl Spool {
             }
         }
     }
+}
+
+/// A record's request and tenant (see the module documentation).
+fn decode_record(body: &[u8]) -> Result<(Payload, Option<String>), String> {
+    let kind = body[0];
+    if kind & WITH_TENANT == 0 {
+        return Ok((Payload::decode(kind, &body[1..])?, None));
+    }
+    let rest = &body[1..];
+    let (len, rest) = rest
+        .split_first_chunk::<2>()
+        .ok_or("truncated tenant length")?;
+    let len = usize::from(u16::from_le_bytes(*len));
+    if rest.len() < len {
+        return Err("truncated tenant".into());
+    }
+    let (tenant, request) = rest.split_at(len);
+    let tenant = std::str::from_utf8(tenant).map_err(|_| "tenant is not UTF-8")?;
+    let payload = Payload::decode(kind & !WITH_TENANT, request)?;
+    Ok((payload, Some(tenant.to_owned())))
 }
 
 const CURSOR: &str = "cursor";
@@ -411,6 +460,51 @@ mod tests {
         let mut s = Spool::open(dir.path()).unwrap();
         s.append(&payload(9)).unwrap();
         assert_eq!(drain(&mut s), vec![payload(9)]);
+    }
+
+    #[test]
+    fn tenants_are_kept_and_records_without_one_keep_the_old_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path()).unwrap();
+        let plain = s.append(&payload(1)).unwrap();
+        let p2 = payload(2);
+        s.append_encoded(p2.kind(), Some("shop"), &p2.encode())
+            .unwrap();
+        s.append(&payload(3)).unwrap();
+        drop(s);
+        // The record without a tenant is what earlier versions wrote:
+        // [len][crc][kind 1][protobuf].
+        let seg = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let bytes = std::fs::read(&seg).unwrap();
+        let encoded = payload(1).encode();
+        assert_eq!(plain, HEADER + 1 + encoded.len() as u64);
+        assert_eq!(bytes[HEADER as usize], 1);
+        assert_eq!(&bytes[HEADER as usize + 1..plain as usize], &encoded[..]);
+        assert_eq!(bytes[plain as usize + HEADER as usize], 1 | WITH_TENANT);
+
+        let mut s = Spool::open(dir.path()).unwrap();
+        let mut got = Vec::new();
+        while let Some(r) = s.peek().unwrap() {
+            got.push((r.payload, r.tenant));
+            s.advance();
+        }
+        assert_eq!(
+            got,
+            vec![
+                (payload(1), None),
+                (payload(2), Some("shop".to_owned())),
+                (payload(3), None)
+            ]
+        );
+        // A tenant record cut short inside is skipped, not misread.
+        for body in [&[0x81u8][..], &[0x81, 9, 0, b'x'], &[0x81, 1, 0, 0xff]] {
+            assert!(decode_record(body).is_err(), "{body:?}");
+        }
     }
 
     #[test]

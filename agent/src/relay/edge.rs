@@ -5,6 +5,11 @@
 //! a connection limit per listener, and a charging layer on gRPC requests
 //! ([`ChargeLayer`]). It mirrors the collector's `receiver::listener` and
 //! `receiver::body` (the agent does not depend on the collector).
+//!
+//! With TLS, handshakes run in each connection's own task, after the
+//! connection took its slot and within the header read timeout, so a slow
+//! or silent client never holds up the accept loop. Every request carries
+//! a [`Peer`] (address and what TLS established) for the auth gate.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -17,9 +22,11 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use periscope_auth::{Acceptor, Peer, PeerTls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::server::TlsStream;
 use tokio_stream::{Stream, StreamExt};
 use tower::ServiceExt;
 
@@ -237,61 +244,126 @@ impl hyper::body::Body for TimedBody {
     }
 }
 
+/// Accepts the next connection; failures (e.g. out of file descriptors)
+/// are retried after a pause.
+async fn accept(listener: &TcpListener) -> (TcpStream, Option<std::net::SocketAddr>) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, addr)) => {
+                let _ = tcp.set_nodelay(true);
+                return (tcp, Some(addr));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "relay accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Runs the TLS handshake of a relay connection; a failure is counted and
+/// logged (at debug: any client can cause it) and closes the connection.
+async fn handshake(
+    acceptor: &Acceptor,
+    tcp: TcpStream,
+    addr: Option<std::net::SocketAddr>,
+    stats: &Stats,
+) -> Option<(TlsStream<TcpStream>, PeerTls)> {
+    match acceptor.accept(tcp).await {
+        Ok(done) => Some(done),
+        Err(e) => {
+            Stats::add(&stats.relay_tls_handshake_failures, 1);
+            tracing::debug!(error = %e, addr = ?addr, "relay TLS handshake failed");
+            None
+        }
+    }
+}
+
 /// Serves `app` with a header read timeout, a body deadline and a
-/// connection limit; connections past the limit are closed at once.
+/// connection limit; connections past the limit are closed at once. With
+/// `tls`, connections speak TLS (the handshake runs in the connection's
+/// task).
 pub async fn serve_http(
     listener: TcpListener,
     app: Router,
     limits: RelayLimits,
+    tls: Option<Acceptor>,
     stats: Arc<Stats>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            Err(e) => {
-                tracing::debug!(error = %e, "relay accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+        let (tcp, addr) = accept(&listener).await;
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             Stats::add(&stats.relay_refused_connections, 1);
             continue;
         };
-        let (app, stats) = (app.clone(), stats.clone());
+        let (app, stats, tls) = (app.clone(), stats.clone(), tls.clone());
         tokio::spawn(async move {
-            let s = stats.clone();
-            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let timeout = limits.body_read_timeout;
-                let req = req.map(|inner| TimedBody {
-                    inner,
-                    start: tokio::time::Instant::now(),
-                    deadline: None,
-                    timeout,
-                    stats: s.clone(),
-                });
-                app.clone().oneshot(req)
-            });
-            let r = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-            if let Err(e) = r
-                && e.is_timeout()
-            {
-                Stats::add(&stats.relay_header_timeouts, 1);
+            match tls {
+                None => {
+                    let peer = Peer {
+                        addr,
+                        tls: PeerTls::default(),
+                    };
+                    serve_http_connection(tcp, peer, app, limits, stats).await;
+                }
+                Some(acceptor) => {
+                    if let Some((io, tls)) = handshake(&acceptor, tcp, addr, &stats).await {
+                        let peer = Peer { addr, tls };
+                        serve_http_connection(io, peer, app, limits, stats).await;
+                    }
+                }
             }
             drop(slot);
         });
     }
 }
 
+/// Serves one HTTP/1 connection; every request carries `peer`.
+async fn serve_http_connection<IO>(
+    io: IO,
+    peer: Peer,
+    app: Router,
+    limits: RelayLimits,
+    stats: Arc<Stats>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let s = stats.clone();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let timeout = limits.body_read_timeout;
+        let mut req = req.map(|inner| TimedBody {
+            inner,
+            start: tokio::time::Instant::now(),
+            deadline: None,
+            timeout,
+            stats: s.clone(),
+        });
+        req.extensions_mut().insert(peer);
+        app.clone().oneshot(req)
+    });
+    let r = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
+    if let Err(e) = r
+        && e.is_timeout()
+    {
+        Stats::add(&stats.relay_header_timeouts, 1);
+    }
+}
+
+/// A relay gRPC connection's transport.
+enum RelayIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
 /// A gRPC connection holding a slot of its listener.
 pub struct LimitedStream {
-    io: TcpStream,
+    io: RelayIo,
+    peer: Peer,
     _slot: OwnedSemaphorePermit,
     /// Until the HTTP/2 preface arrives: h2 has no handshake timeout.
     handshake: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -302,39 +374,117 @@ pub struct LimitedStream {
 /// The client connection preface (24 bytes) and a SETTINGS frame header (9).
 const HANDSHAKE_BYTES: usize = 24 + 9;
 
-/// Admits at most `max` connections at once; the others are closed. A
+/// Connections accepted (and through their TLS handshake) that tonic has
+/// not taken yet. Tonic takes them as fast as it spawns their tasks; if it
+/// stalls, handshake tasks wait to hand over, each holding its slot, so
+/// `relay_max_connections` still bounds them.
+const ACCEPTED_QUEUE: usize = 32;
+
+/// Accepts gRPC connections on `listener`: at most `max` at once (the
+/// others are closed at once), with TLS when `tls` is given, the handshake
+/// run in a task of its own after the connection took its slot. A
 /// connection whose HTTP/2 preface has not arrived within
-/// `handshake_timeout` is closed.
+/// `handshake_timeout` (after the TLS handshake) is closed. The stream
+/// ends, and the listener closes, when the receiving server is gone.
 pub fn limit_incoming(
-    incoming: impl Stream<Item = std::io::Result<TcpStream>>,
+    listener: TcpListener,
     max: usize,
     handshake_timeout: Duration,
+    tls: Option<Acceptor>,
     stats: Arc<Stats>,
 ) -> impl Stream<Item = std::io::Result<LimitedStream>> {
-    let slots = Arc::new(Semaphore::new(max));
-    incoming.filter_map(move |r| {
-        let admitted = r.map(|io| match slots.clone().try_acquire_owned() {
-            Ok(_slot) => Some(LimitedStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(max));
+        loop {
+            let (tcp, addr) = tokio::select! {
+                _ = tx.closed() => return,
+                a = accept(&listener) => a,
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                Stats::add(&stats.relay_refused_connections, 1);
+                continue;
+            };
+            let conn_stats = stats.clone();
+            let limited = move |io, peer_tls| LimitedStream {
                 io,
-                _slot,
+                peer: Peer {
+                    addr,
+                    tls: peer_tls,
+                },
+                _slot: slot,
                 handshake: Some(Box::pin(tokio::time::sleep(handshake_timeout))),
                 read: 0,
-                stats: stats.clone(),
-            }),
-            Err(_) => {
-                Stats::add(&stats.relay_refused_connections, 1);
-                None
+                stats: conn_stats,
+            };
+            match &tls {
+                None => {
+                    let conn = limited(RelayIo::Plain(tcp), PeerTls::default());
+                    if tx.send(Ok(conn)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(acceptor) => {
+                    let (acceptor, tx, stats) = (acceptor.clone(), tx.clone(), stats.clone());
+                    tokio::spawn(async move {
+                        if let Some((io, tls)) = handshake(&acceptor, tcp, addr, &stats).await {
+                            let _ = tx.send(Ok(limited(RelayIo::Tls(Box::new(io)), tls))).await;
+                        }
+                    });
+                }
             }
-        });
-        admitted.transpose()
-    })
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 impl tonic::transport::server::Connected for LimitedStream {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    /// Tonic puts it in every request's extensions, where the auth gate
+    /// finds it.
+    type ConnectInfo = Peer;
 
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+    fn connect_info(&self) -> Peer {
+        self.peer
+    }
+}
+
+impl AsyncRead for RelayIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            RelayIo::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            RelayIo::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for RelayIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            RelayIo::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            RelayIo::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            RelayIo::Plain(io) => Pin::new(io).poll_flush(cx),
+            RelayIo::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            RelayIo::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            RelayIo::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
