@@ -7,14 +7,18 @@ overlay, one multi-document YAML file per overlay:
         --rbac-overlay cluster rendered/single-node.yaml rendered/cluster.yaml
 
 Every document is validated with kubernetes-validate in strict mode (unknown
-fields are errors, and so is a kind it has no schema for) against each pinned
-Kubernetes version. Then the rules the schemas cannot express: resources and
-probes on every container, a DaemonSet that tolerates every taint and mounts
-the host's logs read-only, RBAC only where API-server enrichment is on, and
-configs that agree with the pods and Services that use them (ports, paths,
-the keys, flags and variables each binary reads, per its config.rs). With
---agent-bin, each overlay's agent arguments and config also go through the
-real `periscope-agent --check-config`. Exit code 1 when anything fails.
+fields are errors, and so is a kind it has no schema for, cert-manager's
+aside, which checks/security.py checks) against each pinned Kubernetes
+version. Then the rules the schemas cannot express: resources and probes on
+every container, a DaemonSet that tolerates every taint and mounts the
+host's logs read-only, RBAC only where API-server enrichment is on, configs
+that agree with the pods and Services that use them (ports, paths, the keys,
+flags and variables each binary reads, per its config.rs), and the security
+rules of checks/security.py: Pod Security levels, NetworkPolicies, TLS and
+tokens from Secrets. With --agent-bin, each overlay's agent arguments and
+config also go through the real `periscope-agent --check-config`, with
+stand-in files where the pod mounts its Secrets. Exit code 1 when anything
+fails.
 """
 
 from __future__ import annotations
@@ -40,16 +44,25 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "(tests/e2e/requirements.txt) into the python that runs this script"
     )
 
-NAMESPACE = "periscope"
-AGENT = "periscope-agent"
-COLLECTOR = "periscope-collector"
+# The rest of the rules live beside this file, under checks/.
+from checks import security
+from checks.layout import (
+    AGENT,
+    AGENT_NAMESPACE,
+    ANNOUNCED_KEYS,
+    CERT_MANAGER_NAMESPACE,
+    COLLECTOR,
+    COMPONENT_LABEL,
+    NAMESPACE,
+)
+
 AGENT_CONFIG_KEY = "agent.toml"
 COLLECTOR_CONFIG_KEY = "collector.toml"
 # Host paths the agent may mount, and whether it may write to them.
 READ_ONLY_HOST_PATHS = {"/var/log/pods", "/var/log/containers"}
 WRITABLE_HOST_PATHS = {"/var/lib/periscope-agent"}
 RBAC_KINDS = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
-CLUSTER_SCOPED_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"}
+CLUSTER_SCOPED_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "ClusterIssuer"}
 # Where each binary's accepted keys, flags and variables are declared:
 # (source file, the clap struct of its flags, the ConfigMap key of its file).
 ACCEPTED_SOURCES = {
@@ -68,6 +81,8 @@ LISTEN_KEYS_COLLECTOR = (
     ("http_addr", "http", "0.0.0.0:8080"),
 )
 WORKLOAD_KINDS = {"DaemonSet", "StatefulSet", "Deployment", "ReplicaSet", "Job"}
+# API groups of custom resources the manifests may use (components/cert-manager).
+CRD_GROUPS = {"cert-manager.io"}
 
 
 @dataclass
@@ -80,12 +95,20 @@ class Overlay:
     notes: list[str] = field(default_factory=list)
 
     def error(self, obj: dict[str, Any] | None, message: str) -> None:
-        where = f"{obj['kind']}/{obj['metadata']['name']}: " if obj else ""
+        where = ""
+        if obj:
+            ns = obj["metadata"].get("namespace")
+            where = f"{obj['kind']}/{obj['metadata']['name']}{f' in {ns}' if ns else ''}: "
         self.errors.append(f"{self.name}: {where}{message}")
 
-    def find(self, kind: str, name: str) -> dict[str, Any] | None:
+    def find(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """The object of that kind and name; in that namespace, when one is given."""
         for d in self.docs:
-            if d["kind"] == kind and d["metadata"]["name"] == name:
+            if (
+                d["kind"] == kind
+                and d["metadata"]["name"] == name
+                and (namespace is None or d["metadata"].get("namespace") == namespace)
+            ):
                 return d
         return None
 
@@ -135,6 +158,8 @@ def size_bytes(value: Any) -> int:
 
 def validate_schemas(ov: Overlay, versions: list[str]) -> None:
     for d in ov.docs:
+        if d["apiVersion"].split("/")[0] in CRD_GROUPS:
+            continue  # no schema in kubernetes-validate; checks/security.py checks them
         for version in versions:
             try:
                 kubernetes_validate.validate(d, version, strict=True)
@@ -213,13 +238,14 @@ def check_containers(ov: Overlay, obj: dict[str, Any]) -> None:
                     ov.error(obj, f"{label} mounts host path {host} writable; it must be readOnly")
             elif host not in WRITABLE_HOST_PATHS:
                 ov.error(obj, f"{label} mounts unexpected host path {host}")
+    ns = obj["metadata"].get("namespace")
     for v in spec.get("volumes", []):
         cm = v.get("configMap", {}).get("name")
-        if cm and not ov.find("ConfigMap", cm):
-            ov.error(obj, f"volume {v['name']} references missing ConfigMap {cm}")
+        if cm and not ov.find("ConfigMap", cm, ns):
+            ov.error(obj, f"volume {v['name']} references ConfigMap {cm}, which is not in namespace {ns}")
     sa = spec.get("serviceAccountName")
-    if sa and not ov.find("ServiceAccount", sa):
-        ov.error(obj, f"references missing ServiceAccount {sa}")
+    if sa and not ov.find("ServiceAccount", sa, ns):
+        ov.error(obj, f"references ServiceAccount {sa}, which is not in namespace {ns}")
 
 
 def mounted_config(ov: Overlay, obj: dict[str, Any], key: str) -> tuple[dict[str, Any], str, str] | None:
@@ -227,7 +253,7 @@ def mounted_config(ov: Overlay, obj: dict[str, Any], key: str) -> tuple[dict[str
     spec = pod_spec(obj)
     for v in spec.get("volumes", []):
         cm_name = v.get("configMap", {}).get("name")
-        cm = ov.find("ConfigMap", cm_name) if cm_name else None
+        cm = ov.find("ConfigMap", cm_name, obj["metadata"].get("namespace")) if cm_name else None
         if not cm or key not in cm.get("data", {}):
             continue
         mount = next(
@@ -269,32 +295,66 @@ def glob_matches(pattern: str, path: str, cross_slash: bool) -> bool:
 
 
 def run_agent_check_config(ov: Overlay, ds: dict[str, Any], c: dict[str, Any], cfg_text: str, agent_bin: Path) -> None:
-    """Runs the real agent's --check-config on the container's arguments and config file."""
-    values = {"POD_NAMESPACE": NAMESPACE, "POD_NAME": f"{AGENT}-x7k2p", "NODE_NAME": "node-1"}
+    """Runs the real agent's --check-config on the container's arguments and config file.
+
+    The Secrets the pod mounts are not in the manifests: stand-in files take
+    their place (security.stand_in_secrets), and paths into their mounts
+    are rewritten to the stand-ins, since --check-config reads the files.
+    A binary older than the keys in ANNOUNCED_KEYS refuses them as unknown;
+    it then checks the config without them, and a note says so.
+    """
+    namespace = ds["metadata"].get("namespace", "")
+    values = {"POD_NAMESPACE": namespace, "POD_NAME": f"{AGENT}-x7k2p", "NODE_NAME": "node-1"}
     with tempfile.TemporaryDirectory() as tmp:
+        try:
+            moved = security.stand_in_secrets(ds, c, Path(tmp))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            ov.error(ds, f"cannot make stand-in Secrets for --check-config: {e}")
+            return
+
+        def relocate(text: str) -> str:
+            for mount, stand_in in moved.items():
+                text = re.sub(rf"(?<![\w/.-]){re.escape(mount)}/", stand_in + "/", text)
+            return text
+
         conf = Path(tmp) / AGENT_CONFIG_KEY
-        conf.write_text(cfg_text)
         args = []
         for a in c.get("args", []):
             if a.startswith("--config="):
                 a = f"--config={conf}"
-            args.append(re.sub(r"\$\((\w+)\)", lambda m: values.get(m.group(1), m.group(0)), a))
+            args.append(relocate(re.sub(r"\$\((\w+)\)", lambda m: values.get(m.group(1), m.group(0)), a)))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PERISCOPE_")}
         env.update(values)
-        env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
-        try:
-            proc = subprocess.run(
-                [str(agent_bin), "--check-config", *args],
-                cwd=tmp,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
+        env.update({e["name"]: relocate(e["value"]) for e in c.get("env", []) if "value" in e})
+
+        def check(text: str) -> subprocess.CompletedProcess[str] | None:
+            conf.write_text(relocate(text))
+            try:
+                return subprocess.run(
+                    [str(agent_bin), "--check-config", *args],
+                    cwd=tmp,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as e:
+                ov.error(ds, f"cannot run {agent_bin} --check-config: {e}")
+                return None
+
+        proc = check(cfg_text)
+        announced = ANNOUNCED_KEYS["periscope-agent"]
+        unknown = set(re.findall(r"unknown field `(\w+)`", proc.stderr)) if proc else set()
+        if proc and proc.returncode != 0 and unknown and unknown <= announced:
+            used = sorted(k for k in announced if re.search(rf"(?m)^{k}\s*=", cfg_text))
+            ov.notes.append(
+                f"{ov.name}: {agent_bin.name} predates the keys {', '.join(used)} (ANNOUNCED_KEYS); "
+                "its --check-config checked the config without them"
             )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            ov.error(ds, f"cannot run {agent_bin} --check-config: {e}")
-            return
+            proc = check(re.sub(rf"(?m)^(?:{'|'.join(used)})\s*=.*\n?", "", cfg_text))
+    if proc is None:
+        return
     if proc.returncode != 0:
         ov.error(
             ds, f"{agent_bin.name} --check-config rejects the config (exit {proc.returncode}): {proc.stderr.strip()}"
@@ -318,9 +378,9 @@ def check_agent(ov: Overlay, rbac_expected: bool, repo: Path, agent_bin: Path | 
     c = spec["containers"][0]
     ports = container_ports(c)
     for name, number in (("otlp-grpc", 4317), ("otlp-http", 4318)):
-        p = ports.get(name, {})
-        if p.get("containerPort") != number or p.get("hostPort") != number:
-            ov.error(ds, f"port {name} is not containerPort and hostPort {number}")
+        if ports.get(name, {}).get("containerPort") != number:
+            ov.error(ds, f"port {name} is not containerPort {number}")
+    check_relay_service(ov, ds)
     env = env_of(c)
     for var, path in (
         ("NODE_NAME", "spec.nodeName"),
@@ -338,14 +398,15 @@ def check_agent(ov: Overlay, rbac_expected: bool, repo: Path, agent_bin: Path | 
     # does and try the globs on log paths of this pod and of others.
     excludes = [a.split("=", 1)[1] for a in c.get("args", []) if a.startswith("--exclude=")]
     own = "/var/log/pods/{ns}_{pod}_0b6f1a52-7d1e-4c7e-9a55-3f2f4c1d2e9a/agent/0.log"
-    this_pod = {"POD_NAMESPACE": NAMESPACE, "POD_NAME": f"{AGENT}-x7k2p"}
+    agent_ns = ds["metadata"].get("namespace", "")
+    this_pod = {"POD_NAMESPACE": agent_ns, "POD_NAME": f"{AGENT}-x7k2p"}
     expanded = [re.sub(r"\$\((\w+)\)", lambda m: this_pod.get(m.group(1), m.group(0)), e) for e in excludes]
     for cross in (True, False):
-        if not any(glob_matches(e, own.format(ns=NAMESPACE, pod=f"{AGENT}-x7k2p"), cross) for e in expanded):
+        if not any(glob_matches(e, own.format(ns=agent_ns, pod=f"{AGENT}-x7k2p"), cross) for e in expanded):
             ov.error(ds, "no --exclude glob matches the agent's own pod logs")
         for other_ns, other_pod in (
             (NAMESPACE, f"{COLLECTOR}-0"),
-            (NAMESPACE, f"{AGENT}-q9z4m"),
+            (agent_ns, f"{AGENT}-q9z4m"),
             ("default", "web-5d9c"),
         ):
             path = own.format(ns=other_ns, pod=other_pod)
@@ -378,6 +439,7 @@ def check_agent(ov: Overlay, rbac_expected: bool, repo: Path, agent_bin: Path | 
             ov.error(ds, f"{key} {cfg.get(key, default)!r} does not listen on container port {name}")
 
     check_accepted(ov, ds, c, cfg, repo, "periscope-agent")
+    security.check_agent_security(ov, ds, c, cfg)
     if agent_bin is not None:
         run_agent_check_config(ov, ds, c, cfg_text, agent_bin)
 
@@ -395,6 +457,34 @@ def check_agent(ov: Overlay, rbac_expected: bool, repo: Path, agent_bin: Path | 
             else "mounts no ServiceAccount token although API-server enrichment is on",
         )
     return cfg
+
+
+def check_relay_service(ov: Overlay, ds: dict[str, Any]) -> None:
+    """The relay is reached through a node-local Service, never through hostPorts."""
+    for c in pod_spec(ds)["containers"]:
+        for p in c.get("ports", []):
+            if p.get("hostPort"):
+                ov.error(
+                    ds,
+                    f"port {p.get('name', p['containerPort'])} has hostPort {p['hostPort']}: the relay is "
+                    f"reached through the Service {AGENT}, where NetworkPolicy applies",
+                )
+    if pod_spec(ds).get("hostNetwork"):
+        ov.error(ds, "uses hostNetwork: the relay would listen on the node's addresses")
+    svc = ov.find("Service", AGENT, ds["metadata"].get("namespace"))
+    if svc is None:
+        ov.error(ds, f"no Service {AGENT} in its namespace for the relay")
+        return
+    if svc["spec"].get("internalTrafficPolicy") != "Local":
+        ov.error(
+            svc,
+            "internalTrafficPolicy is not Local: pods' telemetry would reach other nodes' agents "
+            "and get the wrong node's attributes",
+        )
+    by_port = {p["port"]: p.get("targetPort") for p in svc["spec"].get("ports", [])}
+    for number, name in ((4317, "otlp-grpc"), (4318, "otlp-http")):
+        if by_port.get(number) not in (name, number):
+            ov.error(svc, f"does not forward port {number} to the agent's {name}")
 
 
 def check_rbac(ov: Overlay, allowed: bool) -> bool:
@@ -417,7 +507,7 @@ def check_rbac(ov: Overlay, allowed: bool) -> bool:
                     ov.error(d, f"grants more than get/list/watch on pods: {rule}")
         else:
             subjects = d.get("subjects", [])
-            if subjects != [{"kind": "ServiceAccount", "name": AGENT, "namespace": NAMESPACE}]:
+            if subjects != [{"kind": "ServiceAccount", "name": AGENT, "namespace": AGENT_NAMESPACE}]:
                 ov.error(d, f"is not bound to exactly the agent's ServiceAccount: {subjects}")
             if not ov.find(d["roleRef"]["kind"], d["roleRef"]["name"]):
                 ov.error(d, f"references missing {d['roleRef']['kind']} {d['roleRef']['name']}")
@@ -463,7 +553,13 @@ def check_accepted(
     except (OSError, ValueError) as e:
         ov.error(obj, f"cannot read what {binary} accepts: {e}")
         return
-    for k in sorted(set(cfg) - acc.keys):
+    announced = sorted((set(cfg) - acc.keys) & ANNOUNCED_KEYS.get(binary, set()))
+    if announced:
+        ov.notes.append(
+            f"{ov.name}: {file_key} keys {', '.join(announced)} are not in {source} yet; accepted as "
+            "announced by the authentication and TLS change (checks/layout.py ANNOUNCED_KEYS)"
+        )
+    for k in sorted(set(cfg) - acc.keys - set(announced)):
         ov.error(obj, f"{file_key} key {k!r} is not accepted by {binary}")
     for a in c.get("args", []):
         flag = a.split("=", 1)[0]
@@ -502,6 +598,7 @@ def check_collector(ov: Overlay, repo: Path) -> None:
     if f"--config={config_dir}/{COLLECTOR_CONFIG_KEY}" not in c.get("args", []):
         ov.error(sts, f"args do not pass --config={config_dir}/{COLLECTOR_CONFIG_KEY}")
     check_accepted(ov, sts, c, cfg, repo, "periscope serve")
+    security.check_collector_security(ov, sts, c, cfg)
     claim_mounts = {
         m["mountPath"] for m in c.get("volumeMounts", []) if m["name"] in {cl["metadata"]["name"] for cl in claims}
     }
@@ -559,18 +656,35 @@ def check_services(ov: Overlay, agent_cfg: dict[str, Any] | None) -> None:
         if port not in by_port:
             ov.error(svc, f"does not expose port {port}")
     if agent_cfg is not None:
+        # The agent reaches the collector across namespaces: the Service's
+        # name must carry the collector's namespace.
         endpoint = str(agent_cfg.get("endpoint", ""))
-        wanted = {f"http://{COLLECTOR}.{NAMESPACE}.svc{sfx}:4317" for sfx in ("", ".cluster.local")}
+        ns = svc["metadata"].get("namespace")
+        wanted = {f"https://{COLLECTOR}.{ns}.svc{sfx}:4317" for sfx in ("", ".cluster.local")}
         if endpoint not in wanted:
             ov.error(None, f"agent endpoint {endpoint!r} is not the collector Service's OTLP/gRPC port ({min(wanted)})")
 
 
 def check_namespace(ov: Overlay) -> None:
-    if not ov.find("Namespace", NAMESPACE):
-        ov.error(None, f"no Namespace {NAMESPACE}")
+    """The collector and the agent each in their own namespace, every object with its component."""
+    homes = {"collector": NAMESPACE, "agent": AGENT_NAMESPACE}
+    for ns in homes.values():
+        if not ov.find("Namespace", ns):
+            ov.error(None, f"no Namespace {ns}")
     for d in ov.docs:
-        if d["kind"] not in CLUSTER_SCOPED_KINDS and d["metadata"].get("namespace") != NAMESPACE:
-            ov.error(d, f"is not in namespace {NAMESPACE}")
+        if d["kind"] in CLUSTER_SCOPED_KINDS:
+            continue
+        ns = d["metadata"].get("namespace")
+        component = d["metadata"].get("labels", {}).get(COMPONENT_LABEL)
+        if d["apiVersion"].startswith("cert-manager.io/") and ns == CERT_MANAGER_NAMESPACE and component is None:
+            continue  # the CA of components/cert-manager, beside its ClusterIssuer
+        if component not in homes:
+            ov.error(d, f"has no {COMPONENT_LABEL} label of {sorted(homes)}, so no namespace of its own")
+        elif ns != homes[component]:
+            ov.error(d, f"is a {component} object outside namespace {homes[component]}")
+    sts, ds = ov.find("StatefulSet", COLLECTOR), ov.find("DaemonSet", AGENT)
+    if sts and ds and sts["metadata"].get("namespace") == ds["metadata"].get("namespace"):
+        ov.error(ds, "shares the collector's namespace: the agent needs a namespace of its own, which admits hostPath")
 
 
 def check_overlay(
@@ -585,9 +699,14 @@ def check_overlay(
     for d in ov.docs:
         if d["kind"] in WORKLOAD_KINDS:
             check_containers(ov, d)
+            security.check_secret_volumes(ov, d)
     agent_cfg = check_agent(ov, has_rbac, repo, agent_bin)
     check_collector(ov, repo)
     check_services(ov, agent_cfg)
+    security.check_no_secret_objects(ov)
+    security.check_pod_security(ov)
+    security.check_network_policies(ov)
+    security.check_certificates(ov, agent_cfg)
     return agent_cfg
 
 

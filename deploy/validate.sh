@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Renders every overlay under deploy/overlays with `kubectl kustomize` and
+# Renders every overlay under deploy/overlays with `kubectl kustomize`, and
+# each again with every optional component (components/cert-manager), and
 # validates the result: every object against the Kubernetes schemas
 # (kubernetes-validate, strict, pinned versions, offline) and against our own
-# rules (deploy/check_manifests.py). Exit code 0 only when all pass.
+# rules (deploy/check_manifests.py and deploy/checks/). Exit code 0 only when
+# all pass.
 #
 #   deploy/validate.sh                  # all overlays
 #   KEEP_RENDERED=out deploy/validate.sh  # also keep the rendered YAML in ./out
@@ -26,6 +28,9 @@ read -r -a k8s_versions <<<"${K8S_VERSIONS:-1.30.0 1.37.0}"
 # Overlays that enable API-server enrichment: the only ones allowed to (and
 # required to) carry RBAC objects.
 rbac_overlays=(cluster)
+# Components no overlay uses: each overlay is also rendered with each of
+# them, as `<overlay>+<component>`.
+optional_components=(cert-manager)
 
 fail() {
     echo "validate.sh: $*" >&2
@@ -55,22 +60,43 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
 rendered=()
-for overlay in "$deploy_dir"/overlays/*/; do
-    name="$(basename "$overlay")"
+render() { # name, kustomization directory
     # Warnings (deprecated fields, ...) count as failures: stderr must stay empty.
-    if ! kubectl kustomize "$overlay" >"$out/$name.yaml" 2>"$out/$name.err" || [ -s "$out/$name.err" ]; then
-        echo "FAIL $name: kubectl kustomize $overlay:" >&2
-        cat "$out/$name.err" >&2
+    if ! kubectl kustomize "$2" >"$out/$1.yaml" 2>"$out/$1.err" || [ -s "$out/$1.err" ]; then
+        echo "FAIL $1: kubectl kustomize $2:" >&2
+        cat "$out/$1.err" >&2
         exit 1
     fi
-    rendered+=("$out/$name.yaml")
+    rendered+=("$out/$1.yaml")
+}
+relpath() { "$python" -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$1" "$2"; }
+for overlay in "$deploy_dir"/overlays/*/; do
+    name="$(basename "$overlay")"
+    render "$name" "$overlay"
+    for component in "${optional_components[@]}"; do
+        # The overlay plus the component; kustomize takes only relative
+        # paths to other kustomizations.
+        combo="$out/$name+$component"
+        mkdir -p "$combo"
+        printf '%s\n' \
+            "apiVersion: kustomize.config.k8s.io/v1beta1" \
+            "kind: Kustomization" \
+            "resources:" \
+            "  - $(relpath "$overlay" "$combo")" \
+            "components:" \
+            "  - $(relpath "$deploy_dir/components/$component" "$combo")" >"$combo/kustomization.yaml"
+        render "$name+$component" "$combo"
+    done
 done
 [ "${#rendered[@]}" -gt 0 ] || fail "no overlays under $deploy_dir/overlays"
 
 version_args=()
 for v in "${k8s_versions[@]}"; do version_args+=(--k8s-version "$v"); done
 rbac_args=()
-for o in "${rbac_overlays[@]}"; do rbac_args+=(--rbac-overlay "$o"); done
+for o in "${rbac_overlays[@]}"; do
+    rbac_args+=(--rbac-overlay "$o")
+    for component in "${optional_components[@]}"; do rbac_args+=(--rbac-overlay "$o+$component"); done
+done
 
 agent_args=()
 if [ -n "${PERISCOPE_AGENT_BIN:-}" ]; then
@@ -94,4 +120,4 @@ if [ "$status" -ne 0 ]; then
     echo "validate.sh: manifests failed validation" >&2
     exit 1
 fi
-echo "validate.sh: ${#rendered[@]} overlays rendered and valid"
+echo "validate.sh: ${#rendered[@]} renderings valid (each overlay, alone and with each optional component)"

@@ -46,7 +46,7 @@ def output(proc: subprocess.CompletedProcess[str]) -> str:
 def test_overlays_render_and_validate() -> None:
     proc = run_validate(DEPLOY)
     assert proc.returncode == 0, output(proc)
-    for overlay in ("single-node", "cluster"):
+    for overlay in ("single-node", "cluster", "single-node+cert-manager", "cluster+cert-manager"):
         assert f"ok   {overlay}:" in proc.stdout, output(proc)
 
 
@@ -160,6 +160,91 @@ BROKEN = {
         "commonLabels:\n  tier: observability\n\nresources:\n",
         "deprecated",
     ),
+    "collector-namespace-not-restricted": (
+        "base/namespace.yaml",
+        "    pod-security.kubernetes.io/enforce: restricted\n",
+        "    pod-security.kubernetes.io/enforce: baseline\n",
+        "enforces Pod Security level 'baseline', not 'restricted'",
+    ),
+    "collector-without-seccomp": (
+        "base/collector-statefulset.yaml",
+        "        seccompProfile:\n          type: RuntimeDefault\n",
+        "",
+        "breaks Pod Security 'restricted' (Seccomp)",
+    ),
+    "agent-relay-on-hostport": (
+        "base/agent-daemonset.yaml",
+        "              containerPort: 4317\n",
+        "              containerPort: 4317\n              hostPort: 4317\n",
+        "has hostPort 4317",
+    ),
+    "relay-service-not-node-local": (
+        "base/agent-service.yaml",
+        "  internalTrafficPolicy: Local\n",
+        "",
+        "internalTrafficPolicy is not Local",
+    ),
+    "agent-token-literal": (
+        "base/agent.toml",
+        'bearer_token_file = "/var/run/secrets/periscope/token/token"\n',
+        'bearer_token = "s3cret"\n',
+        "bearer_token is set by the config file",
+    ),
+    "agent-endpoint-plaintext": (
+        "base/agent.toml",
+        'endpoint = "https://',
+        'endpoint = "http://',
+        "is not https://",
+    ),
+    "collector-cert-not-from-secret": (
+        "base/collector.toml",
+        'tls_cert_file = "/var/run/secrets/periscope/tls/tls.crt"',
+        'tls_cert_file = "/etc/periscope/tls.crt"',
+        "tls_cert_file '/etc/periscope/tls.crt' (the config file) is not in a mounted Secret",
+    ),
+    "collector-probe-plain-http": (
+        "base/collector-statefulset.yaml",
+        "              path: /readyz\n              port: http\n              scheme: HTTPS\n",
+        "              path: /readyz\n              port: http\n",
+        "readinessProbe uses HTTP but the collector serves TLS",
+    ),
+    "secret-mounted-with-subpath": (
+        "base/collector-statefulset.yaml",
+        "              mountPath: /var/run/secrets/periscope/auth\n",
+        "              mountPath: /var/run/secrets/periscope/auth/auth.toml\n              subPath: auth.toml\n",
+        "with subPath",
+    ),
+    "secret-in-manifests": (
+        "base/kustomization.yaml",
+        "configMapGenerator:\n",
+        "secretGenerator:\n  - name: periscope-auth\n    namespace: periscope\n    literals:\n      - auth.toml=x\n"
+        "    options:\n      labels:\n        app.kubernetes.io/component: collector\n\nconfigMapGenerator:\n",
+        "a Secret in the manifests",
+    ),
+    "query-port-open-to-telemetry": (
+        "base/collector-networkpolicy.yaml",
+        '              periscope.dev/query: "true"\n',
+        '              periscope.dev/telemetry: "true"\n',
+        "NetworkPolicy lets ns[periscope.dev/telemetry=true] pods[*] reach port 8080",
+    ),
+    "networkpolicy-rule-without-ports": (
+        "base/collector-networkpolicy.yaml",
+        "      ports:\n        - port: 8080\n          protocol: TCP\n",
+        "",
+        "a NetworkPolicy rule without ports",
+    ),
+    "networkpolicy-missing": (
+        "base/kustomization.yaml",
+        "  - collector-networkpolicy.yaml\n",
+        "",
+        "no NetworkPolicy selects its pods",
+    ),
+    "certificate-without-service-name": (
+        "components/cert-manager/certificates.yaml",
+        "    - periscope-collector.periscope.svc\n",
+        "",
+        "dnsNames lack periscope-collector.periscope.svc",
+    ),
 }
 
 
@@ -188,17 +273,21 @@ def fake_agent(tmp_path: Path, body: str) -> Path:
 
 def test_agent_check_config_gets_the_pod_arguments(tmp_path: Path) -> None:
     # Accepts only what the DaemonSet would pass: --check-config, the config
-    # file, the excludes with the pod variables expanded, NODE_NAME set.
+    # file, the excludes with the pod variables expanded (the agent's own
+    # namespace), NODE_NAME set, and a readable stand-in for the mounted CA.
     agent = fake_agent(
         tmp_path,
         """
 seen="$*"
 case "$seen" in
-  "--check-config --config="*"/agent.toml --exclude=*.gz --exclude=*.tmp --exclude=/var/log/pods/periscope_periscope-agent-"*"_*/*/*.log*") ;;
+  "--check-config --config="*"/agent.toml --exclude=*.gz --exclude=*.tmp --exclude=/var/log/pods/periscope-agent_periscope-agent-"*"_*/*/*.log*") ;;
   *) echo "unexpected arguments: $seen" >&2; exit 2 ;;
 esac
 config="${2#--config=}"
 grep -q '^endpoint = ' "$config" || { echo "config without endpoint" >&2; exit 2; }
+# The pod's Secrets are not in the manifests: a stand-in CA takes the place of ca.crt.
+ca="$(sed -n 's/^tls_ca_file = "\\(.*\\)"$/\\1/p' "$config")"
+grep -q 'BEGIN CERTIFICATE' "$ca" || { echo "tls_ca_file $ca is no certificate" >&2; exit 2; }
 [ -n "$NODE_NAME" ] || { echo "NODE_NAME unset" >&2; exit 2; }
 echo "configuration ok: endpoint x, data dir y, 1 include glob(s)"
 """,
