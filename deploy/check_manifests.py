@@ -49,7 +49,6 @@ from checks import security
 from checks.layout import (
     AGENT,
     AGENT_NAMESPACE,
-    ANNOUNCED_KEYS,
     CERT_MANAGER_NAMESPACE,
     COLLECTOR,
     COMPONENT_LABEL,
@@ -300,8 +299,6 @@ def run_agent_check_config(ov: Overlay, ds: dict[str, Any], c: dict[str, Any], c
     The Secrets the pod mounts are not in the manifests: stand-in files take
     their place (security.stand_in_secrets), and paths into their mounts
     are rewritten to the stand-ins, since --check-config reads the files.
-    A binary older than the keys in ANNOUNCED_KEYS refuses them as unknown;
-    it then checks the config without them, and a note says so.
     """
     namespace = ds["metadata"].get("namespace", "")
     values = {"POD_NAMESPACE": namespace, "POD_NAME": f"{AGENT}-x7k2p", "NODE_NAME": "node-1"}
@@ -344,15 +341,6 @@ def run_agent_check_config(ov: Overlay, ds: dict[str, Any], c: dict[str, Any], c
                 return None
 
         proc = check(cfg_text)
-        announced = ANNOUNCED_KEYS["periscope-agent"]
-        unknown = set(re.findall(r"unknown field `(\w+)`", proc.stderr)) if proc else set()
-        if proc and proc.returncode != 0 and unknown and unknown <= announced:
-            used = sorted(k for k in announced if re.search(rf"(?m)^{k}\s*=", cfg_text))
-            ov.notes.append(
-                f"{ov.name}: {agent_bin.name} predates the keys {', '.join(used)} (ANNOUNCED_KEYS); "
-                "its --check-config checked the config without them"
-            )
-            proc = check(re.sub(rf"(?m)^(?:{'|'.join(used)})\s*=.*\n?", "", cfg_text))
     if proc is None:
         return
     if proc.returncode != 0:
@@ -553,13 +541,7 @@ def check_accepted(
     except (OSError, ValueError) as e:
         ov.error(obj, f"cannot read what {binary} accepts: {e}")
         return
-    announced = sorted((set(cfg) - acc.keys) & ANNOUNCED_KEYS.get(binary, set()))
-    if announced:
-        ov.notes.append(
-            f"{ov.name}: {file_key} keys {', '.join(announced)} are not in {source} yet; accepted as "
-            "announced by the authentication and TLS change (checks/layout.py ANNOUNCED_KEYS)"
-        )
-    for k in sorted(set(cfg) - acc.keys - set(announced)):
+    for k in sorted(set(cfg) - acc.keys):
         ov.error(obj, f"{file_key} key {k!r} is not accepted by {binary}")
     for a in c.get("args", []):
         flag = a.split("=", 1)[0]

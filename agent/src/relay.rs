@@ -165,7 +165,9 @@ fn invalid_tenant(t: &str) -> String {
 
 /// The tenant the auth gate admitted a gRPC request for.
 fn admitted<T>(req: &tonic::Request<T>) -> Option<String> {
-    req.extensions().get::<Admitted>().map(|a| a.tenant.clone())
+    req.extensions()
+        .get::<Admitted>()
+        .and_then(|a| a.tenant.clone())
 }
 
 #[tonic::async_trait]
@@ -270,7 +272,7 @@ async fn http_export(
     drop(body);
     // Once forwarded, the request is the queue's (bounded by
     // memory_queue_bytes): the charge ends here.
-    let forwarded = relay.forward(payload, admitted.map(|Extension(a)| a.tenant));
+    let forwarded = relay.forward(payload, admitted.and_then(|Extension(a)| a.tenant));
     budget.finish(charge);
     match forwarded {
         Ok(()) => {
@@ -748,7 +750,7 @@ mod tests {
                 tenants: periscope_auth::Tenants::Any,
                 scopes: vec![Scope::Write],
             },
-            tenant: tenant.to_owned(),
+            tenant: Some(tenant.to_owned()),
         }))
     }
 

@@ -286,15 +286,7 @@ impl Stats {
             );
         }
         if let Some(a) = self.relay_auth.get() {
-            a.gate.render(&mut out);
-            if let Some(tls) = &a.tls {
-                // With an auth file, the gate wrote these families' HELP and
-                // TYPE lines already.
-                if !a.gate.enabled() {
-                    out.push_str(periscope_auth::watched::RENDER_HEADER);
-                }
-                tls.render(&mut out);
-            }
+            a.gate.render(&mut out, a.tls.as_deref());
         }
         out
     }

@@ -64,17 +64,3 @@ AGENT_RELAY_SECRET_FILES = {
     "relay_tls_client_ca_file": ("periscope-agent-relay-tls", "ca.crt", False),
     "relay_auth_file": ("periscope-agent-relay-auth", "auth.toml", True),
 }
-
-# Keys the authentication and TLS change adds to the binaries. Until
-# collector/src/config.rs and agent/src/config.rs declare them, the key
-# check accepts them with a note; once both do, this list can go.
-ANNOUNCED_KEYS = {
-    "periscope serve": {"auth_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"},
-    "periscope-agent": {
-        "bearer_token_file",
-        "relay_auth_file",
-        "relay_tls_cert_file",
-        "relay_tls_key_file",
-        "relay_tls_client_ca_file",
-    },
-}
