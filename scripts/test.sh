@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests, the web UI's unit
 # tests (Vitest), the end-to-end tests that drive the real binaries with the
-# OpenTelemetry Python SDK, then the browser test (Playwright driving
-# Debian's Chromium against `periscope demo`).
+# OpenTelemetry Python SDK, then the browser tests (Playwright driving
+# Debian's Chromium against `periscope demo`, then signing in to `periscope
+# serve` with an auth file and TLS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The UI is built first so that the binary embeds it.

@@ -207,6 +207,25 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         auth: auth_gate.clone(),
         tls: cfg.tls.clone(),
     };
+    // With an auth file the web UI signs in to a cookie session, which the
+    // gate accepts on every API route in place of a token; its key lives in
+    // the data directory so that sessions outlive a restart.
+    let sessions = match &cfg.auth {
+        None => None,
+        Some(_) => {
+            let s =
+                periscope_query::Sessions::open(data.root(), cfg.ui_session_ttl, cfg.tls.is_some())
+                    .context("failed to open web UI sessions")?;
+            let s = Arc::new(s);
+            auth_gate.set_sessions(s.clone());
+            Some(s)
+        }
+    };
+    let sign_in = periscope_query::SignIn {
+        gate: auth_gate.clone(),
+        sessions,
+        listener: Listener::Http.as_str(),
+    };
     let query_app = periscope_query::router(QueryState {
         logs: logs.clone(),
         services: services.clone(),
@@ -215,8 +234,9 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
         metrics: metrics_store.clone(),
         runtime: query_runtime.clone(),
     })
-    // Every API route needs `read`; the fallback (the UI's static files,
-    // which hold no data) stays open so that the sign-in page loads.
+    // Every API route needs `read` (a token, or the UI's session cookie);
+    // the fallback (the UI's static files, which hold no data) stays open
+    // so that the sign-in page loads.
     .route_layer(gate_layer(&auth_gate, Listener::Http, |_, _| {
         Some(Scope::Read)
     }))
@@ -239,7 +259,15 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .with_state(ops),
-    );
+    )
+    // Sign-in checks the token itself (through the gate).
+    .merge(periscope_query::session_router(sign_in.clone()))
+    // Before any gate: a cross-site request that would change something
+    // with the session cookie is refused outright.
+    .layer(axum::middleware::from_fn_with_state(
+        sign_in,
+        periscope_query::csrf_guard,
+    ));
     let query_app = catch_panics(query_app, Listener::Http, metrics.clone());
     let http_limits = HttpLimits {
         header_read_timeout: cfg.http_header_read_timeout,
@@ -570,8 +598,6 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT listeners, installed before anything else starts so a
-/// signal that arrives during startup is kept, not lost or fatal.
 /// The gate in front of a router's routes, for requests needing `scope`.
 fn gate_layer(
     gate: &Arc<periscope_auth::Gate>,
@@ -639,6 +665,8 @@ fn spawn_sighup_reload(
     Ok(())
 }
 
+/// SIGTERM and SIGINT listeners, installed before anything else starts so a
+/// signal that arrives during startup is kept, not lost or fatal.
 struct ShutdownSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,

@@ -186,6 +186,9 @@ pub struct ServeArgs {
     /// CA (PEM) whose client certificates the OTLP listeners require (mutual TLS); needs `tls_cert_file`. Default none.
     #[arg(long, env = "PERISCOPE_TLS_CLIENT_CA_FILE")]
     pub tls_client_ca_file: Option<PathBuf>,
+    /// How long a web UI sign-in lasts (with `auth_file`), at least 1s (s, m, h, d). Default `12h`.
+    #[arg(long, env = "PERISCOPE_UI_SESSION_TTL")]
+    pub ui_session_ttl: Option<String>,
 }
 
 /// `periscope token new`: prints a new token and its auth file block.
@@ -282,6 +285,7 @@ struct FileConfig {
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
     tls_client_ca_file: Option<PathBuf>,
+    ui_session_ttl: Option<String>,
 }
 
 /// The validated runtime configuration.
@@ -318,6 +322,8 @@ pub struct Config {
     pub auth: Option<Arc<periscope_auth::Watched<periscope_auth::AuthTable>>>,
     /// The listeners' TLS material, when given.
     pub tls: Option<Arc<periscope_auth::Tls>>,
+    /// How long a web UI session lasts.
+    pub ui_session_ttl: Duration,
 }
 
 /// A configuration problem: reported in one line, exit code 2.
@@ -538,6 +544,18 @@ impl ServeArgs {
             file.grpc_keepalive_timeout,
             "20s",
         )?;
+        let ui_session_ttl = duration(
+            "ui_session_ttl",
+            self.ui_session_ttl,
+            file.ui_session_ttl,
+            "12h",
+        )?;
+        // Cookies count their life in whole seconds.
+        if ui_session_ttl < Duration::from_secs(1) {
+            return Err(ConfigError(format!(
+                "invalid value {ui_session_ttl:?} for ui_session_ttl: at least 1s"
+            )));
+        }
         let auth = match self.auth_file.or(file.auth_file) {
             None => None,
             Some(p) => Some(
@@ -569,6 +587,7 @@ impl ServeArgs {
         let config = Config {
             auth,
             tls,
+            ui_session_ttl,
             data_dir: self
                 .data_dir
                 .or(file.data_dir)
@@ -822,6 +841,43 @@ mod tests {
         assert_eq!(c.http_header_read_timeout, Duration::from_secs(2));
         assert_eq!(c.max_connections, 8);
         assert_eq!(c.grpc_keepalive_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn ui_session_ttl_defaults_to_twelve_hours_and_counts_whole_seconds() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.ui_session_ttl, Duration::from_secs(12 * 3600));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "ui_session_ttl = \"30m\"\n").unwrap();
+        let c = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.ui_session_ttl, Duration::from_secs(1800));
+        let c = ServeArgs {
+            config: Some(path),
+            ui_session_ttl: Some("2s".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.ui_session_ttl, Duration::from_secs(2));
+        for (bad, want) in [
+            ("500ms", "at least 1s"),
+            ("0s", "must be positive"),
+            ("soon", "ui_session_ttl"),
+        ] {
+            let e = ServeArgs {
+                ui_session_ttl: Some(bad.into()),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap_err();
+            assert!(e.0.contains(want), "{bad}: {}", e.0);
+        }
     }
 
     #[test]

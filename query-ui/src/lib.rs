@@ -3,7 +3,9 @@
 //! `api` holds the HTTP handlers (axum); queries run on the threads of
 //! `pool` (not tokio's blocking pool, which ingest uses), admitted and
 //! bounded by the limits of `limits`.
-//! `assets` serves the web UI (`web/`) for every path no API route takes.
+//! `assets` serves the web UI (`web/`) for every path no API route takes;
+//! with an auth file, `signin` signs the UI in to a cookie session
+//! (`session`) that the gate accepts in place of a token.
 
 mod api;
 mod assets;
@@ -16,6 +18,8 @@ mod prom_api;
 pub mod promql;
 mod service_map;
 mod services;
+mod session;
+mod signin;
 mod timeparse;
 mod traces;
 
@@ -24,6 +28,8 @@ pub use assets::serve_ui;
 pub use limits::QueryLimits;
 pub use pool::{QueryRuntime, QueryStats};
 pub use services::ServiceRegistry;
+pub use session::{Session, SessionError, Sessions};
+pub use signin::{SignIn, csrf_guard, session_router};
 pub use timeparse::{format_rfc3339_ns, parse_time};
 pub use traces::{LiveTraces, NoLiveTraces};
 

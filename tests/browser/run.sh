@@ -2,12 +2,14 @@
 # Browser end-to-end test of the web UI: builds the UI and the binary, starts
 # `periscope demo` (or `periscope serve` while the demo command does not
 # exist) on free ports with a temporary data dir, and drives Debian's
-# Chromium through playwright-core (tests/browser/ui.spec.mjs).
+# Chromium through playwright-core (tests/browser/ui.spec.mjs). Then the
+# sign-in test (tests/browser/signin.spec.mjs), which starts its own
+# `periscope serve` with an auth file and TLS.
 #
 #   tests/browser/run.sh            # build, run, check
 #   SKIP_BUILD=1 tests/browser/run.sh
 #
-# Needs: node + npm, cargo, and `apt-get install -y chromium`.
+# Needs: node + npm, cargo, openssl, and `apt-get install -y chromium`.
 # Screenshots: tests/browser/screenshots/ (gitignored).
 set -euo pipefail
 
@@ -91,4 +93,7 @@ if [[ $status -ne 0 ]]; then
   echo "--- last lines of the periscope log ---" >&2
   tail -n 40 "$log" >&2
 fi
+
+echo "sign-in: periscope serve with an auth file and TLS"
+PERISCOPE_BIN="$bin" CHROMIUM="$chromium" node "$here/signin.spec.mjs" || status=1
 exit $status

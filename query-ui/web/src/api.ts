@@ -1,5 +1,11 @@
 // Calls to the collector's APIs (same origin). Errors carry the server's
 // message: `{"error": "..."}` from the query API and the Prometheus API alike.
+//
+// Every call goes through `request`: it sends the session cookie (when the
+// collector asks for sign-in) and `X-Periscope-Request: 1`, the header the
+// collector wants on state-changing requests made with the cookie, which a
+// page of another site cannot send. A 401 is reported to the handler set
+// with `onUnauthorized` (main.ts shows the sign-in page).
 
 import type { ApiSpan } from "./spantree";
 
@@ -8,9 +14,61 @@ export class ApiError extends Error {
   constructor(
     message: string,
     readonly status: number,
+    /** The server's own message (`error` of its JSON), or the body's start. */
+    readonly detail = "",
   ) {
     super(message);
   }
+}
+
+/** The header every call of the UI carries. */
+export const REQUEST_HEADER = "X-Periscope-Request";
+
+let unauthorized: ((e: ApiError) => void) | null = null;
+
+/** Sets what happens when a call is answered 401 (not signed in, or the session ended). */
+export function onUnauthorized(f: ((e: ApiError) => void) | null): void {
+  unauthorized = f;
+}
+
+/** `fetch` with the session cookie and the UI's header. */
+export function request(path: string, init: RequestInit = {}): Promise<Response> {
+  const headers = new Headers(init.headers);
+  headers.set(REQUEST_HEADER, "1");
+  if (!headers.has("Accept")) headers.set("Accept", "application/json");
+  return fetch(path, { ...init, headers, credentials: "same-origin" });
+}
+
+/** Options of `callJson`. */
+export interface CallOptions {
+  /** Whether a 401 goes to the `onUnauthorized` handler (default true). */
+  signInOn401?: boolean;
+}
+
+/** Sends a request and reads its JSON answer (null when it has none). */
+export async function callJson<T>(path: string, init: RequestInit = {}, opts: CallOptions = {}): Promise<T> {
+  let res: Response;
+  try {
+    res = await request(path, init);
+  } catch (e) {
+    if ((e as Error).name === "AbortError") throw e;
+    throw new ApiError(`cannot reach the collector: ${(e as Error).message}`, 0);
+  }
+  let body: unknown = null;
+  const text = await res.text();
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  if (!res.ok) {
+    const msg =
+      body && typeof body === "object" && "error" in body ? String((body as { error: unknown }).error) : text.slice(0, 300);
+    const err = new ApiError(`${res.status} ${res.statusText}: ${msg}`, res.status, msg);
+    if (res.status === 401 && opts.signInOn401 !== false) unauthorized?.(err);
+    throw err;
+  }
+  return body as T;
 }
 
 /** GETs JSON from `path` with the given parameters (empty ones left out). */
@@ -26,26 +84,7 @@ export async function getJson<T>(
     else q.set(k, String(v));
   }
   const qs = q.toString();
-  let res: Response;
-  try {
-    res = await fetch(qs ? `${path}?${qs}` : path, { signal, headers: { Accept: "application/json" } });
-  } catch (e) {
-    if ((e as Error).name === "AbortError") throw e;
-    throw new ApiError(`cannot reach the collector: ${(e as Error).message}`, 0);
-  }
-  let body: unknown = null;
-  const text = await res.text();
-  try {
-    body = text ? JSON.parse(text) : null;
-  } catch {
-    body = null;
-  }
-  if (!res.ok) {
-    const msg =
-      body && typeof body === "object" && "error" in body ? String((body as { error: unknown }).error) : text.slice(0, 300);
-    throw new ApiError(`${res.status} ${res.statusText}: ${msg}`, res.status);
-  }
-  return body as T;
+  return callJson<T>(qs ? `${path}?${qs}` : path, { signal });
 }
 
 /** Whether an error is an abort (a newer request replaced the call). */

@@ -39,6 +39,7 @@ export class Router {
   private routes: Route[] = [];
   private current: { route: Route; page: Page; key: string } | null = null;
   private seq = 0;
+  private paused = false;
 
   constructor(
     private root: HTMLElement,
@@ -70,8 +71,26 @@ export class Router {
     return this;
   }
 
+  /** Stops showing pages (the sign-in page takes the root) until `reload`;
+   * the URL still follows links and history meanwhile. */
+  pause(): void {
+    this.paused = true;
+    this.seq++;
+    this.current?.page.destroy();
+    this.current = null;
+  }
+
+  /** Mounts the current URL's page afresh (after signing in or switching tenant). */
+  reload(): Promise<void> {
+    this.paused = false;
+    this.current?.page.destroy();
+    this.current = null;
+    return this.render();
+  }
+
   /** Renders the page of the current URL. */
   async render(): Promise<void> {
+    if (this.paused) return;
     const seq = ++this.seq;
     const path = location.pathname;
     let match: { route: Route; params: Record<string, string> } | null = null;
