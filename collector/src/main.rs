@@ -52,6 +52,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if demo.is_some() && (cfg.auth.is_some() || cfg.tls.is_some()) {
+        eprintln!(
+            "error: periscope demo sends its simulated traffic without a token over plain text: \
+             --auth-file and --tls-* are for periscope serve"
+        );
+        std::process::exit(2);
+    }
     let filter = match tracing_subscriber::EnvFilter::try_new(&cfg.log_level) {
         Ok(f) => f,
         Err(e) => {

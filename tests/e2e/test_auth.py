@@ -9,6 +9,7 @@ Prometheus API use HTTP Basic as Prometheus and Grafana do.
 from __future__ import annotations
 
 import base64
+import http.client
 import signal
 import socket
 import ssl
@@ -181,6 +182,9 @@ def test_bad_settings_stop_the_start_with_one_line(collectors, setup: Setup, tmp
         err = c.stderr_text().strip()
         assert rc == 2, (args, rc, err)
         assert want in err and len(err.splitlines()) == 1, (args, err)
+    # The demo's simulated shop has no token: it refuses auth and TLS.
+    demo = subprocess.run([PERISCOPE_BIN, "demo", "--data-dir", str(tmp_path / "demo"), "--auth-file", str(setup.auth)], capture_output=True, text=True, timeout=30)
+    assert demo.returncode == 2 and "for periscope serve" in demo.stderr, demo.stderr
 
 
 def test_sdk_over_tls_with_tokens_grpc_and_http(collectors, setup: Setup) -> None:  # noqa: ANN001
@@ -333,6 +337,12 @@ class Sender(threading.Thread):
 def test_revocation_and_rotation_while_a_client_keeps_sending(collectors, setup: Setup) -> None:  # noqa: ANN001
     c = start(collectors, setup)
     before = leaf_serial(c)
+    # A keep-alive connection opened before the rotation.
+    host, port = tuple_addr(c.listening["http"])
+    held = http.client.HTTPSConnection(host, port, timeout=10, context=ssl.create_default_context(cafile=str(setup.ca_pem)))
+    held.request("GET", "/api/v1/services", headers=bearer(setup.shop))
+    assert held.getresponse().read() and held.sock is not None
+    held_cert = held.sock.getpeercert(binary_form=True)
     prefix = unique("rot")
     sender = Sender(c, setup, setup.shop, prefix)
     sender.start()
@@ -344,6 +354,11 @@ def test_revocation_and_rotation_while_a_client_keeps_sending(collectors, setup:
     while time.monotonic() < deadline and leaf_serial(c) == before:
         time.sleep(0.2)
     assert leaf_serial(c) != before, "the new certificate was not served"
+    # The open connection was not dropped: it still answers, on the old certificate.
+    held.request("GET", "/api/v1/services", headers=bearer(setup.shop))
+    assert held.getresponse().status == 200
+    assert held.sock.getpeercert(binary_form=True) == held_cert == before
+    held.close()
     time.sleep(1)
     acked_before_revocation = len(sender.acked)
     assert acked_before_revocation > 0
