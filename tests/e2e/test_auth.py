@@ -482,3 +482,37 @@ def test_the_agent_exports_to_an_authenticated_tls_collector(collectors, setup: 
         assert searchable(c, setup.ops, bad_tag, tenant="shop", timeout=1) == []
     finally:
         bad.kill()
+
+
+def test_every_data_route_needs_a_token(collectors, setup: Setup) -> None:  # noqa: ANN001
+    # A token without the scope each route needs gets 403 from every one
+    # (refusals of authorization are not slowed down; unknown tokens are).
+    admin_only, block = new_token("admin-only", ["shop"], "admin")
+    setup.blocks["admin-only"] = block
+    setup.write_auth()
+    c = start(collectors, setup)
+    s = http_session()
+    s.verify = str(setup.ca_pem)
+    gets = [
+        "/api/v1/logs/search?q=x", "/api/v1/logs/histogram", "/api/v1/services", "/api/v1/services/shop/operations",
+        "/api/v1/traces", "/api/v1/traces/0123456789abcdef0123456789abcdef", "/api/v1/service-map",
+        "/api/v1/metrics/names", "/prometheus/api/v1/query?query=up", "/prometheus/api/v1/query_range?query=up&start=0&end=1&step=1",
+        "/prometheus/api/v1/labels", "/prometheus/api/v1/label/job/values", "/prometheus/api/v1/series?match[]=up",
+        "/prometheus/api/v1/metadata", "/prometheus/api/v1/status/buildinfo", "/jaeger/api/services",
+        "/jaeger/api/services/shop/operations", "/jaeger/api/operations?service=shop", "/jaeger/api/traces?service=shop",
+        "/jaeger/api/traces/0123456789abcdef0123456789abcdef", "/jaeger/api/dependencies",
+    ]
+    for p in gets:
+        r = s.get(c.http_url(p), headers=bearer(admin_only), timeout=10)
+        assert r.status_code == 403 and "read" in r.json()["error"], (p, r.status_code, r.text[:200])
+        assert s.get(c.http_url(p), headers=bearer(setup.shop), timeout=10).status_code != 403, p
+    for p in ("/prometheus/api/v1/query", "/prometheus/api/v1/labels", "/prometheus/api/v1/series"):
+        r = s.post(c.http_url(p), data={"query": "up", "match[]": "up"}, headers=bearer(admin_only), timeout=10)
+        assert r.status_code == 403, (p, r.status_code)
+    assert s.get(c.http_url("/metrics"), headers=bearer(setup.shop), timeout=10).status_code == 403
+    for url in (c.http_url("/api/v1/write"), c.otlp_url("/api/v1/write"), c.otlp_url("/v1/logs"), c.otlp_url("/v1/traces"), c.otlp_url("/v1/metrics"), c.otlp_url("/anything")):
+        r = s.post(url, data=b"x", headers={"Content-Type": "application/x-protobuf", **bearer(admin_only)}, timeout=10)
+        assert r.status_code == 403 and "write" in r.json()["error"], (url, r.status_code)
+    # And without any credential: 401.
+    for p in ("/api/v1/logs/search?q=x", "/prometheus/api/v1/query?query=up", "/jaeger/api/services", "/metrics"):
+        assert s.get(c.http_url(p), timeout=10).status_code == 401, p
