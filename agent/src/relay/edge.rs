@@ -22,6 +22,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use periscope_auth::tls::MaybeTls;
 use periscope_auth::{Acceptor, Peer, PeerTls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -354,15 +355,9 @@ async fn serve_http_connection<IO>(
     }
 }
 
-/// A relay gRPC connection's transport.
-enum RelayIo {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
 /// A gRPC connection holding a slot of its listener.
 pub struct LimitedStream {
-    io: RelayIo,
+    io: MaybeTls,
     peer: Peer,
     _slot: OwnedSemaphorePermit,
     /// Until the HTTP/2 preface arrives: h2 has no handshake timeout.
@@ -419,7 +414,7 @@ pub fn limit_incoming(
             };
             match &tls {
                 None => {
-                    let conn = limited(RelayIo::Plain(tcp), PeerTls::default());
+                    let conn = limited(MaybeTls::Plain(tcp), PeerTls::default());
                     if tx.send(Ok(conn)).await.is_err() {
                         return;
                     }
@@ -428,7 +423,7 @@ pub fn limit_incoming(
                     let (acceptor, tx, stats) = (acceptor.clone(), tx.clone(), stats.clone());
                     tokio::spawn(async move {
                         if let Some((io, tls)) = handshake(&acceptor, tcp, addr, &stats).await {
-                            let _ = tx.send(Ok(limited(RelayIo::Tls(Box::new(io)), tls))).await;
+                            let _ = tx.send(Ok(limited(MaybeTls::Tls(Box::new(io)), tls))).await;
                         }
                     });
                 }
@@ -445,46 +440,6 @@ impl tonic::transport::server::Connected for LimitedStream {
 
     fn connect_info(&self) -> Peer {
         self.peer
-    }
-}
-
-impl AsyncRead for RelayIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            RelayIo::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            RelayIo::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for RelayIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            RelayIo::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            RelayIo::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            RelayIo::Plain(io) => Pin::new(io).poll_flush(cx),
-            RelayIo::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            RelayIo::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            RelayIo::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
-        }
     }
 }
 

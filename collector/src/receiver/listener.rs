@@ -32,7 +32,7 @@ use bytes::Bytes;
 use futures::Stream;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use periscope_auth::tls::TlsStream;
+use periscope_auth::tls::MaybeTls;
 use periscope_auth::{Acceptor, Peer, PeerTls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -207,24 +207,18 @@ pub async fn serve_http(
 /// How long shutdown waits for open connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// A connection, in plain text or TLS.
-pub enum Io {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
 /// Runs the TLS handshake if the listener has TLS; counts a failure.
 async fn handshake(
     tcp: TcpStream,
     tls: Option<&Acceptor>,
     metrics: &Metrics,
     which: Listener,
-) -> Option<(Io, PeerTls)> {
+) -> Option<(MaybeTls, PeerTls)> {
     let Some(acceptor) = tls else {
-        return Some((Io::Plain(tcp), PeerTls::default()));
+        return Some((MaybeTls::Plain(tcp), PeerTls::default()));
     };
     match acceptor.accept(tcp).await {
-        Ok((s, peer)) => Some((Io::Tls(Box::new(s)), peer)),
+        Ok((s, peer)) => Some((MaybeTls::Tls(Box::new(s)), peer)),
         Err(e) => {
             EdgeMetrics::add(&metrics.edge.tls_handshake_failures, which, 1);
             tracing::debug!(error = %e, listener = which.as_str(), "TLS handshake failed");
@@ -288,7 +282,7 @@ async fn connection(
 
 /// A gRPC connection holding one of its listener's slots.
 pub struct LimitedStream {
-    io: Io,
+    io: MaybeTls,
     slot: Slot,
     peer: Peer,
     /// Until the client's HTTP/2 preface and first frame header arrive: a
@@ -372,64 +366,6 @@ impl tonic::transport::server::Connected for LimitedStream {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.peer
-    }
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Io::Plain(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
-        }
     }
 }
 
