@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use periscope_auth::{AuthTable, Tls, Watched};
+use periscope_settings::{ByteSize, HumanDuration};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -75,24 +76,24 @@ pub struct Cli {
     /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of the client certificate. Default none.
     #[arg(long, env = "PERISCOPE_AGENT_TLS_CLIENT_KEY_FILE")]
     pub tls_client_key_file: Option<String>,
-    /// Upper bound of the disk spool (bytes or KiB/MiB/GiB); reading pauses at it. Default `1GiB`.
+    /// Upper bound of the disk spool (bytes, or with a unit: K/KiB, M/MiB, G/GiB, T/TiB are powers of 1024, KB, MB, GB, TB of 1000); reading pauses at it. Default `1GiB`.
     #[arg(long, env = "PERISCOPE_AGENT_SPOOL_MAX_BYTES")]
-    pub spool_max_bytes: Option<String>,
+    pub spool_max_bytes: Option<ByteSize>,
     /// Bound of the in-memory queue before batches spill to the spool. Default `32MiB`.
     #[arg(long, env = "PERISCOPE_AGENT_MEMORY_QUEUE_BYTES")]
-    pub memory_queue_bytes: Option<String>,
-    /// Host metrics interval (ms, s, m); `0s` disables them. Default `15s`.
+    pub memory_queue_bytes: Option<ByteSize>,
+    /// Host metrics interval (ms, s, m, h, d, w); `0` disables them. Default `15s`.
     #[arg(long, env = "PERISCOPE_AGENT_METRICS_INTERVAL")]
-    pub metrics_interval: Option<String>,
+    pub metrics_interval: Option<HumanDuration>,
     /// Root under which `/proc` and `/sys` are read (e.g. `/hostfs`). Default `/`.
     #[arg(long, env = "PERISCOPE_AGENT_HOST_ROOT")]
     pub host_root: Option<PathBuf>,
     /// Longer lines are truncated and flagged (`log.truncated`). Default `1MiB`.
     #[arg(long, env = "PERISCOPE_AGENT_MAX_LINE_BYTES")]
-    pub max_line_bytes: Option<String>,
+    pub max_line_bytes: Option<ByteSize>,
     /// Files unchanged this long are closed and reopened on change. Default `60s`.
     #[arg(long, env = "PERISCOPE_AGENT_IDLE_CLOSE")]
-    pub idle_close: Option<String>,
+    pub idle_close: Option<HumanDuration>,
     /// Budget of files held open at once. Default `1024`.
     #[arg(long, env = "PERISCOPE_AGENT_MAX_OPEN_FILES")]
     pub max_open_files: Option<usize>,
@@ -116,28 +117,28 @@ pub struct Cli {
     pub k8s_ca_file: Option<String>,
     /// How long a deleted pod's metadata is kept for the last lines of its files. Default `5m`.
     #[arg(long, env = "PERISCOPE_AGENT_K8S_DELETED_POD_GRACE")]
-    pub k8s_deleted_pod_grace: Option<String>,
+    pub k8s_deleted_pod_grace: Option<HumanDuration>,
     /// Records per export batch. Default `2000`.
     #[arg(long, env = "PERISCOPE_AGENT_BATCH_MAX_RECORDS")]
     pub batch_max_records: Option<usize>,
     /// A batch is sent at the latest this long after its first record. Default `200ms`.
     #[arg(long, env = "PERISCOPE_AGENT_BATCH_TIMEOUT")]
-    pub batch_timeout: Option<String>,
+    pub batch_timeout: Option<HumanDuration>,
     /// Log filter for the agent's own logs (tracing `EnvFilter` syntax). Default `info`.
     #[arg(long, env = "PERISCOPE_AGENT_LOG_LEVEL")]
     pub log_level: Option<String>,
     /// Memory the relay's requests may take at once, charged before their bodies are buffered and for what decoding takes; beyond it clients get 429 / RESOURCE_EXHAUSTED. Default `64MiB`.
     #[arg(long, env = "PERISCOPE_AGENT_RELAY_MAX_INFLIGHT_BYTES")]
-    pub relay_max_inflight_bytes: Option<String>,
+    pub relay_max_inflight_bytes: Option<ByteSize>,
     /// Largest relay request, compressed or decompressed. Default `4MiB`.
     #[arg(long, env = "PERISCOPE_AGENT_RELAY_MAX_RECV_MSG_SIZE")]
-    pub relay_max_recv_msg_size: Option<String>,
+    pub relay_max_recv_msg_size: Option<ByteSize>,
     /// Time a relay client has to send a request's headers (and the longest an idle connection stays open). Default `10s`.
     #[arg(long, env = "PERISCOPE_AGENT_RELAY_HEADER_READ_TIMEOUT")]
-    pub relay_header_read_timeout: Option<String>,
+    pub relay_header_read_timeout: Option<HumanDuration>,
     /// Time a relay client has to send a request's body, from the end of its headers; then 408 (gRPC: CANCELLED). Default `30s`.
     #[arg(long, env = "PERISCOPE_AGENT_RELAY_BODY_READ_TIMEOUT")]
-    pub relay_body_read_timeout: Option<String>,
+    pub relay_body_read_timeout: Option<HumanDuration>,
     /// Connections each relay listener holds at once; beyond it new ones are closed at once. Default `1024`.
     #[arg(long, env = "PERISCOPE_AGENT_RELAY_MAX_CONNECTIONS")]
     pub relay_max_connections: Option<usize>,
@@ -178,12 +179,12 @@ struct FileConfig {
     tls_server_name: Option<String>,
     tls_client_cert_file: Option<String>,
     tls_client_key_file: Option<String>,
-    spool_max_bytes: Option<toml::Value>,
-    memory_queue_bytes: Option<toml::Value>,
-    metrics_interval: Option<String>,
+    spool_max_bytes: Option<ByteSize>,
+    memory_queue_bytes: Option<ByteSize>,
+    metrics_interval: Option<HumanDuration>,
     host_root: Option<PathBuf>,
-    max_line_bytes: Option<toml::Value>,
-    idle_close: Option<String>,
+    max_line_bytes: Option<ByteSize>,
+    idle_close: Option<HumanDuration>,
     max_open_files: Option<usize>,
     multiline_start: Option<String>,
     parse_json: Option<bool>,
@@ -191,14 +192,14 @@ struct FileConfig {
     k8s_api_url: Option<String>,
     k8s_token_file: Option<String>,
     k8s_ca_file: Option<String>,
-    k8s_deleted_pod_grace: Option<String>,
+    k8s_deleted_pod_grace: Option<HumanDuration>,
     batch_max_records: Option<usize>,
-    batch_timeout: Option<String>,
+    batch_timeout: Option<HumanDuration>,
     log_level: Option<String>,
-    relay_max_inflight_bytes: Option<toml::Value>,
-    relay_max_recv_msg_size: Option<toml::Value>,
-    relay_header_read_timeout: Option<String>,
-    relay_body_read_timeout: Option<String>,
+    relay_max_inflight_bytes: Option<ByteSize>,
+    relay_max_recv_msg_size: Option<ByteSize>,
+    relay_header_read_timeout: Option<HumanDuration>,
+    relay_body_read_timeout: Option<HumanDuration>,
     relay_max_connections: Option<usize>,
     relay_grpc_max_concurrent_streams: Option<u32>,
     relay_auth_file: Option<String>,
@@ -323,12 +324,11 @@ fn bad(name: &str, v: &str, e: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("invalid value {v:?} for {name}: {e}"))
 }
 
-fn toml_to_string(v: toml::Value) -> String {
-    match v {
-        toml::Value::String(s) => s,
-        toml::Value::Integer(i) => i.to_string(),
-        other => format!("{other:?}"),
-    }
+/// The flag or environment value, else the file's, else the default.
+macro_rules! merge {
+    ($args:ident, $file:ident, $name:ident, $default:expr) => {
+        $args.$name.or($file.$name).unwrap_or($default)
+    };
 }
 
 fn one_line(s: &str) -> String {
@@ -360,14 +360,6 @@ impl Cli {
                 })?
             }
             None => FileConfig::default(),
-        };
-        let size = |name: &str, v: Option<String>, f: Option<toml::Value>, d: &str| {
-            let s = v.or(f.map(toml_to_string)).unwrap_or_else(|| d.to_owned());
-            parse_size(&s).map_err(|e| bad(name, &s, e))
-        };
-        let duration = |name: &str, v: Option<String>, f: Option<String>, d: &str| {
-            let s = v.or(f).unwrap_or_else(|| d.to_owned());
-            parse_duration(&s).map_err(|e| bad(name, &s, e))
         };
         let globs = |name: &str, v: Vec<String>, f: Option<Vec<String>>, d: &[&str]| {
             let list = if !v.is_empty() {
@@ -453,25 +445,16 @@ impl Cli {
             })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "unknown".into());
-        let metrics_interval = duration(
-            "metrics_interval",
-            self.metrics_interval,
-            file.metrics_interval,
-            "15s",
-        )?;
-        let max_line_bytes = size(
-            "max_line_bytes",
-            self.max_line_bytes,
-            file.max_line_bytes,
-            "1MiB",
-        )?;
-        if max_line_bytes < 16 {
+        let metrics_interval = merge!(self, file, metrics_interval, HumanDuration::secs(15)).get();
+        let max_line_bytes = merge!(self, file, max_line_bytes, ByteSize::mib(1));
+        if max_line_bytes.bytes() < 16 {
             return Err(bad(
                 "max_line_bytes",
                 &max_line_bytes.to_string(),
                 "must be at least 16",
             ));
         }
+        let max_line_bytes = max_line_bytes.as_usize();
         let max_open_files = self.max_open_files.or(file.max_open_files).unwrap_or(1024);
         if max_open_files == 0 {
             return Err(bad("max_open_files", "0", "must be at least 1"));
@@ -497,12 +480,8 @@ impl Cli {
             Some(p) => Some(PathBuf::from(p)),
             None => Some(PathBuf::from(d)),
         };
-        let deleted_pod_grace = duration(
-            "k8s_deleted_pod_grace",
-            self.k8s_deleted_pod_grace,
-            file.k8s_deleted_pod_grace,
-            "5m",
-        )?;
+        let deleted_pod_grace =
+            merge!(self, file, k8s_deleted_pod_grace, HumanDuration::mins(5)).get();
         let k8s_api = self
             .k8s_api_enrichment
             .or(file.k8s_api_enrichment)
@@ -528,74 +507,41 @@ impl Cli {
         if batch_max_records == 0 {
             return Err(bad("batch_max_records", "0", "must be at least 1"));
         }
-        let batch_timeout = duration(
-            "batch_timeout",
-            self.batch_timeout,
-            file.batch_timeout,
-            "200ms",
-        )?;
-        if batch_timeout.is_zero() {
-            return Err(bad("batch_timeout", "0", "must be positive"));
-        }
-        let idle_close = duration("idle_close", self.idle_close, file.idle_close, "60s")?;
-        let spool_max_bytes = size(
-            "spool_max_bytes",
-            self.spool_max_bytes,
-            file.spool_max_bytes,
-            "1GiB",
-        )? as u64;
-        let memory_queue_bytes = size(
-            "memory_queue_bytes",
-            self.memory_queue_bytes,
-            file.memory_queue_bytes,
-            "32MiB",
-        )?;
-        let positive = |name: &str, d: Duration| {
-            if d.is_zero() {
-                Err(bad(name, "0", "must be positive"))
+        let positive = |name: &str, d: HumanDuration| {
+            if d.get().is_zero() {
+                Err(bad(name, &d.to_string(), "must be positive"))
             } else {
-                Ok(d)
+                Ok(d.get())
             }
         };
+        let batch_timeout = positive(
+            "batch_timeout",
+            merge!(self, file, batch_timeout, HumanDuration::millis(200)),
+        )?;
+        let idle_close = merge!(self, file, idle_close, HumanDuration::secs(60)).get();
+        let spool_max_bytes = merge!(self, file, spool_max_bytes, ByteSize::gib(1)).bytes();
+        let memory_queue_bytes =
+            merge!(self, file, memory_queue_bytes, ByteSize::mib(32)).as_usize();
         let relay = RelayLimits {
-            max_inflight_bytes: size(
-                "relay_max_inflight_bytes",
-                self.relay_max_inflight_bytes,
-                file.relay_max_inflight_bytes,
-                "64MiB",
-            )?,
-            max_recv_msg_size: size(
-                "relay_max_recv_msg_size",
-                self.relay_max_recv_msg_size,
-                file.relay_max_recv_msg_size,
-                "4MiB",
-            )?,
+            max_inflight_bytes: merge!(self, file, relay_max_inflight_bytes, ByteSize::mib(64))
+                .as_usize(),
+            max_recv_msg_size: merge!(self, file, relay_max_recv_msg_size, ByteSize::mib(4))
+                .as_usize(),
             header_read_timeout: positive(
                 "relay_header_read_timeout",
-                duration(
-                    "relay_header_read_timeout",
-                    self.relay_header_read_timeout,
-                    file.relay_header_read_timeout,
-                    "10s",
-                )?,
+                merge!(
+                    self,
+                    file,
+                    relay_header_read_timeout,
+                    HumanDuration::secs(10)
+                ),
             )?,
             body_read_timeout: positive(
                 "relay_body_read_timeout",
-                duration(
-                    "relay_body_read_timeout",
-                    self.relay_body_read_timeout,
-                    file.relay_body_read_timeout,
-                    "30s",
-                )?,
+                merge!(self, file, relay_body_read_timeout, HumanDuration::secs(30)),
             )?,
-            max_connections: self
-                .relay_max_connections
-                .or(file.relay_max_connections)
-                .unwrap_or(1024),
-            grpc_max_concurrent_streams: self
-                .relay_grpc_max_concurrent_streams
-                .or(file.relay_grpc_max_concurrent_streams)
-                .unwrap_or(100),
+            max_connections: merge!(self, file, relay_max_connections, 1024),
+            grpc_max_concurrent_streams: merge!(self, file, relay_grpc_max_concurrent_streams, 100),
         };
         for (name, v) in [
             ("relay_max_inflight_bytes", relay.max_inflight_bytes),
@@ -681,49 +627,6 @@ pub fn valid_tenant(t: &str) -> bool {
         && t != ".."
         && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-}
-
-/// Parses `123`, `64KiB`, `16MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000).
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| "expected a number of bytes, e.g. 64MiB".to_owned())?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        u => return Err(format!("unknown unit {u:?} (use B, KiB, MiB, GiB)")),
-    };
-    n.checked_mul(mult)
-        .and_then(|v| usize::try_from(v).ok())
-        .ok_or_else(|| "value too large".to_owned())
-}
-
-/// Parses `250ms`, `15s`, `5m`, `1h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| "expected a duration, e.g. 15s".to_owned())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        "" if n == 0 => Duration::ZERO,
-        u => return Err(format!("unknown unit {u:?} (use ms, s, m, h)")),
-    };
-    Ok(d)
 }
 
 #[cfg(test)]

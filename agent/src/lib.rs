@@ -33,7 +33,7 @@ mod telemetry;
 pub use app::run;
 pub use batch::{Batch, BatchBuilder, Payload};
 pub use checkpoint::{CheckpointError, Committed, Entry, FileId, Fingerprint, Mark, Store};
-pub use config::{Cli, Config, ConfigError, ReadFrom, parse_duration, parse_size};
+pub use config::{Cli, Config, ConfigError, ReadFrom};
 pub use discover::Globs;
 pub use export::spool::{Spool, SpoolError};
 pub use export::{ExportError, ExportOptions, Exporter, Finalizer};

@@ -6,7 +6,20 @@ use clap::Parser;
 use periscope_agent::Cli;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // A bad flag or value is a configuration error like any other:
+            // one line (clap's first, without its usage and hints), exit 2.
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or_default();
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            eprintln!("periscope-agent: configuration error: {line}");
+            std::process::exit(2);
+        }
+    };
     let check = cli.check_config;
     let cfg = match cli.resolve() {
         Ok(c) => c,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use periscope_settings::{ByteSize, HumanDuration};
 use serde::Deserialize;
 
 /// Periscope: OTLP in, searchable logs out.
@@ -84,42 +85,42 @@ pub struct ServeArgs {
     /// Query API, UI and self-metrics listen address. Default `0.0.0.0:8080`.
     #[arg(long, env = "PERISCOPE_HTTP_ADDR")]
     pub http_addr: Option<String>,
-    /// Largest accepted request, compressed or decoded (bytes, or with KiB/MiB/GiB). Default `16MiB`.
+    /// Largest accepted request, compressed or decoded (bytes, or with a unit: K/KiB, M/MiB, G/GiB, T/TiB are powers of 1024, KB, MB, GB, TB of 1000). Default `16MiB`.
     #[arg(long, env = "PERISCOPE_MAX_RECV_MSG_SIZE")]
-    pub max_recv_msg_size: Option<String>,
+    pub max_recv_msg_size: Option<ByteSize>,
     /// Budget of request bytes being processed at once; beyond it clients are told to retry. Default `256MiB`.
     #[arg(long, env = "PERISCOPE_MAX_INFLIGHT_BYTES")]
-    pub max_inflight_bytes: Option<String>,
-    /// How long logs are kept (s, m, h, d, w). Default `7d`.
+    pub max_inflight_bytes: Option<ByteSize>,
+    /// How long logs are kept, at least 1h (ms, s, m, h, d, w). Default `7d`.
     #[arg(long, env = "PERISCOPE_LOGS_RETENTION")]
-    pub logs_retention: Option<String>,
-    /// How long metric samples are kept (s, m, h, d, w). Default `30d`.
+    pub logs_retention: Option<HumanDuration>,
+    /// How long metric samples are kept (ms, s, m, h, d, w). Default `30d`.
     #[arg(long, env = "PERISCOPE_METRICS_RETENTION")]
-    pub metrics_retention: Option<String>,
+    pub metrics_retention: Option<HumanDuration>,
     /// The metric head is written to Parquet at least this often (or every million samples). Default `60s`.
     #[arg(long, env = "PERISCOPE_METRICS_FLUSH_INTERVAL")]
-    pub metrics_flush_interval: Option<String>,
-    /// Memory for cached range-query results (bytes, KiB, MiB, GiB); `0` turns the cache off. Default `64MiB`.
+    pub metrics_flush_interval: Option<HumanDuration>,
+    /// Memory for cached range-query results; `0` turns the cache off. Default `64MiB`.
     #[arg(long, env = "PERISCOPE_QUERY_CACHE_BYTES")]
-    pub query_cache_bytes: Option<String>,
-    /// How long spans are kept (s, m, h, d, w). Default `7d`.
+    pub query_cache_bytes: Option<ByteSize>,
+    /// How long spans are kept (ms, s, m, h, d, w). Default `7d`.
     #[arg(long, env = "PERISCOPE_TRACES_RETENTION")]
-    pub traces_retention: Option<String>,
-    /// A trace is complete once no span of it arrived for this long (ms, s, m). Default `5s`.
+    pub traces_retention: Option<HumanDuration>,
+    /// A trace is complete once no span of it arrived for this long (ms, s, m, h, d, w). Default `5s`.
     #[arg(long, env = "PERISCOPE_TRACE_IDLE")]
-    pub trace_idle: Option<String>,
+    pub trace_idle: Option<HumanDuration>,
     /// A trace is written at the latest this long after its first span arrived. Default `60s`.
     #[arg(long, env = "PERISCOPE_TRACE_MAX_AGE")]
-    pub trace_max_age: Option<String>,
+    pub trace_max_age: Option<HumanDuration>,
     /// Completed traces are written to Parquet at least this often. Default `10s`.
     #[arg(long, env = "PERISCOPE_TRACE_FLUSH_INTERVAL")]
-    pub trace_flush_interval: Option<String>,
+    pub trace_flush_interval: Option<HumanDuration>,
     /// Spans kept per trace; the excess is counted and the trace flagged. Default `100000`.
     #[arg(long, env = "PERISCOPE_MAX_SPANS_PER_TRACE")]
     pub max_spans_per_trace: Option<usize>,
     /// Memory for traces waiting to be written; above it the oldest are written early. Default `256MiB`.
     #[arg(long, env = "PERISCOPE_TRACE_BUFFER_BYTES")]
-    pub trace_buffer_bytes: Option<String>,
+    pub trace_buffer_bytes: Option<ByteSize>,
     /// Origins allowed to call the OTLP/HTTP receiver from browsers (comma-separated, `*` for any). Default none: CORS off.
     #[arg(long, env = "PERISCOPE_CORS_ALLOWED_ORIGINS")]
     pub cors_allowed_origins: Option<String>,
@@ -129,9 +130,9 @@ pub struct ServeArgs {
     /// Test hook: sleep this long per indexed batch, to exercise backpressure.
     #[arg(long, env = "PERISCOPE_TEST_INDEX_DELAY_MS", hide = true)]
     pub test_index_delay_ms: Option<u64>,
-    /// Longest query text (log query, PromQL, trace tags; bytes, or with KiB/MiB). Default `64KiB`.
+    /// Longest query text (log query, PromQL, trace tags). Default `64KiB`.
     #[arg(long, env = "PERISCOPE_QUERY_MAX_LENGTH")]
-    pub query_max_length: Option<String>,
+    pub query_max_length: Option<ByteSize>,
     /// Deepest nesting of a query (brackets, `NOT`s, unary signs, operator chains), at most 512. Default `128`.
     #[arg(long, env = "PERISCOPE_QUERY_MAX_DEPTH")]
     pub query_max_depth: Option<usize>,
@@ -143,7 +144,7 @@ pub struct ServeArgs {
     pub query_max_series: Option<usize>,
     /// Longest any query runs before it is stopped; a client's `timeout` may only lower it. Default `2m`.
     #[arg(long, env = "PERISCOPE_QUERY_TIMEOUT")]
-    pub query_timeout: Option<String>,
+    pub query_timeout: Option<HumanDuration>,
     /// Queries admitted at once (running or waiting for a query thread), all tenants; beyond it 429. Default eight times the cores, at least 32.
     #[arg(long, env = "PERISCOPE_QUERY_MAX_CONCURRENT")]
     pub query_max_concurrent: Option<usize>,
@@ -156,24 +157,24 @@ pub struct ServeArgs {
     /// Most spans one Jaeger trace search response holds; further traces are left out with a warning. Default `100000`.
     #[arg(long, env = "PERISCOPE_QUERY_MAX_SPANS_PER_RESPONSE")]
     pub query_max_spans_per_response: Option<usize>,
-    /// Time a client has to send a request's headers on the HTTP listeners, and the longest an idle keep-alive connection stays open (ms, s, m). Default `10s`.
+    /// Time a client has to send a request's headers on the HTTP listeners, and the longest an idle keep-alive connection stays open (ms, s, m, h, d, w). Default `10s`.
     #[arg(long, env = "PERISCOPE_HTTP_HEADER_READ_TIMEOUT")]
-    pub http_header_read_timeout: Option<String>,
-    /// Time a client has to send a request's body on the HTTP listeners, from the end of its headers; then 408 (ms, s, m). Default `30s`.
+    pub http_header_read_timeout: Option<HumanDuration>,
+    /// Time a client has to send a request's body on the HTTP listeners, from the end of its headers; then 408 (ms, s, m, h, d, w). Default `30s`.
     #[arg(long, env = "PERISCOPE_HTTP_BODY_READ_TIMEOUT")]
-    pub http_body_read_timeout: Option<String>,
+    pub http_body_read_timeout: Option<HumanDuration>,
     /// Connections each listener holds at once; beyond it new connections are closed at once (HTTP ones after a 503). Default `4096`.
     #[arg(long, env = "PERISCOPE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Concurrent gRPC streams (requests) per connection. Default `100`.
     #[arg(long, env = "PERISCOPE_GRPC_MAX_CONCURRENT_STREAMS")]
     pub grpc_max_concurrent_streams: Option<u32>,
-    /// Interval of HTTP/2 keepalive pings on gRPC connections (ms, s, m). Default `60s`.
+    /// Interval of HTTP/2 keepalive pings on gRPC connections (ms, s, m, h, d, w). Default `60s`.
     #[arg(long, env = "PERISCOPE_GRPC_KEEPALIVE_INTERVAL")]
-    pub grpc_keepalive_interval: Option<String>,
-    /// A gRPC connection whose keepalive ping is not answered within this is closed (ms, s, m). Default `20s`.
+    pub grpc_keepalive_interval: Option<HumanDuration>,
+    /// A gRPC connection whose keepalive ping is not answered within this is closed (ms, s, m, h, d, w). Default `20s`.
     #[arg(long, env = "PERISCOPE_GRPC_KEEPALIVE_TIMEOUT")]
-    pub grpc_keepalive_timeout: Option<String>,
+    pub grpc_keepalive_timeout: Option<HumanDuration>,
     /// Auth file (TOML) listing tokens by SHA-256 with their tenants and scopes; every request must then present one. Re-read when it changes and on SIGHUP. Default none: no authentication.
     #[arg(long, env = "PERISCOPE_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
@@ -186,9 +187,9 @@ pub struct ServeArgs {
     /// CA (PEM) whose client certificates the OTLP listeners require (mutual TLS); needs `tls_cert_file`. Default none.
     #[arg(long, env = "PERISCOPE_TLS_CLIENT_CA_FILE")]
     pub tls_client_ca_file: Option<PathBuf>,
-    /// How long a web UI sign-in lasts (with `auth_file`), at least 1s (s, m, h, d). Default `12h`.
+    /// How long a web UI sign-in lasts (with `auth_file`), at least 1s (ms, s, m, h, d, w). Default `12h`.
     #[arg(long, env = "PERISCOPE_UI_SESSION_TTL")]
-    pub ui_session_ttl: Option<String>,
+    pub ui_session_ttl: Option<HumanDuration>,
 }
 
 /// `periscope token new`: prints a new token and its auth file block.
@@ -252,40 +253,40 @@ struct FileConfig {
     otlp_grpc_addr: Option<String>,
     otlp_http_addr: Option<String>,
     http_addr: Option<String>,
-    max_recv_msg_size: Option<toml::Value>,
-    max_inflight_bytes: Option<toml::Value>,
-    logs_retention: Option<String>,
-    traces_retention: Option<String>,
-    metrics_retention: Option<String>,
-    metrics_flush_interval: Option<String>,
-    query_cache_bytes: Option<toml::Value>,
-    trace_idle: Option<String>,
-    trace_max_age: Option<String>,
-    trace_flush_interval: Option<String>,
+    max_recv_msg_size: Option<ByteSize>,
+    max_inflight_bytes: Option<ByteSize>,
+    logs_retention: Option<HumanDuration>,
+    traces_retention: Option<HumanDuration>,
+    metrics_retention: Option<HumanDuration>,
+    metrics_flush_interval: Option<HumanDuration>,
+    query_cache_bytes: Option<ByteSize>,
+    trace_idle: Option<HumanDuration>,
+    trace_max_age: Option<HumanDuration>,
+    trace_flush_interval: Option<HumanDuration>,
     max_spans_per_trace: Option<usize>,
-    trace_buffer_bytes: Option<toml::Value>,
+    trace_buffer_bytes: Option<ByteSize>,
     cors_allowed_origins: Option<Vec<String>>,
     log_level: Option<String>,
-    query_max_length: Option<toml::Value>,
+    query_max_length: Option<ByteSize>,
     query_max_depth: Option<usize>,
     query_max_samples: Option<usize>,
     query_max_series: Option<usize>,
-    query_timeout: Option<String>,
+    query_timeout: Option<HumanDuration>,
     query_max_concurrent: Option<usize>,
     query_max_concurrent_per_tenant: Option<usize>,
     query_threads: Option<usize>,
     query_max_spans_per_response: Option<usize>,
-    http_header_read_timeout: Option<String>,
-    http_body_read_timeout: Option<String>,
+    http_header_read_timeout: Option<HumanDuration>,
+    http_body_read_timeout: Option<HumanDuration>,
     max_connections: Option<usize>,
     grpc_max_concurrent_streams: Option<u32>,
-    grpc_keepalive_interval: Option<String>,
-    grpc_keepalive_timeout: Option<String>,
+    grpc_keepalive_interval: Option<HumanDuration>,
+    grpc_keepalive_timeout: Option<HumanDuration>,
     auth_file: Option<PathBuf>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
     tls_client_ca_file: Option<PathBuf>,
-    ui_session_ttl: Option<String>,
+    ui_session_ttl: Option<HumanDuration>,
 }
 
 /// The validated runtime configuration.
@@ -331,18 +332,28 @@ pub struct Config {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-fn toml_to_string(v: toml::Value) -> String {
-    match v {
-        toml::Value::String(s) => s,
-        toml::Value::Integer(i) => i.to_string(),
-        other => format!("{other:?}"),
+/// The flag or environment value, else the file's, else the default.
+macro_rules! merge {
+    ($args:ident, $file:ident, $name:ident, $default:expr) => {
+        $args.$name.or($file.$name).unwrap_or($default)
+    };
+}
+
+/// `d` as a `Duration`, refused when zero.
+fn positive(name: &str, d: HumanDuration) -> Result<Duration, ConfigError> {
+    if d.get().is_zero() {
+        return Err(ConfigError(format!(
+            "invalid value {d} for {name}: must be positive"
+        )));
     }
+    Ok(d.get())
 }
 
 impl ServeArgs {
     /// Merges flags/env (already in `self`) over the file over defaults, and validates.
     pub fn resolve(self) -> Result<Config, ConfigError> {
-        let file = match &self.config {
+        let args = self;
+        let file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     ConfigError(format!("cannot read config file {}: {e}", path.display()))
@@ -366,133 +377,71 @@ impl ServeArgs {
             s.parse()
                 .map_err(|e| ConfigError(format!("invalid value {s:?} for {name}: {e}")))
         };
-        let size = |name: &str,
-                    v: Option<String>,
-                    f: Option<toml::Value>,
-                    d: &str|
-         -> Result<usize, ConfigError> {
-            let s = v.or(f.map(toml_to_string)).unwrap_or_else(|| d.to_owned());
-            parse_size(&s).map_err(|e| ConfigError(format!("invalid value {s:?} for {name}: {e}")))
-        };
-        let retention = self
-            .logs_retention
-            .or(file.logs_retention)
-            .unwrap_or_else(|| "7d".into());
-        let logs_retention = parse_duration(&retention).map_err(|e| {
-            ConfigError(format!(
-                "invalid value {retention:?} for logs_retention: {e}"
-            ))
-        })?;
-        let duration = |name: &str,
-                        v: Option<String>,
-                        f: Option<String>,
-                        d: &str|
-         -> Result<Duration, ConfigError> {
-            let s = v.or(f).unwrap_or_else(|| d.to_owned());
-            match parse_duration(&s) {
-                Ok(d) if !d.is_zero() => Ok(d),
-                Ok(_) => Err(ConfigError(format!(
-                    "invalid value {s:?} for {name}: must be positive"
-                ))),
-                Err(e) => Err(ConfigError(format!("invalid value {s:?} for {name}: {e}"))),
-            }
-        };
-        let traces_retention = duration(
+        let logs_retention = merge!(args, file, logs_retention, HumanDuration::days(7));
+        let traces_retention = positive(
             "traces_retention",
-            self.traces_retention,
-            file.traces_retention,
-            "7d",
+            merge!(args, file, traces_retention, HumanDuration::days(7)),
         )?;
-        let metrics_retention = duration(
+        let metrics_retention = positive(
             "metrics_retention",
-            self.metrics_retention,
-            file.metrics_retention,
-            "30d",
+            merge!(args, file, metrics_retention, HumanDuration::days(30)),
         )?;
-        let metrics_flush_interval = duration(
+        let metrics_flush_interval = positive(
             "metrics_flush_interval",
-            self.metrics_flush_interval,
-            file.metrics_flush_interval,
-            "60s",
+            merge!(args, file, metrics_flush_interval, HumanDuration::secs(60)),
         )?;
-        let trace_idle = duration("trace_idle", self.trace_idle, file.trace_idle, "5s")?;
-        let trace_max_age = duration(
+        let trace_idle = positive(
+            "trace_idle",
+            merge!(args, file, trace_idle, HumanDuration::secs(5)),
+        )?;
+        let trace_max_age = positive(
             "trace_max_age",
-            self.trace_max_age,
-            file.trace_max_age,
-            "60s",
+            merge!(args, file, trace_max_age, HumanDuration::secs(60)),
         )?;
-        let trace_flush_interval = duration(
+        let trace_flush_interval = positive(
             "trace_flush_interval",
-            self.trace_flush_interval,
-            file.trace_flush_interval,
-            "10s",
+            merge!(args, file, trace_flush_interval, HumanDuration::secs(10)),
         )?;
-        let max_spans_per_trace = self
-            .max_spans_per_trace
-            .or(file.max_spans_per_trace)
-            .unwrap_or(100_000);
+        let max_spans_per_trace = merge!(args, file, max_spans_per_trace, 100_000);
         if max_spans_per_trace == 0 {
             return Err(ConfigError(
                 "invalid value 0 for max_spans_per_trace: must be positive".into(),
             ));
         }
-        let trace_buffer_bytes = size(
-            "trace_buffer_bytes",
-            self.trace_buffer_bytes,
-            file.trace_buffer_bytes,
-            "256MiB",
-        )?;
+        let trace_buffer_bytes =
+            merge!(args, file, trace_buffer_bytes, ByteSize::mib(256)).as_usize();
         // Query limits: each unset one keeps `QueryLimits`' default.
         let query_limits = {
             let d = periscope_query::QueryLimits::default();
-            let max_concurrent = self
-                .query_max_concurrent
-                .or(file.query_max_concurrent)
-                .unwrap_or(d.max_concurrent);
+            let max_concurrent = merge!(args, file, query_max_concurrent, d.max_concurrent);
             let limits = periscope_query::QueryLimits {
-                max_length: size(
-                    "query_max_length",
-                    self.query_max_length,
-                    file.query_max_length,
-                    "64KiB",
-                )?,
-                max_depth: self
-                    .query_max_depth
-                    .or(file.query_max_depth)
-                    .unwrap_or(d.max_depth),
-                max_samples: self
-                    .query_max_samples
-                    .or(file.query_max_samples)
-                    .unwrap_or(d.max_samples),
-                max_series: self
-                    .query_max_series
-                    .or(file.query_max_series)
-                    .unwrap_or(d.max_series),
-                timeout: duration(
+                max_length: merge!(args, file, query_max_length, ByteSize::kib(64)).as_usize(),
+                max_depth: merge!(args, file, query_max_depth, d.max_depth),
+                max_samples: merge!(args, file, query_max_samples, d.max_samples),
+                max_series: merge!(args, file, query_max_series, d.max_series),
+                timeout: positive(
                     "query_timeout",
-                    self.query_timeout,
-                    file.query_timeout,
-                    "2m",
+                    merge!(args, file, query_timeout, HumanDuration::mins(2)),
                 )?,
                 max_concurrent,
-                max_concurrent_per_tenant: self
-                    .query_max_concurrent_per_tenant
-                    .or(file.query_max_concurrent_per_tenant)
-                    .unwrap_or((max_concurrent / 2).max(1)),
-                threads: self
-                    .query_threads
-                    .or(file.query_threads)
-                    .unwrap_or(d.threads),
-                max_spans_per_response: self
-                    .query_max_spans_per_response
-                    .or(file.query_max_spans_per_response)
-                    .unwrap_or(d.max_spans_per_response),
+                max_concurrent_per_tenant: merge!(
+                    args,
+                    file,
+                    query_max_concurrent_per_tenant,
+                    (max_concurrent / 2).max(1)
+                ),
+                threads: merge!(args, file, query_threads, d.threads),
+                max_spans_per_response: merge!(
+                    args,
+                    file,
+                    query_max_spans_per_response,
+                    d.max_spans_per_response
+                ),
             };
             limits.validate().map_err(ConfigError)?;
             limits
         };
-        let cors_allowed_origins = match self.cors_allowed_origins {
+        let cors_allowed_origins = match args.cors_allowed_origins {
             Some(s) => s
                 .split(',')
                 .map(|o| o.trim().to_owned())
@@ -500,22 +449,20 @@ impl ServeArgs {
                 .collect(),
             None => file.cors_allowed_origins.unwrap_or_default(),
         };
-        let http_header_read_timeout = duration(
+        let http_header_read_timeout = positive(
             "http_header_read_timeout",
-            self.http_header_read_timeout,
-            file.http_header_read_timeout,
-            "10s",
+            merge!(
+                args,
+                file,
+                http_header_read_timeout,
+                HumanDuration::secs(10)
+            ),
         )?;
-        let http_body_read_timeout = duration(
+        let http_body_read_timeout = positive(
             "http_body_read_timeout",
-            self.http_body_read_timeout,
-            file.http_body_read_timeout,
-            "30s",
+            merge!(args, file, http_body_read_timeout, HumanDuration::secs(30)),
         )?;
-        let max_connections = self
-            .max_connections
-            .or(file.max_connections)
-            .unwrap_or(4096);
+        let max_connections = merge!(args, file, max_connections, 4096);
         // Semaphore permits are counted in u32 when acquired together.
         if max_connections == 0 || max_connections > u32::MAX as usize {
             return Err(ConfigError(format!(
@@ -523,32 +470,23 @@ impl ServeArgs {
                 u32::MAX
             )));
         }
-        let grpc_max_concurrent_streams = self
-            .grpc_max_concurrent_streams
-            .or(file.grpc_max_concurrent_streams)
-            .unwrap_or(100);
+        let grpc_max_concurrent_streams = merge!(args, file, grpc_max_concurrent_streams, 100);
         if grpc_max_concurrent_streams == 0 {
             return Err(ConfigError(
                 "invalid value 0 for grpc_max_concurrent_streams: must be positive".into(),
             ));
         }
-        let grpc_keepalive_interval = duration(
+        let grpc_keepalive_interval = positive(
             "grpc_keepalive_interval",
-            self.grpc_keepalive_interval,
-            file.grpc_keepalive_interval,
-            "60s",
+            merge!(args, file, grpc_keepalive_interval, HumanDuration::secs(60)),
         )?;
-        let grpc_keepalive_timeout = duration(
+        let grpc_keepalive_timeout = positive(
             "grpc_keepalive_timeout",
-            self.grpc_keepalive_timeout,
-            file.grpc_keepalive_timeout,
-            "20s",
+            merge!(args, file, grpc_keepalive_timeout, HumanDuration::secs(20)),
         )?;
-        let ui_session_ttl = duration(
+        let ui_session_ttl = positive(
             "ui_session_ttl",
-            self.ui_session_ttl,
-            file.ui_session_ttl,
-            "12h",
+            merge!(args, file, ui_session_ttl, HumanDuration::hours(12)),
         )?;
         // Cookies count their life in whole seconds.
         if ui_session_ttl < Duration::from_secs(1) {
@@ -556,7 +494,7 @@ impl ServeArgs {
                 "invalid value {ui_session_ttl:?} for ui_session_ttl: at least 1s"
             )));
         }
-        let auth = match self.auth_file.or(file.auth_file) {
+        let auth = match args.auth_file.or(file.auth_file) {
             None => None,
             Some(p) => Some(
                 periscope_auth::open_auth_file(p, valid_tenant)
@@ -564,9 +502,9 @@ impl ServeArgs {
             ),
         };
         let tls = match (
-            self.tls_cert_file.or(file.tls_cert_file),
-            self.tls_key_file.or(file.tls_key_file),
-            self.tls_client_ca_file.or(file.tls_client_ca_file),
+            args.tls_cert_file.or(file.tls_cert_file),
+            args.tls_key_file.or(file.tls_key_file),
+            args.tls_client_ca_file.or(file.tls_client_ca_file),
         ) {
             (None, None, None) => None,
             (Some(cert), Some(key), client_ca) => Some(
@@ -588,56 +526,42 @@ impl ServeArgs {
             auth,
             tls,
             ui_session_ttl,
-            data_dir: self
+            data_dir: args
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./data")),
             otlp_grpc_addr: addr(
                 "otlp_grpc_addr",
-                self.otlp_grpc_addr,
+                args.otlp_grpc_addr,
                 file.otlp_grpc_addr,
                 "0.0.0.0:4317",
             )?,
             otlp_http_addr: addr(
                 "otlp_http_addr",
-                self.otlp_http_addr,
+                args.otlp_http_addr,
                 file.otlp_http_addr,
                 "0.0.0.0:4318",
             )?,
-            http_addr: addr("http_addr", self.http_addr, file.http_addr, "0.0.0.0:8080")?,
-            max_recv_msg_size: size(
-                "max_recv_msg_size",
-                self.max_recv_msg_size,
-                file.max_recv_msg_size,
-                "16MiB",
-            )?,
-            max_inflight_bytes: size(
-                "max_inflight_bytes",
-                self.max_inflight_bytes,
-                file.max_inflight_bytes,
-                "256MiB",
-            )?,
-            logs_retention,
+            http_addr: addr("http_addr", args.http_addr, file.http_addr, "0.0.0.0:8080")?,
+            max_recv_msg_size: merge!(args, file, max_recv_msg_size, ByteSize::mib(16)).as_usize(),
+            max_inflight_bytes: merge!(args, file, max_inflight_bytes, ByteSize::mib(256))
+                .as_usize(),
+            logs_retention: logs_retention.get(),
             traces_retention,
             metrics_retention,
             metrics_flush_interval,
-            query_cache_bytes: size(
-                "query_cache_bytes",
-                self.query_cache_bytes,
-                file.query_cache_bytes,
-                "64MiB",
-            )?,
+            query_cache_bytes: merge!(args, file, query_cache_bytes, ByteSize::mib(64)).as_usize(),
             trace_idle,
             trace_max_age,
             trace_flush_interval,
             max_spans_per_trace,
             trace_buffer_bytes,
             cors_allowed_origins,
-            log_level: self
+            log_level: args
                 .log_level
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".into()),
-            test_index_delay: Duration::from_millis(self.test_index_delay_ms.unwrap_or(0)),
+            test_index_delay: Duration::from_millis(args.test_index_delay_ms.unwrap_or(0)),
             query_limits,
             http_header_read_timeout,
             http_body_read_timeout,
@@ -653,7 +577,7 @@ impl ServeArgs {
         }
         if config.logs_retention < Duration::from_secs(3600) {
             return Err(ConfigError(format!(
-                "invalid value {retention:?} for logs_retention: at least 1h"
+                "invalid value {logs_retention} for logs_retention: at least 1h"
             )));
         }
         Ok(config)
@@ -664,81 +588,90 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Parses `1048576`, `512KiB`, `16MiB`, `1GiB`, `10MB`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| "expected a number of bytes like 16MiB".to_owned())?;
-    let mult: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "k" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "KB" | "kB" => 1000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        u => {
-            return Err(format!(
-                "unknown size unit {u:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| "size too large".to_owned())
-}
-
-/// Parses `500ms`, `30s`, `15m`, `12h`, `7d`, `2w`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| "expected a duration like 7d".to_owned())?;
-    let millis: u64 = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 604_800_000,
-        u => {
-            return Err(format!(
-                "unknown duration unit {u:?} (use ms, s, m, h, d, w)"
-            ));
-        }
-    };
-    n.checked_mul(millis)
-        .map(Duration::from_millis)
-        .ok_or_else(|| "duration too large".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `periscope serve ARGS`, parsed as the binary parses it (flags and
+    /// `PERISCOPE_*` variables), then resolved.
+    fn serve(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(["periscope", "serve"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        let Command::Serve(serve) = cli.command else {
+            unreachable!("parsed a serve command")
+        };
+        serve.resolve().map_err(|e| e.0)
+    }
+
+    /// `periscope serve --config FILE` with the file holding `text`.
+    fn serve_file(text: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        serve(&["--config", path.to_str().unwrap()])
+    }
+
+    /// The grammar's table, through a flag and the file: the agent's tests
+    /// check the same table, so both binaries take the same strings.
     #[test]
-    fn sizes_and_durations() {
-        for (s, want) in [
-            ("16MiB", Some(16 << 20)),
-            ("100", Some(100)),
-            ("2KB", Some(2000)),
-            ("banana", None),
-            ("5XB", None),
-        ] {
-            assert_eq!(parse_size(s).ok(), want, "{s}");
+    fn sizes_and_durations_follow_the_shared_grammar() {
+        use periscope_settings::examples::{DURATIONS, SIZES};
+        // `query_cache_bytes` takes 0 (no cache), so the grammar alone decides.
+        for &(s, want) in SIZES {
+            let want = want.map(|b| b as usize);
+            let flag = serve(&["--query-cache-bytes", s]).map(|c| c.query_cache_bytes);
+            assert_eq!(flag.as_ref().ok(), want.as_ref(), "flag {s:?}: {flag:?}");
+            let file = serve_file(&format!("query_cache_bytes = {s:?}\n"));
+            let file = file.map(|c| c.query_cache_bytes);
+            assert_eq!(file.as_ref().ok(), want.as_ref(), "file {s:?}: {file:?}");
         }
-        for (s, want) in [
-            ("7d", Some(604_800)),
-            ("90m", Some(5400)),
-            ("forever", None),
-            ("5y", None),
-        ] {
-            assert_eq!(parse_duration(s).ok().map(|d| d.as_secs()), want, "{s}");
+        // No duration of the collector may be 0: `trace_idle` refuses it as
+        // a setting, after the grammar took it.
+        for &(s, want) in DURATIONS {
+            let flag = serve(&["--trace-idle", s]).map(|c| c.trace_idle);
+            let file = serve_file(&format!("trace_idle = {s:?}\n")).map(|c| c.trace_idle);
+            for (how, got) in [("flag", flag), ("file", file)] {
+                match want {
+                    Some(0) => assert!(
+                        got.as_ref().is_err_and(|e| e.contains("must be positive")),
+                        "{how} {s:?}: {got:?}"
+                    ),
+                    Some(ms) => {
+                        assert_eq!(got, Ok(Duration::from_millis(ms)), "{how} {s:?}")
+                    }
+                    None => assert!(got.is_err(), "{how} {s:?}: {got:?}"),
+                }
+            }
         }
+        // Integers in the file: bytes for a size, only 0 for a duration.
+        assert_eq!(
+            serve_file("max_recv_msg_size = 1024\n").map(|c| c.max_recv_msg_size),
+            Ok(1024)
+        );
+        assert!(serve_file("trace_idle = 5\n").is_err());
+    }
+
+    /// Each help text's "Default `X`" is what the setting is when unset:
+    /// passing `X` explicitly gives the same configuration.
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        use clap::CommandFactory;
+        let default = format!("{:?}", serve(&[]).unwrap());
+        let cmd = Cli::command();
+        let serve_cmd = cmd.find_subcommand("serve").unwrap();
+        let mut checked = 0;
+        for arg in serve_cmd.get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let Some((_, rest)) = help.split_once("Default `") else {
+                continue;
+            };
+            let value = rest.split('`').next().unwrap();
+            let flag = format!("--{}", arg.get_long().unwrap());
+            let got = format!("{:?}", serve(&[&flag, value]).unwrap());
+            assert_eq!(got, default, "{flag} {value}");
+            checked += 1;
+        }
+        assert!(checked >= 25, "only {checked} documented defaults");
     }
 
     #[test]
@@ -774,7 +707,7 @@ mod tests {
                 ..Default::default()
             },
             ServeArgs {
-                query_timeout: Some("0s".into()),
+                query_timeout: Some(HumanDuration::secs(0)),
                 ..Default::default()
             },
         ] {
@@ -794,17 +727,10 @@ mod tests {
         let rows: Vec<(ServeArgs, &str)> = vec![
             (
                 ServeArgs {
-                    http_header_read_timeout: Some("0s".into()),
+                    http_header_read_timeout: Some(HumanDuration::secs(0)),
                     ..Default::default()
                 },
                 "http_header_read_timeout: must be positive",
-            ),
-            (
-                ServeArgs {
-                    http_body_read_timeout: Some("soon".into()),
-                    ..Default::default()
-                },
-                "for http_body_read_timeout",
             ),
             (
                 ServeArgs {
@@ -857,26 +783,15 @@ mod tests {
         .resolve()
         .unwrap();
         assert_eq!(c.ui_session_ttl, Duration::from_secs(1800));
-        let c = ServeArgs {
-            config: Some(path),
-            ui_session_ttl: Some("2s".into()),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
+        let c = serve(&["--config", path.to_str().unwrap(), "--ui-session-ttl", "2s"]).unwrap();
         assert_eq!(c.ui_session_ttl, Duration::from_secs(2));
         for (bad, want) in [
             ("500ms", "at least 1s"),
             ("0s", "must be positive"),
-            ("soon", "ui_session_ttl"),
+            ("soon", "ui-session-ttl"),
         ] {
-            let e = ServeArgs {
-                ui_session_ttl: Some(bad.into()),
-                ..Default::default()
-            }
-            .resolve()
-            .unwrap_err();
-            assert!(e.0.contains(want), "{bad}: {}", e.0);
+            let e = serve(&["--ui-session-ttl", bad]).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
         }
     }
 

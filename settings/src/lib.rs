@@ -97,7 +97,11 @@ mod tests {
                 "{s:?}: {got:?}"
             );
             if let Ok(v) = got {
-                assert_eq!(v.to_string().parse::<HumanDuration>(), Ok(v), "{s:?} as {v}");
+                assert_eq!(
+                    v.to_string().parse::<HumanDuration>(),
+                    Ok(v),
+                    "{s:?} as {v}"
+                );
             }
         }
         assert_eq!(HumanDuration::days(7).to_string(), "1w");
@@ -130,7 +134,13 @@ mod tests {
         let f: F = toml::from_str("size = 1024\nevery = 0").unwrap();
         assert_eq!(f.size, Some(ByteSize::kib(1)));
         assert_eq!(f.every, Some(HumanDuration::secs(0)));
-        for bad in ["size = -1", "size = true", "size = \"lots\"", "every = 5", "every = \"5y\""] {
+        for bad in [
+            "size = -1",
+            "size = true",
+            "size = \"lots\"",
+            "every = 5",
+            "every = \"5y\"",
+        ] {
             let e = toml::from_str::<F>(bad).unwrap_err().to_string();
             assert!(e.contains(bad.split(' ').next().unwrap()), "{bad}: {e}");
         }

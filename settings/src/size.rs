@@ -20,7 +20,8 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use crate::{ParseError, split_number};
 
-const UNITS: &str = "B, K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000)";
+const UNITS: &str =
+    "B, K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000)";
 
 /// A number of bytes, written with an optional unit (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from agent_util import AGENT_BIN
 from conftest import PERISCOPE_BIN, Collector, unique
 from otlp_util import LOGS_EXPORT_METHOD, grpc_channel, grpc_raw_call, log_record, logs_request, parse_logs_response
 
@@ -208,6 +209,49 @@ def test_invalid_value_exit_2(tmp_path: Path, how: str, args: list[str], env: di
     full += PORT0[:4] if how == "env-addr" else PORT0
     rc, out, err = run_failing(full + args, env=env)
     assert_config_error(rc, out, err, *names)
+
+
+# ----- one grammar for both binaries ----------------------------------------------------
+
+# Whether each string is a valid size or duration; the Rust tests check the
+# whole table (periscope_settings::examples) against both crates' parsers,
+# this checks that the two binaries, as started, agree on a few.
+SIZE_STRINGS = {"16M": True, "16MiB": True, "10KB": True, "2k": True, "1TiB": True, "banana": False, "5XB": False, "-1": False, "1.5GiB": False}
+DURATION_STRINGS = {"250ms": True, "90m": True, "7d": True, "2w": True, "5": False, "forever": False, "5y": False, "1h30m": False}
+
+
+def collector_accepts(tmp_path: Path, flag: str, value: str) -> bool:
+    """Whether `periscope serve` takes `flag=value`. A `logs_retention` under
+    1h, checked after every other setting, keeps a valid configuration from
+    starting: the one-line error then names logs_retention, not the flag."""
+    rc, out, err = run_failing(["--data-dir", str(tmp_path / "d"), *PORT0, f"{flag}={value}", "--logs-retention", "30m"])
+    assert rc == 2, f"{flag}={value}: exit code {rc}; stderr {err!r}"
+    line = error_lines(err)[0]
+    assert ("logs_retention" in line) != (flag[2:] in line), f"{flag}={value}: {line!r}"
+    return "logs_retention" in line
+
+
+def agent_accepts(flag: str, value: str) -> bool:
+    """Whether `periscope-agent --check-config` takes `flag=value` (exit 0, or 2 and one line)."""
+    r = subprocess.run(
+        [AGENT_BIN, "--check-config", "--node-name", "n", f"{flag}={value}"], capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"}
+    )
+    assert r.returncode in (0, 2), (flag, value, r.returncode, r.stderr)
+    if r.returncode == 2:
+        assert len(r.stderr.strip().splitlines()) == 1 and flag[2:] in r.stderr, (flag, value, r.stderr)
+    return r.returncode == 0
+
+
+@pytest.mark.parametrize(("value", "valid"), SIZE_STRINGS.items())
+def test_both_binaries_take_the_same_sizes(tmp_path: Path, value: str, valid: bool) -> None:
+    assert collector_accepts(tmp_path, "--max-recv-msg-size", value) == valid, value
+    assert agent_accepts("--spool-max-bytes", value) == valid, value
+
+
+@pytest.mark.parametrize(("value", "valid"), DURATION_STRINGS.items())
+def test_both_binaries_take_the_same_durations(tmp_path: Path, value: str, valid: bool) -> None:
+    assert collector_accepts(tmp_path, "--traces-retention", value) == valid, value
+    assert agent_accepts("--idle-close", value) == valid, value
 
 
 def test_missing_config_file_fails(tmp_path: Path) -> None:

@@ -113,7 +113,12 @@ fn invalid_values() {
         &["--k8s-api-url", "10.0.0.1:443"],
         &["--k8s-deleted-pod-grace", "5 minutes"],
     ] {
-        assert!(cli(args).resolve().is_err(), "{args:?}");
+        // Refused while parsing (a value of the wrong kind) or resolving.
+        let parsed = Cli::try_parse_from(["periscope-agent"].iter().chain(args));
+        assert!(
+            parsed.map(|c| c.resolve().is_err()).unwrap_or(true),
+            "{args:?}"
+        );
     }
 }
 
@@ -437,12 +442,71 @@ fn tenant_names() {
     }
 }
 
+/// `periscope-agent ARGS`, parsed as the binary parses them, then resolved.
+fn agent(args: &[&str]) -> Result<Config, String> {
+    let v = ["periscope-agent", "--node-name", "n"].iter().chain(args);
+    let cli = Cli::try_parse_from(v).map_err(|e| e.to_string())?;
+    cli.resolve().map_err(|e| e.0)
+}
+
+/// The agent with a config file holding `text`.
+fn agent_file(text: &str) -> Result<Config, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    agent(&["--config", path.to_str().unwrap()])
+}
+
+/// The grammar's table, through a flag and the file: the collector's tests
+/// check the same table, so both binaries take the same strings.
 #[test]
-fn sizes_and_durations() {
-    assert_eq!(parse_size("64KiB").unwrap(), 65536);
-    assert_eq!(parse_size("10").unwrap(), 10);
-    assert!(parse_size("x").is_err());
-    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-    assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-    assert!(parse_duration("5").is_err());
+fn sizes_and_durations_follow_the_shared_grammar() {
+    use periscope_settings::examples::{DURATIONS, SIZES};
+    // `spool_max_bytes` and `metrics_interval` take 0, so the grammar alone
+    // decides.
+    for &(s, want) in SIZES {
+        let flag = agent(&["--spool-max-bytes", s]).map(|c| c.spool_max_bytes);
+        assert_eq!(flag.as_ref().ok(), want.as_ref(), "flag {s:?}: {flag:?}");
+        let file = agent_file(&format!("spool_max_bytes = {s:?}")).map(|c| c.spool_max_bytes);
+        assert_eq!(file.as_ref().ok(), want.as_ref(), "file {s:?}: {file:?}");
+    }
+    for &(s, want) in DURATIONS {
+        let want = want.map(|ms| (ms != 0).then(|| Duration::from_millis(ms)));
+        let flag = agent(&["--metrics-interval", s]).map(|c| c.metrics_interval);
+        assert_eq!(flag.as_ref().ok(), want.as_ref(), "flag {s:?}: {flag:?}");
+        let file = agent_file(&format!("metrics_interval = {s:?}")).map(|c| c.metrics_interval);
+        assert_eq!(file.as_ref().ok(), want.as_ref(), "file {s:?}: {file:?}");
+    }
+    // Integers in the file: bytes for a size, only 0 for a duration.
+    assert_eq!(
+        agent_file("max_line_bytes = 1024").map(|c| c.max_line_bytes),
+        Ok(1024)
+    );
+    assert!(agent_file("batch_timeout = 200").is_err());
+}
+
+/// Each help text's "Default `X`" is what the setting is when unset:
+/// passing `X` explicitly gives the same configuration.
+#[test]
+fn documented_defaults_are_the_defaults() {
+    use clap::CommandFactory;
+    let default = format!("{:?}", agent(&[]).unwrap());
+    let mut checked = 0;
+    for arg in Cli::command().get_arguments() {
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let Some((_, rest)) = help.split_once("Default `") else {
+            continue;
+        };
+        let value = rest.split('`').next().unwrap();
+        let flag = format!("--{}", arg.get_long().unwrap());
+        // Lists (only their first glob is quoted first) and a default
+        // computed from the environment.
+        if ["--include", "--exclude", "--k8s-api-url"].contains(&flag.as_str()) {
+            continue;
+        }
+        let got = format!("{:?}", agent(&[&flag, value]).unwrap());
+        assert_eq!(got, default, "{flag} {value}");
+        checked += 1;
+    }
+    assert!(checked >= 25, "only {checked} documented defaults");
 }
