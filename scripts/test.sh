@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The UI is built first so that the binary embeds it.
-(cd query-ui/web && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; } && npm run build && npm test)
+(cd query-ui/web && npm ci --no-audit --no-fund && npm run build && npm test)
 # One build for everything: building the binaries alone would resolve
 # dependency features without the dev-dependencies and compile most of the
 # dependency graph a second time for the tests.

@@ -1,7 +1,7 @@
 //! OTLP types, Periscope's flat internal model and the codecs at the network edge.
 //!
 //! The collector receives OTLP (protobuf or OTLP/JSON), validates it record by
-//! record ([`validate_logs`] and friends), and stores the protobuf in its
+//! record ([`validate`]), and stores the protobuf in its
 //! write-ahead log. Stores turn requests into the flat model ([`LogRecord`]).
 //!
 //! Metrics take the Prometheus shape ([`PromSample`]): OTLP through

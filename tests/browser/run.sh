@@ -24,10 +24,9 @@ if [[ ! -x "$chromium" ]]; then
 fi
 
 if [[ "${SKIP_BUILD:-}" != "1" ]]; then
-  # `npm ci` refuses a lockfile that lacks other platforms' optional
-  # packages (a registry mirror without them writes such a lockfile);
-  # `npm install` then installs the same versions.
-  (cd "$root/query-ui/web" && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; } && npm run build)
+  # The lock file lists every platform's optional packages, so `npm ci`
+  # installs exactly it; regenerate it from package.json alone if not.
+  (cd "$root/query-ui/web" && npm ci --no-audit --no-fund && npm run build)
   (cd "$root" && cargo build -p periscope-collector)
 fi
 (cd "$here" && npm ci --no-audit --no-fund >/dev/null)

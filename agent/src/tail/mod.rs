@@ -214,7 +214,7 @@ impl Tailer {
     }
 
     /// Asks for a scan at the next [`Tailer::scan`], as soon as the last
-    /// scan's cost allows ([`ASKED_SCAN_FACTOR`]): files appeared, moved or
+    /// scan's cost allows (`ASKED_SCAN_FACTOR`): files appeared, moved or
     /// went away.
     pub fn request_scan(&mut self) {
         self.scan_wanted = true;
@@ -259,9 +259,9 @@ impl Tailer {
     /// A scan walks every matching directory and stats every file, so its
     /// cost grows with the tree (10,000 pod logs: 20,000 directories). When a
     /// scan found nothing new (no new file, none gone, none to reopen) and
-    /// took longer than [`CHEAP_SCAN`], calls within [`SCAN_COST_FACTOR`]
-    /// times its duration (at most [`MAX_SCAN_GAP`]) return at once, unless
-    /// a scan was asked for ([`Tailer::request_scan`]) and [`ASKED_SCAN_FACTOR`]
+    /// took longer than `CHEAP_SCAN`, calls within `SCAN_COST_FACTOR`
+    /// times its duration (at most `MAX_SCAN_GAP`) return at once, unless
+    /// a scan was asked for ([`Tailer::request_scan`]) and `ASKED_SCAN_FACTOR`
     /// times the last scan's duration passed: an idle large node then spends
     /// about 0.3 % of a core on scans. Small trees, and trees that change,
     /// are scanned at every call.

@@ -1,6 +1,6 @@
 //! The OTLP receivers: gRPC (`grpc`) and HTTP (`http`). Both hand raw bodies
 //! to the shared [`crate::pipeline::Ingest`] and map its outcome to the wire
-//! in one place ([`Outcome`]).
+//! in one place ([`codes`]).
 
 mod body;
 pub mod grpc;
