@@ -95,7 +95,7 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.0;
-        if d.subsec_nanos() % 1_000_000 != 0 {
+        if !d.subsec_nanos().is_multiple_of(1_000_000) {
             return write!(f, "{d:?}");
         }
         let ms = d.as_millis();
@@ -109,7 +109,7 @@ impl fmt::Display for HumanDuration {
             (60_000, "m"),
             (1_000, "s"),
         ] {
-            if ms % unit_ms == 0 {
+            if ms.is_multiple_of(unit_ms) {
                 return write!(f, "{}{unit}", ms / unit_ms);
             }
         }
