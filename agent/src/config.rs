@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use periscope_auth::{AuthTable, Tls, Watched};
-use periscope_settings::{ByteSize, HumanDuration};
+use periscope_settings::{ByteSize, HumanDuration, one_line, read_file};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -331,10 +331,6 @@ macro_rules! merge {
     };
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 fn opt_addr(name: &str, s: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
     match s {
         None => Ok(None),
@@ -347,18 +343,7 @@ impl Cli {
     /// Merges flags/env (already in `self`) over the file over defaults, and validates.
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let file = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| {
-                    ConfigError(format!(
-                        "invalid config file {}: {}",
-                        path.display(),
-                        one_line(&e.to_string())
-                    ))
-                })?
-            }
+            Some(path) => read_file::<FileConfig>(path).map_err(|e| ConfigError(e.to_string()))?,
             None => FileConfig::default(),
         };
         let globs = |name: &str, v: Vec<String>, f: Option<Vec<String>>, d: &[&str]| {

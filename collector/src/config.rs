@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use periscope_settings::{ByteSize, HumanDuration};
+use periscope_settings::{ByteSize, HumanDuration, one_line, read_file};
 use serde::Deserialize;
 
 /// Periscope: OTLP in, searchable logs out.
@@ -354,18 +354,7 @@ impl ServeArgs {
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let args = self;
         let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| {
-                    ConfigError(format!(
-                        "invalid config file {}: {}",
-                        path.display(),
-                        one_line(&e.to_string())
-                    ))
-                })?
-            }
+            Some(path) => read_file::<FileConfig>(path).map_err(|e| ConfigError(e.to_string()))?,
             None => FileConfig::default(),
         };
         let addr = |name: &str,
@@ -582,10 +571,6 @@ impl ServeArgs {
         }
         Ok(config)
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

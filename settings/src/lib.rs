@@ -5,6 +5,8 @@
 //!
 //! - [`ByteSize`]: a whole number of bytes with an optional unit.
 //! - [`HumanDuration`]: a whole number with a unit, or a bare `0`.
+//! - [`read_file`]: the TOML file into a binary's file struct, with a
+//!   one-line [`FileError`].
 //!
 //! Both implement [`FromStr`](std::str::FromStr) (which clap uses as their
 //! value parser), [`Display`](std::fmt::Display) (which parses back to the
@@ -28,9 +30,11 @@
 
 mod duration;
 pub mod examples;
+mod file;
 mod size;
 
 pub use duration::HumanDuration;
+pub use file::{FileError, one_line, read_file};
 pub use size::ByteSize;
 
 /// Why a size or duration string was refused.

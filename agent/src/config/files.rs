@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use periscope_auth::TlsFiles;
 
-use super::{ConfigError, RelaySecurity, bad, one_line, valid_tenant};
+use periscope_settings::one_line;
+
+use super::{ConfigError, RelaySecurity, bad, valid_tenant};
 use crate::export::grpc::TlsOptions;
 
 /// The exporter's token: at most one of `bearer_token` and
