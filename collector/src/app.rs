@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -13,18 +13,18 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use periscope_auth::Scope;
-use periscope_proto::{ExportRequest, Signal};
+use periscope_proto::Signal;
 use periscope_query::{QueryState, ServiceRegistry};
 use periscope_store::{
-    BodyFormat, DataDir, LogIndexer, LogStore, LogStoreOptions, MetricStore, MetricStoreOptions,
-    TraceStore, TraceStoreOptions, Wal, WalOptions,
+    DataDir, LogIndexer, LogStore, LogStoreOptions, MetricStore, MetricStoreOptions, TraceStore,
+    TraceStoreOptions, Wal, WalOptions,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::panics::{catch_grpc_panics, catch_panics};
-use crate::pipeline::{Dispatcher, Ingest, WalItem, now_ns};
+use crate::pipeline::{Dispatcher, Ingest, Replay, WalItem, Worker, now_ns};
 use crate::receiver::grpc::{ExportService, LogsSvc, MetricsSvc, TracesSvc};
 use crate::receiver::listener::{HttpLimits, limit_incoming, serve_http};
 use crate::telemetry::{Listener, Metrics};
@@ -307,86 +307,34 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     });
 
     // The trace flusher; the WAL releases segments as traces are written.
-    let flusher_stop = Arc::new(AtomicBool::new(false));
     // It runs during replay (replayed traces must be written to make room),
     // but releases WAL segments only once replay has read them all.
     let replay_done = Arc::new(AtomicBool::new(false));
-    let (a, t, w, stop, rd) = (
+    let (a, t, w, rd) = (
         assembler.clone(),
         traces.clone(),
         wal.clone(),
-        flusher_stop.clone(),
         replay_done.clone(),
     );
-    let flusher = std::thread::Builder::new()
-        .name("trace-flusher".into())
-        .spawn(move || {
-            a.run_flusher(t, stop, |lsn| {
-                let go = rd.load(Ordering::SeqCst);
-                if go {
-                    w.release(Signal::Traces, lsn);
-                }
-                go
-            })
+    let trace_flusher = Worker::spawn("trace-flusher", move |stop| {
+        a.run_flusher(t, stop, |lsn| {
+            let go = rd.load(Ordering::SeqCst);
+            if go {
+                w.release(Signal::Traces, lsn);
+            }
+            go
         })
-        .context("failed to start trace flusher")?;
-
-    // The metric flusher writes the head to Parquet every
-    // --metrics-flush-interval or million samples, then releases the WAL.
-    let metric_stop = Arc::new(AtomicBool::new(false));
-    let (m, w, stop, rd, every) = (
+    })
+    .context("failed to start trace flusher")?;
+    let metric_flusher = crate::pipeline::metric_flusher(
         metrics_store.clone(),
         wal.clone(),
-        metric_stop.clone(),
-        replay_done.clone(),
         cfg.metrics_flush_interval,
-    );
-    let counters = metrics.clone();
-    let metric_flusher = std::thread::Builder::new()
-        .name("metric-flusher".into())
-        .spawn(move || {
-            // Tenants flush independently: one that fails stays in memory
-            // and is retried after a backoff; the WAL is released only up
-            // to the oldest entry such a tenant still needs.
-            let mut last_log: Option<Instant> = None;
-            loop {
-                let stopping = stop.load(Ordering::SeqCst);
-                if (stopping || m.flush_due(1_000_000, every)) && rd.load(Ordering::SeqCst) {
-                    let report = m.flush_tenants();
-                    w.release(Signal::Metrics, report.durable_lsn);
-                    counters.note_metric_flush(&report);
-                    if let Some((tenant, e)) = report.failed.first()
-                        && last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-                    {
-                        last_log = Some(Instant::now());
-                        tracing::error!(%tenant, error = %e, failed_tenants = report.failed.len(),
-                            "failed to write a tenant's metrics; other tenants are written, this one is retried");
-                    }
-                }
-                if stopping {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
-        .context("failed to start metric flusher")?;
-    // The metric compactor merges a partition's small files, off the flush
-    // path (flushes wait only while it swaps a manifest).
-    let (m, stop) = (metrics_store.clone(), metric_stop.clone());
-    let metric_compactor = std::thread::Builder::new()
-        .name("metric-compactor".into())
-        .spawn(move || {
-            let mut last = Instant::now();
-            while !stop.load(Ordering::SeqCst) {
-                if last.elapsed() >= Duration::from_secs(10) {
-                    if let Err(e) = m.compact(now_ns().div_euclid(1_000_000)) {
-                        tracing::warn!(error = %e, "metric compaction failed; will retry");
-                    }
-                    last = Instant::now();
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
+        replay_done.clone(),
+        metrics.clone(),
+    )
+    .context("failed to start metric flusher")?;
+    let metric_compactor = crate::pipeline::metric_compactor(metrics_store.clone())
         .context("failed to start metric compactor")?;
 
     // Replay what the stores have not made durable, then start the writer.
@@ -396,51 +344,15 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
     let replay_filter = traces
         .replay_filter(traces_durable)
         .context("failed to read recent span files for replay")?;
-    let (w, d, ms) = (wal.clone(), dispatcher.clone(), metrics_store.clone());
-    let replayed = tokio::task::spawn_blocking(move || {
-        w.replay(|rec| {
-            if rec.entry.signal == Signal::Traces && rec.lsn <= traces_durable {
-                return Ok(());
-            }
-            if rec.entry.signal == Signal::Metrics && rec.lsn <= ms.durable_lsn(&rec.entry.tenant) {
-                return Ok(());
-            }
-            if rec.entry.format == BodyFormat::PromRemoteWrite {
-                let batch = periscope_proto::decode_remote_write(&rec.entry.body).map_err(|e| {
-                    periscope_store::StoreError::WalClosed(format!(
-                        "wal entry {} does not decode: {e}",
-                        rec.lsn
-                    ))
-                })?;
-                d.dispatch(
-                    rec.lsn,
-                    rec.entry.signal,
-                    WalItem::prom(rec.entry.tenant, batch, None),
-                );
-                return Ok(());
-            }
-            let req =
-                ExportRequest::decode_protobuf(rec.entry.signal, &rec.entry.body).map_err(|e| {
-                    periscope_store::StoreError::WalClosed(format!(
-                        "wal entry {} does not decode: {e}",
-                        rec.lsn
-                    ))
-                })?;
-            let signal = rec.entry.signal;
-            let tenant = rec.entry.tenant.clone();
-            let mut item = WalItem::new(rec.entry.tenant, req, now_ns(), None);
-            item.retain_spans(|s| {
-                replay_filter
-                    .get(&(tenant.clone(), s.trace_id))
-                    .is_none_or(|written_up_to| *written_up_to < rec.lsn)
-            });
-            d.dispatch(rec.lsn, signal, item);
-            Ok(())
-        })
-        .inspect(|_| d.wait_metrics())
-    })
-    .await?
-    .context("wal replay failed")?;
+    let replay = Replay {
+        traces_durable,
+        written_traces: replay_filter,
+        metrics: metrics_store.clone(),
+    };
+    let (w, d) = (wal.clone(), dispatcher.clone());
+    let replayed = tokio::task::spawn_blocking(move || replay.run(&w, &d))
+        .await?
+        .context("wal replay failed")?;
     tracing::info!(entries = replayed, "wal replay finished");
     replay_done.store(true, Ordering::SeqCst);
     wal.start(move |lsn, signal, item| dispatcher.dispatch(lsn, signal, item))
@@ -576,14 +488,14 @@ pub async fn serve_with(cfg: Config, hooks: Hooks) -> anyhow::Result<()> {
             let _ = indexer.join();
             let _ = metric_ingest.join();
             // The flushers write every pending trace and sample, then stop.
-            flusher_stop.store(true, Ordering::SeqCst);
-            metric_stop.store(true, Ordering::SeqCst);
+            trace_flusher.stop();
+            metric_flusher.stop();
             a.close();
-            let _ = flusher.join();
-            let _ = metric_flusher.join();
-            // Not joined: a merge cut short leaves only an unlisted file,
-            // deleted on the next start.
-            drop(metric_compactor);
+            trace_flusher.join();
+            metric_flusher.join();
+            // Told to stop but not waited for: a merge cut short leaves
+            // only an unlisted file, deleted on the next start.
+            metric_compactor.stop();
         })
         .await
     };

@@ -17,14 +17,14 @@ fuzz_target!(|data: &[u8]| {
         let mut first = 0;
         let _ = wal.replay(|_| {
             first += 1;
-            Ok(())
+            Ok::<_, periscope_store::StoreError>(())
         });
         drop(wal);
         let wal = Wal::<()>::open(&dir, WalOptions::default(), 1).unwrap();
         let mut second = 0;
         let _ = wal.replay(|_| {
             second += 1;
-            Ok(())
+            Ok::<_, periscope_store::StoreError>(())
         });
         assert_eq!(first, second, "replay changed after the tail was cut");
     }

@@ -178,7 +178,7 @@ fn check_fixture(dir: &Path) {
     let mut entries = Vec::new();
     wal.replay(|r| {
         entries.push((r.lsn, r.entry.signal, r.entry.body));
-        Ok(())
+        Ok::<_, periscope_store::StoreError>(())
     })
     .unwrap();
     assert_eq!(

@@ -3,6 +3,8 @@
 //! append (acknowledge after fsync), and dispatch of durable entries to the stores.
 
 mod dispatch;
+mod replay;
+mod workers;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,7 +18,9 @@ use periscope_proto::{
     remote_write_decompressed_len, validate,
 };
 use periscope_store::{BodyFormat, StoreError, TenantId, Wal, WalEntry};
+pub use replay::Replay;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+pub use workers::{Worker, metric_compactor, metric_flusher};
 
 use crate::telemetry::{Metrics, Transport};
 

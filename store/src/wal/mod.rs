@@ -175,10 +175,10 @@ impl<T: Send + 'static> Wal<T> {
     }
 
     /// Reads every record still in the WAL, oldest first. Call before [`Wal::start`].
-    pub fn replay(
+    pub fn replay<E: From<StoreError>>(
         &self,
-        mut f: impl FnMut(WalRecord) -> Result<(), StoreError>,
-    ) -> Result<u64, StoreError> {
+        mut f: impl FnMut(WalRecord) -> Result<(), E>,
+    ) -> Result<u64, E> {
         let paths: Vec<PathBuf> = self
             .shared
             .lock_segments()

@@ -50,7 +50,7 @@ fn replay_all(wal: &Wal<()>) -> Vec<WalRecord> {
     let mut out = Vec::new();
     wal.replay(|r| {
         out.push(r);
-        Ok(())
+        Ok::<_, StoreError>(())
     })
     .unwrap();
     out
@@ -206,7 +206,7 @@ fn body_format_survives_a_round_trip_and_old_entries_read_as_otlp() {
     let mut got = Vec::new();
     wal.replay(|r| {
         got.push(r.entry);
-        Ok(())
+        Ok::<_, StoreError>(())
     })
     .unwrap();
     assert_eq!(got, vec![rw, plain]);
