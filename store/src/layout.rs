@@ -242,7 +242,7 @@ pub(crate) fn delete_unlisted(
     };
     for part in parts.flatten() {
         let pname = part.file_name().to_string_lossy().into_owned();
-        if crate::logs::parse_partition_dir_name(&pname).is_none() || !part.path().is_dir() {
+        if crate::partition::parse_partition_dir_name(&pname).is_none() || !part.path().is_dir() {
             continue;
         }
         for f in std::fs::read_dir(part.path())

@@ -17,6 +17,7 @@ mod layout;
 mod layout_migration;
 mod logs;
 mod metrics;
+mod partition;
 mod tenant;
 #[cfg(test)]
 mod test_disk;
@@ -28,12 +29,13 @@ pub use error::StoreError;
 pub use layout::{DATA_FORMAT_VERSION, DataDir};
 pub use logs::{
     Cursor, HistogramRequest, IndexBatch, IndexStats, LogHit, LogIndexer, LogReread, LogSearch,
-    LogStore, LogStoreOptions, MAX_LOG_QUERY_DEPTH, SearchPage, hour_partition, log_query_depth,
+    LogStore, LogStoreOptions, MAX_LOG_QUERY_DEPTH, SearchPage, log_query_depth,
 };
 pub use metrics::{
     FloatScan, FloatVisitor, HeadSeries, MetricFlush, MetricStore, MetricStoreOptions,
     MetricStoreStats,
 };
+pub use partition::hour_partition;
 pub use tenant::TenantId;
 pub use traces::{
     EdgeRow, FileSet, FlushBatch, Fragment, LATENCY_BOUNDS_MS, LatencyHistogram, NODE_KINDS,

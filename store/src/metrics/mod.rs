@@ -27,7 +27,7 @@ use crate::{DataDir, ReadBudget, StoreError, TenantId};
 
 pub use scan::{FloatScan, FloatVisitor};
 
-const HOUR_MS: i64 = 3_600_000;
+use crate::partition::HOUR_MS;
 
 /// A partition's files are merged once it holds this many small ones, or
 /// two once its hour has been over for [`COMPACT_SETTLE_MS`].
@@ -490,7 +490,7 @@ impl MetricStore {
             }
         }
         for (hour, series) in by_hour {
-            let partition = crate::logs::partition_dir_name(hour * 1_000_000);
+            let partition = crate::partition::partition_dir_name(hour * 1_000_000);
             let pdir = dir.join(&partition);
             std::fs::create_dir_all(&pdir).map_err(StoreError::io("failed to create", &pdir))?;
             let order = manifest.next_file;

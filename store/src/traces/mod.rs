@@ -48,7 +48,7 @@ pub use summary::{
 };
 
 use crate::layout::{sync_dir, write_atomic};
-use crate::logs::{HOUR_NS, parse_partition_dir_name, partition_dir_name};
+use crate::partition::{HOUR_NS, parse_partition_dir_name, partition_dir_name};
 use crate::{DataDir, StoreError, TenantId};
 
 const MANIFEST_VERSION: u32 = 1;
