@@ -13,6 +13,7 @@
 
 mod budget;
 mod error;
+mod fileset;
 mod layout;
 mod layout_migration;
 mod logs;
