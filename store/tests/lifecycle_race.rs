@@ -161,11 +161,17 @@ fn trace_queries_racing_compaction_and_retention_see_every_trace_once() {
             let ids: HashSet<[u8; 16]> = found.iter().map(|s| s.trace_id).collect();
             assert_eq!(ids.len(), found.len(), "a trace listed twice");
             for n in 0..before {
-                assert!(ids.contains(&trace_id(n)), "query {queries} missed trace {n}");
+                assert!(
+                    ids.contains(&trace_id(n)),
+                    "query {queries} missed trace {n}"
+                );
             }
             assert!(found.len() as u64 <= after, "a trace never written");
             for summary in &found {
-                assert_eq!(summary.span_count, 2, "query {queries}: spans seen twice or missed");
+                assert_eq!(
+                    summary.span_count, 2,
+                    "query {queries}: spans seen twice or missed"
+                );
             }
             // Trace by id, of a trace published before the query.
             if before > 0 {
@@ -270,7 +276,10 @@ fn metric_queries_racing_compaction_and_retention_see_every_sample_once() {
                     .find(|(k, _)| k == "job")
                     .map(|(_, v)| v.clone())
                     .unwrap_or_default();
-                assert!(by_job.insert(job.clone(), Vec::new()).is_none(), "series {job} twice");
+                assert!(
+                    by_job.insert(job.clone(), Vec::new()).is_none(),
+                    "series {job} twice"
+                );
                 let seen = by_job.get_mut(&job).unwrap();
                 for (ts, v) in samples {
                     assert_eq!(v, SampleValue::Float((ts - recent_ms) as f64));
@@ -281,8 +290,14 @@ fn metric_queries_racing_compaction_and_retention_see_every_sample_once() {
                 let seen = by_job.get(job).map(Vec::as_slice).unwrap_or(&[]);
                 // Exactly once each, in order: a prefix of 0..after that
                 // holds at least 0..before.
-                assert!(seen.len() as i64 >= before, "query {queries} missed samples of {job}");
-                assert!(seen.len() as i64 <= after, "query {queries}: samples of {job} twice");
+                assert!(
+                    seen.len() as i64 >= before,
+                    "query {queries} missed samples of {job}"
+                );
+                assert!(
+                    seen.len() as i64 <= after,
+                    "query {queries}: samples of {job} twice"
+                );
                 assert!(
                     seen.iter().enumerate().all(|(i, ts)| *ts == i as i64),
                     "query {queries}: samples of {job} missed or repeated"
