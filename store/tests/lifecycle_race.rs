@@ -107,12 +107,12 @@ fn trace_queries_racing_compaction_and_retention_see_every_trace_once() {
         &data,
         TraceStoreOptions {
             retention: Duration::from_secs(24 * 3600),
-            compact_min_files: 2,
+            compact_min_files: 4,
             ..Default::default()
         },
     )
     .unwrap();
-    const PER_SET: u64 = 20;
+    const PER_SET: u64 = 200;
     // Traces 0..published (of the recent hour) are listed; those at or
     // above `appending` are not yet.
     let published = AtomicU64::new(0);
@@ -212,6 +212,8 @@ fn metric_queries_racing_compaction_and_retention_see_every_sample_once() {
     let old_ms = OLD_NS / 1_000_000;
     let now_ms = recent_ms + 1_800_000;
     const JOBS: [&str; 3] = ["a", "b", "c"];
+    /// Samples per job and flush.
+    const PER_FLUSH: i64 = 100;
     // Samples at 0..published ms past the recent hour's start, per job, are
     // in files or the head; those at or above `appending` are not yet.
     let published = AtomicU64::new(0);
@@ -226,7 +228,7 @@ fn metric_queries_racing_compaction_and_retention_see_every_sample_once() {
             while !stop.load(Ordering::SeqCst) {
                 lsn += 1;
                 let first = published.load(Ordering::SeqCst) as i64;
-                let mut samples: Vec<PromSample> = (first..first + 10)
+                let mut samples: Vec<PromSample> = (first..first + PER_FLUSH)
                     .flat_map(|ts| {
                         JOBS.map(|job| PromSample {
                             labels: series(job),
@@ -241,7 +243,7 @@ fn metric_queries_racing_compaction_and_retention_see_every_sample_once() {
                     value: SampleValue::Float(0.0),
                 });
                 old += 1;
-                appending.store(first as u64 + 10, Ordering::SeqCst);
+                appending.store(first as u64 + PER_FLUSH as u64, Ordering::SeqCst);
                 store.append_at(
                     &t,
                     PromBatch {
@@ -250,7 +252,7 @@ fn metric_queries_racing_compaction_and_retention_see_every_sample_once() {
                     },
                     lsn,
                 );
-                published.store(first as u64 + 10, Ordering::SeqCst);
+                published.store(first as u64 + PER_FLUSH as u64, Ordering::SeqCst);
                 store.flush().unwrap();
             }
         });
