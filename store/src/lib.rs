@@ -1,7 +1,10 @@
-//! Periscope's storage: the write-ahead log, the log index and the data
-//! directory layout. A library: no sockets, no async runtime.
+//! Periscope's storage: the write-ahead log, the log index, the span store,
+//! the metric store and the data directory layout. A library: no sockets,
+//! no async runtime.
 //!
-//! Data flows `Wal` → (collector pipeline) → `LogStore` writers; every store
+//! Data flows `Wal` → (collector pipeline) → `LogStore`, `TraceStore` and
+//! `MetricStore` writers. The two Parquet stores share one file-set
+//! lifecycle (`fileset.rs`, hour partitions in `partition.rs`). Every store
 //! records the WAL position it holds atomically with its data, so that
 //! replaying the WAL after a crash applies each acknowledged record exactly once.
 //!
