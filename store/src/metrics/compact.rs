@@ -28,8 +28,8 @@ const COMPACT_SETTLE_MS: i64 = 10 * 60 * 1000;
 const COMPACT_MAX_ROWS: u64 = 16_000_000;
 impl MetricStore {
     /// Merges small files of a partition into one (smallest first, at most
-    /// [`COMPACT_MAX_ROWS`] rows a merge), with a stronger zstd level, and
-    /// deletes files replaced more than [`DELETE_GRACE`] ago. Returns the
+    /// `COMPACT_MAX_ROWS` rows a merge), with a stronger zstd level, and
+    /// deletes files replaced more than `DELETE_GRACE` ago. Returns the
     /// number of merges. Flushes wait only while a manifest is swapped.
     pub fn compact(&self, now_ms: i64) -> Result<usize, StoreError> {
         let Some(data) = self.data.clone() else {
