@@ -211,9 +211,11 @@ fn metric_queries_racing_compaction_and_retention_see_every_sample_once() {
     let recent_ms = RECENT_NS / 1_000_000;
     let old_ms = OLD_NS / 1_000_000;
     let now_ms = recent_ms + 1_800_000;
-    const JOBS: [&str; 3] = ["a", "b", "c"];
+    const JOBS: [&str; 16] = [
+        "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p",
+    ];
     /// Samples per job and flush.
-    const PER_FLUSH: i64 = 100;
+    const PER_FLUSH: i64 = 2_000;
     // Samples at 0..published ms past the recent hour's start, per job, are
     // in files or the head; those at or above `appending` are not yet.
     let published = AtomicU64::new(0);
