@@ -227,67 +227,6 @@ pub(crate) fn tenants_with(
     Ok(out)
 }
 
-/// Deletes the Parquet files under `dir`'s partition directories that
-/// `listed` (partition, file name) does not hold: leftovers of a write cut
-/// short before its manifest named them.
-pub(crate) fn delete_unlisted(
-    dir: &Path,
-    listed: &std::collections::BTreeSet<(String, String)>,
-    what: &str,
-) -> Result<(), StoreError> {
-    let parts = match std::fs::read_dir(dir) {
-        Ok(p) => p,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StoreError::io("failed to list", dir)(e)),
-    };
-    for part in parts.flatten() {
-        let pname = part.file_name().to_string_lossy().into_owned();
-        if crate::logs::parse_partition_dir_name(&pname).is_none() || !part.path().is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(part.path())
-            .map_err(StoreError::io("failed to list", part.path()))?
-            .flatten()
-        {
-            let fname = f.file_name().to_string_lossy().into_owned();
-            if fname.ends_with(".parquet") && !listed.contains(&(pname.clone(), fname)) {
-                tracing::warn!(file = %f.path().display(), "deleting {what} file left over from an interrupted write");
-                let _ = std::fs::remove_file(f.path());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Reads a store's `manifest.json` in `dir` (the default when there is none)
-/// and checks its format version (`version_of`) against `expected`.
-pub(crate) fn read_manifest<T: serde::de::DeserializeOwned + Default>(
-    dir: &Path,
-    what: &str,
-    expected: u32,
-    version_of: impl Fn(&T) -> u32,
-) -> Result<T, StoreError> {
-    let path = dir.join("manifest.json");
-    let format_err = |message: String| StoreError::Format {
-        path: path.clone(),
-        message,
-    };
-    let m: T = match std::fs::read(&path) {
-        Ok(b) => {
-            serde_json::from_slice(&b).map_err(|e| format_err(format!("invalid manifest: {e}")))?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
-        Err(e) => return Err(StoreError::io("failed to read", &path)(e)),
-    };
-    let found = version_of(&m);
-    if found != expected {
-        return Err(format_err(format!(
-            "{what} manifest version {found} is not supported (this build reads {expected})"
-        )));
-    }
-    Ok(m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,8 @@ use periscope_proto::LogRecord;
 use tantivy::IndexWriter;
 
 use super::schema::to_document;
-use super::{LogStore, Partition, hour_partition};
+use super::{LogStore, Partition};
+use crate::partition::hour_partition;
 use crate::{StoreError, TenantId};
 
 /// Records of one WAL entry, to index. Sent through a bounded channel, so a

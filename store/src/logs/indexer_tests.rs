@@ -5,7 +5,8 @@ use std::sync::mpsc;
 
 use super::*;
 use crate::DataDir;
-use crate::logs::{HOUR_NS, LogStoreOptions};
+use crate::logs::LogStoreOptions;
+use crate::partition::HOUR_NS;
 use crate::test_disk::SmallDisk;
 
 fn rec(ts: i64, body: String) -> LogRecord {

@@ -28,15 +28,9 @@ use tantivy::directory::MmapDirectory;
 use tantivy::{Index, IndexReader, ReloadPolicy};
 
 use crate::layout::{check_version, read_version, write_atomic};
+use crate::partition::{HOUR_NS, hour_partition};
+use crate::partition::{parse_partition_dir_name, partition_dir_name};
 use crate::{DataDir, StoreError, TenantId};
-
-pub(crate) const HOUR_NS: i64 = 3_600_000_000_000;
-
-/// The start (Unix ns) of the hour partition holding `ts_ns`.
-pub fn hour_partition(ts_ns: i64) -> i64 {
-    // Saturating: the hour of `i64::MIN` starts before it.
-    ts_ns.div_euclid(HOUR_NS).saturating_mul(HOUR_NS)
-}
 
 /// Tuning of the log store.
 #[derive(Clone, Debug)]
@@ -81,32 +75,6 @@ pub(crate) struct Partition {
     pub fields: Fields,
     /// The WAL position of the last commit; replayed entries at or below it are skipped.
     pub committed_lsn: AtomicU64,
-}
-
-pub(crate) fn partition_dir_name(hour_ns: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(hour_ns))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour()
-    )
-}
-
-pub(crate) fn parse_partition_dir_name(name: &str) -> Option<i64> {
-    let (date, hour) = name.split_once('T')?;
-    let mut parts = date.split('-');
-    let (y, m, d) = (
-        parts.next()?.parse::<i32>().ok()?,
-        parts.next()?.parse::<u8>().ok()?,
-        parts.next()?.parse::<u8>().ok()?,
-    );
-    let hour: u8 = hour.parse().ok()?;
-    let date = time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;
-    let t = date.with_hms(hour, 0, 0).ok()?.assume_utc();
-    i64::try_from(t.unix_timestamp_nanos()).ok()
 }
 
 impl Partition {

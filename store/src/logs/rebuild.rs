@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 
 use super::{IndexBatch, Key, LogIndexer, seq};
 use crate::StoreError;
-use crate::logs::hour_partition;
 use crate::logs::schema::to_document;
+use crate::partition::hour_partition;
 
 impl LogIndexer {
     /// Records that `key` lost its uncommitted records (held since WAL

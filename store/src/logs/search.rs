@@ -11,7 +11,8 @@ use tantivy::query::{
 use tantivy::schema::{IndexRecordOption, OwnedValue, Value};
 use tantivy::{DocAddress, Searcher, SegmentReader, TantivyDocument, TantivyError, Term};
 
-use super::{HOUR_NS, LogStore, Partition};
+use super::{LogStore, Partition};
+use crate::partition::HOUR_NS;
 use crate::{Deadline, StoreError, TenantId};
 
 /// The deepest nesting of a log query the store parses, whatever a caller

@@ -17,7 +17,6 @@
 //! In DuckDB: `SELECT ... FROM 'samples-N.parquet' JOIN 'series-N.parquet'
 //! USING (series_id, metric_name) WHERE labels['job'] = ...`.
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
@@ -41,7 +40,7 @@ use periscope_proto::{Labels, NativeHistogram, SampleValue};
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
-use crate::layout::write_atomic;
+use crate::fileset::{self, ListedFile};
 
 /// Version 2: labels moved from the samples file to its series file.
 pub(crate) const MANIFEST_VERSION: u32 = 2;
@@ -62,25 +61,27 @@ pub(crate) struct MetricFile {
     pub bytes: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Manifest {
-    pub version: u32,
-    /// Every sample of this tenant's WAL entries at or below this is in a listed file.
-    pub durable_lsn: u64,
-    pub next_file: u64,
-    pub files: Vec<MetricFile>,
-}
+impl ListedFile for MetricFile {
+    const MANIFEST_VERSION: u32 = MANIFEST_VERSION;
+    const WHAT: &'static str = "metric";
+    /// File names are unique within a partition.
+    type Key = (String, String);
 
-impl Default for Manifest {
-    fn default() -> Self {
-        Manifest {
-            version: MANIFEST_VERSION,
-            durable_lsn: 0,
-            next_file: 1,
-            files: Vec::new(),
-        }
+    fn key(&self) -> (String, String) {
+        (self.partition.clone(), self.name.clone())
+    }
+
+    fn partition(&self) -> &str {
+        &self.partition
+    }
+
+    fn file_names(&self) -> Vec<String> {
+        vec![self.name.clone(), series_file_name(&self.name)]
     }
 }
+
+/// A tenant's metric manifest.
+pub(crate) type Manifest = fileset::Manifest<MetricFile>;
 
 pub(crate) static SAMPLES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
@@ -147,21 +148,9 @@ fn file_number(name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Opens a tenant's manifest (deleting files it does not list).
 pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest, StoreError> {
-    let mut m: Manifest =
-        crate::layout::read_manifest(dir, "metric", MANIFEST_VERSION, |m: &Manifest| m.version)?;
-    // Files no manifest lists are left over from a flush cut short.
-    let listed: BTreeSet<(String, String)> = m
-        .files
-        .iter()
-        .flat_map(|f| {
-            [
-                (f.partition.clone(), f.name.clone()),
-                (f.partition.clone(), series_file_name(&f.name)),
-            ]
-        })
-        .collect();
-    crate::layout::delete_unlisted(dir, &listed, "metric")?;
+    let mut m = Manifest::open(dir)?;
     // Manifests written before merges existed list flushed files only.
     for f in &mut m.files {
         if f.order == 0 {
@@ -169,14 +158,6 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest, StoreError> {
         }
     }
     Ok(m)
-}
-
-pub(crate) fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), StoreError> {
-    std::fs::create_dir_all(dir).map_err(StoreError::io("failed to create", dir))?;
-    write_atomic(
-        &dir.join("manifest.json"),
-        &serde_json::to_vec_pretty(m).expect("manifest serialises"),
-    )
 }
 
 /// A stable id of a label set (FNV-1a over names and values).

@@ -6,8 +6,11 @@
 //! releases metric entries up to it. Replay skips a tenant's entries at or
 //! below its manifest's position, so every acknowledged sample is stored
 //! exactly once after a crash. Queries read the head, a flush in progress and
-//! the files.
+//! the files. The manifest and the lifecycle of files (publish, replace with
+//! a deletion grace, delete unlisted on open) are `fileset.rs`'s;
+//! compaction is `compact.rs`.
 
+mod compact;
 mod files;
 #[cfg(test)]
 mod flush_tests;
@@ -23,22 +26,12 @@ use periscope_proto::{
     Labels, MetricMeta, NAME_LABEL, NativeHistogram, PromBatch, SampleValue, SeriesRef, label,
 };
 
+use crate::fileset::{self, Graveyard};
 use crate::{DataDir, ReadBudget, StoreError, TenantId};
 
 pub use scan::{FloatScan, FloatVisitor};
 
-const HOUR_MS: i64 = 3_600_000;
-
-/// A partition's files are merged once it holds this many small ones, or
-/// two once its hour has been over for [`COMPACT_SETTLE_MS`].
-const COMPACT_MIN_FILES: usize = 4;
-const COMPACT_SETTLE_MS: i64 = 10 * 60 * 1000;
-/// The most rows one merge reads: bounds its memory (about 30 bytes a row
-/// in flight). Files of half this or more are left alone.
-const COMPACT_MAX_ROWS: u64 = 16_000_000;
-/// Files a merge replaced stay on disk this long for queries that listed
-/// them before the swap.
-const DELETE_GRACE: Duration = Duration::from_secs(300);
+use crate::partition::HOUR_MS;
 
 fn metrics_dir(data: &DataDir, tenant: &TenantId) -> PathBuf {
     data.metrics_dir(tenant)
@@ -246,8 +239,8 @@ pub struct MetricStore {
     flush_lock: Mutex<()>,
     /// The WAL position of the flush in progress.
     cut: AtomicU64,
-    /// Files replaced by compaction, deleted after [`DELETE_GRACE`].
-    graveyard: Mutex<Vec<(Instant, PathBuf)>>,
+    /// Files replaced by compaction, deleted after their grace.
+    graveyard: Graveyard,
 }
 
 impl std::fmt::Debug for MetricStore {
@@ -270,7 +263,7 @@ impl MetricStore {
             first_unflushed: Mutex::new(None),
             flush_lock: Mutex::new(()),
             cut: AtomicU64::new(0),
-            graveyard: Mutex::new(Vec::new()),
+            graveyard: Graveyard::default(),
         })
     }
 
@@ -400,7 +393,7 @@ impl MetricStore {
         for (tenant, t) in tenants {
             let published = self
                 .write_tenant_files(&data, &tenant, &t, cut)
-                .and_then(|m| files::write_manifest(&data.metrics_dir(&tenant), &m).map(|()| m));
+                .and_then(|m| m.write(&data.metrics_dir(&tenant)).map(|()| m));
             let mut h = t.write().unwrap_or_else(|p| p.into_inner());
             match published {
                 Ok(manifest) => {
@@ -490,7 +483,7 @@ impl MetricStore {
             }
         }
         for (hour, series) in by_hour {
-            let partition = crate::logs::partition_dir_name(hour * 1_000_000);
+            let partition = crate::partition::partition_dir_name(hour * 1_000_000);
             let pdir = dir.join(&partition);
             std::fs::create_dir_all(&pdir).map_err(StoreError::io("failed to create", &pdir))?;
             let order = manifest.next_file;
@@ -522,159 +515,6 @@ impl MetricStore {
             });
         }
         Ok(manifest)
-    }
-
-    /// Merges small files of a partition into one (smallest first, at most
-    /// `COMPACT_MAX_ROWS` rows a merge), with a stronger zstd level, and
-    /// deletes files replaced more than `DELETE_GRACE` ago. Returns the
-    /// number of merges. Flushes wait only while a manifest is swapped.
-    pub fn compact(&self, now_ms: i64) -> Result<usize, StoreError> {
-        let Some(data) = self.data.clone() else {
-            return Ok(0);
-        };
-        self.collect_garbage(DELETE_GRACE);
-        let tenants: Vec<(TenantId, Arc<RwLock<TenantHead>>)> = self
-            .tenants
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let mut merges = 0;
-        for (tenant, t) in tenants {
-            loop {
-                let pick = {
-                    let h = t.read().unwrap_or_else(|p| p.into_inner());
-                    pick_merge(&h.manifest, now_ms)
-                };
-                let Some(pick) = pick else { break };
-                self.merge_files(&data, &tenant, &t, pick)?;
-                merges += 1;
-            }
-        }
-        Ok(merges)
-    }
-
-    /// Deletes files replaced at least `grace` ago.
-    fn collect_garbage(&self, grace: Duration) {
-        let mut g = self.graveyard.lock().unwrap_or_else(|p| p.into_inner());
-        g.retain(|(when, path)| {
-            if when.elapsed() < grace {
-                return true;
-            }
-            files::forget_series(path);
-            if let Err(e) = std::fs::remove_file(path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %path.display(), error = %e, "failed to delete a compacted metric file");
-            }
-            false
-        });
-    }
-
-    fn merge_files(
-        &self,
-        data: &DataDir,
-        tenant: &TenantId,
-        t: &Arc<RwLock<TenantHead>>,
-        inputs: Vec<files::MetricFile>,
-    ) -> Result<(), StoreError> {
-        let dir = metrics_dir(data, tenant);
-        let partition = inputs[0].partition.clone();
-        let pdir = dir.join(&partition);
-        // Newest file first: with a stable sort by time, the dedup below
-        // keeps its copy of a sample written twice.
-        let mut merged: foldhash::HashMap<Labels, Vec<(i64, SampleValue)>> = Default::default();
-        for f in inputs.iter().rev() {
-            for (labels, samples) in
-                files::read_file(&pdir.join(&f.name), None, &|_| true, i64::MIN, i64::MAX)?
-            {
-                merged.entry(labels).or_default().extend(samples);
-            }
-        }
-        let mut series: Vec<files::SeriesRows<'_>> = merged
-            .iter_mut()
-            .map(|(labels, samples)| {
-                samples.sort_by_key(|(ts, _)| *ts);
-                samples.dedup_by(|later, kept| later.0 == kept.0);
-                files::SeriesRows {
-                    labels,
-                    name: label(labels, NAME_LABEL).unwrap_or(""),
-                    samples: std::mem::take(samples),
-                }
-            })
-            .collect();
-        series.retain(|s| !s.samples.is_empty());
-        let rows: u64 = series.iter().map(|s| s.samples.len() as u64).sum();
-        let min_ts = series
-            .iter()
-            .filter_map(|s| s.samples.first())
-            .map(|x| x.0)
-            .min();
-        let max_ts = series
-            .iter()
-            .filter_map(|s| s.samples.last())
-            .map(|x| x.0)
-            .max();
-        // The output's number is reserved in the in-memory manifest; the
-        // next manifest written (by a flush or this merge) records it.
-        let name = {
-            let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let mut h = t.write().unwrap_or_else(|p| p.into_inner());
-            let n = h.manifest.next_file;
-            h.manifest.next_file += 1;
-            format!("samples-{n}.parquet")
-        };
-        let path = pdir.join(&name);
-        let bytes = files::write_file(&path, series, files::COMPACT_ZSTD_LEVEL)?;
-        crate::layout::sync_dir(&pdir)?;
-        // Swap: flushes and retention change the manifest under the same lock.
-        let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut h = t.write().unwrap_or_else(|p| p.into_inner());
-        let listed = |f: &files::MetricFile| {
-            h.manifest
-                .files
-                .iter()
-                .any(|m| m.partition == f.partition && m.name == f.name)
-        };
-        if !inputs.iter().all(listed) {
-            // Retention dropped an input meanwhile: the merge is stale.
-            drop(h);
-            let _ = std::fs::remove_file(path.with_file_name(files::series_file_name(&name)));
-            let _ = std::fs::remove_file(&path);
-            return Ok(());
-        }
-        let mut manifest = h.manifest.clone();
-        manifest.files.retain(|m| {
-            !inputs
-                .iter()
-                .any(|f| f.partition == m.partition && f.name == m.name)
-        });
-        if rows > 0 {
-            manifest.files.push(files::MetricFile {
-                partition: partition.clone(),
-                name: name.clone(),
-                order: inputs.iter().map(|f| f.order).max().unwrap_or(0),
-                min_ts_ms: min_ts.unwrap_or(0),
-                max_ts_ms: max_ts.unwrap_or(0),
-                rows,
-                bytes,
-            });
-        }
-        files::write_manifest(&dir, &manifest)?;
-        h.manifest = manifest;
-        drop(h);
-        let now = Instant::now();
-        let mut g = self.graveyard.lock().unwrap_or_else(|p| p.into_inner());
-        for f in &inputs {
-            g.push((now, pdir.join(&f.name)));
-            g.push((now, pdir.join(files::series_file_name(&f.name))));
-        }
-        if rows == 0 {
-            g.push((now, path.with_file_name(files::series_file_name(&name))));
-            g.push((now, path));
-        }
-        Ok(())
     }
 
     pub fn stats(&self) -> &MetricStoreStats {
@@ -1093,15 +933,12 @@ impl MetricStore {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             for (tenant, t) in tenants {
-                let mut manifest = t.read().unwrap_or_else(|p| p.into_inner()).manifest.clone();
-                let (gone, kept): (Vec<_>, Vec<_>) =
-                    manifest.files.drain(..).partition(|f| f.max_ts_ms < cutoff);
-                if gone.is_empty() {
+                let manifest = t.read().unwrap_or_else(|p| p.into_inner()).manifest.clone();
+                let Some((manifest, gone)) = manifest.dropping(|f| f.max_ts_ms < cutoff) else {
                     continue;
-                }
-                manifest.files = kept;
+                };
                 let dir = metrics_dir(data, &tenant);
-                if let Err(e) = files::write_manifest(&dir, &manifest) {
+                if let Err(e) = manifest.write(&dir) {
                     tracing::warn!(error = %e, "metric retention failed");
                     continue;
                 }
@@ -1110,15 +947,10 @@ impl MetricStore {
                     h.manifest = manifest;
                     h.dropped = self.write_seq.fetch_add(1, Ordering::SeqCst) + 1;
                 }
-                for f in gone {
+                for f in &gone {
                     files::forget_series(&dir.join(&f.partition).join(&f.name));
-                    let _ = std::fs::remove_file(dir.join(&f.partition).join(&f.name));
-                    let _ = std::fs::remove_file(
-                        dir.join(&f.partition)
-                            .join(files::series_file_name(&f.name)),
-                    );
-                    let _ = std::fs::remove_dir(dir.join(&f.partition));
                 }
+                fileset::remove_files(&dir, &gone);
             }
         }
         let tenants: Vec<_> = self
@@ -1158,52 +990,6 @@ impl MetricStore {
             }
         }
     }
-}
-
-/// The files of one partition to merge next, if any: a run of small files
-/// adjacent in write order (so that the merged file's place in that order
-/// is right for every sample in it), once the run has
-/// [`COMPACT_MIN_FILES`] files, or two once its hour is settled; at most
-/// [`COMPACT_MAX_ROWS`] rows.
-fn pick_merge(manifest: &files::Manifest, now_ms: i64) -> Option<Vec<files::MetricFile>> {
-    let mut by_partition: BTreeMap<&str, Vec<&files::MetricFile>> = BTreeMap::new();
-    for f in &manifest.files {
-        by_partition.entry(&f.partition).or_default().push(f);
-    }
-    for (_, mut list) in by_partition {
-        list.sort_by_key(|f| f.order);
-        let mut run: Vec<&files::MetricFile> = Vec::new();
-        let mut rows = 0;
-        // A trailing `None` ends the last run.
-        for f in list.into_iter().map(Some).chain([None]) {
-            let fits = f.is_some_and(|f| {
-                f.rows < COMPACT_MAX_ROWS / 2 && rows + f.rows <= COMPACT_MAX_ROWS
-            });
-            if fits && let Some(f) = f {
-                rows += f.rows;
-                run.push(f);
-                continue;
-            }
-            let hour_end = run
-                .iter()
-                .map(|f| f.max_ts_ms.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS)
-                .max()
-                .unwrap_or(i64::MAX);
-            let settled = now_ms >= hour_end.saturating_add(COMPACT_SETTLE_MS);
-            if run.len() >= COMPACT_MIN_FILES || (run.len() >= 2 && settled) {
-                return Some(run.into_iter().cloned().collect());
-            }
-            run.clear();
-            rows = 0;
-            if let Some(f) = f
-                && f.rows < COMPACT_MAX_ROWS / 2
-            {
-                rows = f.rows;
-                run.push(f);
-            }
-        }
-    }
-    None
 }
 
 /// `f` over consecutive slices of `items` on up to `threads` threads, the
@@ -1422,92 +1208,5 @@ mod tests {
         assert_eq!(label(&got[0].0, "job"), Some("a"));
         store.apply_retention(30 * 24 * 3_600_000 + 1000);
         assert!(store.select(&t, None, &|_| true, 0, 100).is_empty());
-    }
-
-    #[test]
-    fn compaction_merges_small_files_keeps_every_sample_and_the_newest_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = DataDir::open(dir.path()).unwrap();
-        let t = TenantId::default_tenant();
-        let store = MetricStore::open(&data, MetricStoreOptions::default()).unwrap();
-        // Five flushes into one hour; the last rewrites ts 40 of job a.
-        for (i, lsn) in (1..=5u64).enumerate() {
-            let ts = 10 * (i as i64 + 1);
-            let mut samples = vec![s("up", "a", ts, ts as f64), s("up", "b", ts, -(ts as f64))];
-            if lsn == 5 {
-                samples.push(s("up", "a", 40, 400.0));
-            }
-            store.append_at(
-                &t,
-                PromBatch {
-                    samples,
-                    metadata: vec![],
-                    ..Default::default()
-                },
-                lsn,
-            );
-            store.flush().unwrap();
-        }
-        let before = |store: &MetricStore| {
-            let mut got = store.select(&t, None, &|_| true, 0, HOUR_MS);
-            got.sort_by(|a, b| a.0.cmp(&b.0));
-            got
-        };
-        let want = before(&store);
-        assert_eq!(want[0].1[3], (40, SampleValue::Float(400.0)));
-        let files_before = store
-            .tenant(&t)
-            .unwrap()
-            .read()
-            .unwrap()
-            .manifest
-            .files
-            .len();
-        assert_eq!(files_before, 5);
-        // Four or more small files merge at once, however recent.
-        assert_eq!(store.compact(0).unwrap(), 1);
-        let m = store.tenant(&t).unwrap().read().unwrap().manifest.clone();
-        assert_eq!(m.files.len(), 1);
-        assert_eq!(m.files[0].rows, 10);
-        assert_eq!(before(&store), want);
-        // Replaced files stay until the grace period is over, then go.
-        let pdir = metrics_dir(&data, &t).join(&m.files[0].partition);
-        assert_eq!(std::fs::read_dir(&pdir).unwrap().count(), 12);
-        store.collect_garbage(Duration::ZERO);
-        assert_eq!(std::fs::read_dir(&pdir).unwrap().count(), 2);
-        // The merged manifest survives a restart, durable position intact;
-        // a pair of files no manifest lists (a merge or flush cut short by
-        // kill -9) is deleted on open, the listed pair kept.
-        drop(store);
-        let merged = m.files[0].name.clone();
-        std::fs::copy(pdir.join(&merged), pdir.join("samples-99.parquet")).unwrap();
-        std::fs::copy(
-            pdir.join(files::series_file_name(&merged)),
-            pdir.join("series-99.parquet"),
-        )
-        .unwrap();
-        let store = MetricStore::open(&data, MetricStoreOptions::default()).unwrap();
-        let mut left: Vec<String> = std::fs::read_dir(&pdir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, [merged.clone(), files::series_file_name(&merged)]);
-        assert_eq!(store.durable_lsn(&t), 5);
-        assert_eq!(before(&store), want);
-        // Two files merge only once their hour is settled.
-        store.append_at(
-            &t,
-            PromBatch {
-                samples: vec![s("up", "c", 70, 7.0)],
-                metadata: vec![],
-                ..Default::default()
-            },
-            6,
-        );
-        store.flush().unwrap();
-        assert_eq!(store.compact(HOUR_MS).unwrap(), 0);
-        assert_eq!(store.compact(HOUR_MS + COMPACT_SETTLE_MS).unwrap(), 1);
-        assert_eq!(before(&store).len(), 3);
     }
 }

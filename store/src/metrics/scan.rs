@@ -576,8 +576,9 @@ mod tests {
 
     use super::*;
     use crate::DataDir;
+    use crate::metrics::MetricStoreOptions;
     use crate::metrics::tests::s as sample;
-    use crate::metrics::{HOUR_MS, MetricStoreOptions};
+    use crate::partition::HOUR_MS;
 
     fn append(store: &MetricStore, samples: Vec<PromSample>, lsn: u64) {
         let t = TenantId::default_tenant();

@@ -17,9 +17,14 @@
 //! wrote the set. A trace written in a set includes every span of that trace
 //! from entries up to `max_lsn`, so on replay a span of entry `L` is already
 //! stored exactly when a set with `max_lsn >= L` holds its trace
-//! ([`TraceStore::replay_filter`]). Compaction only merges sets at or below
-//! `durable_lsn`, which replay never consults.
+//! ([`TraceStore::replay_filter`]). Compaction (`compact.rs`) only merges
+//! sets at or below `durable_lsn`, which replay never consults.
+//!
+//! The manifest, its atomic replacement, the deletion of unlisted files and
+//! the grace given to replaced sets are the shared file-set lifecycle of
+//! `fileset.rs`.
 
+mod compact;
 mod read;
 mod schema;
 mod summary;
@@ -33,6 +38,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
+pub use compact::{merge_edges, merge_operations};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -47,18 +53,15 @@ pub use summary::{
     EdgeRow, LATENCY_BOUNDS_MS, LatencyHistogram, NODE_KINDS, OperationRow, TraceSummary,
 };
 
-use crate::layout::{sync_dir, write_atomic};
-use crate::logs::{HOUR_NS, parse_partition_dir_name, partition_dir_name};
+use crate::fileset::{self, Graveyard, ListedFile};
+use crate::layout::sync_dir;
+use crate::partition::{HOUR_NS, parse_partition_dir_name, partition_dir_name};
 use crate::{DataDir, StoreError, TenantId};
 
 const MANIFEST_VERSION: u32 = 1;
 const MINUTE_NS: i64 = 60_000_000_000;
 /// Threads converting spans to Arrow while a span file is written.
 const CONVERT_THREADS: usize = 2;
-/// Compaction merges sets with fewer spans than this…
-const COMPACT_SMALL_SPANS: u64 = 100_000;
-/// …into sets of at most this many spans.
-const COMPACT_MAX_SPANS: u64 = 400_000;
 
 /// Tuning of the span store.
 #[derive(Clone, Debug)]
@@ -163,24 +166,31 @@ pub struct FileSet {
     pub bytes: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Manifest {
-    version: u32,
-    durable_lsn: u64,
-    next_file: u64,
-    files: Vec<FileSet>,
-}
+impl ListedFile for FileSet {
+    const MANIFEST_VERSION: u32 = MANIFEST_VERSION;
+    const WHAT: &'static str = "trace";
+    /// Set ids are unique within a tenant.
+    type Key = u64;
 
-impl Default for Manifest {
-    fn default() -> Self {
-        Manifest {
-            version: MANIFEST_VERSION,
-            durable_lsn: 0,
-            next_file: 1,
-            files: Vec::new(),
-        }
+    fn key(&self) -> u64 {
+        self.id
+    }
+
+    fn partition(&self) -> &str {
+        &self.partition
+    }
+
+    fn file_names(&self) -> Vec<String> {
+        [&self.spans, &self.summaries, &self.edges, &self.operations]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 }
+
+/// A tenant's span manifest.
+type Manifest = fileset::Manifest<FileSet>;
 
 /// A listed file set with what readers keep in memory about it.
 #[derive(Debug)]
@@ -234,6 +244,8 @@ pub struct TraceStore {
     tenants: RwLock<HashMap<TenantId, TenantState>>,
     /// Serialises writers (flushes, compaction, retention).
     write_lock: Mutex<()>,
+    /// Sets replaced by compaction, deleted after their grace.
+    graveyard: Graveyard,
     stats: TraceStoreStats,
 }
 
@@ -268,6 +280,7 @@ impl TraceStore {
             opts,
             tenants: RwLock::new(tenants),
             write_lock: Mutex::new(()),
+            graveyard: Graveyard::default(),
             stats: TraceStoreStats::default(),
         }))
     }
@@ -425,16 +438,13 @@ impl TraceStore {
         durable_lsn: u64,
     ) -> Result<(), StoreError> {
         let dir = traces_dir(&self.data, tenant);
-        let mut manifest = self
+        let manifest = self
             .read_tenants()
             .get(tenant)
             .map(|t| t.manifest.clone())
-            .unwrap_or_default();
-        manifest.durable_lsn = manifest.durable_lsn.max(durable_lsn);
-        manifest.next_file = manifest.next_file.max(next_file);
-        manifest.files.extend(sets.iter().map(|s| s.set.clone()));
-        std::fs::create_dir_all(&dir).map_err(StoreError::io("failed to create", &dir))?;
-        if let Err(e) = write_manifest(&dir, &manifest) {
+            .unwrap_or_default()
+            .publishing(sets.iter().map(|s| s.set.clone()), durable_lsn, next_file);
+        if let Err(e) = manifest.write(&dir) {
             for s in &sets {
                 remove_set_files(&dir, &s.set);
             }
@@ -673,18 +683,15 @@ impl TraceStore {
         let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut dropped = 0;
         for tenant in self.tenants() {
-            let Some(mut manifest) = self.read_tenants().get(&tenant).map(|t| t.manifest.clone())
+            let Some((manifest, gone)) = self
+                .read_tenants()
+                .get(&tenant)
+                .and_then(|t| t.manifest.dropping(&doomed))
             else {
                 continue;
             };
-            if !manifest.files.iter().any(&doomed) {
-                continue;
-            }
             let dir = traces_dir(&self.data, &tenant);
-            let (gone, kept): (Vec<FileSet>, Vec<FileSet>) =
-                manifest.files.drain(..).partition(|s| doomed(s));
-            manifest.files = kept;
-            write_manifest(&dir, &manifest)?;
+            manifest.write(&dir)?;
             {
                 let mut tenants = self.write_tenants();
                 let st = tenants.entry(tenant.clone()).or_default();
@@ -692,166 +699,10 @@ impl TraceStore {
                 st.sets.retain(|s| !doomed(&s.set));
             }
             dropped += gone.len();
-            for set in gone {
-                remove_set_files(&dir, &set);
-            }
+            fileset::remove_files(&dir, &gone);
         }
         Ok(dropped)
     }
-
-    /// Merges the file sets of partitions that have many small ones (only
-    /// sets at or below `durable_lsn`, which replay never needs). Returns
-    /// how many sets were merged away.
-    pub fn compact(&self) -> Result<usize, StoreError> {
-        let mut merged = 0;
-        for tenant in self.tenants() {
-            loop {
-                let candidates = {
-                    let tenants = self.read_tenants();
-                    let Some(st) = tenants.get(&tenant) else {
-                        break;
-                    };
-                    let durable = st.manifest.durable_lsn;
-                    // Small sets only, and a bounded merge: compaction reads
-                    // the sets it merges into memory.
-                    let mut by_part: HashMap<&str, Vec<Arc<LiveSet>>> = HashMap::new();
-                    for s in &st.sets {
-                        if s.set.max_lsn <= durable && s.set.span_count < COMPACT_SMALL_SPANS {
-                            by_part.entry(&s.set.partition).or_default().push(s.clone());
-                        }
-                    }
-                    by_part
-                        .into_values()
-                        .map(|mut v| {
-                            v.sort_by_key(|s| s.set.id);
-                            let mut total = 0;
-                            v.retain(|s| {
-                                total += s.set.span_count;
-                                total <= COMPACT_MAX_SPANS
-                            });
-                            v
-                        })
-                        .filter(|v| v.len() >= self.opts.compact_min_files.max(2))
-                        .max_by_key(|v| v.len())
-                };
-                let Some(sets) = candidates else { break };
-                merged += sets.len() - 1;
-                self.merge_sets(&tenant, sets)?;
-            }
-        }
-        Ok(merged)
-    }
-
-    /// Reads and rewrites without holding the write lock (flushes go on);
-    /// takes it only to swap the manifest.
-    fn merge_sets(&self, tenant: &TenantId, sets: Vec<Arc<LiveSet>>) -> Result<(), StoreError> {
-        let mut fragments: HashMap<[u8; 16], Vec<Span>> = HashMap::new();
-        let mut edges = Vec::new();
-        let mut operations = Vec::new();
-        let mut truncated: BTreeSet<[u8; 16]> = BTreeSet::new();
-        for s in &sets {
-            for span in read::read_all_spans(s)? {
-                fragments.entry(span.trace_id).or_default().push(span);
-            }
-            for sum in read::read_summaries(s)? {
-                if sum.truncated {
-                    truncated.insert(sum.trace_id);
-                }
-            }
-            edges.extend(read::read_edges(s)?.iter().cloned());
-            operations.extend(read::read_operations(s)?.iter().cloned());
-        }
-        let hour = parse_partition_dir_name(&sets[0].set.partition).unwrap_or(0);
-        let max_lsn = sets.iter().map(|s| s.set.max_lsn).max().unwrap_or(0);
-        let dir = traces_dir(&self.data, tenant);
-        let id = self.alloc_file(tenant);
-        let part = TenantFlush {
-            fragments: fragments
-                .into_iter()
-                .map(|(id, spans)| Fragment {
-                    spans: Arc::new(spans),
-                    truncated: truncated.contains(&id),
-                })
-                .collect(),
-            edges: merge_edges(edges),
-            operations: merge_operations(operations),
-        };
-        let new_set = self.write_set(&dir, hour, id, part, max_lsn)?;
-        let old: BTreeSet<u64> = sets.iter().map(|s| s.set.id).collect();
-        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut manifest = self
-            .read_tenants()
-            .get(tenant)
-            .map(|t| t.manifest.clone())
-            .unwrap_or_default();
-        if manifest
-            .files
-            .iter()
-            .filter(|f| old.contains(&f.id))
-            .count()
-            != old.len()
-        {
-            // Retention dropped some of them meanwhile: give up this merge.
-            remove_set_files(&dir, &new_set.set);
-            return Ok(());
-        }
-        manifest.next_file = manifest.next_file.max(id + 1);
-        manifest.files.retain(|f| !old.contains(&f.id));
-        manifest.files.push(new_set.set.clone());
-        if let Err(e) = write_manifest(&dir, &manifest) {
-            remove_set_files(&dir, &new_set.set);
-            return Err(e);
-        }
-        {
-            let mut tenants = self.write_tenants();
-            let st = tenants.entry(tenant.clone()).or_default();
-            st.manifest = manifest;
-            st.sets.retain(|s| !old.contains(&s.set.id));
-            st.sets.push(Arc::new(new_set));
-        }
-        for s in sets {
-            remove_set_files(&dir, &s.set);
-        }
-        Ok(())
-    }
-}
-
-/// Sums edge rows with the same minute and endpoints.
-pub fn merge_edges(rows: Vec<EdgeRow>) -> Vec<EdgeRow> {
-    let mut m: HashMap<(i64, String, String), EdgeRow> = HashMap::new();
-    for r in rows {
-        match m.entry((r.minute_ns, r.client.clone(), r.server.clone())) {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                let e = e.get_mut();
-                e.requests += r.requests;
-                e.failures += r.failures;
-                e.latency.add(&r.latency);
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(r);
-            }
-        }
-    }
-    m.into_values().collect()
-}
-
-/// Sums operation rows with the same minute, service, operation and kind.
-pub fn merge_operations(rows: Vec<OperationRow>) -> Vec<OperationRow> {
-    let mut m: HashMap<(i64, String, String, &'static str), OperationRow> = HashMap::new();
-    for r in rows {
-        match m.entry((r.minute_ns, r.service.clone(), r.operation.clone(), r.kind)) {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                let e = e.get_mut();
-                e.calls += r.calls;
-                e.errors += r.errors;
-                e.duration.add(&r.duration);
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(r);
-            }
-        }
-    }
-    m.into_values().collect()
 }
 
 /// The start of the minute holding `ts_ns`.
@@ -939,43 +790,12 @@ fn writer_properties(
     b.build()
 }
 
-fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec_pretty(m).expect("manifest serialises");
-    write_atomic(&dir.join("manifest.json"), &bytes)
-}
-
 fn remove_set_files(tenant_dir: &Path, set: &FileSet) {
-    let dir = tenant_dir.join(&set.partition);
-    for name in [&set.spans, &set.summaries, &set.edges, &set.operations]
-        .into_iter()
-        .flatten()
-    {
-        let p = dir.join(name);
-        if let Err(e) = std::fs::remove_file(&p)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(file = %p.display(), error = %e, "failed to delete span file");
-        }
-    }
-    // An emptied partition directory goes too (fails harmlessly otherwise).
-    let _ = std::fs::remove_dir(&dir);
+    fileset::remove_files(tenant_dir, std::slice::from_ref(set));
 }
 
 fn open_tenant(dir: &Path) -> Result<TenantState, StoreError> {
-    let manifest: Manifest =
-        crate::layout::read_manifest(dir, "trace", MANIFEST_VERSION, |m: &Manifest| m.version)?;
-    // Files no manifest lists are left over from a write cut short.
-    let listed: BTreeSet<(String, String)> = manifest
-        .files
-        .iter()
-        .flat_map(|s| {
-            [&s.spans, &s.summaries, &s.edges, &s.operations]
-                .into_iter()
-                .flatten()
-                .map(|n| (s.partition.clone(), n.clone()))
-        })
-        .collect();
-    crate::layout::delete_unlisted(dir, &listed, "span")?;
+    let manifest = Manifest::open(dir)?;
     let mut st = TenantState {
         manifest: manifest.clone(),
         ..Default::default()

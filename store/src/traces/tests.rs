@@ -316,3 +316,42 @@ fn a_tenant_whose_directory_cannot_be_written_does_not_stop_the_others() {
     assert_eq!(store.trace(&good, &[2; 16]).unwrap().len(), 1);
     assert_eq!(store.trace(&bad, &[102; 16]).unwrap().len(), 1);
 }
+
+/// Regression: compaction deleted the sets it replaced at once, and the
+/// reader treats a vanished file as empty, so a trace query that had listed
+/// the sets just before the swap missed their traces.
+#[test]
+fn a_query_that_listed_sets_before_a_compaction_still_reads_their_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    let t = TenantId::default_tenant();
+    let opts = TraceStoreOptions {
+        compact_min_files: 2,
+        ..Default::default()
+    };
+    let store = TraceStore::open(&data, opts).unwrap();
+    for (i, trace) in [1u8, 2].into_iter().enumerate() {
+        let lsn = i as u64 + 1;
+        let spans = vec![span(trace, 1, None, "web", T0 + i64::from(trace), 10)];
+        store.write(flush(&t, vec![spans], lsn, lsn)).unwrap();
+    }
+    // The query's snapshot, taken just before the swap.
+    let listed = store.sets(&t);
+    assert_eq!(store.compact().unwrap(), 1);
+    assert_eq!(store.file_sets(&t).len(), 1);
+    let ids: std::collections::HashSet<[u8; 16]> = [[1; 16], [2; 16]].into();
+    let mut found = 0;
+    for set in &listed {
+        found += read::read_spans_of(set, &ids).unwrap().len();
+    }
+    assert_eq!(found, 2, "the replaced sets are still readable");
+    // Once the grace is over they go, with their files.
+    store.collect_garbage(std::time::Duration::ZERO);
+    for set in &listed {
+        for name in set.set.file_names() {
+            assert!(!set.path(&name).exists(), "{name}");
+        }
+    }
+    assert_eq!(store.trace(&t, &[1; 16]).unwrap().len(), 1);
+    assert_eq!(store.trace(&t, &[2; 16]).unwrap().len(), 1);
+}
