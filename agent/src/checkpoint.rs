@@ -18,6 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::sync::MutexRecover;
+
 /// Checkpoints of files gone longer than this are forgotten.
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -137,7 +139,7 @@ impl Committed {
     }
 
     fn lock_quiet(&self) -> MutexGuard<'_, HashMap<FileId, Entry>> {
-        self.0.map.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.map.lock_or_recover()
     }
 
     fn bump(&self) {

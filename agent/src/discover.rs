@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher};
 
+use crate::sync::MutexRecover;
+
 /// Include and exclude globs.
 #[derive(Debug, Clone)]
 pub struct Globs {
@@ -124,7 +126,7 @@ impl std::fmt::Debug for Wakeup {
 
 /// Records one watcher event; false if it says nothing worth waking for.
 fn note(pending: &Mutex<Pending>, res: notify::Result<notify::Event>) -> bool {
-    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = pending.lock_or_recover();
     let ev = match res {
         Ok(ev) => ev,
         Err(_) => {
@@ -201,7 +203,7 @@ impl Wakeup {
 
     /// What changed since the last call.
     pub fn take(&self) -> Woken {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.pending.lock_or_recover();
         Woken {
             rescan: std::mem::take(&mut p.rescan),
             changed: p.changed.drain().collect(),

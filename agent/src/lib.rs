@@ -27,6 +27,7 @@ mod hostmetrics;
 mod k8s;
 mod parse;
 mod relay;
+mod sync;
 mod tail;
 mod telemetry;
 

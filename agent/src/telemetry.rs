@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use periscope_auth::{Gate, Tls};
 
+use crate::sync::MutexRecover;
+
 /// The relay's auth gate and TLS files, rendered with the agent's metrics.
 #[derive(Debug)]
 pub struct RelayAuth {
@@ -269,7 +271,7 @@ impl Stats {
             &self.k8s_relists,
         );
         out.push_str("# HELP periscope_agent_read_lag_bytes Unread bytes per open file.\n# TYPE periscope_agent_read_lag_bytes gauge\n");
-        let lags = self.read_lag.lock().unwrap_or_else(|p| p.into_inner());
+        let lags = self.read_lag.lock_or_recover();
         for (path, lag) in lags.iter() {
             let _ = writeln!(
                 out,

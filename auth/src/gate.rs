@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
+use crate::sync::MutexRecover;
 use crate::tls::PeerTls;
 use crate::tokens::{AuthTable, Grant, Scope, Tenants};
 use crate::watched::Watched;
@@ -145,7 +146,7 @@ impl Throttle {
     /// Records a failure of `ip`; returns how long to hold its answer.
     fn fail(&self, ip: IpAddr) -> Duration {
         let now = Instant::now();
-        let mut m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.failures.lock_or_recover();
         if m.len() >= MAX_TRACKED && !m.contains_key(&ip) {
             m.retain(|_, (_, at)| now.duration_since(*at) < FAILURE_WINDOW);
             if m.len() >= MAX_TRACKED {
@@ -375,8 +376,7 @@ impl Gate {
                 }
                 *self
                     .counters
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .lock_or_recover()
                     .admitted
                     .entry(listener)
                     .or_default() += 1;
@@ -397,7 +397,7 @@ impl Gate {
                     _ => Duration::ZERO,
                 };
                 {
-                    let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut c = self.counters.lock_or_recover();
                     *c.refusals.entry((listener, r.reason())).or_default() += 1;
                     if !delay.is_zero() {
                         c.slowed += 1;
@@ -429,7 +429,7 @@ impl Gate {
             "# HELP periscope_auth_enabled Whether requests are authenticated (an auth file is given).\n# TYPE periscope_auth_enabled gauge\nperiscope_auth_enabled {}",
             u8::from(self.enabled())
         );
-        let c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self.counters.lock_or_recover();
         out.push_str("# HELP periscope_auth_refusals_total Requests refused, by listener and reason.\n# TYPE periscope_auth_refusals_total counter\n");
         for ((l, r), n) in &c.refusals {
             let _ = writeln!(

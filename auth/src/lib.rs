@@ -4,6 +4,7 @@
 //! collector and by the agent's relay, so both check the same way.
 
 pub mod gate;
+mod sync;
 pub mod tls;
 pub mod tokens;
 pub mod watched;

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::sync::{MutexRecover, RwLockRecover};
+
 /// How often watched files are read again.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -85,23 +87,20 @@ impl<T: Send + Sync + 'static> Watched<T> {
 
     /// The current value.
     pub fn get(&self) -> Arc<T> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read_or_recover().clone()
     }
 
     /// Reads the files again and loads them if they changed (or always,
     /// with `force`). Returns whether a new value is in place.
     pub fn check(&self, force: bool) -> bool {
         let result = read_all(&self.paths).and_then(|(bytes, digest)| {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let mut seen = self.seen.lock_or_recover();
             if !force && *seen == digest {
                 return Ok(false);
             }
             *seen = digest;
             let value = (self.load)(&bytes)?;
-            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(value);
+            *self.current.write_or_recover() = Arc::new(value);
             Ok(true)
         });
         match result {

@@ -23,6 +23,7 @@
 
 mod metric_workload;
 mod store_ingest;
+pub mod sync;
 mod trace_workload;
 mod workload;
 

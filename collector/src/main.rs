@@ -7,6 +7,7 @@ mod demo;
 mod panics;
 mod pipeline;
 mod receiver;
+mod sync;
 mod telemetry;
 mod traces;
 

@@ -20,6 +20,7 @@ mod service_map;
 mod services;
 mod session;
 mod signin;
+mod sync;
 mod timeparse;
 mod traces;
 

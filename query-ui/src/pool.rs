@@ -19,6 +19,7 @@ use std::time::Duration;
 use periscope_store::{Deadline, TenantId};
 
 use crate::QueryLimits;
+use crate::sync::MutexRecover;
 
 /// Stack of a query thread: parsers and the PromQL evaluator recurse once
 /// per level of a (depth-limited) query.
@@ -93,7 +94,7 @@ pub(crate) struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut r = self.rt.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.rt.running.lock_or_recover();
         r.total = r.total.saturating_sub(1);
         if let Some(n) = r.per_tenant.get_mut(&self.tenant) {
             *n = n.saturating_sub(1);
@@ -139,7 +140,7 @@ impl QueryRuntime {
     }
 
     fn admit(self: &Arc<Self>, tenant: &TenantId) -> Result<Permit, Refusal> {
-        let mut r = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.running.lock_or_recover();
         let l = &self.limits;
         let refused = if r.total >= l.max_concurrent {
             Some(format!(
@@ -299,7 +300,7 @@ impl QueryRuntime {
 fn worker(rx: &Mutex<Receiver<Job>>) {
     loop {
         // The lock is held only to take one job.
-        let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+        let job = match rx.lock_or_recover().recv() {
             Ok(job) => job,
             Err(_) => return,
         };

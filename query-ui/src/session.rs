@@ -34,6 +34,8 @@ use periscope_auth::{Admitted, AuthTable, Grant, Scope};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
+use crate::sync::MutexRecover;
+
 /// The cookie's name.
 pub const COOKIE: &str = "periscope_session";
 /// The MAC key's file in the data directory.
@@ -285,7 +287,7 @@ impl Sessions {
         };
         hex::decode_to_slice(&p.id, &mut s.id).ok()?;
         hex::decode_to_slice(&p.sha256, &mut s.token_sha256).ok()?;
-        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let ended = self.ended.lock_or_recover();
         (!ended.ids.contains_key(&s.id)).then_some(s)
     }
 
@@ -323,7 +325,7 @@ impl Sessions {
     /// Ends `s` before its expiry: its cookie, and every copy of it, is
     /// refused from now on, after a restart too. Blocks on a file write.
     pub fn end(&self, s: &Session, now: u64) -> Result<(), SessionError> {
-        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ended = self.ended.lock_or_recover();
         if ended.ids.len() >= MAX_ENDED {
             ended.ids.retain(|_, exp| *exp > now);
         }

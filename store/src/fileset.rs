@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::StoreError;
 use crate::layout::write_atomic;
 use crate::partition::parse_partition_dir_name;
+use crate::sync::MutexRecover;
 
 /// Files a merge replaced stay on disk this long for queries that listed
 /// them before the swap.
@@ -213,7 +214,7 @@ impl Graveyard {
     /// Schedules the files of `entries` under `dir` for deletion.
     pub(crate) fn bury<F: ListedFile>(&self, dir: &Path, entries: &[F]) {
         let now = Instant::now();
-        let mut g = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.files.lock_or_recover();
         for f in entries {
             let pdir = dir.join(f.partition());
             g.extend(f.file_names().into_iter().map(|n| (now, pdir.join(n))));
@@ -225,7 +226,7 @@ impl Graveyard {
     /// directories once empty. Callers hold their store's writer lock (see
     /// [`remove_files`]).
     pub(crate) fn collect(&self, grace: Duration, forget: impl Fn(&Path)) {
-        let mut g = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.files.lock_or_recover();
         let mut dirs = BTreeSet::new();
         g.retain(|(when, path)| {
             if when.elapsed() < grace {
@@ -246,7 +247,7 @@ impl Graveyard {
     /// How many files wait for their grace to end.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.files.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.files.lock_or_recover().len()
     }
 }
 

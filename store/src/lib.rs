@@ -22,6 +22,7 @@ mod layout_migration;
 mod logs;
 mod metrics;
 mod partition;
+mod sync;
 mod tenant;
 #[cfg(test)]
 mod test_disk;

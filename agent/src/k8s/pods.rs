@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use periscope_proto::otlp::common::v1::KeyValue;
 
 use crate::parse::enrich::kv_str;
+use crate::sync::RwLockRecover;
 
 /// Upper bound of cached pods (live and deleted within the grace period); a
 /// node runs a few hundred at most, so only deletion churn can approach it,
@@ -152,13 +153,13 @@ impl PodCache {
 
     /// The pod with this UID, live or deleted within the grace period.
     pub fn get(&self, uid: &str) -> Option<Arc<PodMeta>> {
-        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        let pods = self.pods.read_or_recover();
         pods.get(uid).map(|e| Arc::clone(&e.meta))
     }
 
     /// Pods held, deleted ones within their grace period included.
     pub fn len(&self) -> usize {
-        self.pods.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.pods.read_or_recover().len()
     }
 
     /// No pod held.
@@ -168,7 +169,7 @@ impl PodCache {
 
     /// A pod was added or modified (it is live).
     pub fn upsert(&self, meta: PodMeta) {
-        let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let mut pods = self.pods.write_or_recover();
         if Self::upsert_locked(&mut pods, meta) {
             self.bump();
         }
@@ -203,7 +204,7 @@ impl PodCache {
     /// A pod was deleted: kept until `now + grace`. Its last state is taken
     /// too, in case the pod was never seen alive.
     pub fn delete(&self, meta: PodMeta, now: Instant) {
-        let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let mut pods = self.pods.write_or_recover();
         let changed = Self::upsert_locked(&mut pods, meta.clone());
         if let Some(e) = pods.get_mut(&meta.uid) {
             e.deleted_at = Some(now);
@@ -218,7 +219,7 @@ impl PodCache {
     /// The result of a full list: every listed pod is live, every other live
     /// pod was deleted while the watch was away (kept for the grace period).
     pub fn replace(&self, list: Vec<PodMeta>, now: Instant) {
-        let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let mut pods = self.pods.write_or_recover();
         let mut changed = false;
         let mut listed = std::collections::HashSet::with_capacity(list.len());
         for meta in list {
@@ -240,7 +241,7 @@ impl PodCache {
     /// Forgets pods deleted at least the grace period before `now`; returns
     /// how many. Files that already carry their metadata keep it.
     pub fn expire(&self, now: Instant) -> usize {
-        let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let mut pods = self.pods.write_or_recover();
         let before = pods.len();
         pods.retain(|_, e| {
             e.deleted_at

@@ -32,6 +32,7 @@ use tokio_stream::{Stream, StreamExt};
 use tower::ServiceExt;
 
 use crate::config::RelayLimits;
+use crate::sync::MutexRecover;
 use crate::telemetry::Stats;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -546,7 +547,7 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let r = fut.await;
-            if let Some(c) = held.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            if let Some(c) = held.lock_or_recover().take() {
                 budget.finish(c);
             }
             r
@@ -574,7 +575,7 @@ impl hyper::body::Body for ChargingBody {
             && let Some(data) = f.data_ref()
         {
             let cost = data.len().saturating_mul(RELAY_PROTOBUF_FACTOR);
-            let mut held = this.charge.lock().unwrap_or_else(|p| p.into_inner());
+            let mut held = this.charge.lock_or_recover();
             if let Some(c) = held.as_mut()
                 && let Err(e) = this.budget.charge(c, cost)
             {

@@ -26,6 +26,7 @@ use crate::checkpoint::{Committed, FileId, Fingerprint, Mark, unix_secs};
 use crate::config::ReadFrom;
 use crate::discover::Globs;
 use crate::parse::{ParseOptions, Record};
+use crate::sync::MutexRecover;
 use crate::telemetry::Stats;
 use file::{Prefix, Tracked};
 
@@ -345,11 +346,7 @@ impl Tailer {
             .filter(|t| t.is_open())
             .map(|t| (t.path.display().to_string(), t.lag()))
             .collect();
-        *self
-            .stats
-            .read_lag
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = lags;
+        *self.stats.read_lag.lock_or_recover() = lags;
     }
 
     /// Starts following a newly discovered file.

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use periscope_benches::sync::MutexRecover;
+
 /// What the clients did, updated as requests complete.
 pub struct Stats {
     pub started: Instant,
@@ -70,7 +72,7 @@ impl Stats {
         self.last_ack_nanos
             .fetch_max(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let micros = latency.as_micros() as u64;
-        let mut l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = self.latency.lock_or_recover();
         l.total.record(micros);
         l.interval.record(micros);
     }
@@ -79,7 +81,7 @@ impl Stats {
     pub fn failed(&self, records: u64, error: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         self.failed_records.fetch_add(records, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        *self.last_error.lock_or_recover() = Some(error);
     }
 
     /// When the last acknowledgement arrived, if any did.
@@ -91,20 +93,17 @@ impl Stats {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.last_error.lock_or_recover().clone()
     }
 
     /// p50, p99 and max request latency of the whole run, in milliseconds.
     pub fn latency_ms(&self) -> [f64; 3] {
-        let l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let l = self.latency.lock_or_recover();
         [l.total.quantile(0.5), l.total.quantile(0.99), l.total.max()].map(|us| us as f64 / 1000.0)
     }
 
     fn take_interval_latency_ms(&self) -> [f64; 2] {
-        let mut l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = self.latency.lock_or_recover();
         let q = [l.interval.quantile(0.5), l.interval.quantile(0.99)].map(|us| us as f64 / 1000.0);
         l.interval = Histogram::new();
         q

@@ -40,6 +40,8 @@ use periscope_store::{FlushBatch, Fragment, TenantFlush, TenantId, TraceStore};
 use super::graph::{GraphBuilder, RecentSpans};
 use super::tempo_metrics::TempoMetrics;
 
+use crate::sync::{MutexRecover, RwLockRecover};
+
 /// Tuning of the assembler.
 #[derive(Clone, Debug)]
 pub struct AssemblerOptions {
@@ -230,11 +232,7 @@ impl Assembler {
         if !self.any_refused.load(Ordering::Relaxed) {
             return false;
         }
-        let refused = self
-            .refused
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(tenant);
+        let refused = self.refused.read_or_recover().contains(tenant);
         if refused {
             self.stats
                 .tenant_span_refusals
@@ -250,7 +248,7 @@ impl Assembler {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_or_recover()
     }
 
     /// Takes in the spans of WAL entry `lsn` (possibly none). Waits while
@@ -436,7 +434,7 @@ impl Assembler {
         }
         if let Some(metrics) = self.metrics.get() {
             let now_ms = periscope_proto::unix_now_ns().div_euclid(1_000_000);
-            let mut tempo = self.tempo.lock().unwrap_or_else(|p| p.into_inner());
+            let mut tempo = self.tempo.lock_or_recover();
             for (tenant, (edges, ops)) in rows.iter().filter(|(t, _)| committed.contains(*t)) {
                 metrics.append(tenant, tempo.record(tenant, edges, ops, now_ms));
             }
@@ -533,7 +531,7 @@ impl Assembler {
             .filter(|(_, bytes)| *bytes > cap)
             .map(|(t, _)| t.clone())
             .collect();
-        let mut refused = self.refused.write().unwrap_or_else(|p| p.into_inner());
+        let mut refused = self.refused.write_or_recover();
         if *refused != now {
             if let Some(t) = now.difference(&refused).next() {
                 tracing::warn!(tenant = %t, "span requests of a tenant whose traces cannot be written are refused until they are");

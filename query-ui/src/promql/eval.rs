@@ -12,6 +12,8 @@ use super::source::{MatchOp, Matcher, Series, SeriesSource};
 use super::value::QueryValue;
 use super::{EngineOptions, QueryError};
 
+use crate::sync::MutexRecover;
+
 /// Prometheus' limit on the points of one series in a range query; also
 /// the most steps one subquery evaluation may take.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -313,7 +315,7 @@ static CHUNK_CACHE_MAX_BYTES: std::sync::atomic::AtomicUsize =
 /// turns the cache off and empties it.
 pub fn set_results_cache_bytes(bytes: usize) {
     CHUNK_CACHE_MAX_BYTES.store(bytes, std::sync::atomic::Ordering::Relaxed);
-    let mut c = CHUNK_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = CHUNK_CACHE.lock_or_recover();
     while c.bytes > bytes {
         let Some(old) = c.order.pop_front() else {
             break;
@@ -397,8 +399,7 @@ fn cache_key(query_key: Option<&str>, (from, to): (i64, i64)) -> Option<String> 
 /// A cached chunk result computed at `generation`.
 fn cache_get(key: &str, generation: u64) -> Option<Vec<MatrixSeries>> {
     let hit = CHUNK_CACHE
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .lock_or_recover()
         .entries
         .get(key)
         .filter(|(g, ..)| *g == generation)
@@ -414,7 +415,7 @@ fn cache_put(key: String, generation: u64, r: &[MatrixSeries]) {
     if bytes > max_bytes / 16 {
         return;
     }
-    let mut c = CHUNK_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = CHUNK_CACHE.lock_or_recover();
     let entry = (generation, std::sync::Arc::new(r.to_vec()), bytes);
     match c.entries.insert(key.clone(), entry) {
         Some((_, _, old)) => c.bytes -= old,

@@ -32,6 +32,8 @@ use super::functions::{
 };
 use super::source::Series;
 
+use crate::sync::MutexRecover;
+
 /// One series over the steps: `vals[i]` is its value at step `i` when
 /// `has[i]`.
 #[derive(Clone, Debug, Default)]
@@ -293,7 +295,7 @@ impl Evaluator<'_> {
         let (read_series, read_samples) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let unsupported = AtomicBool::new(false);
         let fail = |e: QueryError| {
-            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            *failed.lock_or_recover() = Some(e);
             String::new()
         };
         let parts = self.parts();
@@ -304,7 +306,7 @@ impl Evaluator<'_> {
             self.check_series(series).map_err(fail)?;
             let samples = read_samples.fetch_add(pts.len(), Ordering::Relaxed) + pts.len();
             self.check_samples(samples).map_err(fail)?;
-            let mut sc = scratch[part].lock().unwrap_or_else(|p| p.into_inner());
+            let mut sc = scratch[part].lock_or_recover();
             match self.leaf_column(leaf, labels, pts, steps, &mut sc) {
                 Err(()) => {
                     unsupported.store(true, Ordering::Relaxed);
@@ -318,13 +320,9 @@ impl Evaluator<'_> {
             Ok(true) => Some(Ok(())),
             Ok(false) => None,
             Err(_) if unsupported.load(Ordering::Relaxed) => None,
-            Err(msg) => Some(Err(failed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .unwrap_or_else(|| {
-                    QueryError::execution(format!("failed to select series: {msg}"))
-                }))),
+            Err(msg) => Some(Err(failed.lock_or_recover().take().unwrap_or_else(|| {
+                QueryError::execution(format!("failed to select series: {msg}"))
+            }))),
         }
     }
 
@@ -335,10 +333,7 @@ impl Evaluator<'_> {
         tryo!(self.leaf_columns(leaf, steps, &|part, c| {
             let n = points.fetch_add(steps.len(), Ordering::Relaxed) + steps.len();
             self.check_samples(n)?;
-            parts[part]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(c.clone());
+            parts[part].lock_or_recover().push(c.clone());
             Ok(())
         }));
         Some(Ok(Ranged::Vector(
@@ -363,7 +358,7 @@ impl Evaluator<'_> {
         let fold = Fold::of(op);
         let parts: Vec<Mutex<Groups>> = (0..self.parts()).map(|_| Mutex::default()).collect();
         tryo!(self.leaf_columns(leaf, steps, &|part, c| {
-            let mut g = parts[part].lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = parts[part].lock_or_recover();
             let acc = g.group(group_labels(&c.labels, modifier), n);
             for i in 0..n {
                 if c.has[i] {

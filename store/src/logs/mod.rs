@@ -30,6 +30,7 @@ use tantivy::{Index, IndexReader, ReloadPolicy};
 use crate::layout::{check_version, read_version, write_atomic};
 use crate::partition::{HOUR_NS, hour_partition};
 use crate::partition::{parse_partition_dir_name, partition_dir_name};
+use crate::sync::RwLockRecover;
 use crate::{DataDir, StoreError, TenantId};
 
 /// Tuning of the log store.
@@ -252,7 +253,7 @@ impl LogStore {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TenantId, TenantPartitions>> {
-        self.partitions.read().unwrap_or_else(|p| p.into_inner())
+        self.partitions.read_or_recover()
     }
 
     pub(crate) fn get_or_create(
@@ -263,7 +264,7 @@ impl LogStore {
         if let Some(p) = self.read().get(tenant).and_then(|m| m.get(&hour_ns)) {
             return Ok(p.clone());
         }
-        let mut w = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.partitions.write_or_recover();
         let m = w.entry(tenant.clone()).or_default();
         if let Some(p) = m.get(&hour_ns) {
             return Ok(p.clone());
@@ -305,7 +306,7 @@ impl LogStore {
         let cutoff = self.retention_cutoff(now_ns);
         let mut doomed = Vec::new();
         {
-            let mut w = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+            let mut w = self.partitions.write_or_recover();
             for m in w.values_mut() {
                 let old: Vec<i64> = m
                     .range(..)

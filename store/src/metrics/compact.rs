@@ -17,6 +17,7 @@ use super::files::{self, MetricFile};
 use super::{MetricStore, TenantHead, metrics_dir};
 use crate::fileset::DELETE_GRACE;
 use crate::partition::HOUR_MS;
+use crate::sync::{MutexRecover, RwLockRecover};
 use crate::{DataDir, StoreError, TenantId};
 
 /// A partition's files are merged once it holds this many small ones, or
@@ -38,8 +39,7 @@ impl MetricStore {
         self.collect_garbage(DELETE_GRACE);
         let tenants: Vec<(TenantId, Arc<RwLock<TenantHead>>)> = self
             .tenants
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_or_recover()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
@@ -47,7 +47,7 @@ impl MetricStore {
         for (tenant, t) in tenants {
             loop {
                 let pick = {
-                    let h = t.read().unwrap_or_else(|p| p.into_inner());
+                    let h = t.read_or_recover();
                     pick_merge(&h.manifest.files, now_ms)
                 };
                 let Some(pick) = pick else { break };
@@ -60,7 +60,7 @@ impl MetricStore {
 
     /// Deletes files replaced at least `grace` ago.
     pub(super) fn collect_garbage(&self, grace: Duration) {
-        let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _f = self.flush_lock.lock_or_recover();
         self.graveyard.collect(grace, files::forget_series);
     }
 
@@ -111,8 +111,8 @@ impl MetricStore {
         // The output's number is reserved in the in-memory manifest; the
         // next manifest written (by a flush or this merge) records it.
         let name = {
-            let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let mut h = t.write().unwrap_or_else(|p| p.into_inner());
+            let _f = self.flush_lock.lock_or_recover();
+            let mut h = t.write_or_recover();
             let n = h.manifest.next_file;
             h.manifest.next_file += 1;
             format!("samples-{n}.parquet")
@@ -121,8 +121,8 @@ impl MetricStore {
         let bytes = files::write_file(&path, series, files::COMPACT_ZSTD_LEVEL)?;
         crate::layout::sync_dir(&pdir)?;
         // Swap: flushes and retention change the manifest under the same lock.
-        let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut h = t.write().unwrap_or_else(|p| p.into_inner());
+        let _f = self.flush_lock.lock_or_recover();
+        let mut h = t.write_or_recover();
         let output = (rows > 0).then(|| MetricFile {
             partition: partition.clone(),
             name: name.clone(),

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 use crate::fileset::{self, ListedFile};
+use crate::sync::MutexRecover;
 
 /// Version 2: labels moved from the samples file to its series file.
 pub(crate) const MANIFEST_VERSION: u32 = 2;
@@ -432,8 +433,7 @@ pub(super) fn open_samples(
         return Ok(None);
     };
     let cached = FOOTERS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .lock_or_recover()
         .map
         .get(path)
         .map(|(md, _)| md.clone());
@@ -449,7 +449,7 @@ pub(super) fn open_samples(
     )
     .map_err(|e| format_err(path, format!("unreadable parquet: {e}")))?;
     let bytes = md.metadata().memory_size();
-    let mut c = FOOTERS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = FOOTERS.lock_or_recover();
     match c.map.insert(path.to_owned(), (md, bytes)) {
         Some((_, old)) => c.bytes -= old,
         None => c.order.push_back(path.to_owned()),
@@ -571,13 +571,13 @@ pub(crate) fn forget_series(samples_path: &Path) {
             .to_string_lossy(),
     ));
     {
-        let mut f = FOOTERS.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = FOOTERS.lock_or_recover();
         if let Some((_, b)) = f.map.remove(samples_path) {
             f.bytes -= b;
             f.order.retain(|p| p != samples_path);
         }
     }
-    let mut c = SERIES_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = SERIES_CACHE.lock_or_recover();
     if let Some(t) = c.tables.remove(&series_path) {
         c.bytes -= t.bytes;
         c.order.retain(|p| *p != series_path);
@@ -589,12 +589,7 @@ pub(crate) fn forget_series(samples_path: &Path) {
 /// The parsed series file at `path`, from the cache or read now; `None`
 /// when the file is gone.
 pub(super) fn series_table(path: &Path) -> Result<Option<Arc<SeriesTable>>, StoreError> {
-    if let Some(t) = SERIES_CACHE
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .tables
-        .get(path)
-    {
+    if let Some(t) = SERIES_CACHE.lock_or_recover().tables.get(path) {
         return Ok(Some(t.clone()));
     }
     let Some(file) = open_file(path)? else {
@@ -614,7 +609,7 @@ pub(super) fn series_table(path: &Path) -> Result<Option<Arc<SeriesTable>>, Stor
         let first_rows = b.column(2).as_primitive::<UInt64Type>();
         let row_counts = b.column(3).as_primitive::<UInt64Type>();
         let maps = b.column(4).as_map();
-        let mut c = SERIES_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = SERIES_CACHE.lock_or_recover();
         for i in 0..b.num_rows() {
             let entry = maps.value(i);
             let keys = entry.column(0).as_string::<i32>();
@@ -640,7 +635,7 @@ pub(super) fn series_table(path: &Path) -> Result<Option<Arc<SeriesTable>>, Stor
         }
     }
     let table = Arc::new(SeriesTable { entries, bytes });
-    let mut c = SERIES_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = SERIES_CACHE.lock_or_recover();
     if c.tables.insert(path.to_owned(), table.clone()).is_none() {
         c.bytes += table.bytes;
         c.order.push_back(path.to_owned());

@@ -27,6 +27,7 @@ use periscope_proto::{
 };
 
 use crate::fileset::{self, Graveyard};
+use crate::sync::{MutexRecover, RwLockRecover};
 use crate::{DataDir, ReadBudget, StoreError, TenantId};
 
 pub use scan::{FloatScan, FloatVisitor};
@@ -287,27 +288,16 @@ impl MetricStore {
     /// The WAL position up to which a tenant's samples are in files.
     pub fn durable_lsn(&self, tenant: &TenantId) -> u64 {
         self.tenant(tenant)
-            .map(|t| {
-                t.read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .manifest
-                    .durable_lsn
-            })
+            .map(|t| t.read_or_recover().manifest.durable_lsn)
             .unwrap_or(0)
     }
 
     /// The highest WAL position any manifest records.
     pub fn max_durable_lsn(&self) -> u64 {
         self.tenants
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_or_recover()
             .values()
-            .map(|t| {
-                t.read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .manifest
-                    .durable_lsn
-            })
+            .map(|t| t.read_or_recover().manifest.durable_lsn)
             .max()
             .unwrap_or(0)
     }
@@ -317,8 +307,7 @@ impl MetricStore {
         self.unflushed.load(Ordering::Relaxed) >= max_samples
             || self
                 .first_unflushed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .lock_or_recover()
                 .is_some_and(|t| t.elapsed() >= max_age)
     }
 
@@ -339,7 +328,7 @@ impl MetricStore {
     /// back only the WAL position (see [`MetricFlush::durable_lsn`]); the
     /// other tenants' files are written and published all the same.
     pub fn flush_tenants(&self) -> MetricFlush {
-        let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _f = self.flush_lock.lock_or_recover();
         let now = Instant::now();
         let Some(data) = self.data.clone() else {
             return MetricFlush {
@@ -350,17 +339,14 @@ impl MetricStore {
         // Cut: every tenant's head (but those waiting out a retry backoff)
         // moves to `flushing` at one WAL position.
         let (tenants, deferred, cut) = {
-            let map = self.tenants.write().unwrap_or_else(|p| p.into_inner());
+            let map = self.tenants.write_or_recover();
             let cut = self.last_lsn.load(Ordering::SeqCst);
             self.unflushed.store(0, Ordering::Relaxed);
-            *self
-                .first_unflushed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = None;
+            *self.first_unflushed.lock_or_recover() = None;
             let mut list = Vec::new();
             let mut deferred = Vec::new();
             for (k, t) in map.iter() {
-                let mut h = t.write().unwrap_or_else(|p| p.into_inner());
+                let mut h = t.write_or_recover();
                 if h.retry.as_ref().is_some_and(|r| r.not_before > now) {
                     deferred.push(t.clone());
                     continue;
@@ -394,7 +380,7 @@ impl MetricStore {
             let published = self
                 .write_tenant_files(&data, &tenant, &t, cut)
                 .and_then(|m| m.write(&data.metrics_dir(&tenant)).map(|()| m));
-            let mut h = t.write().unwrap_or_else(|p| p.into_inner());
+            let mut h = t.write_or_recover();
             match published {
                 Ok(manifest) => {
                     h.manifest = manifest;
@@ -433,7 +419,7 @@ impl MetricStore {
         // WAL only below the oldest entry a held-back tenant still needs.
         let mut pending = 0;
         for t in &held_back {
-            let h = t.read().unwrap_or_else(|p| p.into_inner());
+            let h = t.read_or_recover();
             pending += h
                 .series
                 .iter()
@@ -445,10 +431,7 @@ impl MetricStore {
         }
         if pending > 0 {
             self.unflushed.fetch_add(pending, Ordering::Relaxed);
-            self.first_unflushed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert(now);
+            self.first_unflushed.lock_or_recover().get_or_insert(now);
         }
         report
     }
@@ -461,7 +444,7 @@ impl MetricStore {
         cut: u64,
     ) -> Result<files::Manifest, StoreError> {
         let dir = data.metrics_dir(tenant);
-        let h = t.read().unwrap_or_else(|p| p.into_inner());
+        let h = t.read_or_recover();
         let mut manifest = h.manifest.clone();
         manifest.durable_lsn = manifest.durable_lsn.max(cut);
         let mut by_hour: BTreeMap<i64, Vec<files::SeriesRows<'_>>> = BTreeMap::new();
@@ -522,11 +505,7 @@ impl MetricStore {
     }
 
     fn tenant(&self, tenant: &TenantId) -> Option<Arc<RwLock<TenantHead>>> {
-        self.tenants
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(tenant)
-            .cloned()
+        self.tenants.read_or_recover().get(tenant).cloned()
     }
 
     /// Adds the samples of WAL entry `lsn`.
@@ -546,19 +525,18 @@ impl MetricStore {
         // (which takes it for writing to cut) sees each entry whole, with
         // its WAL position.
         let map = loop {
-            let map = self.tenants.read().unwrap_or_else(|p| p.into_inner());
+            let map = self.tenants.read_or_recover();
             if map.contains_key(tenant) {
                 break map;
             }
             drop(map);
             self.tenants
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
+                .write_or_recover()
                 .entry(tenant.clone())
                 .or_default();
         };
         let t = map.get(tenant).expect("created above");
-        let mut h = t.write().unwrap_or_else(|p| p.into_inner());
+        let mut h = t.write_or_recover();
         let n = batch.len() as u64;
         for m in batch.metadata {
             h.metadata.insert(m.name.clone(), m);
@@ -603,8 +581,7 @@ impl MetricStore {
             // sample after a flush: after a failed flush `unflushed` is not
             // zero, and the age trigger must still fire.
             self.first_unflushed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .lock_or_recover()
                 .get_or_insert_with(Instant::now);
         }
     }
@@ -652,7 +629,7 @@ impl MetricStore {
         let mut merged: foldhash::HashMap<Labels, Vec<(i64, SampleValue)>> = Default::default();
         let mut over: Option<StoreError> = None;
         let files: Vec<(PathBuf, i64, i64)> = {
-            let h = t.read().unwrap_or_else(|p| p.into_inner());
+            let h = t.read_or_recover();
             let mut add = |s: &HeadSeries| {
                 if over.is_some()
                     || name.is_some_and(|n| label(&s.labels, NAME_LABEL) != Some(n))
@@ -781,7 +758,7 @@ impl MetricStore {
         let Some(t) = self.tenant(tenant) else {
             return 0;
         };
-        let h = t.read().unwrap_or_else(|p| p.into_inner());
+        let h = t.read_or_recover();
         let (lo, hi) = (start_ms.div_euclid(HOUR_MS), end_ms.div_euclid(HOUR_MS));
         if lo > hi {
             return h.dropped;
@@ -836,7 +813,7 @@ impl MetricStore {
         };
         let mut out: foldhash::HashSet<Labels> = Default::default();
         let files: Vec<PathBuf> = {
-            let h = t.read().unwrap_or_else(|p| p.into_inner());
+            let h = t.read_or_recover();
             let mut add = |s: &HeadSeries| {
                 if name.is_none_or(|n| label(&s.labels, NAME_LABEL) == Some(n))
                     && s.has_samples_in(start_ms, end_ms)
@@ -908,14 +885,7 @@ impl MetricStore {
     /// Metadata of metric families.
     pub fn metadata(&self, tenant: &TenantId) -> Vec<MetricMeta> {
         self.tenant(tenant)
-            .map(|t| {
-                t.read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .metadata
-                    .values()
-                    .cloned()
-                    .collect()
-            })
+            .map(|t| t.read_or_recover().metadata.values().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -924,16 +894,15 @@ impl MetricStore {
     pub fn apply_retention(&self, now_ms: i64) {
         let cutoff = now_ms - self.opts.retention.as_millis() as i64;
         if let Some(data) = &self.data {
-            let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _f = self.flush_lock.lock_or_recover();
             let tenants: Vec<_> = self
                 .tenants
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
+                .read_or_recover()
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             for (tenant, t) in tenants {
-                let manifest = t.read().unwrap_or_else(|p| p.into_inner()).manifest.clone();
+                let manifest = t.read_or_recover().manifest.clone();
                 let Some((manifest, gone)) = manifest.dropping(|f| f.max_ts_ms < cutoff) else {
                     continue;
                 };
@@ -943,7 +912,7 @@ impl MetricStore {
                     continue;
                 }
                 {
-                    let mut h = t.write().unwrap_or_else(|p| p.into_inner());
+                    let mut h = t.write_or_recover();
                     h.manifest = manifest;
                     h.dropped = self.write_seq.fetch_add(1, Ordering::SeqCst) + 1;
                 }
@@ -953,15 +922,9 @@ impl MetricStore {
                 fileset::remove_files(&dir, &gone);
             }
         }
-        let tenants: Vec<_> = self
-            .tenants
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let tenants: Vec<_> = self.tenants.read_or_recover().values().cloned().collect();
         for t in tenants {
-            let mut h = t.write().unwrap_or_else(|p| p.into_inner());
+            let mut h = t.write_or_recover();
             let mut changed = false;
             for s in &mut h.series {
                 let f = s.floats.partition_point(|(ts, _)| *ts < cutoff);

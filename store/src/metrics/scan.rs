@@ -24,6 +24,7 @@ use periscope_proto::{Labels, NAME_LABEL, label};
 
 use super::files::{self, SeriesTable, format_err, open_samples, series_table};
 use super::{MetricStore, TenantHead, metrics_dir, on_threads};
+use crate::sync::RwLockRecover;
 use crate::{StoreError, TenantId};
 
 /// How a float scan ended.
@@ -223,7 +224,7 @@ impl MetricStore {
         // The head's samples (its series and a flush in progress, merged),
         // and the files to read, oldest first.
         let (head, listed) = {
-            let h = t.read().unwrap_or_else(|p| p.into_inner());
+            let h = t.read_or_recover();
             let Some(head) = head_floats(&h, name, keep, start_ms, end_ms) else {
                 return Ok(FloatScan::Unsupported);
             };

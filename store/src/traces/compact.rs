@@ -21,6 +21,7 @@ use super::{
 };
 use crate::fileset::DELETE_GRACE;
 use crate::partition::parse_partition_dir_name;
+use crate::sync::MutexRecover;
 use crate::{StoreError, TenantId};
 
 /// Compaction merges sets with fewer spans than this…
@@ -34,7 +35,7 @@ impl TraceStore {
     /// how many sets were merged away.
     pub fn compact(&self) -> Result<usize, StoreError> {
         {
-            let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _w = self.write_lock.lock_or_recover();
             self.graveyard.collect(DELETE_GRACE, |_| {});
         }
         let mut merged = 0;
@@ -72,7 +73,7 @@ impl TraceStore {
     /// Deletes the files of replaced sets at least `grace` ago.
     #[cfg(test)]
     pub(crate) fn collect_garbage(&self, grace: std::time::Duration) {
-        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.write_lock.lock_or_recover();
         self.graveyard.collect(grace, |_| {});
     }
 
@@ -113,7 +114,7 @@ impl TraceStore {
         let new_set = self.write_set(&dir, hour, id, part, max_lsn)?;
         let old: BTreeSet<u64> = sets.iter().map(|s| s.set.id).collect();
         let inputs: Vec<FileSet> = sets.iter().map(|s| s.set.clone()).collect();
-        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.write_lock.lock_or_recover();
         let Some(manifest) = self
             .read_tenants()
             .get(tenant)

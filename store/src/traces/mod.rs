@@ -56,6 +56,7 @@ pub use summary::{
 use crate::fileset::{self, Graveyard, ListedFile};
 use crate::layout::sync_dir;
 use crate::partition::{HOUR_NS, parse_partition_dir_name, partition_dir_name};
+use crate::sync::{MutexRecover, RwLockRecover};
 use crate::{DataDir, StoreError, TenantId};
 
 const MANIFEST_VERSION: u32 = 1;
@@ -290,11 +291,11 @@ impl TraceStore {
     }
 
     fn read_tenants(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TenantId, TenantState>> {
-        self.tenants.read().unwrap_or_else(|p| p.into_inner())
+        self.tenants.read_or_recover()
     }
 
     fn write_tenants(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<TenantId, TenantState>> {
-        self.tenants.write().unwrap_or_else(|p| p.into_inner())
+        self.tenants.write_or_recover()
     }
 
     /// The highest `durable_lsn` any manifest recorded: every span of a WAL
@@ -345,7 +346,7 @@ impl TraceStore {
     /// reported in the error with nothing of it published, and the others
     /// are written all the same. Returns once everything written is durable.
     pub fn write(&self, batch: FlushBatch) -> Result<(), WriteError> {
-        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.write_lock.lock_or_recover();
         let mut failed = Vec::new();
         let mut tenants: Vec<(TenantId, TenantFlush)> = batch.tenants.into_iter().collect();
         tenants.sort_by(|a, b| a.0.cmp(&b.0));
@@ -680,7 +681,7 @@ impl TraceStore {
     }
 
     fn drop_sets(&self, doomed: impl Fn(&FileSet) -> bool) -> Result<usize, StoreError> {
-        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.write_lock.lock_or_recover();
         let mut dropped = 0;
         for tenant in self.tenants() {
             let Some((manifest, gone)) = self

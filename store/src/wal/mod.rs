@@ -35,6 +35,7 @@ use writer::SegmentWriter;
 
 use crate::StoreError;
 use crate::layout::sync_dir;
+use crate::sync::MutexRecover;
 
 /// Tuning of the WAL.
 #[derive(Clone, Debug)]
@@ -164,7 +165,7 @@ impl<T: Send + 'static> Wal<T> {
             stats: WalStats::default(),
             failed: AtomicBool::new(false),
         });
-        shared.update_disk_stats(&shared.segments.lock().unwrap_or_else(|p| p.into_inner()));
+        shared.update_disk_stats(&shared.segments.lock_or_recover());
         Ok(Wal {
             shared,
             next_lsn,
@@ -254,8 +255,8 @@ impl<T: Send + 'static> Wal<T> {
                 "failed to spawn wal writer",
                 &self.shared.dir,
             ))?;
-        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-        *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        *self.tx.lock_or_recover() = Some(tx);
+        *self.writer.lock_or_recover() = Some(handle);
         Ok(())
     }
 
@@ -270,7 +271,7 @@ impl<T: Send + 'static> Wal<T> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return Err(StoreError::WalClosed("a previous write failed".into()));
         }
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let tx = self.tx.lock_or_recover().clone();
         let Some(tx) = tx else {
             return Err(StoreError::WalClosed("not accepting writes".into()));
         };
@@ -297,8 +298,8 @@ impl<T: Send + 'static> Wal<T> {
     /// Stops accepting appends, lets the writer drain its queue (everything
     /// queued is fsynced and passed to the sink), and waits for it.
     pub fn close(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        self.tx.lock_or_recover().take();
+        if let Some(h) = self.writer.lock_or_recover().take() {
             let _ = h.join();
         }
     }
@@ -316,8 +317,8 @@ impl<T: Send + 'static> Wal<T> {
 
 impl<T> Drop for Wal<T> {
     fn drop(&mut self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        self.tx.lock_or_recover().take();
+        if let Some(h) = self.writer.lock_or_recover().take() {
             let _ = h.join();
         }
     }
@@ -325,7 +326,7 @@ impl<T> Drop for Wal<T> {
 
 impl Shared {
     fn lock_segments(&self) -> std::sync::MutexGuard<'_, Vec<SegInfo>> {
-        self.segments.lock().unwrap_or_else(|p| p.into_inner())
+        self.segments.lock_or_recover()
     }
 
     fn update_disk_stats(&self, segs: &[SegInfo]) {
