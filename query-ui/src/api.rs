@@ -8,8 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use periscope_proto::SeverityLevel;
 use periscope_store::{
@@ -18,7 +17,7 @@ use periscope_store::{
 };
 use serde_json::{Value, json};
 
-use crate::pool::{QueryRuntime, Refusal};
+use crate::pool::QueryRuntime;
 use crate::traces::{self, Live};
 use crate::{ServiceRegistry, format_rfc3339_ns, parse_time};
 
@@ -79,60 +78,8 @@ pub fn router(state: QueryState) -> Router {
         .with_state(state)
 }
 
-/// An API error: status plus `{"error": message}`.
-#[derive(Debug)]
-pub(crate) struct ApiError(pub StatusCode, pub String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = (self.0, Json(json!({"error": self.1}))).into_response();
-        if self.0 == StatusCode::TOO_MANY_REQUESTS {
-            r.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-        }
-        r
-    }
-}
-
-impl From<Refusal> for ApiError {
-    fn from(r: Refusal) -> Self {
-        let status = match r {
-            Refusal::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError(status, r.to_string())
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::DeadlineExceeded => ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{e}: the query ran longer than its timeout (--query-timeout)"),
-            ),
-            StoreError::Cancelled => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-            StoreError::LimitExceeded { what, .. } => ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{e} (--query-max-{what})"),
-            ),
-            StoreError::Query(_)
-            | StoreError::InvalidArgument(_)
-            | StoreError::InvalidTenant(_) => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
-            e => {
-                tracing::error!(error = %e, "query failed");
-                ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            }
-        }
-    }
-}
-
-pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
-}
+/// An error of the native API: `{"error": message}`.
+pub(crate) type ApiError = crate::error::Error<crate::error::Native>;
 
 /// The tenant of a request: `X-Scope-OrgID`, else `default`.
 pub(crate) fn tenant(headers: &HeaderMap) -> Result<TenantId, ApiError> {
@@ -141,7 +88,7 @@ pub(crate) fn tenant(headers: &HeaderMap) -> Result<TenantId, ApiError> {
         Some(v) => {
             let s = v
                 .to_str()
-                .map_err(|_| bad("X-Scope-OrgID is not valid text"))?;
+                .map_err(|_| ApiError::bad("X-Scope-OrgID is not valid text"))?;
             TenantId::parse(s).map_err(ApiError::from)
         }
     }
@@ -157,13 +104,13 @@ fn log_search(
     let time = |k: &str| {
         p.get(k)
             .filter(|v| !v.is_empty())
-            .map(|v| parse_time(v).map_err(|e| bad(format!("{k}: {e}"))))
+            .map(|v| parse_time(v).map_err(|e| ApiError::bad(format!("{k}: {e}"))))
             .transpose()
     };
     let end_ns = time("end")?.unwrap_or(now);
     let start_ns = time("start")?.unwrap_or(end_ns.saturating_sub(HOUR_NS));
     if start_ns > end_ns {
-        return Err(bad("start is after end"));
+        return Err(ApiError::bad("start is after end"));
     }
     let query = p.get("q").cloned().unwrap_or_default();
     limits.check_log_query(&query)?;
@@ -172,7 +119,7 @@ fn log_search(
             .parse::<usize>()
             .ok()
             .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| bad("limit must be 1 to 1000"))?,
+            .ok_or_else(|| ApiError::bad("limit must be 1 to 1000"))?,
         None => 100,
     };
     let min_severity = p
@@ -182,7 +129,7 @@ fn log_search(
             SeverityLevel::parse(s)
                 .map(|l| l.min_number())
                 .ok_or_else(|| {
-                    bad(format!(
+                    ApiError::bad(format!(
                         "unknown severity {s:?}: use TRACE, DEBUG, INFO, WARN, ERROR or FATAL"
                     ))
                 })
@@ -193,7 +140,7 @@ fn log_search(
         .as_ref()
         .is_some_and(|t| t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()))
     {
-        return Err(bad("trace_id must be 32 hex digits"));
+        return Err(ApiError::bad("trace_id must be 32 hex digits"));
     }
     Ok(LogSearch {
         query,
@@ -251,7 +198,7 @@ async fn search(
 /// Parses `30s`, `5m`, `1h`, `1d` or plain seconds into nanoseconds.
 fn parse_step(s: &str) -> Result<i64, ApiError> {
     let err = || {
-        bad(format!(
+        ApiError::bad(format!(
             "invalid step {s:?}: use e.g. 30s, 5m, 1h or seconds"
         ))
     };
@@ -284,7 +231,7 @@ async fn histogram(
         Some(s) => parse_step(s)?,
         // About 100 buckets, at least one second wide.
         None => i64::try_from(span / 100)
-            .map_err(|_| bad("start and end are too far apart"))?
+            .map_err(|_| ApiError::bad("start and end are too far apart"))?
             .max(1_000_000_000),
     };
     let logs = st.logs.clone();
@@ -309,12 +256,12 @@ async fn services(
     let now = periscope_proto::unix_now_ns();
     let start = p
         .get("start")
-        .map(|s| parse_time(s).map_err(bad))
+        .map(|s| parse_time(s).map_err(ApiError::bad))
         .transpose()?
         .unwrap_or(i64::MIN / 2);
     let end = p
         .get("end")
-        .map(|s| parse_time(s).map_err(bad))
+        .map(|s| parse_time(s).map_err(ApiError::bad))
         .transpose()?
         .unwrap_or(now.saturating_add(86_400_000_000_000));
     let mut names = st.services.get(&tenant);

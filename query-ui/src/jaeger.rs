@@ -12,8 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use periscope_proto::{
     Attr, AttrValue, Span, SpanKind, StatusCode as SpanStatus, id_hex, parse_trace_id,
@@ -21,7 +20,7 @@ use periscope_proto::{
 use periscope_store::TraceQuery;
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, QueryState, tenant};
+use crate::api::{QueryState, tenant};
 use crate::service_map::service_map_within;
 use crate::traces::{SpanConds, TagCond, get_trace, load_trace, parse_duration_ns};
 
@@ -36,46 +35,10 @@ pub(crate) fn router() -> Router<QueryState> {
 }
 
 /// Jaeger's error answer.
-struct JaegerError(StatusCode, String);
-
-impl IntoResponse for JaegerError {
-    fn into_response(self) -> Response {
-        let mut r = (
-            self.0,
-            Json(json!({
-                "data": null, "total": 0, "limit": 0, "offset": 0,
-                "errors": [{"code": self.0.as_u16(), "msg": self.1}],
-            })),
-        )
-            .into_response();
-        if self.0 == StatusCode::TOO_MANY_REQUESTS {
-            r.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-        }
-        r
-    }
-}
-
-impl From<ApiError> for JaegerError {
-    fn from(e: ApiError) -> Self {
-        JaegerError(e.0, e.1)
-    }
-}
-
-fn bad(msg: impl Into<String>) -> JaegerError {
-    JaegerError(StatusCode::BAD_REQUEST, msg.into())
-}
+type JaegerError = crate::error::Error<crate::error::Jaeger>;
 
 fn ok(data: Value, total: usize) -> Json<Value> {
     Json(json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null}))
-}
-
-impl From<crate::pool::Refusal> for JaegerError {
-    fn from(r: crate::pool::Refusal) -> Self {
-        ApiError::from(r).into()
-    }
 }
 
 fn kv_json(key: &str, v: &AttrValue) -> Value {
@@ -220,7 +183,7 @@ async fn operations_v2(
     let service = p
         .get("service")
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| bad("parameter 'service' is required"))?;
+        .ok_or_else(|| JaegerError::bad("parameter 'service' is required"))?;
     let ops: Vec<Value> = st
         .traces
         .operations_of(&tenant, service)
@@ -232,7 +195,7 @@ async fn operations_v2(
 }
 
 fn trace_id(s: &str) -> Result<[u8; 16], JaegerError> {
-    parse_trace_id(s).ok_or_else(|| bad(format!("invalid trace id {s:?}")))
+    parse_trace_id(s).ok_or_else(|| JaegerError::bad(format!("invalid trace id {s:?}")))
 }
 
 async fn trace(
@@ -244,7 +207,10 @@ async fn trace(
     let tid = trace_id(&id)?;
     let spans = get_trace(&st, tenant, tid).await?;
     if spans.is_empty() {
-        return Err(JaegerError(StatusCode::NOT_FOUND, "trace not found".into()));
+        return Err(JaegerError::new(
+            crate::error::ErrorKind::NotFound,
+            "trace not found",
+        ));
     }
     Ok(ok(json!([trace_json(&spans)]), 1))
 }
@@ -256,7 +222,7 @@ fn micros_param(p: &HashMap<String, String>, k: &str) -> Result<Option<i64>, Jae
             v.parse::<i64>()
                 .map(|us| us.saturating_mul(1000))
                 .map_err(|_| {
-                    bad(format!(
+                    JaegerError::bad(format!(
                         "parameter '{k}' must be microseconds since the epoch"
                     ))
                 })
@@ -277,7 +243,7 @@ fn jaeger_tags(
         match k.as_str() {
             "tags" => {
                 let obj: BTreeMap<String, Value> = serde_json::from_str(v)
-                    .map_err(|e| bad(format!("malformed 'tags' parameter: {e}")))?;
+                    .map_err(|e| JaegerError::bad(format!("malformed 'tags' parameter: {e}")))?;
                 for (key, val) in obj {
                     let val = match val {
                         Value::String(s) => s,
@@ -288,7 +254,7 @@ fn jaeger_tags(
             }
             "tag" => {
                 let (key, val) = v.split_once(':').ok_or_else(|| {
-                    bad(format!(
+                    JaegerError::bad(format!(
                         "malformed 'tag' parameter {v:?}: expected key:value"
                     ))
                 })?;
@@ -318,7 +284,7 @@ async fn find_traces(
     };
     let start_ns = micros_param(&p, "start")?.unwrap_or(end_ns.saturating_sub(lookback_ns));
     if start_ns > end_ns {
-        return Err(bad("parameter 'start' is after 'end'"));
+        return Err(JaegerError::bad("parameter 'start' is after 'end'"));
     }
     let dur = |k: &str| {
         p.get(k)
@@ -331,7 +297,7 @@ async fn find_traces(
             .parse::<usize>()
             .ok()
             .filter(|l| (1..=1500).contains(l))
-            .ok_or_else(|| bad("parameter 'limit' must be 1 to 1500"))?,
+            .ok_or_else(|| JaegerError::bad("parameter 'limit' must be 1 to 1500"))?,
         None => 20,
     };
     // Jaeger applies min/max duration to spans matching the other conditions.
@@ -412,7 +378,7 @@ async fn dependencies(
             .map(|v| {
                 v.parse::<i64>()
                     .map(|ms| ms.saturating_mul(1_000_000))
-                    .map_err(|_| bad(format!("parameter '{k}' must be milliseconds")))
+                    .map_err(|_| JaegerError::bad(format!("parameter '{k}' must be milliseconds")))
             })
             .transpose()
     };

@@ -9,6 +9,7 @@
 
 mod api;
 mod assets;
+mod error;
 mod jaeger;
 mod limits;
 #[cfg(test)]

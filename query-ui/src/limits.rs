@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::api::{ApiError, bad};
+use crate::api::ApiError;
 
 /// What one query may take; refusals name the flag that sets each limit.
 #[derive(Clone, Debug)]
@@ -119,7 +119,7 @@ impl QueryLimits {
         self.check_length("log query", q)?;
         let depth = periscope_store::log_query_depth(q)?;
         if depth > self.max_depth {
-            return Err(bad(format!(
+            return Err(ApiError::bad(format!(
                 "query nesting depth {depth} exceeds the limit {} (--query-max-depth)",
                 self.max_depth
             )));
@@ -133,7 +133,7 @@ impl QueryLimits {
         self.check_length("tags", tags)?;
         let depth = bracket_depth(tags);
         if depth > self.max_depth {
-            return Err(bad(format!(
+            return Err(ApiError::bad(format!(
                 "tags nesting depth {depth} exceeds the limit {} (--query-max-depth)",
                 self.max_depth
             )));
@@ -143,7 +143,7 @@ impl QueryLimits {
 
     pub(crate) fn check_length(&self, what: &str, text: &str) -> Result<(), ApiError> {
         if text.len() > self.max_length {
-            return Err(bad(format!(
+            return Err(ApiError::bad(format!(
                 "{what} length {} bytes exceeds the limit {} (--query-max-length)",
                 text.len(),
                 self.max_length
@@ -194,7 +194,7 @@ mod tests {
             assert_eq!(l.check_log_query(q).is_ok(), ok, "{q}");
         }
         let err = l.check_log_query("((((a))))").unwrap_err();
-        assert!(err.1.contains("--query-max-depth"), "{}", err.1);
+        assert!(err.message.contains("--query-max-depth"), "{}", err.message);
     }
 
     #[test]

@@ -10,15 +10,13 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use periscope_proto::{Labels, NAME_LABEL, label};
 use periscope_store::{Deadline, MetricStore, ReadBudget, StoreError, TenantId};
 use serde_json::{Value, json};
 
 use crate::api::{QueryState, tenant};
-use crate::pool::Refusal;
 use crate::promql::{
     EngineOptions, FloatVisitor, MAX_POINTS_PER_SERIES, MatchOp, Matcher, QueryError, Series,
     SeriesSource, check_query_text, instant_query, range_query,
@@ -41,60 +39,11 @@ pub(crate) fn router() -> Router<QueryState> {
 }
 
 /// A Prometheus API error: `{"status":"error","errorType","error"}`.
-#[derive(Debug)]
-struct PromError(StatusCode, &'static str, String);
-
-impl IntoResponse for PromError {
-    fn into_response(self) -> Response {
-        let mut r = (
-            self.0,
-            Json(json!({"status": "error", "errorType": self.1, "error": self.2})),
-        )
-            .into_response();
-        if self.0 == StatusCode::TOO_MANY_REQUESTS {
-            r.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-        }
-        r
-    }
-}
-
-impl From<Refusal> for PromError {
-    fn from(r: Refusal) -> Self {
-        match r {
-            Refusal::Busy(m) => PromError(StatusCode::TOO_MANY_REQUESTS, "unavailable", m),
-            Refusal::Timeout(_) => {
-                PromError(StatusCode::SERVICE_UNAVAILABLE, "timeout", r.to_string())
-            }
-            Refusal::Failed(m) => PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
-        }
-    }
-}
+type PromError = crate::error::Error<crate::error::Prom>;
 
 /// A store error of the label and series APIs.
 fn store_error(e: StoreError, limits: &crate::QueryLimits) -> PromError {
-    PromError::from(QueryError::from_store(
-        e,
-        &limits.engine_options(Deadline::none()),
-    ))
-}
-
-fn bad(msg: impl Into<String>) -> PromError {
-    PromError(StatusCode::BAD_REQUEST, "bad_data", msg.into())
-}
-
-impl From<QueryError> for PromError {
-    fn from(e: QueryError) -> Self {
-        let status = match e.kind {
-            "bad_data" => StatusCode::BAD_REQUEST,
-            "timeout" | "canceled" => StatusCode::SERVICE_UNAVAILABLE,
-            "internal" => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        PromError(status, e.kind, e.message)
-    }
+    QueryError::from_store(e, &limits.engine_options(Deadline::none())).wire()
 }
 
 fn ok(data: Value) -> Json<Value> {
@@ -110,7 +59,7 @@ impl Params {
         let mut out: Vec<(String, String)> = Vec::new();
         for part in [query, body].into_iter().flatten() {
             let pairs: Vec<(String, String)> = serde_urlencoded::from_str(part)
-                .map_err(|e| bad(format!("invalid parameters: {e}")))?;
+                .map_err(|e| PromError::bad(format!("invalid parameters: {e}")))?;
             out.extend(pairs);
         }
         Ok(Params(out))
@@ -138,20 +87,20 @@ impl Params {
 fn parse_time_ms(name: &str, s: &str) -> Result<i64, PromError> {
     crate::parse_time(s)
         .map(|ns| ns.div_euclid(1_000_000))
-        .map_err(|e| bad(format!("invalid parameter \"{name}\": {e}")))
+        .map_err(|e| PromError::bad(format!("invalid parameter \"{name}\": {e}")))
 }
 
 /// Prometheus durations: float seconds or `1h30m`, `15s`, `500ms`.
 /// At least 1 ms: a smaller step rounded to 0 and divided by zero.
 fn parse_duration_ms(name: &str, s: &str) -> Result<i64, PromError> {
     let too_large = || {
-        bad(format!(
+        PromError::bad(format!(
             "invalid parameter \"{name}\": duration {s:?} is too large"
         ))
     };
     if let Ok(secs) = s.parse::<f64>() {
         if !(secs.is_finite() && secs > 0.0) {
-            return Err(bad(format!(
+            return Err(PromError::bad(format!(
                 "invalid parameter \"{name}\": {s} is not a positive duration"
             )));
         }
@@ -160,7 +109,7 @@ fn parse_duration_ms(name: &str, s: &str) -> Result<i64, PromError> {
         }
         let ms = (secs * 1000.0).round() as i64;
         if ms < 1 {
-            return Err(bad(format!(
+            return Err(PromError::bad(format!(
                 "invalid parameter \"{name}\": {s} is below the minimum of 1ms"
             )));
         }
@@ -174,7 +123,7 @@ fn parse_duration_ms(name: &str, s: &str) -> Result<i64, PromError> {
             .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(digits);
         let n: i64 = num.parse().map_err(|_| {
-            bad(format!(
+            PromError::bad(format!(
                 "invalid parameter \"{name}\": cannot parse {s:?} as a duration"
             ))
         })?;
@@ -191,7 +140,7 @@ fn parse_duration_ms(name: &str, s: &str) -> Result<i64, PromError> {
             "w" => 604_800_000,
             "y" => 31_536_000_000,
             _ => {
-                return Err(bad(format!(
+                return Err(PromError::bad(format!(
                     "invalid parameter \"{name}\": unknown unit {unit:?} in {s:?}"
                 )));
             }
@@ -204,7 +153,7 @@ fn parse_duration_ms(name: &str, s: &str) -> Result<i64, PromError> {
         rest = next;
     }
     if total <= 0 {
-        return Err(bad(format!(
+        return Err(PromError::bad(format!(
             "invalid parameter \"{name}\": {s} is not a positive duration"
         )));
     }
@@ -340,9 +289,9 @@ async fn run<T: Send + 'static>(
         })
         .await?;
     if let Err(e) = &r {
-        if e.1 == "timeout" {
+        if e.kind == crate::error::ErrorKind::Timeout {
             st.runtime.count_timeout();
-        } else if e.2.contains("(--query-max-") {
+        } else if e.message.contains("(--query-max-") {
             st.runtime.count_limit();
         }
     }
@@ -350,10 +299,10 @@ async fn run<T: Send + 'static>(
 }
 
 async fn do_query(st: QueryState, headers: HeaderMap, p: Params) -> Result<Json<Value>, PromError> {
-    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let tenant = tenant(&headers)?;
     let q = p
         .get("query")
-        .ok_or_else(|| bad("parameter \"query\" is required"))?
+        .ok_or_else(|| PromError::bad("parameter \"query\" is required"))?
         .to_owned();
     let time_ms = match p.get("time") {
         Some(t) => parse_time_ms("time", t)?,
@@ -375,35 +324,37 @@ async fn do_query_range(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, PromError> {
-    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let tenant = tenant(&headers)?;
     let q = p
         .get("query")
-        .ok_or_else(|| bad("parameter \"query\" is required"))?
+        .ok_or_else(|| PromError::bad("parameter \"query\" is required"))?
         .to_owned();
     let start = parse_time_ms(
         "start",
         p.get("start")
-            .ok_or_else(|| bad("parameter \"start\" is required"))?,
+            .ok_or_else(|| PromError::bad("parameter \"start\" is required"))?,
     )?;
     let end = parse_time_ms(
         "end",
         p.get("end")
-            .ok_or_else(|| bad("parameter \"end\" is required"))?,
+            .ok_or_else(|| PromError::bad("parameter \"end\" is required"))?,
     )?;
     let step = parse_duration_ms(
         "step",
         p.get("step")
-            .ok_or_else(|| bad("parameter \"step\" is required"))?,
+            .ok_or_else(|| PromError::bad("parameter \"step\" is required"))?,
     )?;
     if end < start {
-        return Err(bad("end timestamp must not be before start time"));
+        return Err(PromError::bad(
+            "end timestamp must not be before start time",
+        ));
     }
     // Checked: the span of two extreme times overflows.
     if end
         .checked_sub(start)
         .is_none_or(|span| span / step >= MAX_POINTS_PER_SERIES)
     {
-        return Err(bad(
+        return Err(PromError::bad(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
@@ -460,9 +411,9 @@ fn selectors(p: &Params, limits: &crate::QueryLimits) -> Result<SeriesFilter, Pr
     for sel in p.all("match[]") {
         check_query_text(sel, &opts)?;
         let expr = promql_parser::parser::parse(sel)
-            .map_err(|e| bad(format!("invalid parameter \"match[]\": {e}")))?;
+            .map_err(|e| PromError::bad(format!("invalid parameter \"match[]\": {e}")))?;
         let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
-            return Err(bad(format!(
+            return Err(PromError::bad(format!(
                 "invalid parameter \"match[]\": {sel:?} is not a series selector"
             )));
         };
@@ -535,7 +486,7 @@ async fn do_labels(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, PromError> {
-    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let tenant = tenant(&headers)?;
     let filter = selectors(&p, &st.runtime.limits)?;
     let (start, end) = range_params(&p)?;
     let labels = series_labels(&st, &tenant, &p, filter, start, end).await?;
@@ -567,7 +518,7 @@ async fn label_values(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, PromError> {
-    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let tenant = tenant(&headers)?;
     let p = Params::parse(q.as_deref(), None)?;
     let filter = selectors(&p, &st.runtime.limits)?;
     let (start, end) = range_params(&p)?;
@@ -584,9 +535,9 @@ async fn do_series(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, PromError> {
-    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let tenant = tenant(&headers)?;
     if p.all("match[]").is_empty() {
-        return Err(bad("no match[] parameter provided"));
+        return Err(PromError::bad("no match[] parameter provided"));
     }
     let filter = selectors(&p, &st.runtime.limits)?;
     let (start, end) = range_params(&p)?;
@@ -627,7 +578,7 @@ async fn metadata(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, PromError> {
-    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let tenant = tenant(&headers)?;
     let p = Params::parse(q.as_deref(), None)?;
     let only = p.get("metric").map(str::to_owned);
     let mut out: HashMap<String, Value> = HashMap::new();
@@ -659,7 +610,7 @@ async fn metric_names(
     State(st): State<QueryState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, PromError> {
-    let tenant = tenant(&headers).map_err(|e| bad(e.1))?;
+    let tenant = tenant(&headers)?;
     let meta: HashMap<String, periscope_proto::MetricMeta> = st
         .metrics
         .metadata(&tenant)

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use periscope_proto::{Attr, Span, attrs_to_json, id_hex, parse_trace_id};
 use periscope_store::{StoreError, TenantId, TraceQuery, TraceStore, TraceSummary};
 use regex::Regex;
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, QueryState, bad, tenant};
+use crate::api::{ApiError, QueryState, tenant};
 use crate::service_map::service_map_within;
 use crate::{format_rfc3339_ns, parse_time};
 
@@ -151,8 +151,10 @@ pub(crate) fn parse_tags(s: &str) -> Result<Vec<TagCond>, ApiError> {
                 }
                 Some(i) if t[i + 1..].starts_with('~') => {
                     let k = &t[..i];
-                    let re = Regex::new(&format!("^(?:{})$", unquote(&t[i + 2..])))
-                        .map_err(|e| bad(format!("tag {t:?}: invalid regular expression: {e}")))?;
+                    let re =
+                        Regex::new(&format!("^(?:{})$", unquote(&t[i + 2..]))).map_err(|e| {
+                            ApiError::bad(format!("tag {t:?}: invalid regular expression: {e}"))
+                        })?;
                     (TagCond::Re(k.into(), re), k.to_owned())
                 }
                 Some(i) => {
@@ -164,7 +166,7 @@ pub(crate) fn parse_tags(s: &str) -> Result<Vec<TagCond>, ApiError> {
                 }
             };
             if key.is_empty() {
-                return Err(bad(format!("tag {t:?} has no key")));
+                return Err(ApiError::bad(format!("tag {t:?} has no key")));
             }
             Ok(cond)
         })
@@ -181,7 +183,7 @@ pub(crate) fn parse_duration_ns(s: &str) -> Result<i64, ApiError> {
     let (num, unit) = s.split_at(split);
     let v: f64 = num
         .parse()
-        .map_err(|_| bad(format!("invalid duration {s:?}: use e.g. 250ms, 1.5s, 2m")))?;
+        .map_err(|_| ApiError::bad(format!("invalid duration {s:?}: use e.g. 250ms, 1.5s, 2m")))?;
     let mult = match unit.trim() {
         "ns" => 1.0,
         "us" | "µs" => 1e3,
@@ -190,14 +192,14 @@ pub(crate) fn parse_duration_ns(s: &str) -> Result<i64, ApiError> {
         "m" => 60e9,
         "h" => 3600e9,
         u => {
-            return Err(bad(format!(
+            return Err(ApiError::bad(format!(
                 "invalid duration unit {u:?} in {s:?}: use ns, us, ms, s, m or h"
             )));
         }
     };
     let ns = v * mult;
     if !ns.is_finite() || !(0.0..9.2e18).contains(&ns) {
-        return Err(bad(format!("duration {s:?} is out of range")));
+        return Err(ApiError::bad(format!("duration {s:?} is out of range")));
     }
     Ok(ns as i64)
 }
@@ -252,7 +254,7 @@ fn opt<'a>(p: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
 
 fn time_param(p: &HashMap<String, String>, k: &str) -> Result<Option<i64>, ApiError> {
     opt(p, k)
-        .map(|v| parse_time(v).map_err(|e| bad(format!("{k}: {e}"))))
+        .map(|v| parse_time(v).map_err(|e| ApiError::bad(format!("{k}: {e}"))))
         .transpose()
 }
 
@@ -266,7 +268,7 @@ fn search_params(
     let end_ns = time_param(p, "end")?.unwrap_or(now);
     let start_ns = time_param(p, "start")?.unwrap_or(end_ns.saturating_sub(HOUR_NS));
     if start_ns > end_ns {
-        return Err(bad("start is after end"));
+        return Err(ApiError::bad("start is after end"));
     }
     let dur = |k: &str| opt(p, k).map(parse_duration_ns).transpose();
     let limit = match opt(p, "limit") {
@@ -274,14 +276,18 @@ fn search_params(
             .parse::<usize>()
             .ok()
             .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| bad("limit must be 1 to 1000"))?,
+            .ok_or_else(|| ApiError::bad("limit must be 1 to 1000"))?,
         None => 20,
     };
     let error = match opt(p, "status") {
         None => None,
         Some("error") => Some(true),
         Some("ok") => Some(false),
-        Some(s) => return Err(bad(format!("unknown status {s:?}: use error or ok"))),
+        Some(s) => {
+            return Err(ApiError::bad(format!(
+                "unknown status {s:?}: use error or ok"
+            )));
+        }
     };
     if let Some(t) = opt(p, "tags") {
         limits.check_tags(t)?;
@@ -382,11 +388,11 @@ pub(crate) async fn trace_by_id(
     let tid = (id.len() == 32)
         .then(|| parse_trace_id(&id))
         .flatten()
-        .ok_or_else(|| bad(format!("invalid trace id {id:?}: expected 32 hex digits")))?;
+        .ok_or_else(|| ApiError::bad(format!("invalid trace id {id:?}: expected 32 hex digits")))?;
     let spans = get_trace(&st, tenant, tid).await?;
     if spans.is_empty() {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
+        return Err(ApiError::new(
+            crate::error::ErrorKind::NotFound,
             format!("trace {id} not found"),
         ));
     }
@@ -435,7 +441,7 @@ pub(crate) async fn service_map_handler(
     let end_ns = time_param(&p, "end")?.unwrap_or(now);
     let start_ns = time_param(&p, "start")?.unwrap_or(end_ns.saturating_sub(HOUR_NS));
     if start_ns > end_ns {
-        return Err(bad("start is after end"));
+        return Err(ApiError::bad("start is after end"));
     }
     let store = st.metrics.clone();
     let map = st

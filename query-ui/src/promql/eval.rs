@@ -237,20 +237,20 @@ pub fn range_query(
                     failed.store(true, std::sync::atomic::Ordering::Relaxed);
                     vec![(
                         usize::MAX,
-                        Err(QueryError {
-                            kind: "internal",
-                            message: "query evaluation panicked".into(),
-                        }),
+                        Err(QueryError::new(
+                            crate::error::ErrorKind::Internal,
+                            "query evaluation panicked",
+                        )),
                     )]
                 }),
                 Err(e) => {
                     failed.store(true, std::sync::atomic::Ordering::Relaxed);
                     vec![(
                         usize::MAX,
-                        Err(QueryError {
-                            kind: "internal",
-                            message: format!("failed to start a query thread: {e}"),
-                        }),
+                        Err(QueryError::new(
+                            crate::error::ErrorKind::Internal,
+                            format!("failed to start a query thread: {e}"),
+                        )),
                     )]
                 }
             };

@@ -81,42 +81,30 @@ impl Default for EngineOptions {
 }
 
 /// A failed query, with the error type Prometheus' HTTP API reports.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{kind}: {message}")]
-pub struct QueryError {
-    /// `bad_data`, `execution`, `timeout`, `canceled` or `internal`.
-    pub kind: &'static str,
-    pub message: String,
-}
+pub type QueryError = crate::error::Error;
 
-impl QueryError {
+impl crate::error::Error {
     pub(crate) fn bad_data(message: impl Into<String>) -> Self {
-        QueryError {
-            kind: "bad_data",
-            message: message.into(),
-        }
+        QueryError::new(crate::error::ErrorKind::BadData, message)
     }
 
     pub(crate) fn execution(message: impl Into<String>) -> Self {
-        QueryError {
-            kind: "execution",
-            message: message.into(),
-        }
+        QueryError::new(crate::error::ErrorKind::Execution, message)
     }
 
     pub(crate) fn timeout() -> Self {
-        QueryError {
-            kind: "timeout",
-            message: "query timed out in query execution (--query-timeout)".into(),
-        }
+        QueryError::new(
+            crate::error::ErrorKind::Timeout,
+            "query timed out in query execution (--query-timeout)",
+        )
     }
 
     /// A query stopped because its client went away.
     pub(crate) fn canceled() -> Self {
-        QueryError {
-            kind: "canceled",
-            message: "query was canceled in query execution".into(),
-        }
+        QueryError::new(
+            crate::error::ErrorKind::Canceled,
+            "query was canceled in query execution",
+        )
     }
 
     /// The samples limit, as Prometheus words it, with our flag.
