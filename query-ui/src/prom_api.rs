@@ -83,11 +83,17 @@ impl Params {
     }
 }
 
-/// Prometheus times: Unix seconds (fractions allowed) or RFC 3339.
+/// Prometheus times: Unix seconds (fractions allowed) or RFC 3339. Unix
+/// seconds are rounded to the millisecond, as Prometheus does: `…009.507`
+/// is not exactly representable, and truncating its nanoseconds gave `.506`,
+/// missing a sample stamped `.507`.
 fn parse_time_ms(name: &str, s: &str) -> Result<i64, PromError> {
-    crate::parse_time(s)
-        .map(|ns| ns.div_euclid(1_000_000))
-        .map_err(|e| PromError::bad(format!("invalid parameter \"{name}\": {e}")))
+    let bad = |e: String| PromError::bad(format!("invalid parameter \"{name}\": {e}"));
+    let ns = crate::parse_time(s).map_err(bad)?;
+    if s.trim().parse::<f64>().is_ok() {
+        return Ok((ns + 500_000).div_euclid(1_000_000));
+    }
+    Ok(ns.div_euclid(1_000_000))
 }
 
 /// Prometheus durations: float seconds or `1h30m`, `15s`, `500ms`.
@@ -659,6 +665,19 @@ fn family_of(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_seconds_round_to_the_millisecond() {
+        // 1765156009.507 is 1765156009.50699996… as a float.
+        for ms in [1_765_156_009_507_i64, 1_765_156_009_999, 1_700_000_000_001] {
+            let s = format!("{}", ms as f64 / 1000.0);
+            assert_eq!(parse_time_ms("time", &s).ok(), Some(ms), "{s}");
+        }
+        assert_eq!(
+            parse_time_ms("time", "2023-11-14T22:13:20.0019Z").ok(),
+            Some(1_700_000_000_001)
+        );
+    }
 
     #[test]
     fn durations_and_times() {
