@@ -478,6 +478,23 @@ pub fn http_refusal(r: &Refusal) -> Response {
     resp
 }
 
+/// Marks a refusal of a request whose body was not read with
+/// `Connection: close`: the server closes such a connection after the
+/// answer (the unread body is still on it), and a client that was not told
+/// so may send its next request on it as it closes.
+pub fn close_if_body_unread(request: &HeaderMap, response: &mut Response) {
+    let has_body = request.contains_key(header::TRANSFER_ENCODING)
+        || request
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|n| n.trim() != "0");
+    if has_body {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
 /// The gRPC status of a refusal.
 pub fn grpc_refusal(r: &Refusal) -> tonic::Status {
     if r.unauthenticated() {
@@ -537,6 +554,7 @@ pub async fn http_middleware(State(g): State<HttpGate>, req: Request, next: Next
         Ok(()) => next.run(Request::from_parts(parts, body)).await,
         Err(r) => {
             let mut resp = http_refusal(&r);
+            close_if_body_unread(&parts.headers, &mut resp);
             if basic && r.unauthenticated() {
                 resp.headers_mut().append(
                     header::WWW_AUTHENTICATE,
@@ -874,6 +892,24 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("periscope_auth_tokens 3"), "{out}");
+    }
+
+    #[test]
+    fn a_refused_request_with_an_unread_body_closes_its_connection() {
+        for (h, close) in [
+            (headers(&[("content-length", "12")]), true),
+            (headers(&[("transfer-encoding", "chunked")]), true),
+            (headers(&[("content-length", "0")]), false),
+            (headers(&[]), false),
+        ] {
+            let mut r = http_refusal(&Refusal::Missing);
+            close_if_body_unread(&h, &mut r);
+            assert_eq!(
+                r.headers().get(header::CONNECTION).is_some(),
+                close,
+                "{h:?}"
+            );
+        }
     }
 
     #[test]

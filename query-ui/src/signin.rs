@@ -371,10 +371,14 @@ pub async fn csrf_guard(State(st): State<SignIn>, req: Request, next: Next) -> R
     }
     match same_origin(h, req.uri()) {
         Ok(()) => next.run(req).await,
-        Err(why) => error(
-            StatusCode::FORBIDDEN,
-            format!("cross-site request refused: {why}"),
-        ),
+        Err(why) => {
+            let mut r = error(
+                StatusCode::FORBIDDEN,
+                format!("cross-site request refused: {why}"),
+            );
+            periscope_auth::gate::close_if_body_unread(h, &mut r);
+            r
+        }
     }
 }
 
